@@ -1,0 +1,32 @@
+# The two commands of README: `make demo` (the main job) and `make test`.
+VENV := .venv/bin
+EXAMPLES := $(sort $(dir $(wildcard examples/*/modelport.yaml)))
+
+.PHONY: bootstrap demo test lint examples schemas bench
+
+bootstrap:
+	@scripts/bootstrap
+
+demo: bootstrap
+	@for dir in $(EXAMPLES); do \
+	  echo "=== modelport manifest $$dir"; \
+	  $(VENV)/modelport manifest $$dir || exit $$?; \
+	done
+
+lint: bootstrap
+	$(VENV)/ruff check .
+	$(VENV)/ruff format --check .
+	$(VENV)/mypy
+
+test: lint
+	$(VENV)/python -m pytest
+
+examples: bootstrap
+	$(VENV)/python examples/make_examples.py
+
+schemas: bootstrap
+	$(VENV)/modelport schema model-config > schemas/model-config.schema.json
+	$(VENV)/modelport schema modelport-yaml > schemas/modelport.schema.json
+
+bench: bootstrap
+	$(VENV)/python bench/manifest_cli.py

@@ -1,0 +1,15 @@
+"""The one map from domain errors to HTTP responses."""
+
+from __future__ import annotations
+
+from chalice.app import Response
+
+from chalicelib.core.errors import ModelportError
+
+
+def error_response(exc: ModelportError) -> Response:
+    return Response(
+        body=exc.to_dict(),
+        status_code=exc.http_status,
+        headers={"Content-Type": "application/json"},
+    )

@@ -1,0 +1,151 @@
+"""Protocol determination: the model's native contract, shaped by the pre and post steps.
+
+The public request is what the first pre step accepts (or the model's own input), the public response is
+what the last post step produces (or the model's own output). Every hand-over between neighbours is
+checked here, at config time, so an impossible chain never reaches a build.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from chalicelib.core.config import ModelConfig, StepRef
+from chalicelib.core.errors import ProtocolError
+from chalicelib.core.native import NativeContract
+from chalicelib.core.protocol import (
+    Frozen,
+    OipTensor,
+    Tensors,
+    Value,
+    Wire,
+    oip_tensors,
+    request_wire,
+    response_wire,
+    value_fits,
+)
+from chalicelib.core.steps import Step, StepContext, UserStep
+
+
+class StageSignature(Frozen):
+    """One link of the chain, for people reading the config file."""
+
+    stage: str
+    step: str
+    accepts: str
+    produces: str
+
+
+class OipMetadata(Frozen):
+    """Open Inference Protocol v2 model metadata (``GET /v2/models/{name}``)."""
+
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[OipTensor]
+    outputs: list[OipTensor]
+
+
+class Protocol(Frozen):
+    """The resolved data transmission protocol of a model."""
+
+    request_value: Value = Field(description="what a request carries")
+    response_value: Value = Field(description="what a response carries")
+    request: Wire
+    response: Wire
+    chain: tuple[StageSignature, ...]
+    oip: OipMetadata
+
+
+PLATFORMS = {
+    "onnx": "onnxruntime_onnx",
+    "sklearn": "sklearn_skops",
+    "xgboost": "xgboost_json",
+    "lightgbm": "lightgbm_text",
+    "python": "python_predictor",
+}
+
+
+def _labels(config: ModelConfig, native: NativeContract) -> tuple[str, ...] | None:
+    if config.labels is not None:
+        return config.labels
+    if native.classes is not None:
+        return tuple(str(c) for c in native.classes)
+    return None
+
+
+def _bind(refs: tuple[StepRef, ...], stage: str) -> list[Step]:
+    return [ref.bind("pre" if stage == "pre" else "post") for ref in refs]
+
+
+def resolve_protocol(config: ModelConfig, native: NativeContract, *, version: int) -> Protocol:
+    labels = _labels(config, native)
+    if labels is not None and native.classes is not None and len(labels) != len(native.classes):
+        raise ProtocolError(
+            f"labels has {len(labels)} names but the model has {len(native.classes)} classes "
+            f"({', '.join(map(str, native.classes))})"
+        )
+    ctx = StepContext(native=native, labels=labels)
+    chain: list[StageSignature] = []
+
+    pre = _bind(config.processing.pre, "pre")
+    model_in: Value = native.inputs
+    if pre:
+        first = pre[0].public_input(ctx)
+        if first is None:
+            raise ProtocolError(f"pre step {pre[0].name} cannot come first: it needs an upstream step")
+        value: Value = first
+        request_value = first
+        for step in pre:
+            produced = step.apply(value, ctx)
+            chain.append(_sig("pre", step, value, produced))
+            value = produced
+        if not isinstance(pre[-1], UserStep) and not value_fits(value, model_in):
+            raise ProtocolError(_mismatch(pre[-1], value, model_in))
+    else:
+        request_value = model_in
+
+    value = native.outputs
+    for step in _bind(config.processing.post, "post"):
+        produced = step.apply(value, ctx)
+        chain.append(_sig("post", step, value, produced))
+        value = produced
+    response_value = value
+
+    try:
+        request, response = request_wire(request_value), response_wire(response_value)
+    except TypeError as exc:
+        raise ProtocolError(str(exc)) from None
+    oip = OipMetadata(
+        name=config.name,
+        versions=[str(version)],
+        platform=PLATFORMS[native.framework],
+        inputs=oip_tensors(request_value, role="input"),
+        outputs=oip_tensors(response_value, role="output"),
+    )
+    return Protocol(
+        request_value=request_value,
+        response_value=response_value,
+        request=request,
+        response=response,
+        chain=tuple(chain),
+        oip=oip,
+    )
+
+
+def _sig(stage: str, step: Step, accepts: Value, produces: Value) -> StageSignature:
+    name = step.ref if isinstance(step, UserStep) else step.name
+    return StageSignature(stage=stage, step=name, accepts=accepts.describe(), produces=produces.describe())
+
+
+def _mismatch(step: Step, produced: Value, expected: Value) -> str:
+    if (
+        isinstance(produced, Tensors)
+        and isinstance(expected, Tensors)
+        and len(produced.tensors) == len(expected.tensors) == 1
+    ):
+        want = expected.tensors[0]
+        return (
+            f"pre step {step.name} produces {produced.describe()} but model input "
+            f"{want.name!r} expects {want.describe()}"
+        )
+    return f"pre step {step.name} produces {produced.describe()} but the model expects {expected.describe()}"

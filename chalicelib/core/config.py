@@ -1,0 +1,378 @@
+"""Configuration parameters: ``modelport.yaml`` beside the artifact, or the same document as an API body."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from chalicelib.core.errors import ConfigError
+from chalicelib.core.native import Framework
+from chalicelib.core.steps import BUILTIN_STEPS, Stage, Step, UserStep
+
+CONFIG_FILE = "modelport.yaml"
+
+SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,46}[a-z0-9])?$")
+USER_STEP = re.compile(r"^(?P<path>[A-Za-z0-9_./-]+\.py):(?P<function>[A-Za-z_][A-Za-z0-9_]*)$")
+_VERSION = r"[A-Za-z0-9.*+!_-]+"
+_SPEC = rf"(?:==|>=|<=|~=|!=|<|>)\s*{_VERSION}"
+REQUIREMENT = re.compile(
+    rf"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?(?:\[[A-Za-z0-9._,-]+\])?"
+    rf"(?:\s*{_SPEC}(?:\s*,\s*{_SPEC})*)?$"
+)
+IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._\-/:]*(?:@sha256:[a-f0-9]{64})?$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def safe_relative_path(value: str, what: str) -> str:
+    """Refuse paths that could leave the model directory (absolute, ``..``, backslashes, NUL)."""
+    parts = value.split("/")
+    if (
+        not value
+        or value.startswith("/")
+        or "\\" in value
+        or "\x00" in value
+        or any(p in ("", ".", "..") for p in parts)
+    ):
+        raise PydanticCustomError(
+            "unsafe_path",
+            "{what} {value} must be a relative path inside the model directory",
+            {"what": what, "value": repr(value)},
+        )
+    return value
+
+
+_STEP_JSON_SCHEMA: dict[str, Any] = {
+    "description": "a built-in step name, {name: {params}}, or 'path/file.py:function' user code",
+    "anyOf": [
+        {"type": "string", "enum": sorted(BUILTIN_STEPS)},
+        {"type": "string", "pattern": USER_STEP.pattern},
+        *[
+            {
+                "type": "object",
+                "properties": {name: cls.params_model.model_json_schema()},
+                "required": [name],
+                "additionalProperties": False,
+            }
+            for name, cls in sorted(BUILTIN_STEPS.items())
+        ],
+    ],
+}
+
+
+class StepRef(Strict):
+    """One processing step as written in the config: a built-in with parameters, or user code."""
+
+    step: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"step": data, "params": {}}
+        if isinstance(data, dict) and "step" not in data:
+            if len(data) != 1:
+                raise PydanticCustomError(
+                    "step_form",
+                    "a step is a name or a mapping with exactly one key (the step's name), got keys {keys}",
+                    {"keys": ", ".join(map(str, data))},
+                )
+            ((name, params),) = data.items()
+            if params is None:
+                params = {}
+            if not isinstance(params, dict):
+                raise PydanticCustomError(
+                    "step_form",
+                    "parameters of step {name} must be a mapping, got {got!r}",
+                    {"name": name, "got": params},
+                )
+            return {"step": name, "params": params}
+        return data
+
+    @model_validator(mode="after")
+    def _validate(self) -> StepRef:
+        if USER_STEP.match(self.step):
+            safe_relative_path(self.step.split(":", 1)[0], "user step file")
+            if self.params:
+                raise PydanticCustomError(
+                    "step_params", "user step {step} takes no parameters", {"step": self.step}
+                )
+            return self
+        cls = BUILTIN_STEPS.get(self.step)
+        if cls is None:
+            close = difflib.get_close_matches(self.step, list(BUILTIN_STEPS), n=1)
+            hint = (
+                f"did you mean {close[0]!r}?"
+                if close
+                else "built-in steps: " + ", ".join(sorted(BUILTIN_STEPS))
+            )
+            raise PydanticCustomError(
+                "unknown_step",
+                "unknown step {step}: {hint} (user code is written 'path/file.py:function')",
+                {"step": repr(self.step), "hint": hint},
+            )
+        try:
+            params = cls.params_model.model_validate(self.params)
+        except ValidationError as exc:
+            raise PydanticCustomError(
+                "step_params",
+                "step {step}: {problem}",
+                {"step": self.step, "problem": describe_errors(exc, cls.params_model)},
+            ) from None
+        normalized = params.model_dump(mode="json", exclude_unset=True)
+        object.__setattr__(self, "params", normalized)
+        return self
+
+    @model_serializer
+    def _dump(self) -> str | dict[str, Any]:
+        return {self.step: self.params} if self.params else self.step
+
+    @property
+    def is_user_code(self) -> bool:
+        return USER_STEP.match(self.step) is not None
+
+    def bind(self, stage: Stage) -> Step:
+        if self.is_user_code:
+            return UserStep(self.step, stage)
+        cls = BUILTIN_STEPS[self.step]
+        step = cls(cls.params_model.model_validate(self.params))
+        return step
+
+
+StepField = Annotated[StepRef, WithJsonSchema(_STEP_JSON_SCHEMA)]
+
+
+class Processing(Strict):
+    pre: tuple[StepField, ...] = Field(default=(), description="steps from the request to the model")
+    post: tuple[StepField, ...] = Field(default=(), description="steps from the model to the response")
+
+    @model_validator(mode="after")
+    def _stages(self) -> Processing:
+        for stage in ("pre", "post"):
+            for i, ref in enumerate(getattr(self, stage)):
+                cls = BUILTIN_STEPS.get(ref.step)
+                if cls is not None and cls.stage != stage:
+                    raise PydanticCustomError(
+                        "step_stage",
+                        "{stage}[{i}]: {step} is a {other} step; move it under {other}:",
+                        {"stage": stage, "i": i, "step": ref.step, "other": cls.stage},
+                    )
+        return self
+
+
+class Environment(Strict):
+    """The runtime environment of the model's container-image Lambda."""
+
+    python: Literal["3.11", "3.12", "3.13"] = Field(
+        default="3.11", description="a Python version AWS Lambda runs"
+    )
+    architecture: Literal["x86_64", "arm64"] = "x86_64"
+    memory_mb: int = Field(default=1024, ge=128, le=10240, description="Lambda memory, MB")
+    timeout_s: int = Field(default=30, ge=1, le=900, description="Lambda timeout, seconds")
+    packages: tuple[str, ...] = Field(default=(), description="extra pip requirements, e.g. 'scipy>=1.11'")
+    base_image: str | None = Field(
+        default=None, description="base image; default: the AWS Lambda Python image"
+    )
+
+    @field_validator("python", mode="before")
+    @classmethod
+    def _python_as_text(cls, value: Any) -> Any:
+        # YAML reads `python: 3.12` as a float; accept it as the version it spells.
+        return repr(value) if isinstance(value, float) else value
+
+    @field_validator("packages")
+    @classmethod
+    def _requirements(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for req in value:
+            if not REQUIREMENT.match(req):
+                raise PydanticCustomError(
+                    "requirement",
+                    "{req} is not a package requirement like 'name' or 'name==1.2' "
+                    "(no URLs, options or markers)",
+                    {"req": repr(req)},
+                )
+        return value
+
+    @field_validator("base_image")
+    @classmethod
+    def _image_ref(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) > 255 or not IMAGE_REF.match(value)):
+            raise PydanticCustomError(
+                "image_ref", "{value} is not an image reference", {"value": repr(value)}
+            )
+        return value
+
+
+class ModelConfig(Strict):
+    """The configuration parameters of one model (``modelport.yaml``)."""
+
+    name: str = Field(description="lowercase slug: letters, digits and '-', at most 48 characters")
+    description: str = Field(default="", max_length=1000)
+    framework: Framework | None = Field(default=None, description="default: detected")
+    artifacts: tuple[str, ...] | None = Field(
+        default=None, description="model files relative to the directory; default: detected"
+    )
+    environment: Environment = Field(default_factory=Environment)
+    processing: Processing = Field(default_factory=Processing)
+    labels: tuple[str, ...] | None = Field(
+        default=None, description="class names, in the model's class order"
+    )
+    allow_pickle: bool = Field(
+        default=False,
+        description="allow joblib/pickle artifacts; they are only ever opened in isolation",
+    )
+    trusted_types: tuple[str, ...] = Field(
+        default=(), description="types a .skops file may load beyond skops' defaults"
+    )
+    pipeline: Literal["auto", "chained", "fused"] = Field(
+        default="auto", description="run pre/model/post as one function or a state machine"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if not SLUG.match(value):
+            suggestion = re.sub(r"[^a-z0-9]+", "-", value.lower()).strip("-")[:48].strip("-")
+            hint = f"e.g. {suggestion!r}" if suggestion and SLUG.match(suggestion) else ""
+            raise PydanticCustomError(
+                "slug",
+                "{value} is not a slug: use 1-48 lowercase letters, digits and '-', "
+                "starting and ending with a letter or digit{hint}",
+                {"value": repr(value), "hint": f" ({hint})" if hint else ""},
+            )
+        return value
+
+    @field_validator("artifacts")
+    @classmethod
+    def _artifacts(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None:
+            if not value:
+                raise PydanticCustomError("artifacts", "artifacts must list at least one file", {})
+            for path in value:
+                safe_relative_path(path, "artifact")
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None:
+            if not value:
+                raise PydanticCustomError("labels", "labels must not be empty", {})
+            dupes = sorted({v for v in value if value.count(v) > 1})
+            if dupes:
+                raise PydanticCustomError("labels", "labels repeat {dupes}", {"dupes": ", ".join(dupes)})
+        return value
+
+
+# --------------------------------------------------------------------------- parsing and errors
+
+
+def _loc_text(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part in ("StepRef", "function-after[_validate(), StepRef]"):
+            continue
+        else:
+            text += ("." if text else "") + str(part)
+    return text
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
+    """The keys allowed where an unknown key was found, for a 'did you mean' suggestion."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+        field = current.model_fields.get(str(part))
+        if field is None:
+            return []
+        current = _model_in(field.annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _model_in(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def describe_errors(exc: ValidationError, model: type[BaseModel]) -> str:
+    """Turn pydantic's report into one line a person can act on."""
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        where = _loc_text(loc)
+        if err["type"] == "extra_forbidden":
+            key = str(loc[-1])
+            known = _fields_at(model, loc[:-1])
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            scope = f" in {_loc_text(loc[:-1])}" if loc[:-1] else ""
+            msg = f"unknown key {key!r}{scope}"
+            if close:
+                msg += f": did you mean {close[0]!r}?"
+            elif known:
+                msg += " (valid keys: " + ", ".join(known) + ")"
+            lines.append(msg)
+            continue
+        msg = err["msg"]
+        ctx = err.get("ctx", {})
+        if err["type"] in ("greater_than_equal", "greater_than"):
+            msg = f"{err['input']!r} is too small (at least {ctx.get('ge', ctx.get('gt'))})"
+        elif err["type"] in ("less_than_equal", "less_than"):
+            msg = f"{err['input']!r} is too large (at most {ctx.get('le', ctx.get('lt'))})"
+        for prefix in ("Value error, ", "Assertion failed, "):
+            msg = msg.removeprefix(prefix)
+        lines.append(f"{where}: {msg}" if where else msg)
+    return "; ".join(lines)
+
+
+def parse_config(data: Any, *, source: str = CONFIG_FILE) -> ModelConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of keys (name, framework, ...)")
+    try:
+        return ModelConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {describe_errors(exc, ModelConfig)}") from None
+
+
+def parse_config_yaml(text: str, *, source: str = CONFIG_FILE) -> ModelConfig:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise ConfigError(f"{source}: {problem}{where}") from None
+    return parse_config(data, source=source)
+
+
+def dump_config_yaml(config: ModelConfig) -> str:
+    data = config.model_dump(mode="json", exclude_defaults=True)
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

@@ -1,0 +1,73 @@
+"""The domain error taxonomy.
+
+Every failure a user can cause or fix is one of these. Adapters translate backend errors
+(``botocore`` ``ClientError``, docker API errors) into them; the CLI prints ``str(err)`` as one
+line and the API maps ``http_status`` to a response. Anything else is a bug.
+"""
+
+from __future__ import annotations
+
+
+class ModelportError(Exception):
+    """Base of all errors a user can act on."""
+
+    http_status = 400
+    code = "ModelportError"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+    def to_dict(self) -> dict[str, str]:
+        body = {"code": self.code, "message": self.message}
+        if self.hint:
+            body["hint"] = self.hint
+        return body
+
+
+class ConfigError(ModelportError):
+    """The configuration parameters (``modelport.yaml`` or an API body) are invalid."""
+
+    code = "ConfigError"
+
+    def __init__(self, message: str, *, path: str = "", hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.path = path
+
+
+class ArtifactError(ModelportError):
+    """The model artifact is missing, unreadable or not what its framework expects."""
+
+    code = "ArtifactError"
+
+
+class UnsupportedFramework(ModelportError):
+    """No inspector knows this kind of model."""
+
+    code = "UnsupportedFramework"
+
+
+class UnsafeArtifact(ModelportError):
+    """Loading the artifact could run arbitrary code and the config has not opted in."""
+
+    code = "UnsafeArtifact"
+
+
+class ProtocolError(ModelportError):
+    """The pre-processing -> model -> post-processing chain cannot fit together."""
+
+    code = "ProtocolError"
+
+
+class NotFound(ModelportError):
+    http_status = 404
+    code = "NotFound"
+
+
+class Conflict(ModelportError):
+    http_status = 409
+    code = "Conflict"

@@ -1,0 +1,157 @@
+"""The model config file: the versioned deployment manifest every later stage reads.
+
+One pydantic model, deterministic to serialize (no clocks, no random ids, stable key order), with its JSON
+Schema generated into ``schemas/model-config.schema.json``. The container and function slots are empty
+until the image builder and the function manager fill them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field
+
+from chalicelib.core.chain import Protocol, resolve_protocol
+from chalicelib.core.config import ModelConfig, Processing
+from chalicelib.core.environment import ResolvedEnvironment, resolve_environment
+from chalicelib.core.native import Framework, NativeContract
+from chalicelib.core.protocol import Frozen
+
+SCHEMA_VERSION: Literal["modelport.dev/v1"] = "modelport.dev/v1"
+
+
+class ArtifactFile(Frozen):
+    path: str
+    sha256: str
+    size_bytes: int
+
+
+class Artifact(Frozen):
+    framework: Framework
+    files: tuple[ArtifactFile, ...]
+    digest: str = Field(description="sha256 over the sorted (path, sha256) of every file")
+
+
+class ContainerAssociation(Frozen):
+    """The image this model version runs in (filled by the image builder)."""
+
+    environment_image: str = Field(description="the shared image of the environment fingerprint")
+    image_uri: str
+    image_digest: str
+    size_bytes: int
+
+
+class DeployedFunction(Frozen):
+    role: Literal["fused", "pre", "model", "post"]
+    function_name: str
+    function_arn: str
+    version: str | None = None
+
+
+class Deployment(Frozen):
+    """What runs this model version (filled by the function manager)."""
+
+    mode: Literal["fused", "chained"]
+    functions: tuple[DeployedFunction, ...]
+    state_machine_arn: str | None = None
+
+
+class ModelConfigFile(Frozen):
+    """The model config file of one model version."""
+
+    schema_version: Literal["modelport.dev/v1"] = SCHEMA_VERSION
+    name: str
+    version: int = Field(ge=1)
+    description: str = ""
+    artifact: Artifact
+    native: NativeContract
+    environment: ResolvedEnvironment
+    processing: Processing
+    labels: tuple[str, ...] | None
+    allow_pickle: bool
+    trusted_types: tuple[str, ...]
+    pipeline: Literal["auto", "chained", "fused"]
+    protocol: Protocol
+    container: ContainerAssociation | None = None
+    deployment: Deployment | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_data(), indent=2, ensure_ascii=False) + "\n"
+
+    def to_yaml(self) -> str:
+        return yaml.dump(self.to_data(), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+
+    def to_data(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+    @property
+    def digest(self) -> str:
+        """Content address of this file, for image labels and change detection."""
+        return "sha256:" + hashlib.sha256(self.to_json().encode()).hexdigest()
+
+
+class _Dumper(yaml.SafeDumper):
+    """Writes short lists of scalars (shapes, labels) on one line: ``shape: [N, 4]``."""
+
+
+def _represent_list(dumper: yaml.SafeDumper, data: list[Any]) -> yaml.Node:
+    flow = len(data) <= 16 and all(
+        isinstance(v, (int, float)) or (isinstance(v, str) and len(v) <= 40) for v in data
+    )
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+
+_Dumper.add_representer(list, _represent_list)
+
+
+def artifact_digest(files: tuple[ArtifactFile, ...]) -> str:
+    h = hashlib.sha256()
+    for f in sorted(files, key=lambda f: f.path):
+        h.update(f"{f.path}\0{f.sha256}\n".encode())
+    return "sha256:" + h.hexdigest()
+
+
+def build_manifest(
+    config: ModelConfig,
+    native: NativeContract,
+    files: tuple[ArtifactFile, ...],
+    *,
+    version: int = 1,
+) -> ModelConfigFile:
+    """Compose the model config file from its three inputs; pure and deterministic."""
+    files = tuple(sorted(files, key=lambda f: f.path))
+    return ModelConfigFile(
+        name=config.name,
+        version=version,
+        description=config.description,
+        artifact=Artifact(framework=native.framework, files=files, digest=artifact_digest(files)),
+        native=native,
+        environment=resolve_environment(config, native.framework),
+        processing=config.processing,
+        labels=config.labels,
+        allow_pickle=config.allow_pickle,
+        trusted_types=config.trusted_types,
+        pipeline=config.pipeline,
+        protocol=resolve_protocol(config, native, version=version),
+    )
+
+
+def manifest_json_schema() -> dict[str, Any]:
+    schema = ModelConfigFile.model_json_schema(mode="serialization")
+    schema["$id"] = "https://modelport.dev/schemas/model-config.schema.json"
+    schema["title"] = "Modelport model config file"
+    return schema
+
+
+def config_json_schema() -> dict[str, Any]:
+    schema = ModelConfig.model_json_schema(mode="validation")
+    schema["$id"] = "https://modelport.dev/schemas/modelport.schema.json"
+    schema["title"] = "modelport.yaml"
+    return schema
+
+
+def schema_text(schema: dict[str, Any]) -> str:
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"

@@ -1,0 +1,152 @@
+"""OpenAPI 3.1 for one model's invoke endpoints, derived from the model config file (never stored)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalicelib.core.manifest import ModelConfigFile
+from chalicelib.core.protocol import Wire
+
+_ERROR = {
+    "type": "object",
+    "properties": {
+        "code": {"type": "string"},
+        "message": {"type": "string"},
+        "hint": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "pointer": {"type": "string", "description": "JSON pointer into the request"},
+                    "message": {"type": "string"},
+                },
+                "required": ["pointer", "message"],
+            },
+        },
+    },
+    "required": ["code", "message"],
+}
+
+_OIP_TENSOR = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "datatype": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer"}},
+        "parameters": {"type": "object"},
+        "data": {"type": "array"},
+    },
+    "required": ["name", "datatype", "shape", "data"],
+}
+
+
+def _content(wire: Wire) -> dict[str, Any]:
+    content: dict[str, Any] = {}
+    for media in wire.content_types:
+        if media == "application/json":
+            content[media] = {"schema": wire.json_schema, "example": wire.example}
+        elif media == "text/csv":
+            content[media] = {"schema": {"type": "string", "description": "CSV rows; an optional header row"}}
+        else:
+            content[media] = {"schema": {"type": "string", "contentMediaType": media}}
+    return content
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def openapi_document(manifest: ModelConfigFile) -> dict[str, Any]:
+    proto = manifest.protocol
+    errors = {
+        "400": _error("the request does not match the model's protocol"),
+        "401": _error("missing or invalid API key"),
+        "404": _error("no such model or version (or not visible to this account)"),
+        "406": _error("no acceptable response content type"),
+        "415": _error("unsupported request content type"),
+        "502": _error("the model failed while predicting"),
+    }
+    invoke = {
+        "summary": f"Invoke {manifest.name}",
+        "description": manifest.description or f"Run {manifest.name} on one request.",
+        "operationId": "invoke",
+        "requestBody": {"required": True, "content": _content(proto.request)},
+        "responses": {
+            "200": {"description": "the prediction", "content": _content(proto.response)},
+            **errors,
+        },
+    }
+    versioned = dict(invoke, operationId="invokeVersion")
+    oip_request = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "inputs": {"type": "array", "items": {"$ref": "#/components/schemas/OipTensor"}},
+            "outputs": {"type": "array", "items": {"type": "object"}},
+            "parameters": {"type": "object"},
+        },
+        "required": ["inputs"],
+    }
+    name = manifest.name
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": f"{name} (Modelport)",
+            "version": str(manifest.version),
+            "description": manifest.description,
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"apiKey": []}],
+        "paths": {
+            f"/v1/models/{name}/invoke": {"post": invoke},
+            f"/v1/models/{name}/versions/{{version}}/invoke": {
+                "parameters": [
+                    {
+                        "name": "version",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "integer", "minimum": 1},
+                    }
+                ],
+                "post": versioned,
+            },
+            f"/v2/models/{name}": {
+                "get": {
+                    "summary": "Open Inference Protocol v2 model metadata",
+                    "operationId": "oipMetadata",
+                    "responses": {
+                        "200": {
+                            "description": "model metadata",
+                            "content": {"application/json": {"example": proto.oip.model_dump(mode="json")}},
+                        },
+                        "404": errors["404"],
+                    },
+                }
+            },
+            f"/v2/models/{name}/infer": {
+                "post": {
+                    "summary": "Open Inference Protocol v2 inference",
+                    "operationId": "oipInfer",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": oip_request}},
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "inference response",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        **errors,
+                    },
+                }
+            },
+        },
+        "components": {
+            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Error": _ERROR, "OipTensor": _OIP_TENSOR},
+        },
+    }

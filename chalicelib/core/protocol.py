@@ -1,0 +1,463 @@
+"""The data transmission protocol: typed values that flow between request, steps, model and response.
+
+A *value type* says what one stage of the chain carries (tensors, tabular records, an encoded image,
+labelled scores, a figure, arbitrary JSON). Each public value type knows its wire form: content types,
+JSON Schema with a generated example, and its Open Inference Protocol v2 tensor metadata. Everything here
+is pure data so the resolved protocol can be written into the model config file and read by every later
+stage (validation, OpenAPI, runtime decoding).
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+import zlib
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DataType = Literal[
+    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+    "FP16", "FP32", "FP64", "BYTES",
+]  # fmt: skip
+"""Open Inference Protocol v2 tensor data types."""
+
+Dim = int | str
+"""A tensor dimension: a fixed size, -1 for unknown, or a symbolic name (``"batch"``)."""
+
+ImageFormat = Literal["png", "jpeg", "webp"]
+
+_NUMPY_NAMES: dict[str, str] = {
+    "BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32", "UINT64": "uint64",
+    "INT8": "int8", "INT16": "int16", "INT32": "int32", "INT64": "int64",
+    "FP16": "float16", "FP32": "float32", "FP64": "float64", "BYTES": "bytes",
+}  # fmt: skip
+FLOAT_TYPES: frozenset[str] = frozenset({"FP16", "FP32", "FP64"})
+INT_TYPES: frozenset[str] = frozenset(
+    {"UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"}
+)
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _is_none(value: object) -> bool:
+    return value is None
+
+
+def dtype_name(datatype: DataType | None) -> str:
+    return _NUMPY_NAMES[datatype] if datatype else "?"
+
+
+def is_fixed(dim: Dim) -> bool:
+    return isinstance(dim, int) and dim >= 0
+
+
+def dims_fit(produced: Dim, expected: Dim) -> bool:
+    """A symbolic or unknown dimension on either side fits anything; fixed sizes must agree."""
+    return not (is_fixed(produced) and is_fixed(expected)) or produced == expected
+
+
+def oip_shape(shape: tuple[Dim, ...]) -> list[int]:
+    return [d if is_fixed(d) else -1 for d in shape]  # type: ignore[misc]
+
+
+class TensorSpec(Frozen):
+    """One named tensor of a model's native contract."""
+
+    name: str
+    datatype: DataType | None = Field(description="OIP v2 datatype; null for non-tensor values")
+    shape: tuple[Dim, ...] = ()
+    type_repr: str | None = Field(
+        default=None,
+        description="the framework's own type, for values that are not tensors",
+        exclude_if=_is_none,
+    )
+
+    def describe(self) -> str:
+        if self.datatype is None:
+            return self.type_repr or "non-tensor value"
+        return f"{dtype_name(self.datatype)}[{','.join(str(d) for d in self.shape)}]"
+
+    def fits(self, expected: TensorSpec) -> bool:
+        return (
+            self.datatype is not None
+            and self.datatype == expected.datatype
+            and len(self.shape) == len(expected.shape)
+            and all(dims_fit(p, e) for p, e in zip(self.shape, expected.shape, strict=True))
+        )
+
+
+class Feature(Frozen):
+    name: str
+    datatype: DataType = "FP64"
+
+
+# --------------------------------------------------------------------------- value types
+
+
+class Tensors(Frozen):
+    """Named tensors, as a model takes or gives them."""
+
+    kind: Literal["tensors"] = "tensors"
+    tensors: tuple[TensorSpec, ...]
+
+    def describe(self) -> str:
+        if len(self.tensors) == 1:
+            return self.tensors[0].describe()
+        return "(" + ", ".join(f"{t.name}: {t.describe()}" for t in self.tensors) + ")"
+
+
+class Records(Frozen):
+    """Tabular rows keyed by feature name (JSON records, positional rows, or CSV)."""
+
+    kind: Literal["records"] = "records"
+    features: tuple[Feature, ...]
+
+    def describe(self) -> str:
+        return "records(" + ", ".join(f.name for f in self.features) + ")"
+
+
+class EncodedImage(Frozen):
+    """An encoded image (PNG/JPEG/WebP bytes, or base64 in JSON)."""
+
+    kind: Literal["image"] = "image"
+    formats: tuple[ImageFormat, ...] = ("png", "jpeg", "webp")
+    width: int | None = None
+    height: int | None = None
+
+    def describe(self) -> str:
+        return "image(" + "/".join(self.formats) + ")"
+
+
+class Labels(Frozen):
+    """Per row, the top classes with their scores: ``[{label, score}, ...]``."""
+
+    kind: Literal["labels"] = "labels"
+    labels: tuple[str, ...]
+    top_k: int
+
+    def describe(self) -> str:
+        return f"labels(top {self.top_k} of {len(self.labels)})"
+
+
+class Json(Frozen):
+    """Any JSON value that matches a JSON Schema (a predictor's arguments or result)."""
+
+    kind: Literal["json"] = "json"
+    json_schema: dict[str, Any] = Field(default_factory=dict)
+
+    def describe(self) -> str:
+        return "json(" + str(self.json_schema.get("type", "any")) + ")"
+
+
+class Figure(Frozen):
+    """A rendered picture (PNG) of a structured result, which travels with it."""
+
+    kind: Literal["figure"] = "figure"
+    chart: str
+    media_type: Literal["image/png"] = "image/png"
+    data: Value
+
+    def describe(self) -> str:
+        return f"figure({self.chart}, {self.media_type}) of {self.data.describe()}"
+
+
+Value = Annotated[Union[Tensors, Records, EncodedImage, Labels, Json, Figure], Field(discriminator="kind")]
+Figure.model_rebuild()
+
+
+def value_fits(produced: Value, expected: Value) -> bool:
+    """Whether a stage's output can be fed to the next stage's input."""
+    if isinstance(expected, Json) and not expected.json_schema:
+        return True
+    if isinstance(produced, Tensors) and isinstance(expected, Tensors):
+        return len(produced.tensors) == len(expected.tensors) and all(
+            p.fits(e) for p, e in zip(produced.tensors, expected.tensors, strict=True)
+        )
+    return produced == expected
+
+
+# --------------------------------------------------------------------------- wire forms
+
+
+def _nested_array(datatype: DataType | None, rank: int) -> dict[str, Any]:
+    if datatype is None:
+        return {}
+    leaf: dict[str, Any]
+    if datatype in FLOAT_TYPES:
+        leaf = {"type": "number"}
+    elif datatype in INT_TYPES:
+        leaf = {"type": "integer"}
+    elif datatype == "BOOL":
+        leaf = {"type": "boolean"}
+    else:
+        leaf = {"type": "string"}
+    schema = leaf
+    for _ in range(rank):
+        schema = {"type": "array", "items": schema}
+    return schema
+
+
+def _example_dim(dim: Dim) -> int:
+    return dim if is_fixed(dim) else 1  # type: ignore[return-value]
+
+
+def _tensor_example(spec: TensorSpec) -> Any:
+    leaf: Any = {"FP16": 0.0, "FP32": 0.0, "FP64": 0.0, "BOOL": False, "BYTES": ""}.get(
+        spec.datatype or "", 0
+    )
+    value = leaf
+    for dim in reversed(spec.shape):
+        value = [value] * _example_dim(dim)
+    return value
+
+
+def tiny_png(width: int, height: int) -> bytes:
+    """A valid white RGB PNG, so examples of image requests are real images."""
+    raw = b"".join(b"\x00" + b"\xff" * (3 * width) for _ in range(height))
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw, 9))
+        + chunk(b"IEND", b"")
+    )
+
+
+class Wire(Frozen):
+    """One direction of the public contract: what travels over HTTP."""
+
+    content_types: tuple[str, ...]
+    json_schema: dict[str, Any]
+    example: Any
+
+
+class OipTensor(Frozen):
+    name: str
+    datatype: DataType
+    shape: list[int]
+    parameters: dict[str, str] | None = Field(default=None, exclude_if=_is_none)
+
+
+_LABEL_ITEM: dict[str, Any] = {
+    "type": "object",
+    "properties": {"label": {"type": "string"}, "score": {"type": "number"}},
+    "required": ["label", "score"],
+    "additionalProperties": False,
+}
+
+
+def request_wire(value: Value) -> Wire:
+    """How a request carrying ``value`` looks on the wire."""
+    if isinstance(value, Tensors):
+        props = {t.name: _nested_array(t.datatype, len(t.shape)) for t in value.tensors}
+        return Wire(
+            content_types=("application/json",),
+            json_schema=_object({"inputs": _object(props)}),
+            example={"inputs": {t.name: _tensor_example(t) for t in value.tensors}},
+        )
+    if isinstance(value, Records):
+        record = _object(
+            {f.name: _nested_array(f.datatype, 0) for f in value.features},
+        )
+        row = {
+            "type": "array",
+            "items": {"type": "number"},
+            "minItems": len(value.features),
+            "maxItems": len(value.features),
+            "description": "values in this order: " + ", ".join(f.name for f in value.features),
+        }
+        schema = {
+            "oneOf": [
+                _object({"records": {"type": "array", "items": record, "minItems": 1}}),
+                _object({"rows": {"type": "array", "items": row, "minItems": 1}}),
+            ]
+        }
+        return Wire(
+            content_types=("application/json", "text/csv"),
+            json_schema=schema,
+            example={"records": [{f.name: 0.0 for f in value.features}]},
+        )
+    if isinstance(value, EncodedImage):
+        png = tiny_png(value.width or 8, value.height or 8)
+        media = [f"image/{fmt}" for fmt in value.formats]
+        schema = _object(
+            {
+                "image": {
+                    "type": "string",
+                    "contentEncoding": "base64",
+                    "contentMediaType": media[0],
+                    "description": "the image bytes, base64-encoded (" + ", ".join(media) + ")",
+                }
+            }
+        )
+        return Wire(
+            content_types=(*media, "application/json"),
+            json_schema=schema,
+            example={"image": base64.b64encode(png).decode()},
+        )
+    if isinstance(value, Json):
+        return Wire(
+            content_types=("application/json",),
+            json_schema=value.json_schema,
+            example=schema_example(value.json_schema),
+        )
+    raise TypeError(f"{value.describe()} cannot be a request")
+
+
+def response_wire(value: Value) -> Wire:
+    """How a response carrying ``value`` looks on the wire."""
+    schema, example = _response_body(value)
+    content_types: tuple[str, ...] = ("application/json",)
+    if isinstance(value, Figure):
+        content_types = ("application/json", value.media_type)
+    return Wire(content_types=content_types, json_schema=schema, example=example)
+
+
+def _response_body(value: Value) -> tuple[dict[str, Any], Any]:
+    if isinstance(value, Tensors):
+        props = {t.name: _nested_array(t.datatype, len(t.shape)) for t in value.tensors}
+        return (
+            _object({"outputs": _object(props)}),
+            {"outputs": {t.name: _tensor_example(t) for t in value.tensors}},
+        )
+    if isinstance(value, Labels):
+        row = {"type": "array", "items": _LABEL_ITEM, "maxItems": value.top_k}
+        example_row = [
+            {"label": label, "score": round(1.0 / len(value.labels), 4)}
+            for label in value.labels[: value.top_k]
+        ]
+        return (
+            _object({"predictions": {"type": "array", "items": row}}),
+            {"predictions": [example_row]},
+        )
+    if isinstance(value, Json):
+        return _object({"output": value.json_schema}), {"output": schema_example(value.json_schema)}
+    if isinstance(value, Figure):
+        inner_schema, inner_example = _response_body(value.data)
+        figure = _object(
+            {
+                "media_type": {"const": value.media_type},
+                "data": {"type": "string", "contentEncoding": "base64"},
+            }
+        )
+        props = dict(inner_schema["properties"])
+        props["figure"] = figure
+        example = dict(inner_example)
+        example["figure"] = {
+            "media_type": value.media_type,
+            "data": base64.b64encode(tiny_png(1, 1)).decode(),
+        }
+        return _object(props), example
+    raise TypeError(f"{value.describe()} cannot be a response")
+
+
+def _object(props: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": props,
+        "required": list(props),
+        "additionalProperties": False,
+    }
+
+
+def schema_example(schema: dict[str, Any]) -> Any:
+    """A deterministic value that satisfies ``schema`` (for the subset our generators emit)."""
+    if "example" in schema:
+        return schema["example"]
+    if "default" in schema:
+        return schema["default"]
+    if "const" in schema:
+        return schema["const"]
+    if "enum" in schema:
+        return schema["enum"][0]
+    for key in ("oneOf", "anyOf"):
+        if key in schema:
+            return schema_example(schema[key][0])
+    kind = schema.get("type")
+    if kind == "object":
+        props = schema.get("properties", {})
+        required = schema.get("required", list(props))
+        return {k: schema_example(v) for k, v in props.items() if k in required}
+    if kind == "array":
+        return [schema_example(schema.get("items", {}))] * max(1, schema.get("minItems", 1))
+    if kind == "number":
+        return float(schema.get("minimum", 0.0))
+    if kind == "integer":
+        return int(schema.get("minimum", 0))
+    if kind == "boolean":
+        return False
+    if kind == "string":
+        if schema.get("contentEncoding") == "base64":
+            return base64.b64encode(tiny_png(1, 1)).decode()
+        return "text"
+    return None
+
+
+def oip_tensors(value: Value, *, role: Literal["input", "output"]) -> list[OipTensor]:
+    """Open Inference Protocol v2 metadata of a public value, column-wise like MLServer's codecs."""
+    if isinstance(value, Tensors):
+        return [
+            OipTensor(name=t.name, datatype=t.datatype, shape=oip_shape(t.shape))
+            for t in value.tensors
+            if t.datatype is not None
+        ]
+    if isinstance(value, Records):
+        return [OipTensor(name=f.name, datatype=f.datatype, shape=[-1]) for f in value.features]
+    if isinstance(value, EncodedImage):
+        media = ",".join(f"image/{fmt}" for fmt in value.formats)
+        return [OipTensor(name="image", datatype="BYTES", shape=[-1], parameters={"content_type": media})]
+    if isinstance(value, Labels):
+        return [
+            OipTensor(name="label", datatype="BYTES", shape=[-1, value.top_k]),
+            OipTensor(name="score", datatype="FP32", shape=[-1, value.top_k]),
+        ]
+    if isinstance(value, Figure):
+        return [
+            *oip_tensors(value.data, role=role),
+            OipTensor(
+                name="figure",
+                datatype="BYTES",
+                shape=[1],
+                parameters={"content_type": value.media_type},
+            ),
+        ]
+    return _json_oip(value.json_schema, role=role)
+
+
+def _json_oip(schema: dict[str, Any], *, role: str) -> list[OipTensor]:
+    props: dict[str, Any] = schema.get("properties", {}) if schema.get("type") == "object" else {}
+    if not props:
+        name = "output" if role == "output" else "input"
+        return [
+            OipTensor(
+                name=name,
+                datatype="BYTES",
+                shape=[1],
+                parameters={"content_type": "application/json"},
+            )
+        ]
+    tensors = []
+    for name, prop in props.items():
+        kind = prop.get("type")
+        if kind == "array":
+            item = prop.get("items", {}).get("type")
+            datatype: DataType = {"number": "FP64", "integer": "INT64", "boolean": "BOOL"}.get(item, "BYTES")  # type: ignore[assignment]
+            tensors.append(OipTensor(name=name, datatype=datatype, shape=[-1]))
+        elif kind in ("number", "integer", "boolean"):
+            datatype = {"number": "FP64", "integer": "INT64", "boolean": "BOOL"}[kind]  # type: ignore[assignment]
+            tensors.append(OipTensor(name=name, datatype=datatype, shape=[1]))
+        else:
+            params = {"content_type": "application/json"} if kind not in ("string", None) else None
+            if prop.get("contentEncoding") == "base64":
+                params = {"content_type": prop.get("contentMediaType", "application/octet-stream")}
+            tensors.append(OipTensor(name=name, datatype="BYTES", shape=[1], parameters=params))
+    return tensors

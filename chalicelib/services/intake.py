@@ -1,0 +1,62 @@
+"""Model intake: a model directory (artifact + ``modelport.yaml``) -> its model config file."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from chalicelib import inspect as inspectors
+from chalicelib.core.config import CONFIG_FILE, ModelConfig, parse_config_yaml
+from chalicelib.core.errors import ArtifactError, ConfigError
+from chalicelib.core.manifest import ArtifactFile, ModelConfigFile, build_manifest
+from chalicelib.core.native import NativeContract
+
+MAX_CONFIG_BYTES = 256 * 1024
+
+
+def load_config(model_dir: Path) -> ModelConfig:
+    if not model_dir.is_dir():
+        raise ConfigError(f"{model_dir} is not a directory", hint="pass the folder holding the model")
+    path = model_dir / CONFIG_FILE
+    if not path.is_file():
+        raise ConfigError(
+            f"no {CONFIG_FILE} in {model_dir}",
+            hint=f"create {path} with at least 'name: my-model'",
+        )
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path} is larger than {MAX_CONFIG_BYTES // 1024} KiB")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text") from None
+    return parse_config_yaml(text, source=str(path))
+
+
+def hash_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def artifact_files(model_dir: Path, paths: tuple[str, ...]) -> tuple[ArtifactFile, ...]:
+    files = []
+    for rel in paths:
+        path = model_dir / rel
+        if not path.is_file():
+            raise ArtifactError(f"artifact {rel!r} not found in {model_dir}")
+        files.append(ArtifactFile(path=rel, sha256=hash_file(path), size_bytes=path.stat().st_size))
+    return tuple(files)
+
+
+def inspect_dir(model_dir: Path) -> tuple[ModelConfig, NativeContract]:
+    config = load_config(model_dir)
+    return config, inspectors.inspect_model(model_dir, config)
+
+
+def manifest_for_dir(model_dir: Path, *, version: int = 1) -> ModelConfigFile:
+    config = load_config(model_dir)
+    _, paths = inspectors.detect(model_dir, config)
+    native = inspectors.inspect_model(model_dir, config)
+    return build_manifest(config, native, artifact_files(model_dir, paths), version=version)
