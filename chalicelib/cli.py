@@ -125,3 +125,7 @@ def main() -> None:
     except Exception as exc:  # a bug, not a user's mistake: say so in one line
         click.echo(f"internal error: {type(exc).__name__}: {exc} (MODELPORT_DEBUG=1 shows more)", err=True)
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
