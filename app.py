@@ -1,34 +1,57 @@
-"""Modelport control plane: Chalice wiring only (routes parse, call one service, return)."""
+"""Modelport control plane: Chalice wiring only (blueprints, event handlers, the error map)."""
 
 from __future__ import annotations
 
-from chalice import Chalice, Response
+from chalice import Chalice
+from chalice.app import Response, SQSEvent
 
-from chalicelib.api.errors import error_response
-from chalicelib.core.errors import ModelportError
+from chalicelib.api import accounts, auth, models
+from chalicelib.api.deps import services
+from chalicelib.api.http import Api, json_response, openapi_document
+from chalicelib.core.errors import NotFound
 from chalicelib.core.manifest import config_json_schema, manifest_json_schema
 
 app = Chalice(app_name="modelport")
+app.register_blueprint(auth.blueprint)
+app.register_blueprint(accounts.blueprint)
+app.register_blueprint(models.blueprint)
+
+meta = Api(__name__, "meta")
+SCHEMAS = {"model-config": manifest_json_schema, "modelport-yaml": config_json_schema}
 
 
-@app.middleware("http")
-def _domain_errors(event, get_response):  # type: ignore[no-untyped-def]
-    try:
-        return get_response(event)
-    except ModelportError as exc:
-        return error_response(exc)
+@meta.route("/v1/health", summary="Liveness", auth=False)
+def health() -> Response:
+    return json_response({"status": "ok"})
 
 
-@app.route("/v1/health")
-def health() -> dict[str, str]:
-    return {"status": "ok"}
-
-
-@app.route("/v1/schemas/{which}")
+@meta.route(
+    "/v1/schemas/{which}", summary="JSON Schema of the model config file or modelport.yaml", auth=False,
+    errors=(404,),
+)  # fmt: skip
 def schema(which: str) -> Response:
-    schemas = {"model-config": manifest_json_schema, "modelport-yaml": config_json_schema}
-    if which not in schemas:
-        from chalicelib.core.errors import NotFound
+    if which not in SCHEMAS:
+        raise NotFound(f"no schema {which!r}", hint="try " + " or ".join(SCHEMAS))
+    return Response(body=SCHEMAS[which](), headers={"Content-Type": "application/schema+json"})
 
-        raise NotFound(f"no schema {which!r}", hint="try model-config or modelport-yaml")
-    return Response(body=schemas[which](), headers={"Content-Type": "application/schema+json"})
+
+@meta.route("/openapi.json", summary="This document", auth=False)
+def openapi() -> Response:
+    return json_response(openapi_document("Modelport control API", "1"))
+
+
+app.register_blueprint(meta.blueprint)
+
+
+@app.on_sqs_message(queue="modelport-deploy", batch_size=1)
+def on_bundle_uploaded(event: SQSEvent) -> None:
+    """S3 ObjectCreated -> SQS -> here; a busy or failed attempt raises so SQS redelivers."""
+    for record in event:
+        services().deployments.handle_message(record.body)
+
+
+@app.on_sqs_message(queue="modelport-deploy-dlq", batch_size=1)
+def on_bundle_abandoned(event: SQSEvent) -> None:
+    """Messages SQS gave up on: their deployments end FAILED with the reason, never stuck."""
+    for record in event:
+        services().deployments.give_up(record.body)

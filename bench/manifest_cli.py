@@ -49,7 +49,7 @@ def main() -> None:
         f"{platform.python_implementation()} {platform.python_version()}, "
         f"{time.strftime('%Y-%m-%d')}. Wall time per run of a new process.",
         "",
-        "| command | median ms | min ms | max ms | × baseline |",
+        "| command | median ms | min ms | max ms | x baseline |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for name, times in rows:

@@ -116,6 +116,33 @@ def schema(which: str) -> None:
     click.echo(schema_text(doc), nl=False)
 
 
+@cli.command()
+def keygen() -> None:
+    """Print a new API key, e.g. for MODELPORT_ADMIN_KEY (the bootstrap admin)."""
+    from chalicelib.services.accounts import generate_key
+
+    click.echo(generate_key())
+
+
+@cli.group()
+def infra() -> None:
+    """Create or delete the tables, bucket and queues (AWS, or any endpoint in MODELPORT_ENDPOINT_URL)."""
+
+
+@infra.command("create")
+@_friendly
+def infra_create() -> None:
+    """Create everything the control plane needs; safe to run again."""
+    from chalicelib.aws.infra import create_infrastructure
+    from chalicelib.wiring import Settings
+
+    settings = Settings.from_env()
+    where = settings.endpoint_url or f"AWS {settings.region}"
+    click.echo(f"creating Modelport infrastructure ({settings.stage}) on {where}", err=True)
+    for name, value in create_infrastructure(settings).items():
+        click.echo(f"{name}: {value}")
+
+
 def main() -> None:
     if os.environ.get("MODELPORT_DEBUG"):
         cli()

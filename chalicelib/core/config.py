@@ -21,6 +21,7 @@ from pydantic_core import PydanticCustomError
 
 from chalicelib.core.errors import ConfigError
 from chalicelib.core.native import Framework
+from chalicelib.core.protocol import Text
 from chalicelib.core.steps import BUILTIN_STEPS, Stage, Step, UserStep
 
 CONFIG_FILE = "modelport.yaml"
@@ -224,14 +225,14 @@ class ModelConfig(Strict):
     """The configuration parameters of one model (``modelport.yaml``)."""
 
     name: str = Field(description="lowercase slug: letters, digits and '-', at most 48 characters")
-    description: str = Field(default="", max_length=1000)
+    description: Text = Field(default="", max_length=1000)
     framework: Framework | None = Field(default=None, description="default: detected")
     artifacts: tuple[str, ...] | None = Field(
         default=None, description="model files relative to the directory; default: detected"
     )
     environment: Environment = Field(default_factory=Environment)
     processing: Processing = Field(default_factory=Processing)
-    labels: tuple[str, ...] | None = Field(
+    labels: tuple[Text, ...] | None = Field(
         default=None, description="class names, in the model's class order"
     )
     allow_pickle: bool = Field(

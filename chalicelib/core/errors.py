@@ -71,3 +71,46 @@ class NotFound(ModelportError):
 class Conflict(ModelportError):
     http_status = 409
     code = "Conflict"
+
+
+class Unauthorized(ModelportError):
+    """No valid API key; deliberately says nothing about what exists."""
+
+    http_status = 401
+    code = "Unauthorized"
+
+
+class Forbidden(ModelportError):
+    """A valid key without the right for an action on something it may see (e.g. a non-admin)."""
+
+    http_status = 403
+    code = "Forbidden"
+
+
+class TooLarge(ModelportError):
+    http_status = 413
+    code = "TooLarge"
+
+
+class UnsafeBundle(ModelportError):
+    """An uploaded bundle holds members that could escape its directory or exhaust the disk."""
+
+    code = "UnsafeBundle"
+
+
+class InvalidRequest(ModelportError):
+    """An API request body or parameter does not match what the endpoint takes."""
+
+    code = "InvalidRequest"
+
+    def __init__(
+        self, message: str, *, errors: list[dict[str, str]] | None = None, hint: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.errors = errors or []
+
+    def to_dict(self) -> dict[str, object]:  # type: ignore[override]
+        body: dict[str, object] = dict(super().to_dict())
+        if self.errors:
+            body["errors"] = self.errors
+        return body

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import base64
 import struct
+import unicodedata
 import zlib
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 DataType = Literal[
     "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
@@ -36,6 +37,18 @@ FLOAT_TYPES: frozenset[str] = frozenset({"FP16", "FP32", "FP64"})
 INT_TYPES: frozenset[str] = frozenset(
     {"UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"}
 )
+
+
+def _printable(value: str) -> str:
+    """Refuse control characters and line separators: they corrupt YAML files, logs and headers."""
+    for ch in value:
+        if ch not in "\n\t" and (unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp")):
+            raise ValueError(f"contains the control character U+{ord(ch):04X}")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_printable)]
+"""A user-supplied string that may be written into config files, labels and charts."""
 
 
 class Frozen(BaseModel):

@@ -26,6 +26,7 @@ from chalicelib.core.protocol import (
     Records,
     Tensors,
     TensorSpec,
+    Text,
     Value,
 )
 
@@ -90,7 +91,7 @@ class Step(ABC):
 
 
 class TabularParams(Params):
-    features: tuple[str, ...] | None = Field(
+    features: tuple[Text, ...] | None = Field(
         default=None, description="feature names in the model's order; default: read from the model"
     )
     dtype: Literal["auto", "float32", "float64"] = Field(
@@ -276,7 +277,7 @@ class TopK(LabelsStep):
 
 
 class BarChartParams(Params):
-    title: str | None = Field(default=None, max_length=200)
+    title: Text | None = Field(default=None, max_length=200)
     top_k: int | None = Field(default=None, ge=1, description="bars for the k best classes")
     output: str | None = Field(default=None, description="the model output holding class scores")
 

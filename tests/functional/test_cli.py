@@ -104,7 +104,6 @@ def test_inspect_and_openapi() -> None:
 
 
 def tiny_onnx() -> bytes:
-    import onnx
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(

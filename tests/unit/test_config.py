@@ -121,6 +121,8 @@ def test_defaults_fill_the_environment() -> None:
         ("- just\n- a list\n", "expected a mapping of keys"),
         ("name: [unclosed\n", "at line 2"),
         ("framework: onnx\n", "name: Field required"),
+        ('name: iris\ndescription: "a\\x85b"\n', "description: contains the control character U+0085"),
+        ('name: iris\nlabels: ["a\\u2028b"]\n', "labels[0]: contains the control character U+2028"),
     ],
 )
 def test_bad_config_is_one_clear_line(yaml_text: str, message: str) -> None:
@@ -146,6 +148,7 @@ def test_user_steps_are_kept_as_references() -> None:
 
 # --------------------------------------------------------------------------- round trips
 
+printable = st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp"))
 slugs = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True)
 words = st.text(alphabet="abcdefghij_", min_size=1, max_size=8)
 pre_steps = st.one_of(
@@ -163,12 +166,12 @@ pre_steps = st.one_of(
 post_steps = st.one_of(
     st.sampled_from(["labels", "top_k", "bar_chart"]),
     st.builds(lambda k: {"top_k": {"top_k": k}}, st.integers(1, 20)),
-    st.builds(lambda t: {"bar_chart": {"title": t}}, st.text(max_size=30)),
+    st.builds(lambda t: {"bar_chart": {"title": t}}, st.text(printable, max_size=30)),
 )
 configs = st.fixed_dictionaries(
     {"name": slugs},
     optional={
-        "description": st.text(max_size=60),
+        "description": st.text(printable, max_size=60),
         "framework": st.sampled_from(["onnx", "sklearn", "xgboost", "lightgbm", "python"]),
         "environment": st.fixed_dictionaries(
             {},

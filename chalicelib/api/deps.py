@@ -1,0 +1,51 @@
+"""Services built from the current container, once per container."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from chalicelib import wiring
+from chalicelib.services.accounts import AccountService
+from chalicelib.services.deployments import DeploymentService
+from chalicelib.services.models import ModelService
+
+
+@dataclass(frozen=True)
+class Services:
+    container: wiring.Container
+    accounts: AccountService
+    models: ModelService
+    deployments: DeploymentService
+
+
+_lock = threading.Lock()
+_built: Services | None = None
+
+
+def services() -> Services:
+    global _built
+    current = wiring.container()
+    with _lock:
+        if _built is None or _built.container is not current:
+            _built = _build(current)
+        return _built
+
+
+def _build(c: wiring.Container) -> Services:
+    accounts = AccountService(c.accounts, c.clock)
+    if c.settings.admin_key:
+        accounts.bootstrap_admin(c.settings.admin_key)
+    return Services(
+        container=c,
+        accounts=accounts,
+        models=ModelService(
+            c.models,
+            c.accounts,
+            c.artifacts,
+            c.clock,
+            max_bundle_bytes=c.settings.max_bundle_bytes,
+            upload_expires_s=c.settings.upload_expires_s,
+        ),
+        deployments=DeploymentService(c),
+    )

@@ -1,0 +1,222 @@
+"""Routing with the error map, request parsing and the OpenAPI document, in one place.
+
+``Api.route`` registers a Chalice route and records its documentation from the same arguments, so the
+control API's OpenAPI 3.1 document cannot drift from the routes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import wraps
+from typing import Any, TypeVar
+
+from chalice.app import Blueprint, Request, Response
+from pydantic import BaseModel, ValidationError
+
+from chalicelib.api.errors import error_response
+from chalicelib.core.errors import InvalidRequest, ModelportError, Unauthorized
+from chalicelib.core.records import Account
+
+F = TypeVar("F", bound=Callable[..., Any])
+M = TypeVar("M", bound=BaseModel)
+
+MAX_JSON_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    summary: str
+    tag: str
+    body: type[BaseModel] | None
+    response: type[BaseModel] | None
+    list_response: bool
+    status: int
+    auth: bool
+    errors: tuple[int, ...]
+
+
+OPERATIONS: list[Operation] = []
+
+
+class Api:
+    """A blueprint whose routes map domain errors and document themselves."""
+
+    def __init__(self, import_name: str, tag: str, authorizer: Any = None) -> None:
+        self.blueprint = Blueprint(import_name)
+        self.tag = tag
+        self.authorizer = authorizer
+
+    def route(
+        self,
+        path: str,
+        method: str = "GET",
+        *,
+        summary: str,
+        body: type[BaseModel] | None = None,
+        response: type[BaseModel] | None = None,
+        list_response: bool = False,
+        status: int = 200,
+        auth: bool = True,
+        errors: tuple[int, ...] = (),
+    ) -> Callable[[F], F]:
+        def register(view: F) -> F:
+            OPERATIONS.append(
+                Operation(
+                    method, path, summary, self.tag, body, response, list_response, status, auth, errors
+                )
+            )
+            kwargs: dict[str, Any] = {"methods": [method]}
+            if auth and self.authorizer is not None:
+                kwargs["authorizer"] = self.authorizer
+            self.blueprint.route(path, **kwargs)(domain_errors(view))
+            return view
+
+        return register
+
+
+def domain_errors(view: F) -> F:
+    """Chalice turns any exception into a 500 before middleware sees it; map ours at the view."""
+
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return view(*args, **kwargs)
+        except ModelportError as exc:
+            return error_response(exc)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def parse_body(request: Request, model: type[M]) -> M:
+    """The JSON body as ``model``; 400 with a JSON pointer per problem otherwise."""
+    raw = request.raw_body or b""
+    if len(raw) > MAX_JSON_BYTES:
+        raise InvalidRequest(f"request body over {MAX_JSON_BYTES // 1024} KiB")
+    try:
+        data = json.loads(raw or b"{}")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"malformed JSON: {exc}", hint="send a JSON object") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = [
+            {"pointer": "/" + "/".join(str(p) for p in err["loc"]), "message": err["msg"]}
+            for err in exc.errors(include_url=False)
+        ]
+        summary = "; ".join(f"{p['pointer']}: {p['message']}" for p in problems)
+        raise InvalidRequest(f"invalid request body: {summary}", errors=problems) from None
+
+
+def path_int(value: str, name: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise InvalidRequest(
+            f"{name} must be a positive integer, got {value!r}",
+            errors=[{"pointer": f"/{name}", "message": "not a positive integer"}],
+        )
+    return int(value)
+
+
+def caller(request: Request) -> Account:
+    """The account the authorizer found; an invalid key is answered here so the body is ours."""
+    context = (request.context or {}).get("authorizer") or {}
+    if "account" not in context:
+        raise Unauthorized(context.get("error", "missing or invalid API key"))
+    return Account.model_validate_json(context["account"])
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    if isinstance(data, BaseModel):
+        data = data.model_dump(mode="json")
+    elif isinstance(data, list):
+        data = [d.model_dump(mode="json") if isinstance(d, BaseModel) else d for d in data]
+    return Response(
+        body=json.dumps(data),
+        status_code=status,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
+
+
+# --------------------------------------------------------------------------- OpenAPI
+
+_ERROR_REF = {"$ref": "#/components/schemas/Error"}
+_STATUS_TEXT = {
+    400: "invalid request",
+    401: "missing or invalid API key",
+    403: "not allowed for this account",
+    404: "not found (or not visible to this account)",
+    409: "conflicts with the current state",
+    413: "too large",
+}
+
+
+def openapi_document(title: str, version: str) -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    schemas: dict[str, Any] = {
+        "Error": {
+            "type": "object",
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "hint": {"type": "string"},
+                "errors": {"type": "array", "items": {"type": "object"}},
+            },
+            "required": ["code", "message"],
+        }
+    }
+
+    def ref(model: type[BaseModel]) -> dict[str, Any]:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+        return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+    for op in sorted(OPERATIONS, key=lambda o: (o.path, o.method)):
+        params = [
+            {"name": seg[1:-1], "in": "path", "required": True, "schema": {"type": "string"}}
+            for seg in op.path.split("/")
+            if seg.startswith("{")
+        ]
+        entry: dict[str, Any] = {
+            "summary": op.summary,
+            "tags": [op.tag],
+            "operationId": op.method.lower()
+            + "".join(s.strip("{}").title().replace("-", "") for s in op.path.split("/")),
+            "responses": {},
+        }
+        if params:
+            entry["parameters"] = params
+        if not op.auth:
+            entry["security"] = []
+        if op.body is not None:
+            entry["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": ref(op.body)}},
+            }
+        ok: dict[str, Any] = {"description": "success"}
+        if op.response is not None:
+            schema = ref(op.response)
+            if op.list_response:
+                schema = {"type": "array", "items": schema}
+            ok["content"] = {"application/json": {"schema": schema}}
+        entry["responses"][str(op.status)] = ok
+        codes = set(op.errors) | ({400} if op.body else set()) | ({401} if op.auth else set())
+        for code in sorted(codes):
+            entry["responses"][str(code)] = {
+                "description": _STATUS_TEXT.get(code, "error"),
+                "content": {"application/json": {"schema": _ERROR_REF}},
+            }
+        paths.setdefault(op.path, {})[op.method.lower()] = entry
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version},
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"apiKey": []}],
+    }

@@ -1,0 +1,224 @@
+"""Creates the control plane's stateful resources, idempotently: four tables, the bundle bucket, the deploy
+queue with its dead-letter queue, and the S3 -> SQS notification that starts a deployment on upload.
+
+The same calls run against AWS, moto and LocalStack (``settings.endpoint_url``), so the local stack and the
+functional tests exercise exactly what production runs. ``docs/tables.md`` describes the table design.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from chalicelib.wiring import Settings
+
+UPLOAD_PREFIX = "uploads/"
+"""Bundles are uploaded under this prefix; only objects created here notify the deploy queue."""
+
+GSI1 = "gsi1"
+DEPLOY_LAMBDA_TIMEOUT_S = 150
+VISIBILITY_TIMEOUT_S = 6 * DEPLOY_LAMBDA_TIMEOUT_S
+"""AWS advises at least 6x the consumer's timeout, so a retried batch never overlaps a running one."""
+MAX_RECEIVE_COUNT = 5
+DLQ_RETENTION_S = 14 * 24 * 3600
+
+_TABLES: tuple[tuple[str, bool], ...] = (
+    ("accounts_table", True),
+    ("models_table", True),
+    ("deployments_table", True),
+    ("associations_table", False),
+)
+"""Each Settings field naming a table, and whether the table has GSI1."""
+
+
+def _code(err: Any) -> str:
+    return str(err.response.get("Error", {}).get("Code", ""))
+
+
+def _clients(settings: Settings, session: Any | None) -> tuple[Any, Any, Any]:
+    if session is None:
+        import boto3
+
+        session = boto3.session.Session(region_name=settings.region)
+
+    def client(name: str) -> Any:
+        return session.client(name, region_name=settings.region, endpoint_url=settings.endpoint_url)
+
+    return client("dynamodb"), client("s3"), client("sqs")
+
+
+def dlq_name(settings: Settings) -> str:
+    return f"{settings.deploy_queue}-dlq"
+
+
+def create_infrastructure(
+    settings: Settings, session: Any | None = None, *, sleep: Callable[[float], None] = time.sleep
+) -> dict[str, str]:
+    """Create whatever is missing and (re)apply every setting; returns the names, ARNs and URLs."""
+    dynamodb, s3, sqs = _clients(settings, session)
+    tables = [(getattr(settings, field), has_gsi) for field, has_gsi in _TABLES]
+    for name, has_gsi in tables:
+        _create_table(dynamodb, name, has_gsi)
+    for name, _ in tables:
+        dynamodb.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 2, "MaxAttempts": 90})
+
+    bucket = settings.bundle_bucket
+    _create_bucket(s3, bucket, settings.region)
+
+    dlq_url = sqs.create_queue(QueueName=dlq_name(settings))["QueueUrl"]
+    sqs.set_queue_attributes(QueueUrl=dlq_url, Attributes={"MessageRetentionPeriod": str(DLQ_RETENTION_S)})
+    dlq_arn = _queue_arn(sqs, dlq_url)
+    queue_url = sqs.create_queue(QueueName=settings.deploy_queue)["QueueUrl"]
+    queue_arn = _queue_arn(sqs, queue_url)
+    sqs.set_queue_attributes(
+        QueueUrl=queue_url,
+        Attributes={
+            "VisibilityTimeout": str(VISIBILITY_TIMEOUT_S),
+            "RedrivePolicy": json.dumps(
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT}
+            ),
+            "Policy": json.dumps(_queue_policy(queue_arn, bucket)),
+        },
+    )
+    _notify_queue(s3, bucket, queue_arn, sleep)
+
+    outputs = {field: name for (field, _), (name, _) in zip(_TABLES, tables, strict=True)}
+    outputs.update(
+        bundle_bucket=bucket,
+        bundle_bucket_arn=f"arn:aws:s3:::{bucket}",
+        deploy_queue_url=str(queue_url),
+        deploy_queue_arn=queue_arn,
+        deploy_dlq_url=str(dlq_url),
+        deploy_dlq_arn=dlq_arn,
+    )
+    return outputs
+
+
+def destroy_infrastructure(settings: Settings, session: Any | None = None) -> None:
+    """Delete everything ``create_infrastructure`` made, objects included; what is already gone is skipped."""
+    dynamodb, s3, sqs = _clients(settings, session)
+    for field, _ in _TABLES:
+        try:
+            dynamodb.delete_table(TableName=getattr(settings, field))
+        except ClientError as err:
+            if _code(err) != "ResourceNotFoundException":
+                raise
+    try:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=settings.bundle_bucket):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                s3.delete_objects(Bucket=settings.bundle_bucket, Delete={"Objects": keys, "Quiet": True})
+        s3.delete_bucket(Bucket=settings.bundle_bucket)
+    except ClientError as err:
+        if _code(err) != "NoSuchBucket":
+            raise
+    for name in (settings.deploy_queue, dlq_name(settings)):
+        try:
+            sqs.delete_queue(QueueUrl=sqs.get_queue_url(QueueName=name)["QueueUrl"])
+        except ClientError as err:
+            if _code(err) not in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
+                raise
+
+
+def _create_table(dynamodb: Any, name: str, has_gsi: bool) -> None:
+    """Generic string keys ``pk``/``sk`` (and ``gsi1pk``/``gsi1sk``): item types live in the key values."""
+    attributes = ["pk", "sk", "gsi1pk", "gsi1sk"] if has_gsi else ["pk", "sk"]
+    kwargs: dict[str, Any] = {
+        "TableName": name,
+        "BillingMode": "PAY_PER_REQUEST",
+        "AttributeDefinitions": [{"AttributeName": a, "AttributeType": "S"} for a in attributes],
+        "KeySchema": [
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+    }
+    if has_gsi:
+        kwargs["GlobalSecondaryIndexes"] = [
+            {
+                "IndexName": GSI1,
+                "KeySchema": [
+                    {"AttributeName": "gsi1pk", "KeyType": "HASH"},
+                    {"AttributeName": "gsi1sk", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ]
+    try:
+        dynamodb.create_table(**kwargs)
+    except ClientError as err:
+        if _code(err) != "ResourceInUseException":  # exists already (or is being created)
+            raise
+
+
+def _create_bucket(s3: Any, bucket: str, region: str) -> None:
+    kwargs: dict[str, Any] = {"Bucket": bucket}
+    if region != "us-east-1":
+        kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
+    try:
+        s3.create_bucket(**kwargs)
+    except ClientError as err:
+        if _code(err) != "BucketAlreadyOwnedByYou":
+            raise
+    s3.put_public_access_block(
+        Bucket=bucket,
+        PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True,
+            "IgnorePublicAcls": True,
+            "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True,
+        },
+    )
+
+
+def _queue_arn(sqs: Any, url: str) -> str:
+    return str(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"])
+
+
+def _queue_policy(queue_arn: str, bucket: str) -> dict[str, Any]:
+    """Only our bucket, in our account (against confused deputies), may send to the queue."""
+    account = queue_arn.split(":")[4]
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "BundleBucketNotifies",
+                "Effect": "Allow",
+                "Principal": {"Service": "s3.amazonaws.com"},
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+                "Condition": {
+                    "ArnLike": {"aws:SourceArn": f"arn:aws:s3:::{bucket}"},
+                    "StringEquals": {"aws:SourceAccount": account},
+                },
+            }
+        ],
+    }
+
+
+def _notify_queue(s3: Any, bucket: str, queue_arn: str, sleep: Callable[[float], None]) -> None:
+    """Replace the bucket's notifications with ours (idempotent). S3 checks it may send to the queue; a queue
+    policy set a moment ago may not have propagated yet, hence the retries. S3 also sends an
+    ``s3:TestEvent`` message to the queue each time: the queue's consumer must ignore it.
+    """
+    config = {
+        "QueueConfigurations": [
+            {
+                "Id": "modelport-bundle-uploaded",
+                "QueueArn": queue_arn,
+                "Events": ["s3:ObjectCreated:*"],
+                "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": UPLOAD_PREFIX}]}},
+            }
+        ]
+    }
+    for attempt in range(10):
+        try:
+            s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=config)
+            return
+        except ClientError as err:
+            if _code(err) != "InvalidArgument" or attempt == 9:
+                raise
+            sleep(3)

@@ -1,0 +1,149 @@
+"""The ports the services use; each has an in-memory twin and a backend adapter behind one contract suite.
+
+Every method raises only ``chalicelib.core.errors`` types: ``NotFound`` for a missing item, ``Conflict`` for
+a failed condition (an item that exists already, a stale revision, a version that is the default).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from chalicelib.core.manifest import ContainerAssociation, ModelConfigFile
+from chalicelib.core.manifest import Deployment as DeployedFunctions
+from chalicelib.core.protocol import Frozen
+from chalicelib.core.records import (
+    Account,
+    ApiKey,
+    Deployment,
+    EnvironmentImage,
+    Grant,
+    ModelAssociation,
+    ModelRecord,
+    VersionRecord,
+)
+
+Clock = Callable[[], str]
+"""Returns the current time as an ISO-8601 UTC string."""
+
+Progress = Callable[[str], None]
+"""Receives one line of progress for long work (builds, pushes)."""
+
+
+class AccountStore(Protocol):
+    def put_account(self, account: Account) -> None:
+        """Conflict if the id is taken."""
+
+    def get_account(self, account_id: str) -> Account: ...
+
+    def list_accounts(self) -> list[Account]: ...
+
+    def put_key(self, key: ApiKey) -> None:
+        """Conflict if the key id is taken."""
+
+    def get_key(self, key_id: str) -> ApiKey: ...
+
+    def list_keys(self, account_id: str) -> list[ApiKey]: ...
+
+    def revoke_key(self, key_id: str, at: str) -> ApiKey: ...
+
+    def put_grant(self, grant: Grant) -> None:
+        """Idempotent."""
+
+    def delete_grant(self, model_name: str, grantee: str) -> None:
+        """NotFound if there is no such grant."""
+
+    def list_grants(self, model_name: str) -> list[Grant]: ...
+
+    def granted_models(self, grantee: str) -> list[str]:
+        """Names of the models other accounts let ``grantee`` invoke, sorted."""
+
+    def has_grant(self, model_name: str, grantee: str) -> bool: ...
+
+
+class ModelStore(Protocol):
+    def create_model(self, model: ModelRecord) -> None:
+        """Conflict if the name is taken."""
+
+    def get_model(self, name: str) -> ModelRecord: ...
+
+    def list_models(self, owner: str) -> list[ModelRecord]:
+        """The owner's models, sorted by name."""
+
+    def reserve_version(self, name: str, upload_key: Callable[[int], str], at: str) -> VersionRecord:
+        """Atomically take the next version number and record it PENDING_UPLOAD (one transaction)."""
+
+    def get_version(self, name: str, version: int) -> VersionRecord: ...
+
+    def list_versions(self, name: str) -> list[VersionRecord]:
+        """Sorted by version number."""
+
+    def update_version(self, record: VersionRecord, *, expected_status: str | None = None) -> None:
+        """Replace a version; Conflict if ``expected_status`` is given and the stored status differs."""
+
+    def set_default_version(self, name: str, version: int) -> ModelRecord:
+        """Conflict unless the version is READY (checked in the same transaction)."""
+
+    def delete_version(self, name: str, version: int) -> None:
+        """Conflict if it is the default version."""
+
+
+class DeploymentStore(Protocol):
+    def create(self, deployment: Deployment) -> bool:
+        """Record a new deployment; False (and no change) if one with this id exists: idempotency."""
+
+    def get(self, deployment_id: str) -> Deployment: ...
+
+    def save(self, deployment: Deployment) -> Deployment:
+        """Write with revision+1; Conflict unless the stored revision is ``deployment.revision``."""
+
+    def list_for_model(self, model_name: str) -> list[Deployment]:
+        """Newest first."""
+
+
+class AssociationStore(Protocol):
+    def put_environment_image(self, image: EnvironmentImage) -> None: ...
+
+    def get_environment_image(self, fingerprint: str) -> EnvironmentImage | None: ...
+
+    def put_model_association(self, association: ModelAssociation) -> None: ...
+
+    def get_model_association(self, model_name: str, version: int) -> ModelAssociation: ...
+
+
+class PresignedUpload(Frozen):
+    """A browser-style POST: send ``fields`` plus the file as form field ``file`` to ``url``."""
+
+    url: str
+    fields: dict[str, str]
+    key: str
+    max_bytes: int
+    expires_in: int
+
+
+class ObjectInfo(Frozen):
+    key: str
+    size_bytes: int
+    etag: str
+
+
+class ArtifactStore(Protocol):
+    def presign_upload(self, key: str, *, max_bytes: int, expires_in: int) -> PresignedUpload: ...
+
+    def put(self, key: str, data: bytes) -> ObjectInfo: ...
+
+    def head(self, key: str) -> ObjectInfo: ...
+
+    def download(self, key: str, dest: Path, *, max_bytes: int) -> ObjectInfo:
+        """Stream to ``dest``; ``TooLarge`` past ``max_bytes``."""
+
+
+class ImageBuilder(Protocol):
+    def build(
+        self, manifest: ModelConfigFile, bundle_dir: Path, progress: Progress
+    ) -> ContainerAssociation: ...
+
+
+class FunctionManager(Protocol):
+    def deploy(self, manifest: ModelConfigFile, progress: Progress) -> DeployedFunctions: ...

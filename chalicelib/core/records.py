@@ -1,0 +1,124 @@
+"""Records the control plane keeps: accounts, keys, grants, models, versions, deployments, associations.
+
+Plain frozen data, shared by the services, the in-memory twins and the DynamoDB adapters. Times are ISO-8601
+UTC strings from an injected clock, so tests control them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from chalicelib.core.protocol import Frozen
+
+VersionStatus = Literal["PENDING_UPLOAD", "DEPLOYING", "READY", "FAILED"]
+
+DeploymentStage = Literal[
+    "RECEIVED", "INSPECTED", "CONFIG_GENERATED", "IMAGE_BUILT", "FUNCTIONS_READY", "READY"
+]
+DEPLOYMENT_STAGES: tuple[DeploymentStage, ...] = (
+    "RECEIVED",
+    "INSPECTED",
+    "CONFIG_GENERATED",
+    "IMAGE_BUILT",
+    "FUNCTIONS_READY",
+    "READY",
+)
+DeploymentState = Literal[
+    "RECEIVED", "INSPECTED", "CONFIG_GENERATED", "IMAGE_BUILT", "FUNCTIONS_READY", "READY", "FAILED"
+]
+
+
+class Account(Frozen):
+    account_id: str
+    name: str
+    is_admin: bool = False
+    created_at: str
+
+
+class ApiKey(Frozen):
+    """An API key at rest: only its lookup prefix and a hash of the secret are kept."""
+
+    key_id: str = Field(description="public lookup prefix, the part before the secret")
+    account_id: str
+    secret_hash: str = Field(description="hex sha256 of the whole key")
+    created_at: str
+    revoked_at: str | None = None
+    description: str = ""
+
+
+class Grant(Frozen):
+    """``grantee`` may invoke ``model_name`` (owned by another account)."""
+
+    model_name: str
+    grantee: str
+    granted_by: str
+    created_at: str
+
+
+class ModelRecord(Frozen):
+    name: str
+    owner: str
+    description: str = ""
+    default_version: int | None = None
+    latest_version: int = 0
+    created_at: str
+
+
+class VersionRecord(Frozen):
+    name: str
+    version: int
+    status: VersionStatus
+    created_at: str
+    upload_key: str
+    deployment_id: str | None = None
+    manifest: str | None = Field(default=None, description="the model config file, JSON")
+    reason: str | None = None
+
+
+class StageRecord(Frozen):
+    stage: DeploymentStage
+    started_at: str
+    finished_at: str
+
+
+class Deployment(Frozen):
+    """A recorded plan of stages; ``revision`` guards every write against a concurrent handler."""
+
+    deployment_id: str
+    model_name: str
+    version: int
+    source: str = Field(description="s3://bucket/key of the bundle")
+    state: DeploymentState
+    stages: tuple[StageRecord, ...] = ()
+    reason: str | None = None
+    attempts: int = 0
+    lease_until: str | None = Field(default=None, description="a handler owns it until then")
+    created_at: str
+    updated_at: str
+    revision: int = 0
+
+
+class EnvironmentImage(Frozen):
+    """The shared image of one environment fingerprint."""
+
+    fingerprint: str
+    image_uri: str
+    image_digest: str
+    size_bytes: int
+    created_at: str
+
+
+class ModelAssociation(Frozen):
+    """Which image and functions run one model version."""
+
+    model_name: str
+    version: int
+    fingerprint: str
+    image_uri: str
+    image_digest: str
+    size_bytes: int
+    functions: tuple[str, ...] = ()
+    state_machine_arn: str | None = None
+    created_at: str

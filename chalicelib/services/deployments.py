@@ -1,0 +1,460 @@
+"""Deployments: an uploaded bundle -> a READY model version, as a recorded plan of stages.
+
+RECEIVED -> INSPECTED -> CONFIG_GENERATED -> IMAGE_BUILT -> FUNCTIONS_READY -> READY, or FAILED with a reason
+a user can act on. S3 notifications arrive through SQS at least once, so:
+
+* the deployment id is derived from (bucket, key, etag): every delivery of one upload names one deployment,
+  and ``DeploymentStore.create`` lets exactly one handler start it;
+* a handler owns a deployment while its lease runs (every save extends it); a redelivery finding it leased
+  raises ``DeploymentBusy`` so SQS retries later, one finding the lease expired (the handler died) takes it
+  over with a revision-checked save and resumes from the first unfinished stage;
+* every stage is idempotent and re-creates what it needs (the bundle, its inspection, the manifest) when a
+  resumed attempt starts past it, because the previous attempt's temp dir is gone;
+* attempts are counted, so a deployment that keeps crashing ends FAILED instead of looping.
+
+Domain errors (``ModelportError``) end the deployment FAILED with their one-line message, and the version
+with it. Anything else is a bug or a transient outage: it is recorded and re-raised, so SQS retries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from chalicelib import inspect as inspectors
+from chalicelib.core.config import CONFIG_FILE, ModelConfig
+from chalicelib.core.errors import ConfigError, Conflict, ModelportError, NotFound, TooLarge
+from chalicelib.core.manifest import ModelConfigFile, build_manifest
+from chalicelib.core.native import NativeContract
+from chalicelib.core.records import (
+    DEPLOYMENT_STAGES,
+    Deployment,
+    DeploymentStage,
+    EnvironmentImage,
+    ModelAssociation,
+    StageRecord,
+    VersionRecord,
+)
+from chalicelib.services.bundles import BundleLimits, extract_bundle
+from chalicelib.services.events import s3_records
+from chalicelib.services.intake import artifact_files, inspect_dir
+from chalicelib.wiring import Container
+
+log = logging.getLogger(__name__)
+
+UPLOAD_KEY = re.compile(
+    r"^uploads/(?P<name>[a-z0-9](?:[a-z0-9-]{0,46}[a-z0-9])?)/v(?P<version>\d{10})/bundle\.(?:tar\.gz|zip)$"
+)
+TERMINAL = ("READY", "FAILED")
+
+
+def upload_key(name: str, version: int, fmt: str = "tar.gz") -> str:
+    """Where the bundle of one version is uploaded; the deployment handler reads name and version back."""
+    return f"uploads/{name}/v{version:010d}/bundle.{fmt}"
+
+
+def parse_upload_key(key: str) -> tuple[str, int] | None:
+    """(model name, version) of a bundle key; None for any other object, which is ignored."""
+    match = UPLOAD_KEY.match(key)
+    if match is None or int(match["version"]) < 1:
+        return None
+    return match["name"], int(match["version"])
+
+
+def deployment_id(bucket: str, key: str, etag: str) -> str:
+    return hashlib.sha256(f"{bucket}\0{key}\0{etag}".encode()).hexdigest()[:32]
+
+
+class DeploymentBusy(Exception):
+    """Another handler holds the deployment; not a ``ModelportError``, so the SQS message is retried."""
+
+
+def _mb(n: int) -> str:
+    return f"{n / (1024 * 1024):.1f} MB"
+
+
+def _parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def _format_time(value: datetime) -> str:
+    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class _Attempt:
+    """What one handler invocation knows of a deployment; rebuilt lazily when a resumed attempt needs it."""
+
+    def __init__(self, service: DeploymentService, dep: Deployment, workdir: Path, etag: str, size: int):
+        self.service = service
+        self.dep = dep
+        self.workdir = workdir
+        self.etag = etag.strip('"')
+        self.size = size
+        self._root: Path | None = None
+        self._inspected: tuple[ModelConfig, NativeContract] | None = None
+        self._manifest: ModelConfigFile | None = None
+
+    @property
+    def key(self) -> str:
+        return self.dep.source.split("/", 3)[3]
+
+    def scrub(self, text: str) -> str:
+        """Messages name temp paths; a user only knows paths inside the bundle."""
+        if self._root is not None:
+            text = text.replace(f"{self._root}/", "").replace(str(self._root), "the bundle")
+        return text.replace(f"{self.workdir}/", "").replace(str(self.workdir), "the bundle")
+
+    def bundle_root(self) -> Path:
+        """Download and extract the bundle (once per attempt); its root is where ``modelport.yaml`` is."""
+        if self._root is None:
+            limit = self.service.container.settings.max_bundle_bytes
+            if self.size > limit:
+                raise TooLarge(f"bundle is {_mb(self.size)}, over the {_mb(limit)} limit")
+            archive = self.workdir / "bundle"
+            artifacts = self.service.container.artifacts
+            try:
+                info = artifacts.download(self.key, archive, max_bytes=limit)
+            except TooLarge:
+                size = artifacts.head(self.key).size_bytes
+                raise TooLarge(f"bundle is {_mb(size)}, over the {_mb(limit)} limit") from None
+            except NotFound:
+                raise NotFound(f"the bundle {self.dep.source} is gone; upload it again") from None
+            if self.etag and info.etag.strip('"') != self.etag:
+                raise Conflict(
+                    f"the bundle {self.dep.source} was replaced after this upload",
+                    hint="request a new version for a new bundle",
+                )
+            extracted = Path(tempfile.mkdtemp(prefix="model-", dir=self.workdir))
+            extract_bundle(archive, extracted, self.service.limits)
+            archive.unlink()
+            self._root = _model_root(extracted)
+        return self._root
+
+    def inspected(self) -> tuple[ModelConfig, NativeContract]:
+        if self._inspected is None:
+            root = self.bundle_root()
+            config, native = inspect_dir(root)
+            name = self.dep.model_name
+            if config.name != name:
+                raise ConfigError(
+                    f"{CONFIG_FILE} names the model {config.name!r} but the bundle was uploaded as {name!r}",
+                    hint=f"set 'name: {name}' or upload to /v1/models/{config.name}/versions",
+                )
+            self._inspected = config, native
+        return self._inspected
+
+    def manifest(self) -> ModelConfigFile:
+        """The version's model config file: as generated in this attempt, else as the version stored it."""
+        if self._manifest is None:
+            stored = self.service.version(self.dep).manifest
+            if stored is None:
+                raise ConfigError(f"version {self.dep.version} of {self.dep.model_name!r} has no config file")
+            self._manifest = ModelConfigFile.model_validate_json(stored)
+        return self._manifest
+
+    def store_manifest(self, manifest: ModelConfigFile) -> None:
+        self._manifest = manifest
+        version = self.service.own_version(self.dep, "DEPLOYING")
+        self.service.models.update_version(
+            version.model_copy(update={"manifest": manifest.to_json()}), expected_status="DEPLOYING"
+        )
+
+    def progress(self, line: str) -> None:
+        log.info("deployment %s: %s", self.dep.deployment_id, line)
+
+
+def _model_root(extracted: Path) -> Path:
+    """The bundle's top level, or its only directory when the bundle was made from a folder (tar c dir/)."""
+    if (extracted / CONFIG_FILE).exists():
+        return extracted
+    dirs = [
+        d
+        for d in extracted.iterdir()
+        if d.is_dir() and not d.name.startswith(".") and d.name != "__MACOSX" and (d / CONFIG_FILE).is_file()
+    ]
+    return dirs[0] if len(dirs) == 1 else extracted
+
+
+class DeploymentService:
+    def __init__(
+        self,
+        container: Container,
+        *,
+        lease_s: int = 900,
+        max_attempts: int = 3,
+        limits: BundleLimits | None = None,
+        scratch: Path | None = None,
+    ) -> None:
+        """``lease_s`` must outlast the longest stage (a build) so a live handler is never taken over."""
+        self.container = container
+        self.models = container.models
+        self.deployments = container.deployments
+        self.clock = container.clock
+        self.lease_s = lease_s
+        self.max_attempts = max_attempts
+        self.limits = limits or BundleLimits()
+        self.scratch = scratch
+        self._stages: dict[DeploymentStage, Callable[[_Attempt], None]] = {
+            "INSPECTED": self._inspect,
+            "CONFIG_GENERATED": self._generate_config,
+            "IMAGE_BUILT": self._build_image,
+            "FUNCTIONS_READY": self._deploy_functions,
+            "READY": self._ready,
+        }
+
+    parse_upload_key = staticmethod(parse_upload_key)
+
+    # ------------------------------------------------------------------ queries
+
+    def get(self, deployment_id: str) -> Deployment:
+        return self.deployments.get(deployment_id)
+
+    def for_model(self, name: str) -> list[Deployment]:
+        return self.deployments.list_for_model(name)
+
+    # ------------------------------------------------------------------ events
+
+    def handle_message(self, sqs_body: str) -> list[Deployment]:
+        """Every bundle upload an SQS message body announces, deployed in order."""
+        handled = (self.handle_s3_object(*record) for record in s3_records(sqs_body))
+        return [d for d in handled if d is not None]
+
+    def handle_s3_object(self, bucket: str, key: str, etag: str, size: int) -> Deployment | None:
+        """Deploy one uploaded bundle; None for objects that are not bundles, the stored one for repeats."""
+        parsed = parse_upload_key(key)
+        if parsed is None:
+            log.info("ignoring s3://%s/%s: not a bundle upload key", bucket, key)
+            return None
+        if bucket != self.container.settings.bundle_bucket:
+            log.info("ignoring s3://%s/%s: not the bundle bucket", bucket, key)
+            return None
+        name, version = parsed
+        now = self.clock()
+        fresh = Deployment(
+            deployment_id=deployment_id(bucket, key, etag),
+            model_name=name,
+            version=version,
+            source=f"s3://{bucket}/{key}",
+            state="RECEIVED",
+            stages=(StageRecord(stage="RECEIVED", started_at=now, finished_at=now),),
+            attempts=1,
+            lease_until=self._lease_end(now),
+            created_at=now,
+            updated_at=now,
+        )
+        if self.deployments.create(fresh):
+            dep = fresh
+        else:
+            claimed = self._take_over(fresh.deployment_id)
+            if claimed.state in TERMINAL:
+                return claimed
+            dep = claimed
+        return self._run(dep, etag, size)
+
+    def give_up(self, sqs_body: str) -> list[Deployment]:
+        """For messages the queue moved to its DLQ: whatever they started ends FAILED, never stuck."""
+        ended = []
+        for bucket, key, etag, _size in s3_records(sqs_body):
+            try:
+                dep = self.deployments.get(deployment_id(bucket, key, etag))
+            except NotFound:
+                continue
+            if dep.state not in TERMINAL:
+                reason = f"deployment gave up after repeated failed deliveries (last stage: {dep.state})"
+                ended.append(self._fail(dep, reason + (f"; {dep.reason}" if dep.reason else "")))
+        return ended
+
+    # ------------------------------------------------------------------ ownership
+
+    def _take_over(self, dep_id: str) -> Deployment:
+        """The existing deployment: terminal as is, else claimed for this handler (or DeploymentBusy)."""
+        current = self.deployments.get(dep_id)
+        if current.state in TERMINAL:
+            return current
+        now = self.clock()
+        if current.lease_until is not None and _parse_time(now) < _parse_time(current.lease_until):
+            raise DeploymentBusy(
+                f"deployment {dep_id} is held by another handler until {current.lease_until}"
+            )
+        dep = self._save(current, attempts=current.attempts + 1)
+        log.warning("deployment %s: attempt %d resumes after %s", dep_id, dep.attempts, dep.state)
+        version = self._version_or_none(dep)
+        if version is not None and version.deployment_id == dep_id and version.status == "FAILED":
+            return self._save(dep, state="FAILED", reason=version.reason, lease_until=None)
+        if dep.attempts > self.max_attempts:
+            reason = f"deployment did not finish after {self.max_attempts} attempts (last stage: {dep.state})"
+            return self._fail(dep, reason + (f"; {dep.reason}" if dep.reason else ""))
+        return dep
+
+    def _lease_end(self, now: str) -> str:
+        return _format_time(_parse_time(now) + timedelta(seconds=self.lease_s))
+
+    def _save(self, dep: Deployment, **changes: Any) -> Deployment:
+        """A revision-checked write that extends the lease; losing the race means another handler owns it."""
+        now = self.clock()
+        update: dict[str, Any] = {"updated_at": now, "lease_until": self._lease_end(now), **changes}
+        try:
+            return self.deployments.save(dep.model_copy(update=update))
+        except Conflict:
+            raise DeploymentBusy(
+                f"deployment {dep.deployment_id} was taken over by another handler"
+            ) from None
+
+    def _fail(self, dep: Deployment, reason: str) -> Deployment:
+        """Version first: should this handler die in between, the resumed attempt finds it and finishes."""
+        version = self._version_or_none(dep)
+        if (
+            version is not None
+            and version.deployment_id == dep.deployment_id
+            and version.status == "DEPLOYING"
+        ):
+            with contextlib.suppress(Conflict, NotFound):
+                self.models.update_version(
+                    version.model_copy(update={"status": "FAILED", "reason": reason}),
+                    expected_status="DEPLOYING",
+                )
+        log.warning("deployment %s FAILED: %s", dep.deployment_id, reason)
+        return self._save(dep, state="FAILED", reason=reason, lease_until=None)
+
+    # ------------------------------------------------------------------ the plan
+
+    def _run(self, dep: Deployment, etag: str, size: int) -> Deployment:
+        workdir = Path(tempfile.mkdtemp(prefix="modelport-deploy-", dir=self.scratch))
+        attempt = _Attempt(self, dep, workdir, etag, size)
+        try:
+            for stage in DEPLOYMENT_STAGES[DEPLOYMENT_STAGES.index(attempt.dep.state) + 1 :]:
+                started = self.clock()
+                try:
+                    self._stages[stage](attempt)
+                except ModelportError as err:
+                    return self._fail(attempt.dep, attempt.scrub(str(err)))
+                record = StageRecord(stage=stage, started_at=started, finished_at=self.clock())
+                terminal = {"lease_until": None, "reason": None} if stage == "READY" else {}
+                attempt.dep = self._save(
+                    attempt.dep, state=stage, stages=(*attempt.dep.stages, record), **terminal
+                )
+            return attempt.dep
+        except DeploymentBusy:
+            raise
+        except Exception as exc:
+            reason = f"attempt {attempt.dep.attempts} failed: {type(exc).__name__}: {attempt.scrub(str(exc))}"
+            log.exception("deployment %s: %s", dep.deployment_id, reason)
+            try:  # release the lease so the redelivery can resume at once
+                self._save(attempt.dep, reason=reason, lease_until=None)
+            except Exception:
+                log.exception("deployment %s: could not record the failed attempt", dep.deployment_id)
+            raise
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def version(self, dep: Deployment) -> VersionRecord:
+        try:
+            return self.models.get_version(dep.model_name, dep.version)
+        except NotFound:
+            raise NotFound(
+                f"no version {dep.version} of model {dep.model_name!r} was reserved for {dep.source}",
+                hint=f"request an upload with POST /v1/models/{dep.model_name}/versions",
+            ) from None
+
+    def _version_or_none(self, dep: Deployment) -> VersionRecord | None:
+        try:
+            return self.models.get_version(dep.model_name, dep.version)
+        except NotFound:
+            return None
+
+    def own_version(self, dep: Deployment, *statuses: str) -> VersionRecord:
+        """The version, provided this deployment is the one deploying it."""
+        version = self.version(dep)
+        if version.deployment_id not in (None, dep.deployment_id):
+            raise Conflict(
+                f"version {dep.version} of {dep.model_name!r} is deployed by another upload "
+                f"(deployment {version.deployment_id})",
+                hint="request a new version for a new bundle",
+            )
+        if version.status not in statuses:
+            raise Conflict(
+                f"version {dep.version} of {dep.model_name!r} is {version.status}",
+                hint="request a new version for a new bundle",
+            )
+        return version
+
+    def _inspect(self, attempt: _Attempt) -> None:
+        dep = attempt.dep
+        version = self.own_version(dep, "PENDING_UPLOAD", "DEPLOYING")
+        if version.status == "PENDING_UPLOAD" or version.deployment_id is None:
+            self.models.update_version(
+                version.model_copy(update={"status": "DEPLOYING", "deployment_id": dep.deployment_id}),
+                expected_status=version.status,
+            )
+        attempt.inspected()
+
+    def _generate_config(self, attempt: _Attempt) -> None:
+        config, native = attempt.inspected()
+        root = attempt.bundle_root()
+        _, paths = inspectors.detect(root, config)
+        manifest = build_manifest(config, native, artifact_files(root, paths), version=attempt.dep.version)
+        attempt.store_manifest(manifest)
+
+    def _build_image(self, attempt: _Attempt) -> None:
+        # A resumed attempt may find the slots filled by the attempt it replaces; build from the plain file.
+        manifest = attempt.manifest().model_copy(update={"container": None, "deployment": None})
+        built = self.container.images.build(manifest, attempt.bundle_root(), attempt.progress)
+        store = self.container.associations
+        fingerprint = manifest.environment.fingerprint
+        now = self.clock()
+        if store.get_environment_image(fingerprint) is None:
+            digest = built.environment_image.partition("@")[2]
+            store.put_environment_image(
+                EnvironmentImage(
+                    fingerprint=fingerprint,
+                    image_uri=built.environment_image,
+                    image_digest=digest,
+                    size_bytes=0,  # the builder reports only the model image's size
+                    created_at=now,
+                )
+            )
+        store.put_model_association(
+            ModelAssociation(
+                model_name=manifest.name,
+                version=manifest.version,
+                fingerprint=fingerprint,
+                image_uri=built.image_uri,
+                image_digest=built.image_digest,
+                size_bytes=built.size_bytes,
+                created_at=now,
+            )
+        )
+        attempt.store_manifest(manifest.model_copy(update={"container": built}))
+
+    def _deploy_functions(self, attempt: _Attempt) -> None:
+        manifest = attempt.manifest().model_copy(update={"deployment": None})
+        deployed = self.container.functions.deploy(manifest, attempt.progress)
+        store = self.container.associations
+        association = store.get_model_association(manifest.name, manifest.version)
+        store.put_model_association(
+            association.model_copy(
+                update={
+                    "functions": tuple(f.function_name for f in deployed.functions),
+                    "state_machine_arn": deployed.state_machine_arn,
+                }
+            )
+        )
+        attempt.store_manifest(manifest.model_copy(update={"deployment": deployed}))
+
+    def _ready(self, attempt: _Attempt) -> None:
+        dep = attempt.dep
+        version = self.own_version(dep, "DEPLOYING", "READY")
+        if version.status == "DEPLOYING":
+            self.models.update_version(
+                version.model_copy(update={"status": "READY", "reason": None}), expected_status="DEPLOYING"
+            )
+        if self.models.get_model(dep.model_name).default_version is None:
+            self.models.set_default_version(dep.model_name, dep.version)

@@ -1,0 +1,174 @@
+"""Models, versions and grants, as an account sees them.
+
+Visibility is one rule: an account sees the models it owns and the ones granted to it (admins see all).
+Anything else is answered exactly like a model that does not exist, so names of private models don't leak
+through the invoke, read or version endpoints.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from chalicelib.core.config import SLUG
+from chalicelib.core.errors import Conflict, Forbidden, InvalidRequest, NotFound, TooLarge
+from chalicelib.core.manifest import ModelConfigFile
+from chalicelib.core.ports import AccountStore, ArtifactStore, Clock, ModelStore, PresignedUpload
+from chalicelib.core.records import Account, Grant, ModelRecord, VersionRecord
+from chalicelib.services.deployments import upload_key
+
+BundleFormat = Literal["tar.gz", "zip"]
+
+
+class ModelService:
+    def __init__(
+        self,
+        models: ModelStore,
+        accounts: AccountStore,
+        artifacts: ArtifactStore,
+        clock: Clock,
+        *,
+        max_bundle_bytes: int,
+        upload_expires_s: int,
+    ) -> None:
+        self.models = models
+        self.accounts = accounts
+        self.artifacts = artifacts
+        self.clock = clock
+        self.max_bundle_bytes = max_bundle_bytes
+        self.upload_expires_s = upload_expires_s
+
+    # ------------------------------------------------------------------ visibility
+
+    def visible(self, caller: Account, name: str) -> ModelRecord:
+        try:
+            model = self.models.get_model(name)
+        except NotFound:
+            raise NotFound(f"no model {name!r}") from None
+        if (
+            model.owner == caller.account_id
+            or caller.is_admin
+            or self.accounts.has_grant(name, caller.account_id)
+        ):
+            return model
+        raise NotFound(f"no model {name!r}")
+
+    def owned(self, caller: Account, name: str) -> ModelRecord:
+        model = self.visible(caller, name)
+        if model.owner != caller.account_id and not caller.is_admin:
+            raise Forbidden(f"only the owner of {name!r} can change it")
+        return model
+
+    # ------------------------------------------------------------------ models
+
+    def create_model(self, caller: Account, name: str, description: str = "") -> ModelRecord:
+        if not SLUG.match(name):
+            raise InvalidRequest(
+                f"{name!r} is not a model name: use 1-48 lowercase letters, digits and '-'",
+                errors=[{"pointer": "/name", "message": "not a slug"}],
+            )
+        model = ModelRecord(
+            name=name, owner=caller.account_id, description=description, created_at=self.clock()
+        )
+        try:
+            self.models.create_model(model)
+        except Conflict:
+            raise Conflict(f"a model named {name!r} exists", hint="choose another name") from None
+        return model
+
+    def list_models(self, caller: Account) -> list[ModelRecord]:
+        own = self.models.list_models(caller.account_id)
+        names = {m.name for m in own}
+        granted = [
+            self.models.get_model(n)
+            for n in self.accounts.granted_models(caller.account_id)
+            if n not in names
+        ]
+        return sorted(own + granted, key=lambda m: m.name)
+
+    # ------------------------------------------------------------------ versions
+
+    def request_upload(
+        self, caller: Account, name: str, *, size_bytes: int, fmt: BundleFormat = "tar.gz"
+    ) -> tuple[VersionRecord, PresignedUpload]:
+        """Reserve the next version and hand out a presigned upload for its bundle."""
+        if size_bytes > self.max_bundle_bytes:
+            raise TooLarge(
+                f"bundle is {_mb(size_bytes)}, over the {_mb(self.max_bundle_bytes)} limit",
+                hint="leave training data and caches out of the bundle",
+            )
+        try:
+            self.owned(caller, name)
+        except NotFound:
+            self.create_model(caller, name)
+        record = self.models.reserve_version(name, lambda v: upload_key(name, v, fmt), self.clock())
+        upload = self.artifacts.presign_upload(
+            record.upload_key, max_bytes=self.max_bundle_bytes, expires_in=self.upload_expires_s
+        )
+        return record, upload
+
+    def list_versions(self, caller: Account, name: str) -> list[VersionRecord]:
+        self.visible(caller, name)
+        return self.models.list_versions(name)
+
+    def get_version(self, caller: Account, name: str, version: int) -> VersionRecord:
+        self.visible(caller, name)
+        try:
+            return self.models.get_version(name, version)
+        except NotFound:
+            raise NotFound(f"model {name!r} has no version {version}") from None
+
+    def resolve_version(self, caller: Account, name: str, version: int | None) -> VersionRecord:
+        """A given version, or the default one."""
+        model = self.visible(caller, name)
+        if version is None:
+            if model.default_version is None:
+                raise NotFound(f"model {name!r} has no ready version yet")
+            version = model.default_version
+        return self.get_version(caller, name, version)
+
+    def get_config_file(self, caller: Account, name: str, version: int) -> ModelConfigFile:
+        record = self.get_version(caller, name, version)
+        if record.manifest is None:
+            raise Conflict(
+                f"version {version} of {name!r} has no config file: it is {record.status}"
+                + (f" ({record.reason})" if record.reason else "")
+            )
+        return ModelConfigFile.model_validate_json(record.manifest)
+
+    def set_default_version(self, caller: Account, name: str, version: int) -> ModelRecord:
+        self.owned(caller, name)
+        record = self.get_version(caller, name, version)
+        if record.status != "READY":
+            raise Conflict(f"version {version} of {name!r} is {record.status}, not READY")
+        return self.models.set_default_version(name, version)
+
+    def delete_version(self, caller: Account, name: str, version: int) -> None:
+        model = self.owned(caller, name)
+        self.get_version(caller, name, version)
+        if model.default_version == version:
+            raise Conflict(
+                f"version {version} is the default of {name!r}",
+                hint="make another version the default first",
+            )
+        self.models.delete_version(name, version)
+
+    # ------------------------------------------------------------------ grants
+
+    def grant(self, caller: Account, name: str, grantee: str) -> Grant:
+        self.owned(caller, name)
+        self.accounts.get_account(grantee)  # NotFound for an unknown account
+        grant = Grant(model_name=name, grantee=grantee, granted_by=caller.account_id, created_at=self.clock())
+        self.accounts.put_grant(grant)
+        return grant
+
+    def revoke_grant(self, caller: Account, name: str, grantee: str) -> None:
+        self.owned(caller, name)
+        self.accounts.delete_grant(name, grantee)
+
+    def list_grants(self, caller: Account, name: str) -> list[Grant]:
+        self.owned(caller, name)
+        return self.accounts.list_grants(name)
+
+
+def _mb(n: int) -> str:
+    return f"{n / (1024 * 1024):.1f} MB"

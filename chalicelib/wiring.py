@@ -1,0 +1,156 @@
+"""The composition root: builds the adapters once, lazily, from settings; tests swap in their own.
+
+Nothing reads the environment or creates a client at import time. Locally and on AWS the same boto3
+adapters are built; only ``endpoint_url`` differs.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from chalicelib.core.ports import (
+    AccountStore,
+    ArtifactStore,
+    AssociationStore,
+    Clock,
+    DeploymentStore,
+    FunctionManager,
+    ImageBuilder,
+    ModelStore,
+)
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Names and limits, from environment variables set by ``.chalice/config.json`` or the local stack."""
+
+    stage: str = "local"
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    accounts_table: str = "modelport-accounts"
+    models_table: str = "modelport-models"
+    deployments_table: str = "modelport-deployments"
+    associations_table: str = "modelport-associations"
+    bundle_bucket: str = "modelport-bundles"
+    deploy_queue: str = "modelport-deploy"
+    max_bundle_bytes: int = 512 * 1024 * 1024
+    upload_expires_s: int = 900
+    admin_key: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        defaults = cls()
+
+        def get(name: str, default: Any) -> Any:
+            return env.get(f"MODELPORT_{name.upper()}", default)
+
+        return cls(
+            stage=get("stage", defaults.stage),
+            region=env.get("AWS_REGION", env.get("AWS_DEFAULT_REGION", defaults.region)),
+            endpoint_url=env.get("MODELPORT_ENDPOINT_URL") or env.get("AWS_ENDPOINT_URL") or None,
+            accounts_table=get("accounts_table", defaults.accounts_table),
+            models_table=get("models_table", defaults.models_table),
+            deployments_table=get("deployments_table", defaults.deployments_table),
+            associations_table=get("associations_table", defaults.associations_table),
+            bundle_bucket=get("bundle_bucket", defaults.bundle_bucket),
+            deploy_queue=get("deploy_queue", defaults.deploy_queue),
+            max_bundle_bytes=int(get("max_bundle_bytes", defaults.max_bundle_bytes)),
+            upload_expires_s=int(get("upload_expires_s", defaults.upload_expires_s)),
+            admin_key=get("admin_key", None),
+        )
+
+
+@dataclass
+class Container:
+    settings: Settings
+    clock: Clock
+    accounts: AccountStore
+    models: ModelStore
+    deployments: DeploymentStore
+    associations: AssociationStore
+    artifacts: ArtifactStore
+    images: ImageBuilder
+    functions: FunctionManager
+
+
+def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
+    import boto3
+
+    from chalicelib.aws.dynamodb import (
+        DynamoAccountStore,
+        DynamoAssociationStore,
+        DynamoDeploymentStore,
+        DynamoModelStore,
+    )
+    from chalicelib.aws.s3 import S3ArtifactStore
+    from chalicelib.memory.stores import MemoryFunctionManager, MemoryImageBuilder
+
+    session = boto3.session.Session(region_name=settings.region)
+    dynamodb = session.client("dynamodb", endpoint_url=settings.endpoint_url)
+    s3 = session.client("s3", endpoint_url=settings.endpoint_url)
+    return Container(
+        settings=settings,
+        clock=clock,
+        accounts=DynamoAccountStore(settings.accounts_table, dynamodb),
+        models=DynamoModelStore(settings.models_table, dynamodb),
+        deployments=DynamoDeploymentStore(settings.deployments_table, dynamodb),
+        associations=DynamoAssociationStore(settings.associations_table, dynamodb),
+        artifacts=S3ArtifactStore(settings.bundle_bucket, s3),
+        # Twins until the container-image and local-stack issues bring the real adapters.
+        images=MemoryImageBuilder(clock),
+        functions=MemoryFunctionManager(),
+    )
+
+
+def memory_container(settings: Settings | None = None, clock: Clock = utc_now) -> Container:
+    from chalicelib.memory.stores import (
+        MemoryAccountStore,
+        MemoryArtifactStore,
+        MemoryAssociationStore,
+        MemoryDeploymentStore,
+        MemoryFunctionManager,
+        MemoryImageBuilder,
+        MemoryModelStore,
+    )
+
+    return Container(
+        settings=settings or Settings(),
+        clock=clock,
+        accounts=MemoryAccountStore(),
+        models=MemoryModelStore(),
+        deployments=MemoryDeploymentStore(),
+        associations=MemoryAssociationStore(),
+        artifacts=MemoryArtifactStore(),
+        images=MemoryImageBuilder(clock),
+        functions=MemoryFunctionManager(),
+    )
+
+
+_lock = threading.Lock()
+_current: Container | None = None
+
+
+def container() -> Container:
+    """The process's container, built on first use from the environment."""
+    global _current
+    with _lock:
+        if _current is None:
+            _current = aws_container(Settings.from_env())
+        return _current
+
+
+def override(replacement: Container | None) -> None:
+    """Tests (and the local stack) install their own container; None resets to lazy defaults."""
+    global _current
+    with _lock:
+        _current = replacement

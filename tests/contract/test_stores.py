@@ -1,0 +1,424 @@
+"""One contract for every store, run against the in-memory twins and the AWS adapters (on a moto server).
+
+A service tested against a twin can then trust the adapter to behave the same; a difference is a bug in one
+of them. Conditions and transactions are the heart of it: they are what keeps concurrent handlers honest.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import random
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from chalicelib.aws.dynamodb import (
+    DynamoAccountStore,
+    DynamoAssociationStore,
+    DynamoDeploymentStore,
+    DynamoModelStore,
+)
+from chalicelib.aws.s3 import S3ArtifactStore
+from chalicelib.core.errors import ConfigError, Conflict, NotFound, TooLarge
+from chalicelib.core.ports import AccountStore, ArtifactStore, AssociationStore, DeploymentStore, ModelStore
+from chalicelib.core.records import (
+    Account,
+    ApiKey,
+    Deployment,
+    EnvironmentImage,
+    Grant,
+    ModelAssociation,
+    ModelRecord,
+    StageRecord,
+    VersionRecord,
+)
+from chalicelib.memory.stores import (
+    MemoryAccountStore,
+    MemoryArtifactStore,
+    MemoryAssociationStore,
+    MemoryDeploymentStore,
+    MemoryModelStore,
+)
+from tests.conftest import Infra
+
+T0 = "2026-01-01T00:00:00.000Z"
+
+
+@dataclass
+class Stores:
+    kind: str
+    accounts: AccountStore
+    models: ModelStore
+    deployments: DeploymentStore
+    associations: AssociationStore
+    artifacts: ArtifactStore
+
+
+@pytest.fixture(params=["memory", pytest.param("dynamodb", marks=pytest.mark.functional)])
+def backend(request: pytest.FixtureRequest) -> Iterator[Stores]:
+    if request.param == "memory":
+        yield Stores(
+            "memory",
+            MemoryAccountStore(),
+            MemoryModelStore(),
+            MemoryDeploymentStore(),
+            MemoryAssociationStore(),
+            MemoryArtifactStore(),
+        )
+        return
+    infra = request.getfixturevalue("infra")
+    settings, dynamodb = infra.settings, infra.client("dynamodb")
+    yield Stores(
+        "dynamodb",
+        DynamoAccountStore(settings.accounts_table, dynamodb),
+        DynamoModelStore(settings.models_table, dynamodb),
+        DynamoDeploymentStore(settings.deployments_table, dynamodb),
+        DynamoAssociationStore(settings.associations_table, dynamodb),
+        S3ArtifactStore(settings.bundle_bucket, infra.client("s3")),
+    )
+
+
+def with_model(store: ModelStore, name: str = "iris", owner: str = "acct-a") -> ModelRecord:
+    model = ModelRecord(name=name, owner=owner, description="Iris", created_at=T0)
+    store.create_model(model)
+    return model
+
+
+def reserve(store: ModelStore, name: str = "iris") -> VersionRecord:
+    return store.reserve_version(name, lambda n: f"uploads/{name}/v{n}.tar.gz", T0)
+
+
+def make_ready(store: ModelStore, record: VersionRecord) -> VersionRecord:
+    ready = record.model_copy(update={"status": "READY", "deployment_id": "d-1"})
+    store.update_version(ready)
+    return ready
+
+
+# --------------------------------------------------------------------------- accounts, keys, grants
+
+
+def test_accounts_are_created_once_and_listed_by_id(backend: Stores) -> None:
+    b = Account(account_id="b", name="Bea", created_at=T0)
+    a = Account(account_id="a", name="Al", is_admin=True, created_at=T0)
+    backend.accounts.put_account(b)
+    backend.accounts.put_account(a)
+    assert backend.accounts.get_account("a") == a
+    assert backend.accounts.list_accounts() == [a, b]
+    with pytest.raises(Conflict):
+        backend.accounts.put_account(a.model_copy(update={"name": "other"}))
+    assert backend.accounts.get_account("a").name == "Al"
+    with pytest.raises(NotFound):
+        backend.accounts.get_account("nobody")
+
+
+def test_keys_are_listed_per_account_and_revoked_once(backend: Stores) -> None:
+    store = backend.accounts
+    keys = [ApiKey(key_id=f"mp_{i}", account_id="a", secret_hash=f"{i}" * 64, created_at=T0) for i in (2, 1)]
+    other = ApiKey(key_id="mp_9", account_id="b", secret_hash="9" * 64, created_at=T0, description="ci")
+    for key in (*keys, other):
+        store.put_key(key)
+    with pytest.raises(Conflict):
+        store.put_key(keys[0])
+    assert store.get_key("mp_9") == other
+    assert [k.key_id for k in store.list_keys("a")] == ["mp_1", "mp_2"]
+    assert store.list_keys("nobody") == []
+
+    revoked = store.revoke_key("mp_1", "2026-02-01T00:00:00.000Z")
+    assert revoked.revoked_at == "2026-02-01T00:00:00.000Z"
+    assert store.revoke_key("mp_1", "2026-03-01T00:00:00.000Z").revoked_at == revoked.revoked_at
+    assert store.get_key("mp_1") == revoked
+    assert store.get_key("mp_2").revoked_at is None
+    with pytest.raises(NotFound):
+        store.revoke_key("mp_missing", T0)
+    with pytest.raises(NotFound):
+        store.get_key("mp_missing")
+
+
+def test_grants_are_idempotent_and_listed_both_ways(backend: Stores) -> None:
+    store = backend.accounts
+    first = Grant(model_name="iris", grantee="b", granted_by="a", created_at=T0)
+    store.put_grant(first)
+    store.put_grant(first.model_copy(update={"created_at": "2026-05-05T00:00:00.000Z"}))
+    store.put_grant(Grant(model_name="iris", grantee="c", granted_by="a", created_at=T0))
+    store.put_grant(Grant(model_name="digits", grantee="b", granted_by="a", created_at=T0))
+    assert store.list_grants("iris") == [
+        first,
+        Grant(model_name="iris", grantee="c", granted_by="a", created_at=T0),
+    ]
+    assert store.granted_models("b") == ["digits", "iris"]
+    assert store.granted_models("nobody") == []
+    assert store.has_grant("iris", "b")
+    assert not store.has_grant("iris", "z")
+
+    store.delete_grant("iris", "b")
+    assert not store.has_grant("iris", "b")
+    assert store.granted_models("b") == ["digits"]
+    with pytest.raises(NotFound):
+        store.delete_grant("iris", "b")
+
+
+# --------------------------------------------------------------------------- models and versions
+
+
+def test_models_are_created_once_and_listed_per_owner(backend: Stores) -> None:
+    store = backend.models
+    iris = with_model(store)
+    digits = with_model(store, "digits")
+    with_model(store, "other", owner="acct-b")
+    assert store.get_model("iris") == iris
+    assert store.list_models("acct-a") == [digits, iris]
+    assert store.list_models("nobody") == []
+    with pytest.raises(Conflict):
+        with_model(store, "iris", owner="acct-b")
+    with pytest.raises(NotFound):
+        store.get_model("missing")
+
+
+def test_versions_are_numbered_one_two_three(backend: Stores) -> None:
+    store = backend.models
+    with_model(store)
+    records = [reserve(store) for _ in range(3)]
+    assert [r.version for r in records] == [1, 2, 3]
+    assert records[1] == VersionRecord(
+        name="iris", version=2, status="PENDING_UPLOAD", created_at=T0, upload_key="uploads/iris/v2.tar.gz"
+    )
+    assert store.get_model("iris").latest_version == 3
+    assert store.get_version("iris", 2) == records[1]
+    assert store.list_versions("iris") == records
+    with pytest.raises(NotFound):
+        reserve(store, "missing")
+    with pytest.raises(NotFound):
+        store.get_version("iris", 4)
+
+
+def test_concurrent_reservations_get_distinct_consecutive_numbers(backend: Stores) -> None:
+    store = backend.models
+    with_model(store)
+    got: list[int] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(20)
+
+    def take() -> None:
+        start.wait()
+        try:
+            got.append(reserve(store).version)
+        except BaseException as err:  # reported below, with the numbers
+            errors.append(err)
+
+    threads = [threading.Thread(target=take) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(got) == list(range(1, 21))
+    assert [v.version for v in store.list_versions("iris")] == list(range(1, 21))
+    assert store.get_model("iris").latest_version == 20
+
+
+def test_update_version_checks_the_expected_status(backend: Stores) -> None:
+    store = backend.models
+    with_model(store)
+    record = reserve(store)
+    deploying = record.model_copy(update={"status": "DEPLOYING", "deployment_id": "d-1"})
+    store.update_version(deploying, expected_status="PENDING_UPLOAD")
+    assert store.get_version("iris", 1) == deploying
+    with pytest.raises(Conflict):
+        store.update_version(
+            deploying.model_copy(update={"status": "READY"}), expected_status="PENDING_UPLOAD"
+        )
+    assert store.get_version("iris", 1) == deploying
+    with pytest.raises(NotFound):
+        store.update_version(deploying.model_copy(update={"version": 7}))
+
+
+def test_only_a_ready_version_can_be_the_default(backend: Stores) -> None:
+    store = backend.models
+    with_model(store)
+    pending = reserve(store)
+    with pytest.raises(Conflict, match="READY"):
+        store.set_default_version("iris", pending.version)
+    assert store.get_model("iris").default_version is None
+    make_ready(store, pending)
+    assert store.set_default_version("iris", 1).default_version == 1
+    assert store.get_model("iris").default_version == 1
+    with pytest.raises(NotFound):
+        store.set_default_version("iris", 9)
+    with pytest.raises(NotFound):
+        store.set_default_version("missing", 1)
+
+
+def test_the_default_version_cannot_be_deleted(backend: Stores) -> None:
+    store = backend.models
+    with_model(store)
+    one, two = make_ready(store, reserve(store)), reserve(store)
+    store.set_default_version("iris", one.version)
+    with pytest.raises(Conflict, match="default"):
+        store.delete_version("iris", 1)
+    store.delete_version("iris", two.version)
+    assert store.list_versions("iris") == [one]
+    with pytest.raises(NotFound):
+        store.delete_version("iris", 2)
+    with pytest.raises(NotFound):
+        store.delete_version("missing", 1)
+    assert reserve(store).version == 3  # numbers are never reused
+
+
+def test_a_large_manifest_round_trips(backend: Stores) -> None:
+    """~300 KB of JSON: over DynamoDB's 400 KB item limit once stored raw with the rest of a version."""
+    store = backend.models
+    with_model(store)
+    rng = random.Random(7)
+    manifest = json.dumps({"weights": [round(rng.uniform(-1, 1), 6) for _ in range(33_000)]})
+    assert len(manifest) > 290_000
+    record = reserve(store).model_copy(update={"status": "READY", "manifest": manifest})
+    store.update_version(record, expected_status="PENDING_UPLOAD")
+    assert store.get_version("iris", 1) == record
+    assert store.list_versions("iris") == [record]
+
+
+# --------------------------------------------------------------------------- deployments
+
+
+def deployment(deployment_id: str, created_at: str = T0, model: str = "iris") -> Deployment:
+    return Deployment(
+        deployment_id=deployment_id,
+        model_name=model,
+        version=1,
+        source=f"s3://bundles/uploads/{model}/v1.tar.gz",
+        state="RECEIVED",
+        created_at=created_at,
+        updated_at=created_at,
+    )
+
+
+def test_a_deployment_is_created_once(backend: Stores) -> None:
+    store = backend.deployments
+    first = deployment("d-1")
+    assert store.create(first)
+    assert not store.create(first.model_copy(update={"state": "FAILED"}))
+    assert store.get("d-1") == first
+    with pytest.raises(NotFound):
+        store.get("d-404")
+
+
+def test_save_bumps_the_revision_and_refuses_a_stale_one(backend: Stores) -> None:
+    store = backend.deployments
+    store.create(deployment("d-1"))
+    read = store.get("d-1")
+    stage = StageRecord(stage="RECEIVED", started_at=T0, finished_at=T0)
+    saved = store.save(read.model_copy(update={"state": "INSPECTED", "stages": (stage,), "attempts": 1}))
+    assert saved.revision == 1
+    assert store.get("d-1") == saved
+    with pytest.raises(Conflict, match="revision"):
+        store.save(read.model_copy(update={"state": "FAILED", "reason": "late"}))
+    assert store.get("d-1") == saved
+    assert store.save(saved).revision == 2
+    with pytest.raises(NotFound):
+        store.save(deployment("d-404"))
+
+
+def test_deployments_of_a_model_are_listed_newest_first(backend: Stores) -> None:
+    store = backend.deployments
+    for i, at in enumerate(
+        ["2026-01-02T00:00:00.000Z", "2026-01-03T00:00:00.000Z", "2026-01-01T00:00:00.000Z"]
+    ):
+        store.create(deployment(f"d-{i}", at))
+    store.create(deployment("d-other", model="digits"))
+    assert [d.deployment_id for d in store.list_for_model("iris")] == ["d-1", "d-0", "d-2"]
+    assert store.list_for_model("nothing") == []
+
+
+# --------------------------------------------------------------------------- associations
+
+
+def test_associations_are_put_and_read(backend: Stores) -> None:
+    store = backend.associations
+    assert store.get_environment_image("sha256:abc") is None
+    image = EnvironmentImage(
+        fingerprint="sha256:abc", image_uri="r/env:abc", image_digest="sha256:1", size_bytes=9, created_at=T0
+    )
+    store.put_environment_image(image)
+    store.put_environment_image(image)
+    assert store.get_environment_image("sha256:abc") == image
+    association = ModelAssociation(
+        model_name="iris",
+        version=1,
+        fingerprint="sha256:abc",
+        image_uri="r/iris:v1",
+        image_digest="sha256:2",
+        size_bytes=10,
+        functions=("modelport-iris",),
+        created_at=T0,
+    )
+    store.put_model_association(association)
+    assert store.get_model_association("iris", 1) == association
+    replaced = association.model_copy(update={"functions": (), "state_machine_arn": "arn:aws:states:x"})
+    store.put_model_association(replaced)
+    assert store.get_model_association("iris", 1) == replaced
+    with pytest.raises(NotFound):
+        store.get_model_association("iris", 2)
+
+
+# --------------------------------------------------------------------------- artifacts
+
+
+def test_objects_are_put_headed_and_downloaded(backend: Stores, tmp_path: Path) -> None:
+    store, data = backend.artifacts, b"bundle bytes" * 1000
+    info = store.put("uploads/iris/v1.tar.gz", data)
+    assert info.size_bytes == len(data)
+    assert info.etag == hashlib.md5(data).hexdigest()
+    assert store.head("uploads/iris/v1.tar.gz") == info
+    dest = tmp_path / "bundle.tar.gz"
+    assert store.download("uploads/iris/v1.tar.gz", dest, max_bytes=len(data)) == info
+    assert dest.read_bytes() == data
+    with pytest.raises(NotFound):
+        store.head("uploads/missing")
+    with pytest.raises(NotFound):
+        store.download("uploads/missing", tmp_path / "missing", max_bytes=10)
+
+
+def test_a_download_over_the_limit_is_refused(backend: Stores, tmp_path: Path) -> None:
+    backend.artifacts.put("uploads/big", b"x" * 2048)
+    dest = tmp_path / "big"
+    with pytest.raises(TooLarge):
+        backend.artifacts.download("uploads/big", dest, max_bytes=2047)
+    assert not dest.exists()
+
+
+@pytest.mark.parametrize("key", ["/abs", "uploads/../etc", "uploads//x", "a/./b", "bad\nkey", "", "c\\d"])
+def test_unsafe_keys_are_refused(backend: Stores, key: str) -> None:
+    with pytest.raises(ConfigError):
+        backend.artifacts.put(key, b"x")
+    with pytest.raises(ConfigError):
+        backend.artifacts.presign_upload(key, max_bytes=10, expires_in=60)
+
+
+def test_a_presigned_upload_names_its_key_and_size_range(backend: Stores) -> None:
+    upload = backend.artifacts.presign_upload("uploads/iris/v1.tar.gz", max_bytes=1000, expires_in=300)
+    assert (upload.key, upload.max_bytes, upload.expires_in) == ("uploads/iris/v1.tar.gz", 1000, 300)
+    assert upload.fields["key"] == "uploads/iris/v1.tar.gz"
+    if backend.kind == "memory":
+        assert upload.url == "memory://uploads/iris/v1.tar.gz"
+        return
+    policy = json.loads(base64.b64decode(upload.fields["policy"]))
+    assert ["content-length-range", 1, 1000] in policy["conditions"]
+    assert {"key": "uploads/iris/v1.tar.gz"} in policy["conditions"]
+
+
+@pytest.mark.functional
+def test_a_presigned_post_uploads_to_s3(infra: Infra) -> None:
+    """A real multipart POST, as a browser or ``curl -F`` sends it. moto does not enforce the POST policy
+    (content-length-range, signature, expiry): the size limit is asserted on the policy above instead.
+    """
+    store = S3ArtifactStore(infra.settings.bundle_bucket, infra.client("s3"))
+    upload = store.presign_upload("uploads/iris/v1.tar.gz", max_bytes=1000, expires_in=300)
+    response = requests.post(upload.url, data=upload.fields, files={"file": ("b.tar.gz", b"abc")}, timeout=10)
+    assert response.status_code == 204, response.text
+    assert store.head("uploads/iris/v1.tar.gz").size_bytes == 3

@@ -1,0 +1,113 @@
+"""``create_infrastructure`` against a moto server: idempotent, and an upload reaches the deploy queue."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote_plus
+
+import pytest
+
+from chalicelib.aws.infra import (
+    MAX_RECEIVE_COUNT,
+    UPLOAD_PREFIX,
+    VISIBILITY_TIMEOUT_S,
+    create_infrastructure,
+    destroy_infrastructure,
+)
+from chalicelib.wiring import Settings
+from tests.conftest import Infra, unique_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def s3_events(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
+    """Every message now on the queue, without S3's ``s3:TestEvent`` (sent when notifications are set)."""
+    bodies: list[dict[str, Any]] = []
+    while True:
+        got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+        if not got.get("Messages"):
+            return [b for b in bodies if b.get("Event") != "s3:TestEvent"]
+        for message in got["Messages"]:
+            bodies.append(json.loads(message["Body"]))
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+@pytest.mark.functional
+def test_creating_twice_changes_nothing(infra: Infra) -> None:
+    again = create_infrastructure(infra.settings, infra.session)
+    assert again == infra.outputs
+    dynamodb = infra.client("dynamodb")
+    for name, indexes in [
+        (infra.settings.accounts_table, ["gsi1"]),
+        (infra.settings.models_table, ["gsi1"]),
+        (infra.settings.deployments_table, ["gsi1"]),
+        (infra.settings.associations_table, []),
+    ]:
+        table = dynamodb.describe_table(TableName=name)["Table"]
+        assert table["TableStatus"] == "ACTIVE"
+        assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+        assert [i["IndexName"] for i in table.get("GlobalSecondaryIndexes", [])] == indexes
+    assert len(dynamodb.list_tables()["TableNames"]) >= 4
+
+
+@pytest.mark.functional
+def test_the_deploy_queue_has_a_dead_letter_queue_and_a_policy_for_the_bucket(infra: Infra) -> None:
+    sqs = infra.client("sqs")
+    attributes = sqs.get_queue_attributes(QueueUrl=infra.outputs["deploy_queue_url"], AttributeNames=["All"])[
+        "Attributes"
+    ]
+    redrive = json.loads(attributes["RedrivePolicy"])
+    assert redrive["deadLetterTargetArn"] == infra.outputs["deploy_dlq_arn"]
+    assert int(redrive["maxReceiveCount"]) == MAX_RECEIVE_COUNT == 5
+    assert int(attributes["VisibilityTimeout"]) == VISIBILITY_TIMEOUT_S >= 900
+    (statement,) = json.loads(attributes["Policy"])["Statement"]
+    assert statement["Principal"] == {"Service": "s3.amazonaws.com"}
+    assert statement["Condition"]["ArnLike"]["aws:SourceArn"] == infra.outputs["bundle_bucket_arn"]
+
+
+@pytest.mark.functional
+def test_an_upload_puts_an_s3_event_on_the_deploy_queue(infra: Infra) -> None:
+    s3, sqs = infra.client("s3"), infra.client("sqs")
+    bucket, queue_url = infra.outputs["bundle_bucket"], infra.outputs["deploy_queue_url"]
+    s3_events(sqs, queue_url)  # drop the test event
+    s3.put_object(Bucket=bucket, Key="uploads/iris/v1.tar.gz", Body=b"bundle")
+    s3.put_object(Bucket=bucket, Key="manifests/iris/v1.json", Body=b"{}")  # outside uploads/: no event
+    (event,) = s3_events(sqs, queue_url)
+    (record,) = event["Records"]
+    assert record["eventName"].startswith("ObjectCreated:")
+    assert record["s3"]["bucket"]["name"] == bucket
+    # S3 URL-encodes the key ("a b" -> "a+b"; moto also encodes "/"): consumers must unquote_plus it.
+    assert unquote_plus(record["s3"]["object"]["key"]) == "uploads/iris/v1.tar.gz"
+    assert record["s3"]["object"]["size"] == 6
+
+
+@pytest.mark.functional
+def test_destroying_removes_everything_and_twice_is_fine(moto_server: str, aws_session: Any) -> None:
+    settings = unique_settings(moto_server)
+    outputs = create_infrastructure(settings, aws_session)
+    s3 = aws_session.client("s3", endpoint_url=moto_server)
+    s3.put_object(Bucket=outputs["bundle_bucket"], Key="uploads/x.zip", Body=b"x")
+    destroy_infrastructure(settings, aws_session)
+    destroy_infrastructure(settings, aws_session)
+    dynamodb = aws_session.client("dynamodb", endpoint_url=moto_server)
+    assert settings.models_table not in dynamodb.list_tables()["TableNames"]
+    assert outputs["bundle_bucket"] not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_the_iam_policy_covers_exactly_the_default_resources(stage: str) -> None:
+    """The policy files hold literal names (Chalice does not template them): they must match Settings."""
+    policy = json.loads((ROOT / ".chalice" / f"policy-{stage}.json").read_text())
+    resources = {r for s in policy["Statement"] for r in s["Resource"]}
+    defaults = Settings()
+    tables = [defaults.accounts_table, defaults.models_table, defaults.deployments_table]
+    for table in [*tables, defaults.associations_table]:
+        assert f"arn:aws:dynamodb:*:*:table/{table}" in resources
+    for table in tables:
+        assert f"arn:aws:dynamodb:*:*:table/{table}/index/*" in resources
+    assert f"arn:aws:s3:::{defaults.bundle_bucket}/{UPLOAD_PREFIX}*" in resources
+    assert f"arn:aws:sqs:*:*:{defaults.deploy_queue}" in resources
+    actions = {a for s in policy["Statement"] for a in s["Action"]}
+    assert not any(a.endswith("*") or a in ("dynamodb:Scan", "s3:DeleteObject") for a in actions)
