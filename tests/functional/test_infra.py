@@ -111,3 +111,48 @@ def test_the_iam_policy_covers_exactly_the_default_resources(stage: str) -> None
     assert f"arn:aws:sqs:*:*:{defaults.deploy_queue}" in resources
     actions = {a for s in policy["Statement"] for a in s["Action"]}
     assert not any(a.endswith("*") or a in ("dynamodb:Scan", "s3:DeleteObject") for a in actions)
+
+
+@pytest.mark.functional
+def test_the_cli_creates_the_infrastructure_on_any_endpoint(moto_server: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    prefix = unique_settings(moto_server).accounts_table.removesuffix("-accounts")
+    env = {
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": str(ROOT),
+        "MODELPORT_ENDPOINT_URL": moto_server,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        **{
+            f"MODELPORT_{t.upper()}_TABLE": f"{prefix}-{t}"
+            for t in ("accounts", "models", "deployments", "associations")
+        },
+        "MODELPORT_BUNDLE_BUCKET": f"{prefix}-bundles",
+        "MODELPORT_DEPLOY_QUEUE": f"{prefix}-deploy",
+    }
+    for _ in range(2):  # idempotent
+        result = subprocess.run(
+            [sys.executable, "-m", "chalicelib.cli", "infra", "create"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+        assert result.returncode == 0, result.stderr
+        assert f"accounts_table: {prefix}-accounts" in result.stdout
+        assert f"on {moto_server}" in result.stderr
+    destroy_infrastructure(
+        Settings(
+            endpoint_url=moto_server,
+            accounts_table=f"{prefix}-accounts",
+            models_table=f"{prefix}-models",
+            deployments_table=f"{prefix}-deployments",
+            associations_table=f"{prefix}-associations",
+            bundle_bucket=f"{prefix}-bundles",
+            deploy_queue=f"{prefix}-deploy",
+        )
+    )
