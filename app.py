@@ -5,7 +5,7 @@ from __future__ import annotations
 from chalice import Chalice
 from chalice.app import Response, SQSEvent
 
-from chalicelib.api import accounts, auth, models
+from chalicelib.api import accounts, auth, invoke, models
 from chalicelib.api.deps import services
 from chalicelib.api.http import Api, json_response, openapi_document
 from chalicelib.core.errors import NotFound
@@ -15,6 +15,8 @@ app = Chalice(app_name="modelport")
 app.register_blueprint(auth.blueprint)
 app.register_blueprint(accounts.blueprint)
 app.register_blueprint(models.blueprint)
+app.register_blueprint(invoke.blueprint)
+app.api.binary_types.append("image/webp")
 
 meta = Api(__name__, "meta")
 SCHEMAS = {"model-config": manifest_json_schema, "modelport-yaml": config_json_schema}

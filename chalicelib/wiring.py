@@ -19,6 +19,7 @@ from chalicelib.core.ports import (
     AssociationStore,
     Clock,
     DeploymentStore,
+    FunctionInvoker,
     FunctionManager,
     ImageBuilder,
     ModelStore,
@@ -81,10 +82,12 @@ class Container:
     artifacts: ArtifactStore
     images: ImageBuilder
     functions: FunctionManager
+    invoker: FunctionInvoker
 
 
 def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
     import boto3
+    from botocore.config import Config
 
     from chalicelib.aws.dynamodb import (
         DynamoAccountStore,
@@ -92,6 +95,7 @@ def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
         DynamoDeploymentStore,
         DynamoModelStore,
     )
+    from chalicelib.aws.invoke import LambdaInvoker
     from chalicelib.aws.s3 import S3ArtifactStore
     from chalicelib.memory.stores import MemoryFunctionManager, MemoryImageBuilder
 
@@ -109,6 +113,15 @@ def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
         # Twins until the container-image and local-stack issues bring the real adapters.
         images=MemoryImageBuilder(clock),
         functions=MemoryFunctionManager(),
+        invoker=LambdaInvoker(
+            session.client("lambda", endpoint_url=settings.endpoint_url),
+            # Express sync executions go to a "sync-" host prefix that local endpoints don't answer.
+            session.client(
+                "stepfunctions",
+                endpoint_url=settings.endpoint_url,
+                config=Config(inject_host_prefix=settings.endpoint_url is None),
+            ),
+        ),
     )
 
 
@@ -120,6 +133,7 @@ def memory_container(settings: Settings | None = None, clock: Clock = utc_now) -
         MemoryDeploymentStore,
         MemoryFunctionManager,
         MemoryImageBuilder,
+        MemoryInvoker,
         MemoryModelStore,
     )
 
@@ -133,6 +147,7 @@ def memory_container(settings: Settings | None = None, clock: Clock = utc_now) -
         artifacts=MemoryArtifactStore(),
         images=MemoryImageBuilder(clock),
         functions=MemoryFunctionManager(),
+        invoker=MemoryInvoker(),
     )
 
 

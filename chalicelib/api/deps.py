@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from chalicelib import wiring
 from chalicelib.services.accounts import AccountService
 from chalicelib.services.deployments import DeploymentService
+from chalicelib.services.invoke import InvokeService
 from chalicelib.services.models import ModelService
 
 
@@ -17,6 +18,7 @@ class Services:
     accounts: AccountService
     models: ModelService
     deployments: DeploymentService
+    invoke: InvokeService
 
 
 _lock = threading.Lock()
@@ -36,16 +38,18 @@ def _build(c: wiring.Container) -> Services:
     accounts = AccountService(c.accounts, c.clock)
     if c.settings.admin_key:
         accounts.bootstrap_admin(c.settings.admin_key)
+    models = ModelService(
+        c.models,
+        c.accounts,
+        c.artifacts,
+        c.clock,
+        max_bundle_bytes=c.settings.max_bundle_bytes,
+        upload_expires_s=c.settings.upload_expires_s,
+    )
     return Services(
         container=c,
         accounts=accounts,
-        models=ModelService(
-            c.models,
-            c.accounts,
-            c.artifacts,
-            c.clock,
-            max_bundle_bytes=c.settings.max_bundle_bytes,
-            upload_expires_s=c.settings.upload_expires_s,
-        ),
+        models=models,
         deployments=DeploymentService(c),
+        invoke=InvokeService(models, c.invoker),
     )

@@ -62,6 +62,7 @@ class Api:
         status: int = 200,
         auth: bool = True,
         errors: tuple[int, ...] = (),
+        content_types: list[str] | None = None,
     ) -> Callable[[F], F]:
         def register(view: F) -> F:
             OPERATIONS.append(
@@ -70,6 +71,8 @@ class Api:
                 )
             )
             kwargs: dict[str, Any] = {"methods": [method]}
+            if content_types:
+                kwargs["content_types"] = content_types
             if auth and self.authorizer is not None:
                 kwargs["authorizer"] = self.authorizer
             self.blueprint.route(path, **kwargs)(domain_errors(view))

@@ -5,23 +5,3 @@ client's ``endpoint_url`` differs.
 """
 
 from __future__ import annotations
-
-from chalicelib.core.errors import ConfigError
-
-
-def check_key(key: str) -> str:
-    """Refuse object keys that are absolute, climb with ``..``, or carry control characters.
-
-    Keys come from model names and upload ids; a key like ``../x`` is harmless in S3 itself but turns into a
-    path traversal the moment a key is mirrored onto a filesystem (the local stack, a download directory).
-    """
-    if (
-        not key
-        or len(key.encode()) > 1024
-        or key.startswith("/")
-        or any(part in ("", ".", "..") for part in key.split("/"))
-        or any(ord(c) < 32 or ord(c) == 127 for c in key)
-        or "\\" in key
-    ):
-        raise ConfigError(f"unsafe object key {key!r}", path="key")
-    return key

@@ -12,8 +12,8 @@ from typing import Any, NoReturn
 
 from botocore.exceptions import ClientError
 
-from chalicelib.aws import check_key
 from chalicelib.core.errors import NotFound, TooLarge
+from chalicelib.core.keys import check_key
 from chalicelib.core.ports import ObjectInfo, PresignedUpload
 
 S3Client = Any

@@ -114,3 +114,25 @@ class InvalidRequest(ModelportError):
         if self.errors:
             body["errors"] = self.errors
         return body
+
+
+class FunctionFailed(ModelportError):
+    """The model's function crashed or could not start (not a status it answered with)."""
+
+    http_status = 502
+    code = "FunctionFailed"
+
+
+class FunctionTimedOut(ModelportError):
+    http_status = 504
+    code = "FunctionTimedOut"
+
+
+class UnsupportedMediaType(ModelportError):
+    http_status = 415
+    code = "UnsupportedMediaType"
+
+
+class NotAcceptable(ModelportError):
+    http_status = 406
+    code = "NotAcceptable"

@@ -147,3 +147,12 @@ class ImageBuilder(Protocol):
 
 class FunctionManager(Protocol):
     def deploy(self, manifest: ModelConfigFile, progress: Progress) -> DeployedFunctions: ...
+
+
+class FunctionInvoker(Protocol):
+    def invoke(self, deployment: DeployedFunctions, event: dict[str, object]) -> dict[str, object]:
+        """Run one invocation event through a deployed model (fused function or state machine).
+
+        Returns the runtime's response document; raises ``FunctionFailed`` when the function crashed
+        or could not start and ``FunctionTimedOut`` when it ran out of time.
+        """

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from chalicelib.aws import check_key
-from chalicelib.core.errors import Conflict, NotFound, TooLarge
+from chalicelib.core.errors import Conflict, FunctionFailed, NotFound, TooLarge
+from chalicelib.core.keys import check_key
 from chalicelib.core.manifest import ContainerAssociation, DeployedFunction, ModelConfigFile
 from chalicelib.core.manifest import Deployment as DeployedFunctions
 from chalicelib.core.ports import Clock, ObjectInfo, PresignedUpload, Progress
@@ -317,6 +317,35 @@ class MemoryFunctionManager:
         )
         progress(f"function {name} version {manifest.version} is active")
         return DeployedFunctions(mode="fused", functions=(function,))
+
+
+Handler = Callable[[dict[str, object]], dict[str, object]]
+
+
+class MemoryInvoker:
+    """Runs invocations through handlers registered per function name (tests register the runtime).
+
+    ``calls`` records (function name, event); an unregistered function fails like a function whose
+    code cannot start.
+    """
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, Handler] = {}
+        self.calls: list[tuple[str, dict[str, object]]] = []
+        self._lock = threading.Lock()
+
+    def register(self, function_name: str, handler: Handler) -> None:
+        with self._lock:
+            self.handlers[function_name] = handler
+
+    def invoke(self, deployment: DeployedFunctions, event: dict[str, object]) -> dict[str, object]:
+        name = deployment.functions[0].function_name
+        with self._lock:
+            self.calls.append((name, event))
+            handler = self.handlers.get(name)
+        if handler is None:
+            raise FunctionFailed(f"function {name} has no code to run")
+        return handler(event)
 
 
 def _found(value: T | None, what: str) -> T:

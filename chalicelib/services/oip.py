@@ -1,0 +1,164 @@
+"""Open Inference Protocol v2 <-> the model's own protocol, column-wise like the metadata we publish.
+
+An OIP request is turned into the model's public JSON request (then validated and invoked like any
+other), and the JSON response back into OIP output tensors, so the v2 endpoints add no second code path
+to the model's function.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from chalicelib.core.errors import InvalidRequest
+from chalicelib.core.manifest import ModelConfigFile
+from chalicelib.core.protocol import EncodedImage, Figure, Json, Labels, Records, Tensors, Value
+
+
+def _reshape(flat: list[Any], shape: list[int], name: str) -> Any:
+    if any(d < 0 for d in shape):
+        raise InvalidRequest(f"input {name!r}: shape {shape} must be concrete in a request")
+    if math.prod(shape) != len(flat):
+        raise InvalidRequest(
+            f"input {name!r}: shape {shape} holds {math.prod(shape)} values but data has {len(flat)}",
+            errors=[{"pointer": f"/inputs/{name}/data", "message": "size does not match shape"}],
+        )
+    value: Any = flat
+    for dim in reversed(shape[1:]):
+        value = [value[i : i + dim] for i in range(0, len(value), dim)]
+    return value
+
+
+def _flatten(value: Any) -> tuple[list[Any], list[int]]:
+    if not isinstance(value, list):
+        return [value], []
+    if not value:
+        return [], [0]
+    parts = [_flatten(v) for v in value]
+    return [x for flat, _ in parts for x in flat], [len(value), *parts[0][1]]
+
+
+def _inputs_by_name(request: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    inputs = request.get("inputs")
+    if not isinstance(inputs, list) or not all(isinstance(t, dict) and "name" in t for t in inputs):
+        raise InvalidRequest("an OIP request has inputs: [{name, datatype, shape, data}, ...]")
+    return {str(t["name"]): t for t in inputs}
+
+
+def _data(tensor: dict[str, Any]) -> list[Any]:
+    data = tensor.get("data")
+    if not isinstance(data, list):
+        raise InvalidRequest(f"input {tensor['name']!r} needs a data list")
+    flat, _ = _flatten(data)  # OIP allows nested or flat data
+    return flat
+
+
+def to_public_request(manifest: ModelConfigFile, request: dict[str, Any]) -> dict[str, Any]:
+    """An OIP v2 inference request as the model's JSON request."""
+    value = manifest.protocol.request_value
+    tensors = _inputs_by_name(request)
+    expected = [t.name for t in manifest.protocol.oip.inputs]
+    missing = [n for n in expected if n not in tensors]
+    if isinstance(value, Json):
+        required = set(value.json_schema.get("required", []))
+        missing = [n for n in missing if n in required]
+    if missing:
+        raise InvalidRequest(
+            "missing input tensor(s): " + ", ".join(missing),
+            errors=[{"pointer": f"/inputs/{n}", "message": "missing"} for n in missing],
+        )
+    if isinstance(value, Tensors):
+        return {
+            "inputs": {
+                t.name: _reshape(_data(tensors[t.name]), list(tensors[t.name].get("shape", [])), t.name)
+                for t in value.tensors
+            }
+        }
+    if isinstance(value, Records):
+        columns = {f.name: _data(tensors[f.name]) for f in value.features}
+        lengths = {len(c) for c in columns.values()}
+        if len(lengths) != 1:
+            raise InvalidRequest("every feature tensor needs the same number of values")
+        rows = lengths.pop()
+        return {"records": [{name: col[i] for name, col in columns.items()} for i in range(rows)]}
+    if isinstance(value, EncodedImage):
+        data = _data(tensors["image"])
+        if len(data) != 1 or not isinstance(data[0], str):
+            raise InvalidRequest("input 'image' takes one base64 string")
+        return {"image": data[0]}
+    assert isinstance(value, Json)
+    doc: dict[str, Any] = {}
+    props = value.json_schema.get("properties", {})
+    for name, tensor in tensors.items():
+        if name not in props:
+            raise InvalidRequest(f"unknown input tensor {name!r}", hint="inputs: " + ", ".join(props))
+        data = _data(tensor)
+        doc[name] = data if props[name].get("type") == "array" else (data[0] if data else None)
+    return doc
+
+
+def to_oip_response(
+    manifest: ModelConfigFile, body: dict[str, Any], request_id: str | None
+) -> dict[str, Any]:
+    """The model's JSON response as an OIP v2 inference response."""
+    outputs = _outputs(manifest.protocol.response_value, body)
+    response: dict[str, Any] = {
+        "model_name": manifest.name,
+        "model_version": str(manifest.version),
+        "outputs": outputs,
+    }
+    if request_id is not None:
+        response["id"] = request_id
+    return response
+
+
+def _tensor(name: str, datatype: str, value: Any, **parameters: str) -> dict[str, Any]:
+    flat, shape = _flatten(value)
+    tensor: dict[str, Any] = {"name": name, "datatype": datatype, "shape": shape, "data": flat}
+    if parameters:
+        tensor["parameters"] = parameters
+    return tensor
+
+
+def _outputs(value: Value, body: dict[str, Any]) -> list[dict[str, Any]]:
+    if isinstance(value, Tensors):
+        by_name = {t.name: t for t in value.tensors}
+        return [
+            _tensor(name, by_name[name].datatype or "BYTES", data)
+            for name, data in body.get("outputs", {}).items()
+            if name in by_name
+        ]
+    if isinstance(value, Labels):
+        rows = body.get("predictions", [])
+        return [
+            _tensor("label", "BYTES", [[p["label"] for p in row] for row in rows]),
+            _tensor("score", "FP32", [[p["score"] for p in row] for row in rows]),
+        ]
+    if isinstance(value, Figure):
+        figure = body.get("figure", {})
+        return [
+            *_outputs(value.data, body),
+            _tensor("figure", "BYTES", [figure.get("data", "")], content_type=value.media_type),
+        ]
+    assert isinstance(value, Json)
+    output = body.get("output")
+    if isinstance(output, dict) and value.json_schema.get("type") == "object":
+        tensors = []
+        for name, item in output.items():
+            if isinstance(item, bool):
+                tensors.append(_tensor(name, "BOOL", [item]))
+            elif isinstance(item, int):
+                tensors.append(_tensor(name, "INT64", [item]))
+            elif isinstance(item, float):
+                tensors.append(_tensor(name, "FP64", [item]))
+            elif isinstance(item, str):
+                tensors.append(_tensor(name, "BYTES", [item]))
+            elif isinstance(item, list) and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) for x in item
+            ):
+                tensors.append(_tensor(name, "FP64", item))
+            else:
+                tensors.append(_tensor(name, "BYTES", [json.dumps(item)], content_type="application/json"))
+        return tensors
+    return [_tensor("output", "BYTES", [json.dumps(output)], content_type="application/json")]
