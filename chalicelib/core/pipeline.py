@@ -1,0 +1,90 @@
+"""The chained pipeline as a Step Functions state machine, built as data (never from string templates).
+
+Each stage is a Lambda Task that passes the whole document on and keeps the function's answer. A stage
+that answers with an HTTP-style status of 400 or more (a bad payload, a model error) ends the execution
+with that answer as its output, so the caller gets the same response document the fused function would
+give. Lambda's transient errors are retried with backoff; anything else is caught into a Fail state.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from chalicelib.core.manifest import ModelConfigFile
+
+Role = Literal["pre", "model", "post"]
+
+TRANSIENT_LAMBDA_ERRORS = [
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+]
+STATE_NAMES: dict[Role, str] = {"pre": "Preprocess", "model": "Predict", "post": "Postprocess"}
+
+
+def stages_of(manifest: ModelConfigFile) -> list[Role]:
+    """The chain's functions: pre and post only where the config has steps."""
+    roles: list[Role] = []
+    if manifest.processing.pre:
+        roles.append("pre")
+    roles.append("model")
+    if manifest.processing.post:
+        roles.append("post")
+    return roles
+
+
+def _task(function_arn: str, next_state: str) -> dict[str, Any]:
+    return {
+        "Type": "Task",
+        "Resource": "arn:aws:states:::lambda:invoke",
+        "Parameters": {"FunctionName": function_arn, "Payload.$": "$"},
+        "OutputPath": "$.Payload",
+        "Retry": [
+            {
+                "ErrorEquals": TRANSIENT_LAMBDA_ERRORS,
+                "IntervalSeconds": 1,
+                "MaxAttempts": 3,
+                "BackoffRate": 2.0,
+            }
+        ],
+        "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "StageFailed"}],
+        "Next": next_state,
+    }
+
+
+def state_machine_definition(manifest: ModelConfigFile, function_arns: dict[Role, str]) -> dict[str, Any]:
+    """The Amazon States Language document for ``manifest``'s chain; ARNs are placed as values only."""
+    roles = stages_of(manifest)
+    missing = [r for r in roles if r not in function_arns]
+    if missing:
+        raise ValueError(f"no function for stage(s) {', '.join(missing)}")
+    states: dict[str, Any] = {}
+    for i, role in enumerate(roles):
+        name = STATE_NAMES[role]
+        if i + 1 < len(roles):
+            check = f"{name}Answered"
+            states[name] = _task(function_arns[role], check)
+            states[check] = {
+                "Type": "Choice",
+                "Choices": [{"Variable": "$.status", "NumericGreaterThanEquals": 400, "Next": "Answered"}],
+                "Default": STATE_NAMES[roles[i + 1]],
+            }
+        else:
+            states[name] = _task(function_arns[role], "Answered")
+    states["Answered"] = {"Type": "Succeed"}
+    states["StageFailed"] = {
+        "Type": "Fail",
+        "Error": "ModelportStageFailed",
+        "Cause": f"a stage of {manifest.name} v{manifest.version} failed; see the execution history",
+    }
+    return {
+        "Comment": f"Modelport pipeline of {manifest.name} v{manifest.version}",
+        "StartAt": STATE_NAMES[roles[0]],
+        "States": states,
+    }
+
+
+def definition_text(definition: dict[str, Any]) -> str:
+    return json.dumps(definition, indent=2, sort_keys=True)
