@@ -1,0 +1,279 @@
+"""The Lambda handler of a model container: ``python -m awslambdaric chalicelib.runtime.handler.handler``.
+
+Inside Lambda (``AWS_LAMBDA_RUNTIME_API`` is set) the model config file and the model are loaded when this
+module is imported, i.e. in Lambda's init phase: it runs once per environment, with its own time limit
+rather than the invocation's timeout. Elsewhere nothing loads at import; tests call ``load(dir)``.
+
+``Runtime.handle`` never raises for a client's or a model's problem: it answers 4xx/502 responses with
+the shapes documented in docs/runtime.md. Only bugs of the runtime itself raise (a Lambda function error).
+"""
+
+# ruff: noqa: E402 - the clock starts before the heavy imports, which are part of the cold start
+from __future__ import annotations
+
+import time
+
+_STARTED = time.perf_counter()
+
+import base64
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from pydantic import ValidationError
+
+from chalicelib.core.manifest import ModelConfigFile
+from chalicelib.core.protocol import Figure, Json, Labels, Tensors, Value
+from chalicelib.runtime.codecs import (
+    Problems,
+    RequestError,
+    check_schema,
+    decode_tensors,
+    dumps,
+    event_body,
+    invalid,
+    json_type,
+    media_type,
+    negotiate,
+    object_with,
+    parse_json,
+    to_jsonable,
+    unsupported_media_type,
+)
+from chalicelib.runtime.layout import DEFAULT_MODEL_DIR, MODEL_CONFIG, MODEL_DIR_ENV
+from chalicelib.runtime.loaders import Model, ModelLoadError, load_model
+from chalicelib.runtime.steps import FigureValue, RunStep, Table, build_steps
+
+log = logging.getLogger("modelport.runtime")
+
+STAGES = ("decode_ms", "pre_ms", "model_ms", "post_ms", "encode_ms")
+
+
+class ModelFailure(Exception):
+    """User code or the model failed at ``stage`` (``model``, ``pre:<step>``, ``post:<step>``): a 502."""
+
+    def __init__(self, stage: str, exc: BaseException) -> None:
+        super().__init__(stage)
+        self.stage = stage
+        self.exc = exc
+
+    def body(self) -> dict[str, Any]:
+        text = " ".join(str(self.exc).split())
+        text = text if len(text) <= 1000 else text[:997] + "..."
+        return {"code": "ModelError", "message": f"{type(self.exc).__name__}: {text}", "stage": self.stage}
+
+
+class _Clock:
+    """Adds the time spent in a ``with`` block to ``timings[key]``, even when the block raises."""
+
+    def __init__(self, timings: dict[str, float]) -> None:
+        self.timings = timings
+        self.key = ""
+        self.t0 = 0.0
+
+    def __call__(self, key: str) -> _Clock:
+        self.key = key
+        return self
+
+    def __enter__(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.timings[self.key] += (time.perf_counter() - self.t0) * 1000
+
+
+def _reply(status: int, body: Any, content_type: str = "application/json") -> dict[str, Any]:
+    return {"status": status, "content_type": content_type, "body": dumps(body), "body_encoding": "utf8"}
+
+
+class Runtime:
+    """One loaded model with its pre and post steps, answering invocation events."""
+
+    def __init__(
+        self, manifest: ModelConfigFile, model: Model, pre: list[RunStep], post: list[RunStep], init_ms: float
+    ) -> None:
+        self.manifest = manifest
+        self.protocol = manifest.protocol
+        self.model = model
+        self.pre = pre
+        self.post = post
+        self.init_ms = init_ms
+        self._cold = True
+
+    def handle(self, event: Any) -> dict[str, Any]:
+        timings = dict.fromkeys(STAGES, 0.0)
+        if self._cold:
+            timings["init_ms"] = self.init_ms
+            self._cold = False
+        clock = _Clock(timings)
+        try:
+            if not isinstance(event, Mapping):
+                raise invalid(f"the invocation event must be an object with a body, got {json_type(event)}")
+            content_type, accept = self._negotiate(event)
+            with clock("decode_ms"):
+                value = self._decode(event, content_type)
+            with clock("pre_ms"):
+                for step in self.pre:
+                    value = self._run(step, value)
+            with clock("model_ms"):
+                try:
+                    value = self.model.predict(value)
+                except RequestError:
+                    raise
+                except Exception as exc:
+                    raise ModelFailure("model", exc) from exc
+            with clock("post_ms"):
+                for step in self.post:
+                    value = self._run(step, value)
+            with clock("encode_ms"):
+                response = self._encode(value, accept)
+        except RequestError as exc:
+            response = _reply(exc.status, exc.body())
+        except ModelFailure as exc:
+            log.error("%s failed", exc.stage, exc_info=exc.exc)
+            response = _reply(502, exc.body())
+        response["timings"] = {k: round(v, 3) for k, v in timings.items()}
+        return response
+
+    # ----------------------------------------------------------------------- stages
+
+    def _negotiate(self, event: Mapping[str, Any]) -> tuple[str, str]:
+        for key in ("content_type", "accept"):
+            if event.get(key) is not None and not isinstance(event[key], str):
+                raise invalid(f"the invocation event's {key} must be a string")
+        offered = self.protocol.request.content_types
+        content_type = media_type(event.get("content_type")) or offered[0]
+        if content_type not in offered:
+            raise unsupported_media_type(content_type, offered)
+        produced = self.protocol.response.content_types
+        accept = negotiate(event.get("accept"), produced)
+        if accept is None:
+            raise RequestError(
+                f"cannot answer in {event.get('accept')!r}; this model answers {', '.join(produced)}",
+                status=406,
+                code="NotAcceptable",
+            )
+        return content_type, accept
+
+    def _decode(self, event: Mapping[str, Any], content_type: str) -> Any:
+        spec = self.protocol.request_value
+        body = event_body(event)
+        if spec.kind == "records" and content_type == "text/csv":
+            try:
+                return Table(csv=body.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                raise invalid(f"the CSV is not UTF-8 text (byte {exc.start})") from None
+        if spec.kind == "image":
+            if content_type.startswith("image/"):
+                if event.get("body_encoding") != "base64":
+                    raise invalid("send image bytes base64-encoded (body_encoding: base64)")
+                return body
+            _, data = object_with(parse_json(body), ("image",), "the request")
+            try:
+                return base64.b64decode(data, validate=True)
+            except (TypeError, ValueError):
+                raise invalid("expected the image's bytes, base64-encoded", "/image") from None
+        doc = parse_json(body)
+        if isinstance(spec, Tensors):
+            return decode_tensors(doc, spec)
+        if isinstance(spec, Json):
+            problems = Problems()
+            value = check_schema(doc, spec.json_schema, "", problems)
+            problems.check()
+            return value
+        return Table(json=doc)
+
+    def _run(self, step: RunStep, value: Any) -> Any:
+        try:
+            return step.run(value)
+        except RequestError:
+            raise
+        except Exception as exc:
+            if not step.contained:
+                raise
+            raise ModelFailure(step.stage, exc) from exc
+
+    def _encode(self, value: Any, accept: str) -> dict[str, Any]:
+        spec = self.protocol.response_value
+        stage = self.post[-1].stage if self.post else "model"  # whoever produced the value
+        try:
+            if isinstance(spec, Figure):
+                assert isinstance(value, FigureValue)
+                png = base64.b64encode(value.png).decode("ascii")
+                if accept == spec.media_type:
+                    return {"status": 200, "content_type": accept, "body": png, "body_encoding": "base64"}
+                body = self._body(spec.data, value.data)
+                body["figure"] = {"media_type": spec.media_type, "data": png}
+            else:
+                body = self._body(spec, value)
+            return _reply(200, body)
+        except TypeError as exc:  # user code returned something that is not JSON data
+            raise ModelFailure(stage, exc) from exc
+        except ValueError as exc:
+            raise ModelFailure(
+                stage, ValueError("the result holds NaN or infinity, which JSON cannot carry")
+            ) from exc
+
+    def _body(self, spec: Value, value: Any) -> dict[str, Any]:
+        if isinstance(spec, Labels):
+            return {
+                "predictions": [[{"label": label, "score": score} for label, score in row] for row in value]
+            }
+        if isinstance(spec, Tensors):
+            return {"outputs": {t.name: to_jsonable(value[t.name]) for t in spec.tensors}}
+        return {"output": to_jsonable(value)}
+
+    def warm_up(self) -> None:
+        """Run the protocol's example request once, so the first real request finds kernels chosen,
+        arenas allocated and fonts loaded. Only logged if it fails: the example is generic."""
+        example = {"body": dumps(self.protocol.request.example), "content_type": "application/json"}
+        try:
+            response = self.handle(example)
+        except Exception:
+            log.warning("the warm-up request failed", exc_info=True)
+            return
+        finally:
+            self._cold = True
+        if response["status"] != 200:
+            log.warning("the warm-up request answered %s: %s", response["status"], response["body"][:300])
+
+
+def load(model_dir: Path | str, *, warm: bool = True, started: float | None = None) -> Runtime:
+    """Load ``model_dir/model-config.json`` and its model; ``init_ms`` counts from ``started``."""
+    t0 = time.perf_counter() if started is None else started
+    model_dir = Path(model_dir)
+    path = model_dir / MODEL_CONFIG
+    try:
+        manifest = ModelConfigFile.model_validate_json(path.read_bytes())
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read the model config file {path}: {exc.strerror or exc}") from None
+    except ValidationError as exc:
+        raise ModelLoadError(f"{path} is not a valid model config file: {exc}") from None
+    pre, post = build_steps(manifest, model_dir)
+    runtime = Runtime(manifest, load_model(manifest, model_dir), pre, post, init_ms=0.0)
+    if warm:
+        runtime.warm_up()
+    runtime.init_ms = round((time.perf_counter() - t0) * 1000, 3)
+    return runtime
+
+
+def model_dir_from_env() -> Path:
+    return Path(os.environ.get(MODEL_DIR_ENV) or DEFAULT_MODEL_DIR)
+
+
+_runtime: Runtime | None = None
+if os.environ.get("AWS_LAMBDA_RUNTIME_API"):  # in a Lambda environment: load during the init phase
+    _runtime = load(model_dir_from_env(), started=_STARTED)
+
+
+def handler(event: Any, context: Any) -> dict[str, Any]:
+    """The Lambda entry point."""
+    global _runtime
+    if _runtime is None:
+        _runtime = load(model_dir_from_env(), started=time.perf_counter())
+    return _runtime.handle(event)

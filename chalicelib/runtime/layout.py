@@ -1,0 +1,70 @@
+"""The model directory inside the image: the manifest's files plus ``model-config.json``.
+
+The image builder calls ``prepare_model_dir`` to stage exactly what the runtime opens - the artifact files,
+checked against the digests the manifest recorded, and the user-step files - so a stale or swapped file is
+caught when the image is built, not at the first invocation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+from chalicelib.core.manifest import ModelConfigFile
+
+MODEL_CONFIG = "model-config.json"
+MODEL_DIR_ENV = "MODELPORT_MODEL_DIR"
+DEFAULT_MODEL_DIR = "/var/task/model"
+
+
+class LayoutError(ValueError):
+    """A file the manifest names is missing, unsafe or not the one it recorded."""
+
+
+def user_step_files(manifest: ModelConfigFile) -> tuple[str, ...]:
+    refs = [*manifest.processing.pre, *manifest.processing.post]
+    return tuple(sorted({ref.step.split(":", 1)[0] for ref in refs if ref.is_user_code}))
+
+
+def _safe(rel: str) -> str:
+    parts = rel.split("/")
+    if (
+        not rel
+        or rel.startswith("/")
+        or "\\" in rel
+        or "\x00" in rel
+        or any(p in ("", ".", "..") for p in parts)
+    ):
+        raise LayoutError(f"{rel!r} is not a relative path inside the model directory")
+    return rel
+
+
+def _copy(src: Path, dest: Path) -> str:
+    """Copy one file, returning the sha256 of the bytes written (one read for both)."""
+    h = hashlib.sha256()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with src.open("rb") as fin, dest.open("wb") as fout:
+        for block in iter(lambda: fin.read(1 << 20), b""):
+            h.update(block)
+            fout.write(block)
+    shutil.copymode(src, dest)
+    return h.hexdigest()
+
+
+def prepare_model_dir(model_src: Path, manifest: ModelConfigFile, dest: Path) -> Path:
+    """Copy the manifest's artifact and user-step files from ``model_src`` into ``dest`` and write
+    ``dest/model-config.json``; returns ``dest``."""
+    root = model_src.resolve()
+    expected = {f.path: f.sha256 for f in manifest.artifact.files}
+    for rel in sorted({*expected, *user_step_files(manifest)}):
+        src = (model_src / _safe(rel)).resolve()
+        if not src.is_relative_to(root):
+            raise LayoutError(f"{rel} leads outside {model_src}")
+        if not src.is_file():
+            raise LayoutError(f"{rel} is not a file in {model_src}")
+        digest = _copy(src, dest / rel)
+        if rel in expected and digest != expected[rel]:
+            raise LayoutError(f"{rel} changed since the model config file was made (sha256 {digest[:12]}...)")
+    (dest / MODEL_CONFIG).write_text(manifest.to_json(), encoding="utf-8")
+    return dest
