@@ -203,3 +203,63 @@ def test_open_inference_protocol_v2(world: dict[str, Any]) -> None:
 def test_each_model_serves_its_openapi(world: dict[str, Any]) -> None:
     doc = world["alice"].call("GET", "/v1/models/iris/openapi.json").json_body
     assert "/v1/models/iris/invoke" in doc["paths"]
+
+
+# --------------------------------------------------------------------------- with the real runtime
+
+
+@pytest.fixture
+def real(tmp_path: Any) -> Iterator[dict[str, Any]]:
+    """Every example deployed, each function served by the real runtime in this process."""
+    from chalicelib.core.manifest import ModelConfigFile
+    from chalicelib.runtime.handler import load
+    from chalicelib.runtime.layout import prepare_model_dir
+
+    container = wiring.memory_container(wiring.Settings(admin_key=ADMIN_KEY))
+    wiring.override(container)
+    assert isinstance(container.invoker, MemoryInvoker)
+    with Client(app) as client:
+        alice, _ = new_account(Api(client, ADMIN_KEY), "alice")
+        for example in ("iris-onnx", "digits-onnx", "sentiment-predictor"):
+            assert deploy(container, alice, example, bundle(example))["deployment"].state == "READY"
+            manifest = ModelConfigFile.model_validate_json(
+                container.models.get_version(example, 1).manifest or ""
+            )
+            model_dir = prepare_model_dir(ROOT / "examples" / example, manifest, tmp_path / example)
+            container.invoker.register(f"modelport-{example}", load(model_dir).handle)
+        yield {"alice": alice}
+    wiring.override(None)
+
+
+def test_end_to_end_in_process_predictions(real: dict[str, Any]) -> None:
+    alice = real["alice"]
+    iris = alice.call("POST", "/v1/models/iris-onnx/invoke", {"records": [RECORD]})
+    assert iris.status_code == 200, iris.body
+    assert iris.json_body["predictions"][0][0]["label"] == "setosa"
+    assert base64.b64decode(iris.json_body["figure"]["data"]).startswith(b"\x89PNG")
+    assert {"pre", "model", "post"} <= {
+        part.split(";")[0] for part in iris.headers["Server-Timing"].split(", ")
+    }
+
+    png = (ROOT / "examples/digits-onnx/samples/digit-7.png").read_bytes()
+    digit = alice.call("POST", "/v1/models/digits-onnx/invoke", png, headers={"Content-Type": "image/png"})
+    assert digit.status_code == 200, digit.body
+    assert digit.json_body["predictions"][0][0]["label"] == "7"
+    assert len(digit.json_body["predictions"][0]) == 3
+
+    text = alice.call(
+        "POST", "/v1/models/sentiment-predictor/invoke", {"text": "a wonderful, delightful day"}
+    )
+    assert text.status_code == 200, text.body
+    assert text.json_body["output"]["label"] == "positive"
+
+
+def test_a_bad_image_is_refused_by_the_runtime_with_a_400(real: dict[str, Any]) -> None:
+    r = real["alice"].call(
+        "POST",
+        "/v1/models/digits-onnx/invoke",
+        b"\x89PNG\r\n\x1a\nnot really",
+        headers={"Content-Type": "image/png"},
+    )
+    assert r.status_code == 400
+    assert r.json_body["code"] == "InvalidRequest"
