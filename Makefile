@@ -2,7 +2,7 @@
 VENV := .venv/bin
 EXAMPLES := $(sort $(dir $(wildcard examples/*/modelport.yaml)))
 
-.PHONY: bootstrap demo test lint examples schemas bench
+.PHONY: bootstrap demo test lint examples schemas bench base-image
 
 bootstrap:
 	@scripts/bootstrap
@@ -12,6 +12,8 @@ demo: bootstrap
 	  echo "=== modelport manifest $$dir"; \
 	  $(VENV)/modelport manifest $$dir || exit $$?; \
 	done
+	@echo "=== modelport demo (each example's picture, rendered by the real runtime)"
+	@$(VENV)/modelport demo --out demo-output
 
 lint: bootstrap
 	$(VENV)/ruff check .
@@ -30,3 +32,9 @@ schemas: bootstrap
 
 bench: bootstrap
 	$(VENV)/python bench/manifest_cli.py
+	$(VENV)/python bench/images.py
+
+# The local Python base image (Debian + python3 by debootstrap; needs root and a docker engine).
+# Idempotent: kept when it exists (`modelport base-image build --force` remakes it).
+base-image: bootstrap
+	$(VENV)/modelport base-image build

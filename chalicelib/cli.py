@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -141,6 +143,195 @@ def infra_create() -> None:
     click.echo(f"creating Modelport infrastructure ({settings.stage}) on {where}", err=True)
     for name, value in create_infrastructure(settings).items():
         click.echo(f"{name}: {value}")
+
+
+# --------------------------------------------------------------------------- images
+
+
+class _BuildProgress:
+    """Shows a build's progress lines: on a terminal a bar per ``Step N/M`` stream and a one-line status
+    for the rest; otherwise (logs, CI) the steps and Modelport's own lines, one per line. ``verbose``
+    shows every line of every step (pip's output, the engine's)."""
+
+    _STEP = re.compile(r"^(?P<phase>[a-z]+): Step (?P<n>\d+)/(?P<m>\d+) : (?P<what>.*)$")
+
+    def __init__(self, *, verbose: bool = False) -> None:
+        self.verbose = verbose
+        self.tty = sys.stderr.isatty()
+        self.bar: Any = None
+        self.key: tuple[str, int] | None = None
+        self.status = False
+
+    def __call__(self, line: str) -> None:
+        step = self._STEP.match(line)
+        if step is not None:
+            phase, n, m = step.group("phase"), int(step.group("n")), int(step.group("m"))
+            if not self.tty:
+                click.echo(line, err=True)
+                return
+            self._clear_status()
+            if self.key != (phase, m):
+                self.close()
+                self.bar = click.progressbar(
+                    length=m, label=f"{phase} image", file=sys.stderr, show_pos=True, width=24
+                )
+                self.bar.__enter__()
+                self.key = (phase, m)
+            self.bar.label = f"{phase} image: {step.group('what')[:60]}"
+            self.bar.update(n - self.bar.pos)
+            return
+        is_inner = bool(re.match(r"^[a-z]+: ", line)) and not line.startswith("push: ")
+        if self.verbose:
+            self._clear_status()
+            self._echo(line)
+        elif is_inner or line.startswith(("Collecting ", "push: ")):
+            if self.tty and self.bar is None:
+                width = shutil.get_terminal_size((100, 20)).columns - 1
+                click.echo("\r\x1b[K" + line[:width], nl=False, err=True)
+                self.status = True
+        else:
+            self.close()
+            self._echo(line)
+
+    def _echo(self, line: str) -> None:
+        if self.bar is not None:
+            click.echo("", err=True)
+        click.echo(line, err=True)
+
+    def _clear_status(self) -> None:
+        if self.status:
+            click.echo("\r\x1b[K", nl=False, err=True)
+            self.status = False
+
+    def close(self) -> None:
+        self._clear_status()
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+            self.key = None
+
+
+@cli.command()
+@model_dir_arg
+@click.option(
+    "--push",
+    "registry",
+    metavar="REGISTRY",
+    default=None,
+    help="push to this registry: host:port (e.g. 127.0.0.1:5000), an ECR registry host, or 'ecr'",
+)
+@click.option(
+    "--base-image",
+    metavar="IMAGE",
+    default=None,
+    help="base image instead of the config's (default: $MODELPORT_BASE_IMAGE, else the AWS Lambda image, "
+    "else the local Debian base)",
+)
+@click.option("--version", "version", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("-v", "--verbose", is_flag=True, help="show every line of the build")
+@_friendly
+def build(model_dir: Path, registry: str | None, base_image: str | None, version: int, verbose: bool) -> None:
+    """Build the container image of the model in DIR (and push it with --push)."""
+    from chalicelib.docker.builder import DockerImageBuilder
+    from chalicelib.services.intake import manifest_for_dir
+
+    doc = manifest_for_dir(model_dir, version=version)
+    builder = DockerImageBuilder(registry=registry, base_image=base_image)
+    progress = _BuildProgress(verbose=verbose)
+    try:
+        report = builder.build_image(doc, model_dir, progress)
+    finally:
+        progress.close()
+    built = report.association
+    env_state = "built" if report.environment_built else "reused"
+    click.echo(f"image:       {built.image_uri}")
+    click.echo(f"digest:      {built.image_digest}")
+    click.echo(f"size:        {built.size_bytes / 1e6:.0f} MB")
+    click.echo(f"layers:      {report.layers}")
+    env_mb = report.environment_size_bytes / 1e6
+    click.echo(
+        f"environment: {report.environment_image} ({env_state}, {env_mb:.0f} MB, {report.wheels} wheels)"
+    )
+    click.echo(f"base:        {report.base_image}")
+    click.echo(f"time:        {report.timings.get('total_s', 0.0):.1f} s")
+
+
+@cli.group("base-image")
+def base_image_group() -> None:
+    """The local Python base image (Debian, made with debootstrap) for machines without the AWS base."""
+
+
+@base_image_group.command("build")
+@click.option("--python", type=click.Choice(["3.11", "3.12", "3.13"]), default="3.11", show_default=True)
+@click.option("--force", is_flag=True, help="rebuild even if the image exists")
+@_friendly
+def base_image_build(python: str, force: bool) -> None:
+    """Make modelport/base:py<PYTHON>-<release> (needs root and debootstrap); skipped when it exists."""
+    from chalicelib.docker.baseimage import build_base_image
+
+    click.echo(build_base_image(python, progress=lambda line: click.echo(line, err=True), force=force))
+
+
+@cli.group()
+def registry() -> None:
+    """A local image registry on 127.0.0.1 (Debian's docker-registry, no auth)."""
+
+
+@registry.command("start")
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
+@_friendly
+def registry_start(port: int) -> None:
+    """Start the registry (or find it running); prints its address for --push."""
+    from chalicelib.docker.registry import start_registry
+
+    click.echo(start_registry(port))
+
+
+@registry.command("stop")
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
+@_friendly
+def registry_stop(port: int) -> None:
+    """Stop the registry started by `modelport registry start`."""
+    from chalicelib.docker.registry import stop_registry
+
+    stopped = stop_registry(port)
+    click.echo(
+        f"stopped the registry on 127.0.0.1:{port}" if stopped else f"no registry of ours on port {port}"
+    )
+
+
+@cli.command()
+@click.argument(
+    "model_dirs", nargs=-1, type=click.Path(file_okay=False, exists=True, path_type=Path), metavar="[DIR]..."
+)
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-output"), show_default=True
+)
+@_friendly
+def demo(model_dirs: tuple[Path, ...], out: Path) -> None:
+    """Render each example's visualization with the real runtime (in process) and save the PNGs.
+
+    Without DIR, every folder under examples/ with a modelport.yaml. The full local-stack demo (deploy and
+    invoke through the AWS APIs) grows from this.
+    """
+    from chalicelib.services.demo import demo_pictures
+
+    dirs = model_dirs or tuple(sorted(p.parent for p in Path("examples").glob("*/modelport.yaml")))
+    if not dirs:
+        raise click.UsageError("no model directories given and no examples/*/modelport.yaml here")
+    rows: list[tuple[str, str, str, str]] = []
+    for model_dir in dirs:
+        pictures = demo_pictures(model_dir, out)
+        if not pictures:
+            rows.append((model_dir.name, "-", "-", "no visualization in its protocol"))
+        for picture in pictures:
+            stages = ("decode_ms", "pre_ms", "model_ms", "post_ms", "encode_ms")
+            total = sum(picture.timings.get(k, 0.0) for k in stages)
+            where = str(picture.path) if picture.path else f"failed: {picture.problem}"
+            rows.append((model_dir.name, picture.sample, f"{total:.1f}", where))
+    widths = [max(len(r[i]) for r in [("model", "sample", "ms", "picture"), *rows]) for i in range(4)]
+    for row in [("model", "sample", "ms", "picture"), *rows]:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
 def main() -> None:

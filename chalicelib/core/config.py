@@ -109,7 +109,7 @@ class StepRef(Strict):
 
     @model_validator(mode="after")
     def _validate(self) -> StepRef:
-        if USER_STEP.match(self.step):
+        if USER_STEP.fullmatch(self.step):
             safe_relative_path(self.step.split(":", 1)[0], "user step file")
             if self.params:
                 raise PydanticCustomError(
@@ -147,7 +147,7 @@ class StepRef(Strict):
 
     @property
     def is_user_code(self) -> bool:
-        return USER_STEP.match(self.step) is not None
+        return USER_STEP.fullmatch(self.step) is not None
 
     def bind(self, stage: Stage) -> Step:
         if self.is_user_code:
@@ -202,7 +202,7 @@ class Environment(Strict):
     @classmethod
     def _requirements(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for req in value:
-            if not REQUIREMENT.match(req):
+            if not REQUIREMENT.fullmatch(req):
                 raise PydanticCustomError(
                     "requirement",
                     "{req} is not a package requirement like 'name' or 'name==1.2' "
@@ -214,7 +214,7 @@ class Environment(Strict):
     @field_validator("base_image")
     @classmethod
     def _image_ref(cls, value: str | None) -> str | None:
-        if value is not None and (len(value) > 255 or not IMAGE_REF.match(value)):
+        if value is not None and (len(value) > 255 or not IMAGE_REF.fullmatch(value)):
             raise PydanticCustomError(
                 "image_ref", "{value} is not an image reference", {"value": repr(value)}
             )
@@ -249,9 +249,9 @@ class ModelConfig(Strict):
     @field_validator("name")
     @classmethod
     def _slug(cls, value: str) -> str:
-        if not SLUG.match(value):
+        if not SLUG.fullmatch(value):
             suggestion = re.sub(r"[^a-z0-9]+", "-", value.lower()).strip("-")[:48].strip("-")
-            hint = f"e.g. {suggestion!r}" if suggestion and SLUG.match(suggestion) else ""
+            hint = f"e.g. {suggestion!r}" if suggestion and SLUG.fullmatch(suggestion) else ""
             raise PydanticCustomError(
                 "slug",
                 "{value} is not a slug: use 1-48 lowercase letters, digits and '-', "

@@ -61,7 +61,7 @@ class ModelService:
     # ------------------------------------------------------------------ models
 
     def create_model(self, caller: Account, name: str, description: str = "") -> ModelRecord:
-        if not SLUG.match(name):
+        if not SLUG.fullmatch(name):
             raise InvalidRequest(
                 f"{name!r} is not a model name: use 1-48 lowercase letters, digits and '-'",
                 errors=[{"pointer": "/name", "message": "not a slug"}],

@@ -122,6 +122,9 @@ def test_defaults_fill_the_environment() -> None:
         ("name: [unclosed\n", "at line 2"),
         ("framework: onnx\n", "name: Field required"),
         ('name: iris\ndescription: "a\\x85b"\n', "description: contains the control character U+0085"),
+        ('name: iris\nenvironment: {base_image: "python:3.11\\n"}\n', "is not an image reference"),
+        ('name: iris\nenvironment: {packages: ["numpy\\n"]}\n', "is not a package requirement"),
+        ('name: "iris\\n"\n', "is not a slug"),
         ('name: iris\nlabels: ["a\\u2028b"]\n', "labels[0]: contains the control character U+2028"),
     ],
 )

@@ -1,0 +1,124 @@
+"""The ECR adapter: one repository per model (created if missing) and registry credentials for a push.
+
+ECR's registry login is a short-lived token from ``GetAuthorizationToken``: base64 of ``AWS:<password>``,
+valid for 12 hours, for the registry at ``proxyEndpoint``. The docker engine gets it either through
+``docker_login`` (kept in the client for later pushes) or as a push's ``auth_config``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib.core.errors import ConfigError, Forbidden, ModelportError
+
+EcrClient = Any
+"""A low-level ``boto3.client("ecr")``; typed ``Any`` because boto3 ships no stubs."""
+
+ECR_HOST = re.compile(
+    r"^(?P<account>\d{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$"
+)
+REPOSITORY = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
+
+
+class RegistryError(ModelportError):
+    """ECR refused a request or cannot be reached."""
+
+    http_status = 502
+    code = "RegistryError"
+
+
+@dataclass(frozen=True)
+class RegistryAuth:
+    username: str
+    password: str
+    endpoint: str = ""
+
+    @property
+    def registry(self) -> str:
+        """The registry host (``proxyEndpoint`` without its scheme)."""
+        return re.sub(r"^https?://", "", self.endpoint).rstrip("/")
+
+    def auth_config(self) -> dict[str, str]:
+        return {"username": self.username, "password": self.password, "serveraddress": self.endpoint}
+
+
+def is_ecr_registry(registry: str) -> bool:
+    return ECR_HOST.fullmatch(registry) is not None
+
+
+class EcrRegistry:
+    def __init__(self, client: EcrClient) -> None:
+        self.client = client
+
+    def ensure_repository(self, name: str) -> str:
+        """The URI of repository ``name``, creating it (scan on push, mutable tags) if it does not exist."""
+        if not REPOSITORY.fullmatch(name) or len(name) > 256:
+            raise ConfigError(f"{name!r} is not an ECR repository name", path="repository")
+        try:
+            created = self.client.create_repository(
+                repositoryName=name,
+                imageTagMutability="MUTABLE",
+                imageScanningConfiguration={"scanOnPush": True},
+                tags=[{"Key": "modelport", "Value": "model"}],
+            )
+            return str(created["repository"]["repositoryUri"])
+        except ClientError as err:
+            if _code(err) != "RepositoryAlreadyExistsException":
+                raise _translate(err, f"creating ECR repository {name}") from None
+        except BotoCoreError as err:
+            raise RegistryError(f"creating ECR repository {name}: {err}") from None
+        try:
+            found = self.client.describe_repositories(repositoryNames=[name])
+        except (ClientError, BotoCoreError) as err:
+            raise _translate(err, f"describing ECR repository {name}") from None
+        return str(found["repositories"][0]["repositoryUri"])
+
+    def authorization(self) -> RegistryAuth:
+        """Decode the account registry's login token (``AWS:<password>``)."""
+        try:
+            data = self.client.get_authorization_token()["authorizationData"][0]
+        except (ClientError, BotoCoreError) as err:
+            raise _translate(err, "getting an ECR login token") from None
+        return decode_token(str(data["authorizationToken"]), str(data.get("proxyEndpoint", "")))
+
+    def docker_login(self, docker_client: Any) -> RegistryAuth:
+        """Log the docker client in to the account's registry; its later pushes there use the token."""
+        auth = self.authorization()
+        try:
+            docker_client.login(
+                username=auth.username, password=auth.password, registry=auth.endpoint, reauth=True
+            )
+        except Exception as err:  # docker.errors.APIError: the engine could not log in
+            raise RegistryError(f"docker login to {auth.registry} failed: {err}") from None
+        return auth
+
+
+def decode_token(token: str, endpoint: str = "") -> RegistryAuth:
+    try:
+        text = base64.b64decode(token, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise RegistryError("ECR returned a login token that is not base64 'user:password'") from None
+    username, sep, password = text.partition(":")
+    if not sep or not username or not password:
+        raise RegistryError("ECR returned a login token that is not 'user:password'")
+    return RegistryAuth(username=username, password=password, endpoint=endpoint)
+
+
+def _code(err: ClientError) -> str:
+    return str(err.response.get("Error", {}).get("Code", ""))
+
+
+def _translate(err: ClientError | BotoCoreError, doing: str) -> ModelportError:
+    if isinstance(err, ClientError):
+        code = _code(err)
+        message = err.response.get("Error", {}).get("Message", "")
+        if code in ("AccessDeniedException", "AccessDenied", "UnrecognizedClientException"):
+            return Forbidden(f"{doing}: {code}: {message}")
+        return RegistryError(f"{doing}: {code}: {message}")
+    return RegistryError(f"{doing}: {err}")

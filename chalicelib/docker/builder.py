@@ -1,0 +1,692 @@
+"""The docker adapter of the ``ImageBuilder`` port: wheelhouse -> environment image -> model image -> push.
+
+One environment image per resolved fingerprint (base image, python, architecture, exact wheels), shared by
+every model with that environment and built only when the engine lacks it; then the model image on top:
+runtime code, then the model directory, the last layer. Builds go through the engine's API with a tar
+context made here (nothing from the host but what is put in it), host networking, and every stream chunk
+checked for an error: the low-level API does not raise when a step fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import json
+import os
+import py_compile
+import re
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from chalicelib.core.config import REQUIREMENT
+from chalicelib.core.environment import AWS_BASE_IMAGE, canonical_name
+from chalicelib.core.errors import ArtifactError, ConfigError
+from chalicelib.core.manifest import ContainerAssociation, ModelConfigFile
+from chalicelib.core.ports import AssociationStore, Clock, ImageBuilder, Progress
+from chalicelib.core.records import EnvironmentImage
+from chalicelib.docker import (
+    BaseImageError,
+    BuildError,
+    EngineUnavailable,
+    ImageError,
+    PushError,
+    _first_line,
+    cache_root,
+    docker_client,
+)
+from chalicelib.docker.baseimage import RELEASES, base_image_tag, build_base_image, image_exists
+from chalicelib.docker.dockerfile import (
+    CODE_CONTEXT,
+    DEFAULT_PATH,
+    MODEL_CONTEXT,
+    SEED_PACKAGES,
+    TRIM_ONNXRUNTIME_CAPI,
+    TRIM_TESTS,
+    WHEELS_CONTEXT,
+    Dockerfile,
+    check_image,
+    environment_dockerfile,
+    environment_labels,
+    model_dockerfile,
+    model_labels,
+)
+from chalicelib.docker.wheelhouse import (
+    REQUIREMENTS,
+    Wheelhouse,
+    parse_glibc,
+    resolve_wheels,
+    resolved_fingerprint,
+)
+
+# The runtime imports chalicelib.core (pydantic models, YAML): the versions of requirements.txt.
+RUNTIME_PACKAGES: tuple[str, ...] = ("pydantic==2.13.4", "PyYAML==6.0.3")
+ENV_REPOSITORY = "modelport/env"
+# glibc of the AWS Lambda Python base images: Amazon Linux 2 (3.11) and Amazon Linux 2023 (3.12, 3.13).
+AWS_GLIBC: dict[str, tuple[int, int]] = {"3.11": (2, 26), "3.12": (2, 34), "3.13": (2, 34)}
+_AWS_BASE = re.compile(
+    r"public\.ecr\.aws/lambda/python:(3\.\d+)(?:[.-][A-Za-z0-9._-]*)?(?:@sha256:[a-f0-9]{64})?"
+)
+ENGINE_ARCH = {"amd64": "x86_64", "x86_64": "x86_64", "arm64": "arm64", "aarch64": "arm64"}
+REGISTRY_HOST = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9.-]*[a-zA-Z0-9])?(?::[0-9]{1,5})?(?:/[a-z0-9._-]+)*$")
+STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+CONTEXT_MTIME = 315532800  # 1980-01-01: fixed, so an unchanged file makes an identical layer
+CHALICELIB = Path(__file__).resolve().parents[1]
+RUNTIME_CODE = ("__init__.py", "py.typed", "core", "runtime")
+
+
+@dataclass(frozen=True)
+class BaseChoice:
+    image: str
+    image_id: str
+    python: str
+    glibc: tuple[int, int]
+    path: str
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    """What ``build`` made; the port returns only ``association``, the CLI shows the rest."""
+
+    association: ContainerAssociation
+    image_id: str
+    layers: int
+    environment_image: str
+    environment_built: bool
+    environment_size_bytes: int
+    base_image: str
+    base_note: str | None
+    wheels: int
+    pushed: bool
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+class DockerImageBuilder:
+    """Builds model images with a docker engine; ``registry`` (host[:port], an ECR host or ``ecr``) pushes.
+
+    ``base_image`` (or ``$MODELPORT_BASE_IMAGE``) overrides the manifest's base. When the base is the AWS
+    default and no registry gives it, the local Debian base of the same python is used (and built if
+    missing), and the progress says so.
+    """
+
+    def __init__(
+        self,
+        client: Any = None,
+        *,
+        registry: str | None = None,
+        base_image: str | None = None,
+        cache_dir: Path | None = None,
+        associations: AssociationStore | None = None,
+        clock: Clock = _utc_now,
+        ecr: Any = None,
+        compile_code: bool = True,
+    ) -> None:
+        self.client = client if client is not None else docker_client()
+        self.registry = registry.rstrip("/") if registry else None
+        if self.registry not in (None, "ecr") and not REGISTRY_HOST.fullmatch(self.registry or ""):
+            raise ConfigError(f"{registry!r} is not a registry like 127.0.0.1:5000", path="registry")
+        override = base_image or os.environ.get("MODELPORT_BASE_IMAGE") or None
+        self.base_override = check_image(override) if override else None
+        self.cache_dir = cache_dir if cache_dir is not None else cache_root()
+        self.associations = associations
+        self.clock = clock
+        self.ecr = ecr
+        self.compile_code = compile_code
+        self._unreachable: set[str] = set()
+        self._probed: dict[str, tuple[str, tuple[int, int]]] = {}
+
+    # ------------------------------------------------------------------ the port
+
+    def build(self, manifest: ModelConfigFile, bundle_dir: Path, progress: Progress) -> ContainerAssociation:
+        return self.build_image(manifest, bundle_dir, progress).association
+
+    def build_image(self, manifest: ModelConfigFile, bundle_dir: Path, progress: Progress) -> BuildReport:
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        env = manifest.environment
+        self._check_architecture(env.architecture)
+        base = self._choose_base(manifest, progress)
+        timings["base_s"] = time.perf_counter() - started
+
+        t = time.perf_counter()
+        house = resolve_wheels(
+            self.packages(manifest),
+            python=env.python,
+            architecture=env.architecture,
+            cache_dir=self.cache_dir,
+            glibc=base.glibc,
+            progress=progress,
+        )
+        timings["wheels_s"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        recipe = self._environment_recipe(house, base)
+        fingerprint = resolved_fingerprint(
+            env.fingerprint,
+            house.wheels,
+            base_image=base.image_id,
+            recipe=recipe({"dev.modelport.recipe": "1"}).render(),
+        )
+        env_tag = f"{ENV_REPOSITORY}:{fingerprint.removeprefix('sha256:')[:16]}"
+        built_env = not image_exists(self.client, env_tag)
+        if built_env:
+            progress(f"building environment image {env_tag} on {base.image}")
+            labels = environment_labels(
+                manifest, fingerprint=fingerprint, base_image=base.image, packages=self.packages(manifest)
+            )
+            self._build_environment(recipe(labels), house, env_tag, progress)
+        else:
+            progress(f"environment image {env_tag} exists: reused")
+        env_info = self.client.api.inspect_image(env_tag)
+        self._record_environment(manifest, env_tag, env_info)
+        timings["environment_s"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        repository, auth = self._repository(manifest, progress)
+        tag = f"v{manifest.version}"
+        image_ref = f"{repository}:{tag}"
+        image_id = self._build_model(manifest, bundle_dir, env_tag, image_ref, progress)
+        info = self.client.api.inspect_image(image_id)
+        layers = len(info.get("RootFS", {}).get("Layers", []))
+        timings["model_s"] = time.perf_counter() - t
+
+        digest = image_id
+        pushed = False
+        if self.registry is not None:
+            t = time.perf_counter()
+            digest = self._push(repository, tag, auth, progress)
+            pushed = True
+            timings["push_s"] = time.perf_counter() - t
+        timings["total_s"] = time.perf_counter() - started
+        association = ContainerAssociation(
+            environment_image=env_tag,
+            image_uri=image_ref,
+            image_digest=digest,
+            size_bytes=int(info["Size"]),
+        )
+        progress(f"built {image_ref} ({info['Size'] / 1e6:.0f} MB, {layers} layers)")
+        return BuildReport(
+            association=association,
+            image_id=image_id,
+            layers=layers,
+            environment_image=env_tag,
+            environment_built=built_env,
+            environment_size_bytes=int(env_info["Size"]),
+            base_image=base.image,
+            base_note=base.note,
+            wheels=len(house.wheels),
+            pushed=pushed,
+            timings=timings,
+        )
+
+    # ------------------------------------------------------------------ environment
+
+    @staticmethod
+    def packages(manifest: ModelConfigFile) -> tuple[str, ...]:
+        """The manifest's packages plus what the runtime imports (unless the user pinned those too)."""
+        for requirement in manifest.environment.packages:
+            if not isinstance(requirement, str) or not REQUIREMENT.fullmatch(requirement):
+                raise ConfigError(
+                    f"{requirement!r} is not a package requirement", path="environment.packages"
+                )
+        chosen = {canonical_name(p): p for p in RUNTIME_PACKAGES}
+        chosen.update({canonical_name(p): p for p in manifest.environment.packages})
+        return tuple(chosen[name] for name in sorted(chosen))
+
+    def _check_architecture(self, architecture: str) -> None:
+        try:
+            engine = str(self.client.api.version().get("Arch", ""))
+        except Exception as exc:  # requests/docker transport errors: the engine went away
+            raise EngineUnavailable(f"the docker engine does not answer: {_first_line(exc)}") from None
+        if ENGINE_ARCH.get(engine, engine) != architecture:
+            raise ImageError(
+                f"this docker engine builds {ENGINE_ARCH.get(engine, engine)} images, the model needs "
+                f"{architecture}",
+                hint="build on a machine (or engine) of that architecture",
+            )
+
+    def _choose_base(self, manifest: ModelConfigFile, progress: Progress) -> BaseChoice:
+        python = manifest.environment.python
+        note = None
+        if self.base_override is not None:
+            image = self.base_override
+            if not self._available(image, progress):
+                raise BaseImageError(f"base image {image} is neither in the engine nor pullable")
+        else:
+            image = check_image(manifest.environment.base_image)
+            aws_default = AWS_BASE_IMAGE.format(python=python)
+            if not self._available(image, progress):
+                if image != aws_default:
+                    raise BaseImageError(
+                        f"base image {image} is neither in the engine nor pullable",
+                        hint="pull or build it first, or pass another with --base-image",
+                    )
+                if python not in RELEASES:
+                    raise BaseImageError(
+                        f"no registry gives {image} and no Debian release ships python {python} for a "
+                        "local base",
+                        hint="use python 3.11 or 3.13, or pass a python base with --base-image",
+                    )
+                local = base_image_tag(python)
+                if not image_exists(self.client, local):
+                    progress(f"no registry gives {image}: building the local base {local}")
+                    build_base_image(python, progress=progress, client=self.client)
+                note = f"using local base {local} instead of {image} (no registry reachable)"
+                progress(note)
+                image = local
+        info = self.client.api.inspect_image(image)
+        found_python, glibc = self._base_runtime(image, info)
+        minor = ".".join(found_python.split(".")[:2])
+        if minor != python:
+            raise BaseImageError(
+                f"base image {image} has python {found_python}, the model's environment needs {python}",
+                hint="pick a base of that python with --base-image, or change environment.python",
+            )
+        env = dict(_split_env(info.get("Config", {}).get("Env") or []))
+        return BaseChoice(
+            image=image,
+            image_id=str(info["Id"]),
+            python=found_python,
+            glibc=glibc,
+            path=env.get("PATH", DEFAULT_PATH),
+            note=note,
+        )
+
+    def _available(self, image: str, progress: Progress) -> bool:
+        if image_exists(self.client, image):
+            return True
+        if image in self._unreachable:
+            return False
+        import docker  # type: ignore[import-untyped]
+
+        repository, tag = _split_tag(image)
+        progress(f"pulling {image}")
+        try:
+            for chunk in self.client.api.pull(repository, tag=tag, stream=True, decode=True):
+                if "error" in chunk or "errorDetail" in chunk:
+                    raise docker.errors.APIError(_chunk_error(chunk))
+        except (docker.errors.DockerException, OSError) as exc:
+            progress(f"cannot pull {image}: {_first_line(exc)}")
+            self._unreachable.add(image)
+            return False
+        return image_exists(self.client, image)
+
+    def _base_runtime(self, image: str, info: dict[str, Any]) -> tuple[str, tuple[int, int]]:
+        """(python version, glibc) of a base: its Modelport labels, else a one-off probe container."""
+        labels = info.get("Config", {}).get("Labels") or {}
+        if "dev.modelport.base.python" in labels and "dev.modelport.base.glibc" in labels:
+            return str(labels["dev.modelport.base.python"]), parse_glibc(labels["dev.modelport.base.glibc"])
+        aws = _AWS_BASE.fullmatch(image)
+        if aws is not None and aws.group(1) in AWS_GLIBC:  # Amazon Linux: known, no need to run it
+            return aws.group(1), AWS_GLIBC[aws.group(1)]
+        image_id = str(info["Id"])
+        if image_id in self._probed:
+            return self._probed[image_id]
+        probe_file = self.cache_dir / "bases" / f"{image_id.removeprefix('sha256:')}.json"
+        try:
+            data = json.loads(probe_file.read_text())
+            found = (str(data["python"]), parse_glibc(str(data["glibc"])))
+        except (OSError, ValueError, KeyError):
+            found = self._probe(image)
+            probe_file.parent.mkdir(parents=True, exist_ok=True)
+            probe_file.write_text(json.dumps({"python": found[0], "glibc": f"{found[1][0]}.{found[1][1]}"}))
+        self._probed[image_id] = found
+        return found
+
+    def _probe(self, image: str) -> tuple[str, tuple[int, int]]:
+        code = "import platform, json; print(json.dumps([platform.python_version(), platform.libc_ver()[1]]))"
+        try:
+            out = self.client.containers.run(
+                image, entrypoint=["python3", "-c", code], network_mode="none", remove=True, user="0"
+            )
+            version, glibc = json.loads(out.decode().strip().splitlines()[-1])
+            return str(version), parse_glibc(str(glibc))
+        except Exception as exc:  # no python3 in it, not glibc (musl), not runnable: not a usable base
+            raise BaseImageError(
+                f"base image {image} does not run python3 on glibc: {_first_line(exc)}",
+                hint="use a Debian/Ubuntu/Amazon Linux python image",
+            ) from None
+
+    @staticmethod
+    def _environment_recipe(house: Wheelhouse, base: BaseChoice) -> Callable[[Mapping[str, str]], Dockerfile]:
+        """The environment Dockerfile for given labels; rendered without them it is part of the fingerprint,
+        so a change in how Modelport builds environments makes new environment images."""
+        installed = {canonical_name(w.name.split("-", 1)[0]) for w in house.wheels}
+
+        def recipe(labels: Mapping[str, str]) -> Dockerfile:
+            return environment_dockerfile(
+                base_image=base.image,
+                labels=labels,
+                base_path=base.path,
+                remove=[p for p in SEED_PACKAGES if p not in installed],
+                trim=_trims(installed),
+            )
+
+        return recipe
+
+    def _build_environment(
+        self, dockerfile: Dockerfile, house: Wheelhouse, tag: str, progress: Progress
+    ) -> None:
+        with tempfile.TemporaryFile() as context:
+            with _context_tar(context, level=1) as tar:
+                _add_bytes(tar, "Dockerfile", dockerfile.render().encode())
+                _add_dir(tar, WHEELS_CONTEXT)
+                for wheel in house.wheels:
+                    _add_file(tar, f"{WHEELS_CONTEXT}/{wheel.name}", house.dir / wheel.name)
+                _add_file(tar, f"{WHEELS_CONTEXT}/{REQUIREMENTS}", house.dir / REQUIREMENTS)
+            context.seek(0)
+            self.run_build(context, tag, progress, what="environment")
+
+    def _record_environment(self, manifest: ModelConfigFile, tag: str, info: dict[str, Any]) -> None:
+        if self.associations is None:
+            return
+        fingerprint = manifest.environment.fingerprint
+        known = self.associations.get_environment_image(fingerprint)
+        if known is not None and known.image_uri == tag and known.image_digest == info["Id"]:
+            return
+        self.associations.put_environment_image(
+            EnvironmentImage(
+                fingerprint=fingerprint,
+                image_uri=tag,
+                image_digest=str(info["Id"]),
+                size_bytes=int(info["Size"]),
+                created_at=self.clock(),
+            )
+        )
+
+    # ------------------------------------------------------------------ model image
+
+    def _build_model(
+        self, manifest: ModelConfigFile, bundle_dir: Path, env_tag: str, image_ref: str, progress: Progress
+    ) -> str:
+        labels = model_labels(manifest, environment_image=env_tag)
+        dockerfile = model_dockerfile(environment_image=env_tag, labels=labels)
+        compile_for = manifest.environment.python if self.compile_code else None
+        with (
+            tempfile.TemporaryDirectory(prefix="modelport-model-") as tmp,
+            tempfile.TemporaryFile() as context,
+        ):
+            model_dir = Path(tmp) / "model"
+            _prepare_model(bundle_dir, manifest, model_dir)
+            with _context_tar(context, level=6) as tar:
+                _add_bytes(tar, "Dockerfile", dockerfile.render().encode())
+                _add_runtime_code(tar, Path(tmp) / "pyc", compile_for)
+                _add_tree(tar, model_dir, MODEL_CONTEXT)
+            context.seek(0)
+            progress(f"building model image {image_ref} on {env_tag}")
+            return self.run_build(context, image_ref, progress, what="model")
+
+    def run_build(self, context: IO[bytes], tag: str, progress: Progress, *, what: str) -> str:
+        """Run one build, forwarding its output; raise BuildError with the failing step's last lines.
+
+        The last image of every earlier stage (the multi-stage ``build`` stage, with the wheels in it) is
+        removed afterwards: it is only a cache for rebuilding the same environment, which never happens.
+        """
+        import docker
+
+        step = "the start"
+        tail: list[str] = []
+        image_id: str | None = None
+        current: str | None = None
+        stage_ends: list[str] = []
+        try:
+            stream = self.client.api.build(
+                fileobj=context,
+                custom_context=True,
+                encoding="gzip",
+                tag=tag,
+                network_mode="host",
+                rm=True,
+                forcerm=True,
+                pull=False,
+                decode=True,
+            )
+            for chunk in stream:
+                if "error" in chunk or "errorDetail" in chunk:
+                    last = " | ".join(tail[-5:])
+                    raise BuildError(
+                        f"building {what} image {tag} failed at {step}: {_chunk_error(chunk)}"
+                        + (f" (last output: {last[-800:]})" if last else "")
+                    )
+                for line in _lines(chunk.get("stream", "")):
+                    found = STEP.match(line)
+                    if found:
+                        step, tail = _short(line), []
+                        if found.group(3).startswith("FROM ") and current is not None:
+                            stage_ends.append(current)
+                    else:
+                        tail = [*tail[-19:], line]
+                        layer = _LAYER.match(line)
+                        if layer:
+                            current = layer.group(1)
+                    progress(f"{what}: {line}")
+                aux = chunk.get("aux")
+                if isinstance(aux, dict) and "ID" in aux:
+                    image_id = str(aux["ID"])
+        except docker.errors.DockerException as exc:
+            raise BuildError(f"building {what} image {tag} failed: {_first_line(exc)}") from None
+        if image_id is None:
+            raise BuildError(f"building {what} image {tag} ended without an image")
+        for stage in stage_ends:
+            with contextlib.suppress(docker.errors.DockerException):
+                self.client.api.remove_image(stage)
+        return image_id
+
+    # ------------------------------------------------------------------ registry
+
+    def _repository(self, manifest: ModelConfigFile, progress: Progress) -> tuple[str, dict[str, str] | None]:
+        """The repository to tag the model image with, and the push credentials (ECR) if any."""
+        name = f"modelport-{manifest.name}"
+        if self.registry is None:
+            return f"modelport/{manifest.name}", None
+        from chalicelib.aws.ecr import is_ecr_registry
+
+        if self.registry != "ecr" and not is_ecr_registry(self.registry):
+            return f"{self.registry}/{name}", None
+        registry = self._ecr_registry()
+        uri = registry.ensure_repository(name)
+        auth = registry.authorization()
+        progress(f"ECR repository {uri}")
+        return uri, auth.auth_config()
+
+    def _ecr_registry(self) -> Any:
+        if self.ecr is None:
+            import boto3
+
+            from chalicelib.aws.ecr import ECR_HOST, EcrRegistry
+
+            match = ECR_HOST.fullmatch(self.registry or "")
+            region = match.group("region") if match else None
+            self.ecr = EcrRegistry(boto3.client("ecr", region_name=region))
+        return self.ecr
+
+    def _push(self, repository: str, tag: str, auth: dict[str, str] | None, progress: Progress) -> str:
+        import docker
+
+        digest: str | None = None
+        progress(f"pushing {repository}:{tag}")
+        try:
+            stream = self.client.api.push(repository, tag=tag, stream=True, decode=True, auth_config=auth)
+            for chunk in stream:
+                if "error" in chunk or "errorDetail" in chunk:
+                    raise PushError(f"pushing {repository}:{tag} failed: {_chunk_error(chunk)}")
+                aux = chunk.get("aux")
+                if isinstance(aux, dict) and "Digest" in aux:
+                    digest = str(aux["Digest"])
+                status = chunk.get("status", "")
+                if status in ("Pushed", "Layer already exists") or status.startswith("Mounted from"):
+                    progress(f"push: {chunk.get('id', '')}: {status}")
+        except docker.errors.DockerException as exc:
+            raise PushError(f"pushing {repository}:{tag} failed: {_first_line(exc)}") from None
+        if digest is None:
+            raise PushError(f"pushing {repository}:{tag} ended without a digest")
+        progress(f"pushed {repository}:{tag}@{digest}")
+        return digest
+
+
+# --------------------------------------------------------------------------- build contexts
+
+
+@contextmanager
+def _context_tar(fileobj: IO[bytes], *, level: int) -> Iterator[tarfile.TarFile]:
+    """A gzip-compressed tar written to ``fileobj``, complete when the block ends."""
+    with (
+        gzip.GzipFile(fileobj=fileobj, mode="wb", compresslevel=level, mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        yield tar
+
+
+def _info(name: str, *, kind: bytes, mode: int, size: int = 0) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.mode = mode
+    info.size = size
+    info.mtime = CONTEXT_MTIME
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    tar.addfile(_info(name, kind=tarfile.REGTYPE, mode=0o644, size=len(data)), io.BytesIO(data))
+
+
+def _add_dir(tar: tarfile.TarFile, name: str) -> None:
+    tar.addfile(_info(name, kind=tarfile.DIRTYPE, mode=0o755))
+
+
+def _add_file(tar: tarfile.TarFile, name: str, path: Path) -> None:
+    mode = 0o755 if os.access(path, os.X_OK) else 0o644
+    with path.open("rb") as fh:
+        tar.addfile(_info(name, kind=tarfile.REGTYPE, mode=mode, size=path.stat().st_size), fh)
+
+
+def _add_tree(tar: tarfile.TarFile, root: Path, prefix: str) -> None:
+    """Directories and regular files under ``root``, sorted, as ``prefix/...``; links are refused."""
+    _add_dir(tar, prefix)
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if path.is_symlink():
+            raise ArtifactError(f"{rel} is a symbolic link; the model directory must hold plain files")
+        if path.is_dir():
+            _add_dir(tar, f"{prefix}/{rel}")
+        elif path.is_file():
+            _add_file(tar, f"{prefix}/{rel}", path)
+
+
+def _runtime_files() -> Iterator[tuple[str, Path]]:
+    for top in RUNTIME_CODE:
+        path = CHALICELIB / top
+        if path.is_file():
+            yield top, path
+            continue
+        for found in sorted(path.rglob("*")):
+            rel = found.relative_to(CHALICELIB)
+            if "__pycache__" in rel.parts or found.suffix == ".pyc" or not found.is_file():
+                continue
+            yield rel.as_posix(), found
+
+
+def _add_runtime_code(tar: tarfile.TarFile, scratch: Path, python: str | None) -> None:
+    """chalicelib's ``__init__``, ``py.typed``, ``core/`` and ``runtime/`` as ``code/``.
+
+    With ``python`` equal to this interpreter's version, each module is compiled here into a hash-checked
+    ``.pyc`` (valid whatever the files' times), so the read-only container never compiles them at start.
+    """
+    compile_here = python is not None and python == f"{sys.version_info[0]}.{sys.version_info[1]}"
+    files = list(_runtime_files())
+    dirs = sorted({str(Path(rel).parent) for rel, _ in files} - {"."})
+    if compile_here:
+        dirs = sorted({*dirs, *(f"{d}/__pycache__" for d in dirs), "__pycache__"})
+    _add_dir(tar, CODE_CONTEXT)
+    for d in dirs:
+        _add_dir(tar, f"{CODE_CONTEXT}/{d}")
+    for rel, path in files:
+        _add_file(tar, f"{CODE_CONTEXT}/{rel}", path)
+        if compile_here and path.suffix == ".py":
+            cached = Path(rel).parent / "__pycache__" / f"{path.stem}.{sys.implementation.cache_tag}.pyc"
+            target = scratch / cached
+            target.parent.mkdir(parents=True, exist_ok=True)
+            py_compile.compile(
+                str(path),
+                cfile=str(target),
+                dfile=f"/var/task/chalicelib/{rel}",
+                doraise=True,
+                invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH,
+            )
+            _add_file(tar, f"{CODE_CONTEXT}/{cached.as_posix()}", target)
+
+
+def _trims(installed: set[str]) -> list[str]:
+    trims = [TRIM_TESTS]
+    if "onnxruntime" in installed and not any(n.startswith("onnxruntime-") for n in installed):
+        trims.append(TRIM_ONNXRUNTIME_CAPI)
+    return trims
+
+
+def _prepare_model(bundle_dir: Path, manifest: ModelConfigFile, dest: Path) -> None:
+    from chalicelib.runtime.layout import LayoutError, prepare_model_dir
+
+    try:
+        prepare_model_dir(bundle_dir, manifest, dest)
+    except LayoutError as exc:
+        raise ArtifactError(str(exc)) from None
+
+
+# --------------------------------------------------------------------------- stream helpers
+
+
+def _lines(text: str) -> Iterable[str]:
+    for line in text.splitlines():
+        line = _ANSI.sub("", line).rstrip()
+        if line:
+            yield line
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_LAYER = re.compile(r"^ ?---> ([0-9a-f]{12,64})$")
+
+
+def _short(step: str, limit: int = 100) -> str:
+    return step if len(step) <= limit else step[: limit - 3] + "..."
+
+
+def _chunk_error(chunk: dict[str, Any]) -> str:
+    detail = chunk.get("errorDetail")
+    message = detail.get("message") if isinstance(detail, dict) else None
+    text = str(message or chunk.get("error") or "unknown error")
+    return " ".join(text.split())
+
+
+def _split_tag(image: str) -> tuple[str, str | None]:
+    if "@" in image:
+        name, _, digest = image.partition("@")
+        return name, digest
+    name, sep, tag = image.rpartition(":")
+    if sep and "/" not in tag:
+        return name, tag
+    return image, "latest"
+
+
+def _split_env(env: list[str]) -> Iterator[tuple[str, str]]:
+    for item in env:
+        key, _, value = item.partition("=")
+        yield key, value
+
+
+def _implements_the_port(builder: DockerImageBuilder) -> ImageBuilder:
+    return builder  # mypy checks DockerImageBuilder against the ImageBuilder port here
