@@ -60,6 +60,7 @@ DIGIT_SAMPLE_PX = 64
 IRIS_ACCURACY_FLOOR = 0.9
 DIGITS_ACCURACY_FLOOR = 0.9
 DIABETES_R2_FLOOR = 0.25
+DIABETES_SAMPLE_ROWS = 40
 
 # A toy lexicon for the Python-predictor example: no sentiment data ships with scikit-learn, so the
 # weights are written by hand (roughly: 1 mild, 2 clear, 3 strong), not learned.
@@ -377,6 +378,8 @@ processing:
     - image: {{size: [8, 8], mode: L, layout: flat, invert: true, scale: {DIGIT_SCALE!r}}}
   post:
     - top_k: {{top_k: 3}}
+    # The three best digits as a bar chart: ask for Accept: image/png to get the picture alone.
+    - bar_chart: {{title: Digit probabilities (top 3)}}
 """
 
 DIABETES_YAML = """\
@@ -392,6 +395,14 @@ processing:
   pre:
     # The feature names (age, sex, bmi, bp, s1..s6) come from the model file.
     - tabular
+  post:
+    # One {prediction} per row, rounded; then the batch's predictions against body mass index.
+    # Try samples/patients.csv (40 held-out patients) with Accept: image/png.
+    - regression: {decimals: 1}
+    - scatter:
+        feature: bmi
+        title: Predicted progression by body mass index
+        y_label: predicted progression (1 year)
 """
 
 SENTIMENT_YAML = """\
@@ -405,7 +416,19 @@ artifacts: [predict.py, weights.json]
 environment:
   memory_mb: 256
   timeout_s: 10
+# No chart: predict() returns a label, a score and the words it matched, not per-word weights to draw.
 """
+
+
+def _number_text(value: float) -> str:
+    return np.format_float_positional(float(value), trim="-")
+
+
+def diabetes_sample(split: Split, rows: int = DIABETES_SAMPLE_ROWS) -> str:
+    """The first held-out patients as CSV with a header row."""
+    lines = [",".join(DIABETES_FEATURES)]
+    lines += [",".join(_number_text(v) for v in row) for row in split.x_test[:rows]]
+    return "\n".join(lines) + "\n"
 
 
 def make_iris_onnx(out: Path) -> str:
@@ -524,6 +547,7 @@ def make_diabetes_lightgbm(out: Path) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     model.booster_.save_model(str(path))
     _write(out / "modelport.yaml", DIABETES_YAML)
+    _write(out / "samples" / "patients.csv", diabetes_sample(d))
 
     header = path.read_text(encoding="utf-8").split("\n\n", 1)[0].splitlines()
     expected = "feature_names=" + " ".join(DIABETES_FEATURES)

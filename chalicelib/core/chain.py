@@ -7,6 +7,8 @@ checked here, at config time, so an impossible chain never reaches a build.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pydantic import Field
 
 from chalicelib.core.config import ModelConfig, StepRef
@@ -14,6 +16,7 @@ from chalicelib.core.errors import ProtocolError
 from chalicelib.core.native import NativeContract
 from chalicelib.core.protocol import (
     Frozen,
+    Json,
     OipTensor,
     Tensors,
     Value,
@@ -23,7 +26,7 @@ from chalicelib.core.protocol import (
     response_wire,
     value_fits,
 )
-from chalicelib.core.steps import Step, StepContext, UserStep
+from chalicelib.core.steps import Step, StepContext, UserSignature, UserStep
 
 
 class StageSignature(Frozen):
@@ -54,6 +57,11 @@ class Protocol(Frozen):
     response: Wire
     chain: tuple[StageSignature, ...]
     oip: OipMetadata
+    user_steps: tuple[UserSignature, ...] = Field(
+        default=(),
+        description="the types of the user steps, read from their annotations",
+        exclude_if=lambda steps: not steps,
+    )
 
 
 PLATFORMS = {
@@ -77,14 +85,24 @@ def _bind(refs: tuple[StepRef, ...], stage: str) -> list[Step]:
     return [ref.bind("pre" if stage == "pre" else "post") for ref in refs]
 
 
-def resolve_protocol(config: ModelConfig, native: NativeContract, *, version: int) -> Protocol:
+def resolve_protocol(
+    config: ModelConfig,
+    native: NativeContract,
+    *,
+    version: int,
+    user_steps: tuple[UserSignature, ...] = (),
+) -> Protocol:
+    """The protocol of ``config``'s chain around ``native``; ``user_steps`` are the user steps' types
+    (``chalicelib.inspect.steps.inspect_user_steps``): a user step without them is untyped."""
     labels = _labels(config, native)
     if labels is not None and native.classes is not None and len(labels) != len(native.classes):
         raise ProtocolError(
             f"labels has {len(labels)} names but the model has {len(native.classes)} classes "
             f"({', '.join(map(str, native.classes))})"
         )
-    ctx = StepContext(native=native, labels=labels)
+    refs = {ref.step for ref in (*config.processing.pre, *config.processing.post) if ref.is_user_code}
+    typed = tuple(sorted((s for s in user_steps if s.ref in refs), key=lambda s: s.ref))
+    ctx = StepContext(native=native, labels=labels, user_types={s.ref: s for s in typed})
     chain: list[StageSignature] = []
 
     pre = _bind(config.processing.pre, "pre")
@@ -99,11 +117,13 @@ def resolve_protocol(config: ModelConfig, native: NativeContract, *, version: in
             produced = step.apply(value, ctx)
             chain.append(_sig("pre", step, value, produced))
             value = produced
-        if not isinstance(pre[-1], UserStep) and not value_fits(value, model_in):
+        untyped = isinstance(pre[-1], UserStep) and value == Json()  # checked by the runtime
+        if not untyped and not value_fits(value, model_in):
             raise ProtocolError(_mismatch(pre[-1], value, model_in))
     else:
         request_value = model_in
 
+    ctx = replace(ctx, request=request_value)
     value = native.outputs
     for step in _bind(config.processing.post, "post"):
         produced = step.apply(value, ctx)
@@ -129,6 +149,7 @@ def resolve_protocol(config: ModelConfig, native: NativeContract, *, version: in
         response=response,
         chain=tuple(chain),
         oip=oip,
+        user_steps=typed,
     )
 
 
@@ -138,6 +159,7 @@ def _sig(stage: str, step: Step, accepts: Value, produces: Value) -> StageSignat
 
 
 def _mismatch(step: Step, produced: Value, expected: Value) -> str:
+    name = step.ref if isinstance(step, UserStep) else step.name
     if (
         isinstance(produced, Tensors)
         and isinstance(expected, Tensors)
@@ -145,7 +167,7 @@ def _mismatch(step: Step, produced: Value, expected: Value) -> str:
     ):
         want = expected.tensors[0]
         return (
-            f"pre step {step.name} produces {produced.describe()} but model input "
+            f"pre step {name} produces {produced.describe()} but model input "
             f"{want.name!r} expects {want.describe()}"
         )
-    return f"pre step {step.name} produces {produced.describe()} but the model expects {expected.describe()}"
+    return f"pre step {name} produces {produced.describe()} but the model expects {expected.describe()}"

@@ -19,6 +19,7 @@ from chalicelib.core.config import ModelConfig, Processing
 from chalicelib.core.environment import ResolvedEnvironment, resolve_environment
 from chalicelib.core.native import Framework, NativeContract
 from chalicelib.core.protocol import Frozen
+from chalicelib.core.steps import UserSignature
 
 SCHEMA_VERSION: Literal["modelport.dev/v1"] = "modelport.dev/v1"
 
@@ -120,8 +121,10 @@ def build_manifest(
     files: tuple[ArtifactFile, ...],
     *,
     version: int = 1,
+    user_steps: tuple[UserSignature, ...] = (),
 ) -> ModelConfigFile:
-    """Compose the model config file from its three inputs; pure and deterministic."""
+    """Compose the model config file from its three inputs (and the user steps' types, read from their
+    source by ``chalicelib.inspect.inspect_user_steps``); pure and deterministic."""
     files = tuple(sorted(files, key=lambda f: f.path))
     return ModelConfigFile(
         name=config.name,
@@ -135,7 +138,7 @@ def build_manifest(
         allow_pickle=config.allow_pickle,
         trusted_types=config.trusted_types,
         pipeline=config.pipeline,
-        protocol=resolve_protocol(config, native, version=version),
+        protocol=resolve_protocol(config, native, version=version, user_steps=user_steps),
     )
 
 

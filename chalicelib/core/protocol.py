@@ -105,6 +105,11 @@ class TensorSpec(Frozen):
 class Feature(Frozen):
     name: str
     datatype: DataType = "FP64"
+    categories: tuple[str, ...] | None = Field(
+        default=None,
+        description="a categorical feature: the names a request may send (mapped to numbers)",
+        exclude_if=_is_none,
+    )
 
 
 # --------------------------------------------------------------------------- value types
@@ -155,6 +160,20 @@ class Labels(Frozen):
         return f"labels(top {self.top_k} of {len(self.labels)})"
 
 
+class Boxes(Frozen):
+    """Per image, detected objects best first: ``[{box: [x1, y1, x2, y2], label, score}, ...]``.
+
+    Coordinates are pixels of the request's image (of the model input when the request is no image)."""
+
+    kind: Literal["boxes"] = "boxes"
+    labels: tuple[str, ...] | None = Field(description="class names; null: labels are class indices")
+    max_detections: int
+
+    def describe(self) -> str:
+        classes = f"{len(self.labels)} classes" if self.labels else "class indices"
+        return f"boxes(at most {self.max_detections}, {classes})"
+
+
 class Json(Frozen):
     """Any JSON value that matches a JSON Schema (a predictor's arguments or result)."""
 
@@ -177,7 +196,9 @@ class Figure(Frozen):
         return f"figure({self.chart}, {self.media_type}) of {self.data.describe()}"
 
 
-Value = Annotated[Union[Tensors, Records, EncodedImage, Labels, Json, Figure], Field(discriminator="kind")]
+Value = Annotated[
+    Union[Tensors, Records, EncodedImage, Labels, Boxes, Json, Figure], Field(discriminator="kind")
+]
 Figure.model_rebuild()
 
 
@@ -189,7 +210,80 @@ def value_fits(produced: Value, expected: Value) -> bool:
         return len(produced.tensors) == len(expected.tensors) and all(
             p.fits(e) for p, e in zip(produced.tensors, expected.tensors, strict=True)
         )
+    if isinstance(produced, Json) and isinstance(expected, Json):
+        return schema_fits(produced.json_schema, expected.json_schema)
     return produced == expected
+
+
+def _types(schema: dict[str, Any]) -> set[str] | None:
+    kind = schema.get("type")
+    if kind is None:
+        if "const" in schema:
+            return {_json_kind(schema["const"])}
+        if "enum" in schema:
+            return {_json_kind(v) for v in schema["enum"]}
+        return None
+    return {kind} if isinstance(kind, str) else set(kind)
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    return {float: "number", str: "string", list: "array", dict: "object"}.get(type(value), "object")
+
+
+def schema_fits(produced: dict[str, Any], expected: dict[str, Any]) -> bool:
+    """Whether every value ``produced`` allows is one ``expected`` takes, judged conservatively on the
+    JSON Schema subset our generators emit (types, properties, required, items, enum/const, bounds).
+    A produced schema that says nothing (``{}``, untyped code) fits only an expected ``{}``."""
+    if not expected or produced == expected:
+        return True
+    if not produced:
+        return False
+    for key in ("anyOf", "oneOf"):
+        if key in produced:
+            return all(schema_fits(option, expected) for option in produced[key])
+    for key in ("anyOf", "oneOf"):
+        if key in expected:
+            return any(schema_fits(produced, option) for option in expected[key])
+    if "const" in expected or "enum" in expected:
+        allowed = [expected["const"]] if "const" in expected else list(expected["enum"])
+        mine = [produced["const"]] if "const" in produced else produced.get("enum")
+        return mine is not None and all(v in allowed for v in mine)
+    want, have = _types(expected), _types(produced)
+    if want is not None and "number" in want:
+        want.add("integer")  # every integer is a number
+    if want is not None and (have is None or not have <= want):
+        return False
+    for low in ("minimum", "exclusiveMinimum", "minLength", "minItems"):
+        if low in expected and produced.get(low, float("-inf")) < expected[low]:
+            return False
+    for high in ("maximum", "exclusiveMaximum", "maxLength", "maxItems"):
+        if high in expected and produced.get(high, float("inf")) > expected[high]:
+            return False
+    items = expected.get("items")
+    if isinstance(items, dict) and not schema_fits(produced.get("items", {}), items):
+        return False
+    if (have or set()) & {"object"} and ("properties" in expected or "required" in expected):
+        return _object_fits(produced, expected)
+    return True
+
+
+def _object_fits(produced: dict[str, Any], expected: dict[str, Any]) -> bool:
+    mine: dict[str, Any] = produced.get("properties", {})
+    theirs: dict[str, Any] = expected.get("properties", {})
+    if not set(expected.get("required", ())) <= set(produced.get("required", ())):
+        return False
+    extra = expected.get("additionalProperties", True)
+    for name, schema in mine.items():
+        allowed = theirs.get(name, extra)
+        if allowed is False or (isinstance(allowed, dict) and not schema_fits(schema, allowed)):
+            return False
+    return not (produced.get("additionalProperties", True) is not False and extra is False)
 
 
 # --------------------------------------------------------------------------- wire forms
@@ -268,6 +362,30 @@ _LABEL_ITEM: dict[str, Any] = {
 }
 
 
+_BOX_ITEM: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "box": {
+            "type": "array",
+            "items": {"type": "number"},
+            "minItems": 4,
+            "maxItems": 4,
+            "description": "[x1, y1, x2, y2]: left, top, right, bottom in pixels",
+        },
+        "label": {"type": "string"},
+        "score": {"type": "number"},
+    },
+    "required": ["box", "label", "score"],
+    "additionalProperties": False,
+}
+
+
+def _feature_schema(feature: Feature) -> dict[str, Any]:
+    if feature.categories:
+        return {"type": "string", "enum": list(feature.categories)}
+    return _nested_array(feature.datatype, 0)
+
+
 def request_wire(value: Value) -> Wire:
     """How a request carrying ``value`` looks on the wire."""
     if isinstance(value, Tensors):
@@ -278,16 +396,17 @@ def request_wire(value: Value) -> Wire:
             example={"inputs": {t.name: _tensor_example(t) for t in value.tensors}},
         )
     if isinstance(value, Records):
-        record = _object(
-            {f.name: _nested_array(f.datatype, 0) for f in value.features},
-        )
-        row = {
+        record = _object({f.name: _feature_schema(f) for f in value.features})
+        row: dict[str, Any] = {
             "type": "array",
             "items": {"type": "number"},
             "minItems": len(value.features),
             "maxItems": len(value.features),
             "description": "values in this order: " + ", ".join(f.name for f in value.features),
         }
+        if any(f.categories for f in value.features):
+            row["prefixItems"] = [_feature_schema(f) for f in value.features]
+            row["items"] = False
         schema = {
             "oneOf": [
                 _object({"records": {"type": "array", "items": record, "minItems": 1}}),
@@ -297,7 +416,7 @@ def request_wire(value: Value) -> Wire:
         return Wire(
             content_types=("application/json", "text/csv"),
             json_schema=schema,
-            example={"records": [{f.name: 0.0 for f in value.features}]},
+            example={"records": [{f.name: f.categories[0] if f.categories else 0.0 for f in value.features}]},
         )
     if isinstance(value, EncodedImage):
         png = tiny_png(value.width or 8, value.height or 8)
@@ -351,6 +470,14 @@ def _response_body(value: Value) -> tuple[dict[str, Any], Any]:
         return (
             _object({"predictions": {"type": "array", "items": row}}),
             {"predictions": [example_row]},
+        )
+    if isinstance(value, Boxes):
+        row = {"type": "array", "items": _BOX_ITEM, "maxItems": value.max_detections}
+        label = value.labels[0] if value.labels else "0"
+        detection = {"box": [0.0, 0.0, 8.0, 8.0], "label": label, "score": 0.9}
+        return (
+            _object({"detections": {"type": "array", "items": row}}),
+            {"detections": [[detection]]},
         )
     if isinstance(value, Json):
         return _object({"output": value.json_schema}), {"output": schema_example(value.json_schema)}
@@ -424,7 +551,10 @@ def oip_tensors(value: Value, *, role: Literal["input", "output"]) -> list[OipTe
             if t.datatype is not None
         ]
     if isinstance(value, Records):
-        return [OipTensor(name=f.name, datatype=f.datatype, shape=[-1]) for f in value.features]
+        return [
+            OipTensor(name=f.name, datatype="BYTES" if f.categories else f.datatype, shape=[-1])
+            for f in value.features
+        ]
     if isinstance(value, EncodedImage):
         media = ",".join(f"image/{fmt}" for fmt in value.formats)
         return [OipTensor(name="image", datatype="BYTES", shape=[-1], parameters={"content_type": media})]
@@ -432,6 +562,15 @@ def oip_tensors(value: Value, *, role: Literal["input", "output"]) -> list[OipTe
         return [
             OipTensor(name="label", datatype="BYTES", shape=[-1, value.top_k]),
             OipTensor(name="score", datatype="FP32", shape=[-1, value.top_k]),
+        ]
+    if isinstance(value, Boxes):
+        return [
+            OipTensor(
+                name="detections",
+                datatype="BYTES",
+                shape=[-1],
+                parameters={"content_type": "application/json"},
+            )
         ]
     if isinstance(value, Figure):
         return [

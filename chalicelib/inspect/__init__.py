@@ -16,8 +16,9 @@ from chalicelib.core.native import FRAMEWORKS, Framework, NativeContract
 
 if TYPE_CHECKING:
     from chalicelib.core.config import ModelConfig
+    from chalicelib.core.steps import UserSignature
 
-__all__ = ["ACCEPTED", "detect", "inspect_model"]
+__all__ = ["ACCEPTED", "detect", "inspect_model", "inspect_user_steps"]
 
 PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
 ACCEPTED = (
@@ -202,3 +203,10 @@ def inspect_model(model_dir: Path, config: ModelConfig) -> NativeContract:
         return inspect_predictor(path, rel)
     except OSError as exc:
         raise ArtifactError(f"{rel}: cannot read it: {exc.strerror or exc}") from None
+
+
+def inspect_user_steps(model_dir: Path, config: ModelConfig) -> tuple[UserSignature, ...]:
+    """The types of the user steps ``config`` names, from their annotations; never imports them."""
+    from chalicelib.inspect.steps import inspect_user_steps as inspect_steps
+
+    return inspect_steps(model_dir, config)

@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from chalicelib.core.manifest import ModelConfigFile
-from chalicelib.core.protocol import Figure, Json, Labels, Tensors, Value
+from chalicelib.core.protocol import Boxes, Figure, Json, Labels, Tensors, Value
 from chalicelib.runtime.codecs import (
     Problems,
     RequestError,
@@ -45,11 +45,12 @@ from chalicelib.runtime.codecs import (
 )
 from chalicelib.runtime.layout import DEFAULT_MODEL_DIR, MODEL_CONFIG, MODEL_DIR_ENV
 from chalicelib.runtime.loaders import Model, ModelLoadError, load_model
-from chalicelib.runtime.steps import FigureValue, RunStep, Table, build_steps
+from chalicelib.runtime.steps import FigureValue, Invocation, RunStep, Table, build_steps
 
 log = logging.getLogger("modelport.runtime")
 
 STAGES = ("decode_ms", "pre_ms", "model_ms", "post_ms", "encode_ms")
+"""Every response's timings; each step adds its own (``pre.tabular_ms``, ``post.bar_chart_ms``, ...)."""
 
 
 class ModelFailure(Exception):
@@ -117,9 +118,10 @@ class Runtime:
             content_type, accept = self._negotiate(event)
             with clock("decode_ms"):
                 value = self._decode(event, content_type)
+            inv = Invocation()
             with clock("pre_ms"):
                 for step in self.pre:
-                    value = self._run(step, value)
+                    value = self._run(step, value, inv, timings)
             with clock("model_ms"):
                 try:
                     value = self.model.predict(value)
@@ -129,7 +131,7 @@ class Runtime:
                     raise ModelFailure("model", exc) from exc
             with clock("post_ms"):
                 for step in self.post:
-                    value = self._run(step, value)
+                    value = self._run(step, value, inv, timings)
             with clock("encode_ms"):
                 response = self._encode(value, accept)
         except RequestError as exc:
@@ -188,15 +190,19 @@ class Runtime:
             return value
         return Table(json=doc)
 
-    def _run(self, step: RunStep, value: Any) -> Any:
+    def _run(self, step: RunStep, value: Any, inv: Invocation, timings: dict[str, float]) -> Any:
+        t0 = time.perf_counter()
         try:
-            return step.run(value)
+            return step.run(value, inv)
         except RequestError:
             raise
         except Exception as exc:
             if not step.contained:
                 raise
             raise ModelFailure(step.stage, exc) from exc
+        finally:
+            key = f"{step.timing}_ms"
+            timings[key] = timings.get(key, 0.0) + (time.perf_counter() - t0) * 1000
 
     def _encode(self, value: Any, accept: str) -> dict[str, Any]:
         spec = self.protocol.response_value
@@ -224,6 +230,8 @@ class Runtime:
             return {
                 "predictions": [[{"label": label, "score": score} for label, score in row] for row in value]
             }
+        if isinstance(spec, Boxes):
+            return {"detections": value}
         if isinstance(spec, Tensors):
             return {"outputs": {t.name: to_jsonable(value[t.name]) for t in spec.tensors}}
         return {"output": to_jsonable(value)}

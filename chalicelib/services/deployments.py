@@ -400,7 +400,13 @@ class DeploymentService:
         config, native = attempt.inspected()
         root = attempt.bundle_root()
         _, paths = inspectors.detect(root, config)
-        manifest = build_manifest(config, native, artifact_files(root, paths), version=attempt.dep.version)
+        manifest = build_manifest(
+            config,
+            native,
+            artifact_files(root, paths),
+            version=attempt.dep.version,
+            user_steps=inspectors.inspect_user_steps(root, config),
+        )
         attempt.store_manifest(manifest)
 
     def _build_image(self, attempt: _Attempt) -> None:

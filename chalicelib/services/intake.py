@@ -59,4 +59,6 @@ def manifest_for_dir(model_dir: Path, *, version: int = 1) -> ModelConfigFile:
     config = load_config(model_dir)
     _, paths = inspectors.detect(model_dir, config)
     native = inspectors.inspect_model(model_dir, config)
-    return build_manifest(config, native, artifact_files(model_dir, paths), version=version)
+    user_steps = inspectors.inspect_user_steps(model_dir, config)
+    files = artifact_files(model_dir, paths)
+    return build_manifest(config, native, files, version=version, user_steps=user_steps)

@@ -10,6 +10,8 @@ import base64
 import csv
 import io
 import json
+import math
+import re
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -202,15 +204,31 @@ def _validate_csv(body: bytes, features: list[str]) -> None:
             )
 
 
+_NOT_TOKEN = re.compile(r"[^A-Za-z0-9!#$%&'*+.^_`|~-]+")
+
+
+def server_timing(timings: Any) -> str:
+    """The runtime's ``{name_ms: ms}`` as a Server-Timing header: ``pre;dur=0.100, pre.tabular;dur=...``.
+    Names are made RFC 9110 tokens (other characters become ``-``); values that are not finite numbers
+    are left out, so a header never carries what a browser cannot parse."""
+    if not isinstance(timings, dict):
+        return ""
+    metrics = []
+    for name, ms in timings.items():
+        if isinstance(ms, bool) or not isinstance(ms, int | float) or not math.isfinite(ms):
+            continue
+        token = _NOT_TOKEN.sub("-", str(name).removesuffix("_ms")).strip("-")
+        if token:
+            metrics.append(f"{token};dur={float(ms):.3f}")
+    return ", ".join(metrics)
+
+
 def _result(reply: dict[str, Any]) -> InvokeResult:
     encoding = reply.get("body_encoding", "utf8")
     raw = reply.get("body", "")
     body = base64.b64decode(raw) if encoding == "base64" else str(raw).encode()
-    timings = reply.get("timings") or {}
-    server_timing = ", ".join(
-        f"{name.removesuffix('_ms')};dur={float(ms):.3f}" for name, ms in timings.items()
-    )
-    headers = {"Server-Timing": server_timing} if server_timing else {}
+    timing = server_timing(reply.get("timings") or {})
+    headers = {"Server-Timing": timing} if timing else {}
     return InvokeResult(
         status=int(reply.get("status", 200)),
         content_type=str(reply.get("content_type", "application/json")),

@@ -13,7 +13,7 @@ from typing import Any
 
 from chalicelib.core.errors import InvalidRequest
 from chalicelib.core.manifest import ModelConfigFile
-from chalicelib.core.protocol import EncodedImage, Figure, Json, Labels, Records, Tensors, Value
+from chalicelib.core.protocol import Boxes, EncodedImage, Figure, Json, Labels, Records, Tensors, Value
 
 
 def _reshape(flat: list[Any], shape: list[int], name: str) -> Any:
@@ -134,6 +134,11 @@ def _outputs(value: Value, body: dict[str, Any]) -> list[dict[str, Any]]:
         return [
             _tensor("label", "BYTES", [[p["label"] for p in row] for row in rows]),
             _tensor("score", "FP32", [[p["score"] for p in row] for row in rows]),
+        ]
+    if isinstance(value, Boxes):  # one JSON list of detections per image
+        rows = body.get("detections", [])
+        return [
+            _tensor("detections", "BYTES", [json.dumps(row) for row in rows], content_type="application/json")
         ]
     if isinstance(value, Figure):
         figure = body.get("figure", {})

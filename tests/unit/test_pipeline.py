@@ -43,7 +43,8 @@ def test_a_full_chain_has_a_task_per_stage_and_short_circuits_on_error_statuses(
 
 
 @pytest.mark.parametrize(
-    ("example", "roles"), [("diabetes-lightgbm", ["pre", "model"]), ("sentiment-predictor", ["model"])]
+    ("example", "roles"),
+    [("diabetes-lightgbm", ["pre", "model", "post"]), ("sentiment-predictor", ["model"])],
 )
 def test_stages_follow_the_config(example: str, roles: list[str]) -> None:
     manifest = manifest_for_dir(ROOT / "examples" / example)
