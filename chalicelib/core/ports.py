@@ -146,7 +146,11 @@ class ImageBuilder(Protocol):
 
 
 class FunctionManager(Protocol):
-    def deploy(self, manifest: ModelConfigFile, progress: Progress) -> DeployedFunctions: ...
+    def deploy(self, manifest: ModelConfigFile, progress: Progress) -> DeployedFunctions:
+        """Create or update the model's function(s) from its image and publish a version of each."""
+
+    def promote(self, deployment: DeployedFunctions) -> None:
+        """Point the functions' ``live`` alias at this deployment's versions (a new default version)."""
 
 
 class FunctionInvoker(Protocol):

@@ -26,11 +26,11 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 API = "/2018-06-01/runtime"
 _INVOCATION = re.compile(rf"^{API}/invocation/(?P<id>[^/]+)/(?P<what>response|error)$")
@@ -49,21 +49,31 @@ class InvokeResult:
     error: dict[str, Any] | None
     duration_ms: float
     """From the runtime receiving the event to the server receiving its answer."""
+    source: Literal["runtime", "init", "exit"] = "runtime"
+    """Who produced ``error``: the runtime (an invocation error), its failed init, or its exit."""
+    dispatched: bool = True
+    """Whether the runtime received the event (False: it was gone before it asked for it)."""
 
 
 class _Invocation:
-    def __init__(self, event: bytes, timeout: float) -> None:
-        self.request_id = str(uuid.uuid4())
+    def __init__(self, event: bytes, timeout: float, request_id: str | None = None) -> None:
+        self.request_id = request_id or str(uuid.uuid4())
         self.event = event
         self.deadline_ms = int((time.time() + timeout) * 1000)
         self.done = threading.Event()
         self.dispatched = 0.0
         self.payload = b""
         self.error: dict[str, Any] | None = None
+        self.source: Literal["runtime", "init", "exit"] = "runtime"
         self.duration_ms = 0.0
 
-    def finish(self, payload: bytes, error: dict[str, Any] | None) -> None:
-        self.payload, self.error = payload, error
+    def finish(
+        self,
+        payload: bytes,
+        error: dict[str, Any] | None,
+        source: Literal["runtime", "init", "exit"] = "runtime",
+    ) -> None:
+        self.payload, self.error, self.source = payload, error, source
         self.duration_ms = (time.perf_counter() - self.dispatched) * 1000 if self.dispatched else 0.0
         self.done.set()
 
@@ -92,6 +102,12 @@ class RuntimeApiServer(ThreadingHTTPServer):
         self.max_response_bytes = max_response_bytes
         self.init_error: dict[str, Any] | None = None
         """What the runtime posted to ``/init/error`` (its JSON body plus ``errorType``), if it did."""
+        self.exit_reason: str | None = None
+        """Set by ``runtime_exited``: why the runtime is gone ("Runtime exited with error: ...")."""
+        self.ready_at: float | None = None
+        """``time.perf_counter()`` when the runtime first asked for an invocation: its init was done."""
+        self._settled = threading.Event()  # ready, init failed or exited
+        self._exit_type = "Runtime.ExitError"
         self._cond = threading.Condition()
         self._queue: deque[_Invocation] = deque()
         self._running: dict[str, _Invocation] = {}
@@ -120,6 +136,8 @@ class RuntimeApiServer(ThreadingHTTPServer):
         return self
 
     def stop(self) -> None:
+        """Stop serving; invocations still waiting fail at once (an emulator shut down under a request)."""
+        self.runtime_exited("Runtime exited with error: the execution environment was shut down")
         with self._cond:
             self._closing = True
             self._cond.notify_all()
@@ -136,17 +154,22 @@ class RuntimeApiServer(ThreadingHTTPServer):
 
     # ----------------------------------------------------------------------- the invoker's side
 
-    def invoke(self, event: Any, timeout: float = 30.0) -> InvokeResult:
-        """Queue ``event`` (JSON-serializable) and wait for the runtime's answer; thread-safe.
+    def invoke(self, event: Any, timeout: float = 30.0, *, request_id: str | None = None) -> InvokeResult:
+        """Queue ``event`` (JSON-serializable, or ``bytes`` of JSON) and wait for the answer; thread-safe.
 
         Raises TimeoutError when no answer arrives within ``timeout`` seconds (no runtime polling, a
-        runtime that died or hangs). A runtime whose init failed answers every invocation with its
-        init error, as Lambda does.
+        runtime that died unnoticed or hangs). A runtime whose init failed answers every invocation with
+        its init error, as Lambda does; one reported gone (``runtime_exited``) with ``Runtime.ExitError``.
         """
-        invocation = _Invocation(json.dumps(event).encode(), timeout)
+        data = event if isinstance(event, bytes) else json.dumps(event).encode()
+        invocation = _Invocation(data, timeout, request_id)
         with self._cond:
             if self.init_error is not None:
                 return self._init_failure(invocation)
+            if self.exit_reason is not None:
+                error = _exit_error(invocation.request_id, self.exit_reason, self._exit_type)
+                invocation.finish(*error, source="exit")
+                return _result(invocation)
             self._queue.append(invocation)
             self._cond.notify_all()
         if not invocation.done.wait(timeout):
@@ -156,22 +179,47 @@ class RuntimeApiServer(ThreadingHTTPServer):
                 self._running.pop(invocation.request_id, None)
             if not invocation.done.is_set():
                 raise TimeoutError(f"no answer from the runtime within {timeout:g} s")
-        return InvokeResult(
-            invocation.request_id, invocation.payload, invocation.error, invocation.duration_ms
-        )
+        return _result(invocation)
 
     def _init_failure(self, invocation: _Invocation) -> InvokeResult:
         error = dict(self.init_error or {})
-        return InvokeResult(invocation.request_id, json.dumps(error).encode(), error, 0.0)
+        return InvokeResult(invocation.request_id, json.dumps(error).encode(), error, 0.0, "init", False)
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait until the runtime's init is over: it asked for an invocation, reported an init error, or
+        was reported gone. False when none of these happened within ``timeout`` seconds."""
+        return self._settled.wait(timeout)
+
+    def runtime_exited(self, reason: str, error_type: str = "Runtime.ExitError") -> None:
+        """The runtime's process or container is gone (its launcher saw it exit): every queued or running
+        invocation, and every later one, fails at once with Lambda's ``Runtime.ExitError`` instead of
+        waiting out its timeout. ``reason`` is worded as Lambda words it
+        (``Runtime exited with error: signal: killed``).
+        """
+        with self._cond:
+            if self.exit_reason is not None:
+                return
+            self.exit_reason = reason
+            self._exit_type = error_type
+            pending = [*self._queue, *self._running.values()]
+            self._queue.clear()
+            self._running.clear()
+        self._settled.set()
+        for invocation in pending:
+            invocation.finish(*_exit_error(invocation.request_id, reason, error_type), source="exit")
 
     # ----------------------------------------------------------------------- the runtime's side
 
-    def next_invocation(self) -> _Invocation | None:
-        """Block until an invocation is queued; None when the server is closing."""
+    def next_invocation(self, connected: Callable[[], bool] = lambda: True) -> _Invocation | None:
+        """Block until an invocation is queued; None when the server is closing or the runtime that asked
+        is gone (``connected``: its request outlives a killed runtime and must not take the event)."""
+        if self.ready_at is None:
+            self.ready_at = time.perf_counter()
+            self._settled.set()
         with self._cond:
             while not self._queue and not self._closing:
                 self._cond.wait()
-            if self._closing:
+            if self._closing or not connected():
                 return None
             invocation = self._queue.popleft()
             invocation.dispatched = time.perf_counter()
@@ -191,8 +239,25 @@ class RuntimeApiServer(ThreadingHTTPServer):
             self.init_error = error
             waiting = list(self._queue)
             self._queue.clear()
+        self._settled.set()
         for invocation in waiting:
-            invocation.finish(json.dumps(error).encode(), error)
+            invocation.finish(json.dumps(error).encode(), error, source="init")
+
+
+def _result(invocation: _Invocation) -> InvokeResult:
+    return InvokeResult(
+        invocation.request_id,
+        invocation.payload,
+        invocation.error,
+        invocation.duration_ms,
+        invocation.source,
+        invocation.dispatched > 0,
+    )
+
+
+def _exit_error(request_id: str, reason: str, error_type: str) -> tuple[bytes, dict[str, Any]]:
+    error = {"errorType": error_type, "errorMessage": f"RequestId: {request_id} Error: {reason}"}
+    return json.dumps(error).encode(), error
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -228,7 +293,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path != f"{API}/invocation/next":
             self._json(404, {"errorType": "NotFound", "errorMessage": f"no such endpoint: GET {self.path}"})
             return
-        invocation = self.server.next_invocation()
+        invocation = self.server.next_invocation(lambda: _peer_open(self.connection))
         if invocation is None:
             self.close_connection = True
             self._json(503, {"errorType": "ServiceUnavailable", "errorMessage": "the server is stopping"})
@@ -280,6 +345,16 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(202, {"status": "OK"})
 
 
+def _peer_open(sock: socket.socket) -> bool:
+    """False once the peer has closed the connection (a killed runtime's socket is closed by its kernel)."""
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+
+
 def _error(body: bytes, error_type: str | None) -> dict[str, Any]:
     """The error document a runtime posted: awslambdaric sends errorMessage/errorType/stackTrace JSON."""
     try:
@@ -317,9 +392,10 @@ class RuntimeProcess(subprocess.Popen[bytes]):
 
 def start_runtime_process(
     model_dir: Path,
-    server: RuntimeApiServer,
+    server: RuntimeApiServer | str,
     *,
     python: str = sys.executable,
+    code_root: Path = REPO_ROOT,
     env: Mapping[str, str] | None = None,
     memory_mb: int | None = None,
     function_name: str = "modelport-local",
@@ -328,7 +404,8 @@ def start_runtime_process(
 ) -> RuntimeProcess:
     """Run the model runtime as Lambda would, in a process instead of a container ("process environment").
 
-    ``model_dir`` is a prepared model directory (``chalicelib.runtime.layout.prepare_model_dir``). The
+    ``model_dir`` is a prepared model directory (``chalicelib.runtime.layout.prepare_model_dir``) and
+    ``code_root`` the directory holding ``chalicelib`` (the image's ``/var/task``). The
     environment is built from scratch, as Lambda's is - the host's variables (credentials included) do not
     leak in - with a private temporary directory standing in for /tmp as HOME, TMPDIR and MPLCONFIGDIR.
     ``memory_mb`` defaults to the model config file's.
@@ -345,10 +422,10 @@ def start_runtime_process(
         "HOME": str(scratch),
         "TMPDIR": str(scratch),
         "MPLCONFIGDIR": str(scratch / "matplotlib"),
-        "PYTHONPATH": str(REPO_ROOT),
-        "LAMBDA_TASK_ROOT": str(REPO_ROOT),
+        "PYTHONPATH": str(code_root),
+        "LAMBDA_TASK_ROOT": str(code_root),
         "MODELPORT_MODEL_DIR": str(Path(model_dir).resolve()),
-        "AWS_LAMBDA_RUNTIME_API": server.url,
+        "AWS_LAMBDA_RUNTIME_API": server if isinstance(server, str) else server.url,
         "_HANDLER": HANDLER,
         "AWS_LAMBDA_FUNCTION_NAME": function_name,
         "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
@@ -363,7 +440,7 @@ def start_runtime_process(
     }
     process = RuntimeProcess(
         [python, "-m", "awslambdaric", HANDLER],
-        cwd=REPO_ROOT,
+        cwd=code_root,
         env=variables,
         stdin=subprocess.DEVNULL,
         stdout=stdout,

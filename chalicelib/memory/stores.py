@@ -294,12 +294,14 @@ class MemoryImageBuilder:
 class MemoryFunctionManager:
     """A stand-in for the Lambda function manager: one fused function per model, named as the real one.
 
-    ``calls`` records every manifest it was asked to deploy; ``fail_with`` makes every deploy raise it.
+    ``calls`` records every manifest it was asked to deploy and ``promoted`` every deployment promoted;
+    ``fail_with`` makes every deploy raise it.
     """
 
     def __init__(self, *, fail_with: Exception | None = None) -> None:
         self.fail_with = fail_with
         self.calls: list[ModelConfigFile] = []
+        self.promoted: list[DeployedFunctions] = []
         self._lock = threading.Lock()
 
     def deploy(self, manifest: ModelConfigFile, progress: Progress) -> DeployedFunctions:
@@ -317,6 +319,10 @@ class MemoryFunctionManager:
         )
         progress(f"function {name} version {manifest.version} is active")
         return DeployedFunctions(mode="fused", functions=(function,))
+
+    def promote(self, deployment: DeployedFunctions) -> None:
+        with self._lock:
+            self.promoted.append(deployment)
 
 
 Handler = Callable[[dict[str, object]], dict[str, object]]

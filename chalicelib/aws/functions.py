@@ -1,0 +1,303 @@
+"""The Lambda adapter of the ``FunctionManager`` port: a model version's functions from its image.
+
+The same calls run against AWS, moto and the local emulator (only the client's ``endpoint_url`` differs):
+create or update the function (code, then configuration, waiting for ``LastUpdateStatus: Successful``
+before each next call, because Lambda refuses an update while another is in progress), wait for
+``State: Active``, publish a version, and - on promotion - point the ``live`` alias at it.
+
+Publishing is guarded by the ``RevisionId`` and ``CodeSha256`` read after the wait, and the configuration
+read then must be the one this deploy asked for: when a deploy of another version of the same model
+interleaves, the guard fails and the whole step is redone instead of publishing someone else's code.
+
+Fused mode only for now: ``function_specs`` returns one spec per function of the deployment, so chained
+mode adds its pre/post specs there (and a state machine after ``deploy``'s loop).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib.core.errors import FunctionFailed
+from chalicelib.core.manifest import DeployedFunction, Deployment, ModelConfigFile
+from chalicelib.core.ports import Progress
+
+LIVE_ALIAS = "live"
+RETRYABLE = frozenset(
+    {
+        "ResourceConflictException",  # an update is in progress
+        "TooManyRequestsException",
+        "ThrottlingException",
+        "ServiceException",
+        "ResourceNotReadyException",
+    }
+)
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """What one function of a deployment must be."""
+
+    role: Literal["fused", "pre", "model", "post"]
+    name: str
+    image_uri: str
+    memory_mb: int
+    timeout_s: int
+    architecture: str
+    environment: dict[str, str]
+    description: str
+
+
+def function_name(model_name: str, role: str = "fused") -> str:
+    return f"modelport-{model_name}" if role == "fused" else f"modelport-{model_name}-{role}"
+
+
+def function_specs(manifest: ModelConfigFile) -> list[FunctionSpec]:
+    """The functions of ``manifest``'s deployment: one fused function running the whole chain."""
+    if manifest.container is None:
+        raise FunctionFailed(
+            f"{manifest.name} v{manifest.version} has no image yet: build it before deploying"
+        )
+    env = manifest.environment
+    return [
+        FunctionSpec(
+            role="fused",
+            name=function_name(manifest.name),
+            image_uri=manifest.container.image_uri,
+            memory_mb=env.memory_mb,
+            timeout_s=env.timeout_s,
+            architecture=env.architecture,
+            environment={"MODELPORT_MODEL": manifest.name, "MODELPORT_VERSION": str(manifest.version)},
+            description=f"Modelport {manifest.name} v{manifest.version}",
+        )
+    ]
+
+
+class LambdaFunctionManager:
+    """``lambda_client`` is a boto3 Lambda client; ``role_arn`` the execution role of model functions.
+
+    ``wait_s`` bounds each wait (for Active, for an update to finish, for a conflicting call to clear);
+    ``sleep`` is injected so tests need not wait.
+    """
+
+    def __init__(
+        self,
+        lambda_client: Any,
+        role_arn: str,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        wait_s: float = 300.0,
+        attempts: int = 5,
+    ) -> None:
+        self.client = lambda_client
+        self.role_arn = role_arn
+        self.sleep = sleep
+        self.wait_s = wait_s
+        self.attempts = attempts
+
+    # ----------------------------------------------------------------------- the port
+
+    def deploy(self, manifest: ModelConfigFile, progress: Progress) -> Deployment:
+        functions = tuple(self._deploy(spec, progress) for spec in function_specs(manifest))
+        return Deployment(mode="fused", functions=functions)
+
+    def promote(self, deployment: Deployment) -> None:
+        """Point each function's ``live`` alias at this deployment's published version."""
+        for function in deployment.functions:
+            if not function.version:
+                raise FunctionFailed(f"{function.function_name} has no published version to promote")
+            self._point_alias(function.function_name, function.version)
+
+    # ----------------------------------------------------------------------- one function
+
+    def _deploy(self, spec: FunctionSpec, progress: Progress) -> DeployedFunction:
+        for _ in range(self.attempts):
+            current = self._get(spec.name)
+            if current is None:
+                progress(f"creating function {spec.name} from {spec.image_uri}")
+                try:
+                    self._call(
+                        self.client.create_function, {"ResourceConflictException"}, **self._create_args(spec)
+                    )
+                except ClientError:  # created meanwhile: update it instead
+                    continue
+            else:
+                self._update(spec, current, progress)
+            got = self._wait_ready(spec.name, progress)
+            if not _matches(got, spec):
+                progress(f"{spec.name} was changed by another deploy meanwhile; again")
+                continue
+            config = got["Configuration"]
+            try:
+                published = self._call(
+                    self.client.publish_version,
+                    {"PreconditionFailedException", "InvalidParameterValueException"},
+                    FunctionName=spec.name,
+                    Description=spec.description,
+                    **{k: config[k] for k in ("RevisionId", "CodeSha256") if config.get(k)},  # moto: none
+                )
+            except ClientError as exc:
+                if _code(exc) == "InvalidParameterValueException" and "CodeSHA256" not in str(exc):
+                    raise _failed(exc) from None
+                progress(f"{spec.name} changed before its version was published; again")
+                continue
+            version = str(published["Version"])
+            progress(f"function {spec.name} version {version} is active")
+            return DeployedFunction(
+                role=spec.role,
+                function_name=spec.name,
+                function_arn=_unqualified(config["FunctionArn"]),
+                version=version,
+            )
+        raise FunctionFailed(f"could not deploy {spec.name}: it kept changing under concurrent deploys")
+
+    def _create_args(self, spec: FunctionSpec) -> dict[str, Any]:
+        return {
+            "FunctionName": spec.name,
+            "Role": self.role_arn,
+            "PackageType": "Image",
+            "Code": {"ImageUri": spec.image_uri},
+            "Description": spec.description,
+            "MemorySize": spec.memory_mb,
+            "Timeout": spec.timeout_s,
+            "Architectures": [spec.architecture],
+            "Environment": {"Variables": spec.environment},
+            "Publish": False,
+            "Tags": {"modelport:model": spec.environment["MODELPORT_MODEL"]},
+        }
+
+    def _update(self, spec: FunctionSpec, current: dict[str, Any], progress: Progress) -> None:
+        config = current["Configuration"]
+        if current.get("Code", {}).get("ImageUri") != spec.image_uri or config.get("Architectures") != [
+            spec.architecture
+        ]:
+            self._wait_ready(spec.name, progress)
+            progress(f"updating {spec.name} to {spec.image_uri}")
+            self._call(
+                self.client.update_function_code,
+                set(),
+                FunctionName=spec.name,
+                ImageUri=spec.image_uri,
+                Architectures=[spec.architecture],
+            )
+        if not _config_matches(config, spec):
+            self._wait_ready(spec.name, progress)
+            progress(f"configuring {spec.name}: {spec.memory_mb} MB, {spec.timeout_s} s")
+            self._call(
+                self.client.update_function_configuration,
+                set(),
+                FunctionName=spec.name,
+                Role=self.role_arn,
+                Description=spec.description,
+                MemorySize=spec.memory_mb,
+                Timeout=spec.timeout_s,
+                Environment={"Variables": spec.environment},
+            )
+
+    def _point_alias(self, name: str, version: str) -> None:
+        names = {"FunctionName": name, "Name": LIVE_ALIAS}
+        try:
+            alias = self._call(self.client.get_alias, {"ResourceNotFoundException"}, **names)
+        except ClientError:
+            try:
+                self._call(
+                    self.client.create_alias, {"ResourceConflictException"}, **names, FunctionVersion=version
+                )
+                return
+            except ClientError:  # created meanwhile: move it
+                alias = {}
+        if alias.get("FunctionVersion") != version:
+            self._call(self.client.update_alias, set(), **names, FunctionVersion=version)
+
+    # ----------------------------------------------------------------------- calls and waits
+
+    def _get(self, name: str) -> dict[str, Any] | None:
+        try:
+            return dict(
+                self._call(self.client.get_function, {"ResourceNotFoundException"}, FunctionName=name)
+            )
+        except ClientError:
+            return None
+
+    def _wait_ready(self, name: str, progress: Progress) -> dict[str, Any]:
+        """Poll until the function is Active with its last update Successful; FunctionFailed if it failed."""
+        deadline = time.monotonic() + self.wait_s
+        pause, said = 0.25, False
+        while True:
+            got = self._get(name)
+            if got is None:
+                raise FunctionFailed(f"function {name} disappeared while it was being deployed")
+            config = got["Configuration"]
+            state, update = config.get("State", "Active"), config.get("LastUpdateStatus", "Successful")
+            if state == "Active" and update == "Successful":
+                return got
+            if state == "Failed" or update == "Failed":
+                reason = (
+                    config.get("StateReason") or config.get("LastUpdateStatusReason") or "no reason given"
+                )
+                raise FunctionFailed(f"function {name} failed: {reason}")
+            if time.monotonic() >= deadline:
+                raise FunctionFailed(f"function {name} is still {state}/{update} after {self.wait_s:g} s")
+            if not said:
+                progress(f"waiting for {name} ({state}, last update {update})")
+                said = True
+            self.sleep(pause)
+            pause = min(pause * 2, 5.0)
+
+    def _call(self, method: Callable[..., Any], expected: set[str], **kwargs: Any) -> Any:
+        """``method(**kwargs)``, retried with backoff while Lambda says "busy" (an update in progress,
+        throttling) or, on AWS, while a new role has not reached Lambda yet. A ClientError whose code is
+        ``expected`` is raised for the caller to handle; any other failure is a FunctionFailed."""
+        deadline = time.monotonic() + self.wait_s
+        pause = 0.5
+        while True:
+            try:
+                return method(**kwargs)
+            except ClientError as exc:
+                code = _code(exc)
+                if code in expected:
+                    raise
+                retry = code in RETRYABLE or (
+                    code == "InvalidParameterValueException" and "cannot be assumed by Lambda" in str(exc)
+                )
+                if not retry or time.monotonic() + pause > deadline:
+                    raise _failed(exc) from None
+            except BotoCoreError as exc:
+                raise FunctionFailed(f"could not reach Lambda: {exc}") from None
+            self.sleep(pause)
+            pause = min(pause * 2, 8.0)
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _failed(exc: ClientError) -> FunctionFailed:
+    error = exc.response.get("Error", {})
+    operation = getattr(exc, "operation_name", "a Lambda call")
+    return FunctionFailed(f"{operation} failed: {error.get('Code')}: {error.get('Message')}")
+
+
+def _unqualified(arn: str) -> str:
+    """``arn:aws:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER]`` without the qualifier."""
+    return ":".join(arn.split(":")[:7])
+
+
+def _config_matches(config: dict[str, Any], spec: FunctionSpec) -> bool:
+    return (
+        config.get("MemorySize") == spec.memory_mb
+        and config.get("Timeout") == spec.timeout_s
+        and (config.get("Environment") or {}).get("Variables", {}) == spec.environment
+        and config.get("Description", "") == spec.description
+    )
+
+
+def _matches(got: dict[str, Any], spec: FunctionSpec) -> bool:
+    """The function is what ``spec`` asked for (no other deploy changed it since)."""
+    return got.get("Code", {}).get("ImageUri") == spec.image_uri and _config_matches(
+        got["Configuration"], spec
+    )
