@@ -46,6 +46,10 @@ class Settings:
     max_bundle_bytes: int = 512 * 1024 * 1024
     upload_expires_s: int = 900
     admin_key: str | None = field(default=None, repr=False)
+    image_builder: str = "memory"
+    """``docker`` builds real images with the engine (CLI, CI, the local stack); ``memory`` is the twin."""
+    registry: str | None = None
+    """Where built images are pushed: ``127.0.0.1:5000``, ``ecr``, or nowhere (the local engine)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -68,6 +72,8 @@ class Settings:
             max_bundle_bytes=int(get("max_bundle_bytes", defaults.max_bundle_bytes)),
             upload_expires_s=int(get("upload_expires_s", defaults.upload_expires_s)),
             admin_key=get("admin_key", None),
+            image_builder=get("image_builder", defaults.image_builder),
+            registry=get("registry", None),
         )
 
 
@@ -102,16 +108,26 @@ def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
     session = boto3.session.Session(region_name=settings.region)
     dynamodb = session.client("dynamodb", endpoint_url=settings.endpoint_url)
     s3 = session.client("s3", endpoint_url=settings.endpoint_url)
+    associations = DynamoAssociationStore(settings.associations_table, dynamodb)
+    images: ImageBuilder = MemoryImageBuilder(clock)
+    if settings.image_builder == "docker":
+        from chalicelib.aws.ecr import EcrRegistry
+        from chalicelib.docker.builder import DockerImageBuilder
+
+        ecr = EcrRegistry(session.client("ecr", endpoint_url=settings.endpoint_url))
+        images = DockerImageBuilder(
+            registry=settings.registry, associations=associations, clock=clock, ecr=ecr
+        )
     return Container(
         settings=settings,
         clock=clock,
         accounts=DynamoAccountStore(settings.accounts_table, dynamodb),
         models=DynamoModelStore(settings.models_table, dynamodb),
         deployments=DynamoDeploymentStore(settings.deployments_table, dynamodb),
-        associations=DynamoAssociationStore(settings.associations_table, dynamodb),
+        associations=associations,
         artifacts=S3ArtifactStore(settings.bundle_bucket, s3),
-        # Twins until the container-image and local-stack issues bring the real adapters.
-        images=MemoryImageBuilder(clock),
+        images=images,
+        # The twin until the local stack wires LambdaFunctionManager (it needs an execution role).
         functions=MemoryFunctionManager(),
         invoker=LambdaInvoker(
             session.client("lambda", endpoint_url=settings.endpoint_url),

@@ -129,3 +129,18 @@ def infra(moto_server: str, aws_session: boto3.session.Session) -> Iterator[Infr
     outputs = create_infrastructure(settings, aws_session)
     yield Infra(settings, outputs, aws_session)
     destroy_infrastructure(settings, aws_session)
+
+
+@pytest.fixture(scope="session")
+def engine() -> Any:
+    """A docker engine; tests that need one skip without it, except in CI (``$CI``), where they fail."""
+    import docker
+
+    try:
+        client = docker.from_env(timeout=900)
+        client.ping()
+    except docker.errors.DockerException as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must have a docker engine (.ci/run starts dockerd): {exc}")
+        pytest.skip(f"no docker engine answers: {exc}")
+    return client

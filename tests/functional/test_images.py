@@ -12,7 +12,6 @@ import base64
 import gzip
 import io
 import json
-import os
 import shutil
 import socket
 import tarfile
@@ -81,20 +80,6 @@ EVENTS: dict[str, list[dict[str, Any]]] = {
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="session")
-def engine() -> Any:
-    import docker
-
-    try:
-        client = docker.from_env(timeout=900)
-        client.ping()
-    except docker.errors.DockerException as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must have a docker engine (.ci/run starts dockerd): {exc}")
-        pytest.skip(f"no docker engine answers: {exc}")
-    return client
 
 
 @pytest.fixture(scope="session")

@@ -157,3 +157,31 @@ def test_a_bad_bundle_fails_with_a_reason_the_user_can_act_on(stack: tuple[Clien
     assert dep["state"] == "FAILED"
     assert "../escape.txt" in dep["reason"]
     assert not (ROOT.parent / "escape.txt").exists()
+
+
+@pytest.mark.docker
+def test_an_upload_builds_a_real_image_and_records_the_association(infra: Infra, engine: Any) -> None:
+    """The deployment plan with the docker builder: the version's config file names a real image."""
+    settings = replace(infra.settings, admin_key=ADMIN_KEY, image_builder="docker")
+    container = wiring.aws_container(settings)
+    wiring.override(container)
+    try:
+        with Client(app) as client:
+            key = client.http.post(
+                "/v1/accounts", headers=auth(ADMIN_KEY), body=json.dumps({"name": "alice"})
+            ).json_body["api_key"]
+            upload(client, key, "iris-onnx", bundle("iris-onnx"))
+            for body in queued_bodies(infra):
+                deliver(client, body)
+            (dep,) = client.http.get("/v1/models/iris-onnx/deployments", headers=auth(key)).json_body
+            assert dep["state"] == "READY", dep["reason"]
+            doc = json.loads(
+                client.http.get("/v1/models/iris-onnx/versions/1/config", headers=auth(key)).body
+            )
+    finally:
+        wiring.override(None)
+    image = engine.images.get(doc["container"]["image_uri"])
+    assert image.labels["dev.modelport.model"] == "iris-onnx"
+    association = container.associations.get_model_association("iris-onnx", 1)
+    assert association.image_uri == doc["container"]["image_uri"] and association.size_bytes > 0
+    assert container.associations.get_environment_image(association.fingerprint) is not None
