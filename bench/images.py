@@ -33,11 +33,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from results import markers, write_section  # noqa: E402 - bench/results.py, beside this script
+
 from chalicelib.docker.builder import BuildReport, DockerImageBuilder  # noqa: E402
 from chalicelib.local import RuntimeApiServer  # noqa: E402
 from chalicelib.services.intake import manifest_for_dir  # noqa: E402
 
-RESULTS = ROOT / "bench" / "RESULTS.md"
 NOTES = """
 What is in the size. **base**: Debian 12 minbase + python3 from debootstrap, docs, man pages, locales,
 gconv and apt lists removed. **venv**: the environment's wheels installed with their `.pyc` files, minus the
@@ -55,7 +56,7 @@ read-only root makes Python compile every module in memory at each cold start (t
 iris-onnx draws a bar chart per answer: importing matplotlib's pyplot and building its font cache in /tmp
 is most of its extra init; iris-skops pays for skops.io importing every scikit-learn estimator module.
 """
-MARK_BEGIN, MARK_END = "<!-- images:begin -->", "<!-- images:end -->"
+MARK_BEGIN, MARK_END = markers("images")
 EXAMPLES = ROOT / "examples"
 IRIS = {"rows": [[5.1, 3.5, 1.4, 0.2]]}
 DIGIT = EXAMPLES / "digits-onnx" / "samples" / "digit-7.png"
@@ -244,13 +245,7 @@ def main() -> None:
     print(table)
     if args.no_write:
         return
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
-    if MARK_BEGIN in text:
-        head, rest = text.split(MARK_BEGIN, 1)
-        text = head + table + rest.split(MARK_END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + table + "\n"
-    RESULTS.write_text(text)
+    write_section("images", table)
 
 
 if __name__ == "__main__":

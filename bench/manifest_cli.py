@@ -14,9 +14,10 @@ import sys
 import time
 from pathlib import Path
 
+from results import markers, write_section  # bench/results.py, beside this script
+
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "RESULTS.md"
-MARK_BEGIN, MARK_END = "<!-- manifest_cli:begin -->", "<!-- manifest_cli:end -->"
+MARK_BEGIN, MARK_END = markers("manifest_cli")
 
 
 def timed(cmd: list[str], runs: int) -> list[float]:
@@ -63,13 +64,7 @@ def main() -> None:
     print(table)
     if args.no_write:
         return
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
-    if MARK_BEGIN in text:
-        head, rest = text.split(MARK_BEGIN, 1)
-        text = head + table + rest.split(MARK_END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + table + "\n"
-    RESULTS.write_text(text)
+    write_section("manifest_cli", table)
 
 
 if __name__ == "__main__":

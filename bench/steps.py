@@ -22,12 +22,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from results import markers, write_section  # noqa: E402 - bench/results.py, beside this script
+
 from chalicelib.runtime.handler import load  # noqa: E402
 from chalicelib.runtime.layout import prepare_model_dir  # noqa: E402
 from chalicelib.services.intake import manifest_for_dir  # noqa: E402
 
-RESULTS = ROOT / "bench" / "RESULTS.md"
-MARK_BEGIN, MARK_END = "<!-- steps:begin -->", "<!-- steps:end -->"
+MARK_BEGIN, MARK_END = markers("steps")
 EXAMPLES = ROOT / "examples"
 IRIS_RECORD = {"sepal_length": 6.4, "sepal_width": 3.2, "petal_length": 4.5, "petal_width": 1.5}
 
@@ -124,13 +125,7 @@ def main() -> None:
     print(section)
     if args.no_write:
         return
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
-    if MARK_BEGIN in text:
-        head, rest = text.split(MARK_BEGIN, 1)
-        text = head + section + rest.split(MARK_END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    RESULTS.write_text(text)
+    write_section("steps", section)
 
 
 if __name__ == "__main__":

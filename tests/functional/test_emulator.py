@@ -340,20 +340,6 @@ def test_an_update_retires_the_old_environments(images: Any) -> None:
 # --------------------------------------------------------------------------- a real image in a container
 
 
-@pytest.fixture(scope="module")
-def engine() -> Any:
-    import docker
-
-    try:
-        client = docker.from_env(timeout=900)
-        client.ping()
-    except docker.errors.DockerException as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must have a docker engine (.ci/run starts dockerd): {exc}")
-        pytest.skip(f"no docker engine answers: {exc}")
-    return client
-
-
 def _iris_image(engine: Any) -> str:
     """The iris-onnx image from the image builder (built here if the builder is there)."""
     try:
