@@ -45,6 +45,7 @@ def _build(c: wiring.Container) -> Services:
         c.clock,
         max_bundle_bytes=c.settings.max_bundle_bytes,
         upload_expires_s=c.settings.upload_expires_s,
+        functions=c.functions,
     )
     return Services(
         container=c,

@@ -464,3 +464,6 @@ class DeploymentService:
             )
         if self.models.get_model(dep.model_name).default_version is None:
             self.models.set_default_version(dep.model_name, dep.version)
+            deployed = attempt.manifest().deployment
+            if deployed is not None:  # the first ready version goes live
+                self.container.functions.promote(deployed)

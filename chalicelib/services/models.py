@@ -12,7 +12,14 @@ from typing import Literal
 from chalicelib.core.config import SLUG
 from chalicelib.core.errors import Conflict, Forbidden, InvalidRequest, NotFound, TooLarge
 from chalicelib.core.manifest import ModelConfigFile
-from chalicelib.core.ports import AccountStore, ArtifactStore, Clock, ModelStore, PresignedUpload
+from chalicelib.core.ports import (
+    AccountStore,
+    ArtifactStore,
+    Clock,
+    FunctionManager,
+    ModelStore,
+    PresignedUpload,
+)
 from chalicelib.core.records import Account, Grant, ModelRecord, VersionRecord
 from chalicelib.services.deployments import upload_key
 
@@ -29,6 +36,7 @@ class ModelService:
         *,
         max_bundle_bytes: int,
         upload_expires_s: int,
+        functions: FunctionManager | None = None,
     ) -> None:
         self.models = models
         self.accounts = accounts
@@ -36,6 +44,7 @@ class ModelService:
         self.clock = clock
         self.max_bundle_bytes = max_bundle_bytes
         self.upload_expires_s = upload_expires_s
+        self.functions = functions
 
     # ------------------------------------------------------------------ visibility
 
@@ -140,7 +149,11 @@ class ModelService:
         record = self.get_version(caller, name, version)
         if record.status != "READY":
             raise Conflict(f"version {version} of {name!r} is {record.status}, not READY")
-        return self.models.set_default_version(name, version)
+        model = self.models.set_default_version(name, version)
+        deployed = self.get_config_file(caller, name, version).deployment
+        if self.functions is not None and deployed is not None:  # move the `live` alias with it
+            self.functions.promote(deployed)
+        return model
 
     def delete_version(self, caller: Account, name: str, version: int) -> None:
         model = self.owned(caller, name)

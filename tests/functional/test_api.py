@@ -180,6 +180,8 @@ def test_default_version_switch_rollback_and_delete(container: wiring.Container,
     assert alice.call("PUT", "/v1/models/iris/default", {"version": 1}).status_code == 200  # rollback
     assert alice.call("DELETE", "/v1/models/iris/versions/2").status_code == 204
     assert [v["version"] for v in alice.call("GET", "/v1/models/iris/versions").json_body] == [1]
+    promoted = container.functions.promoted  # type: ignore[attr-defined]
+    assert [d.functions[0].version for d in promoted] == ["1", "2", "1"]  # the `live` alias follows
 
 
 def test_a_rejected_config_fails_the_deployment_with_the_cores_message(
