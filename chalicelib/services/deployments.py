@@ -77,7 +77,7 @@ class DeploymentBusy(Exception):
     """Another handler holds the deployment; not a ``ModelportError``, so the SQS message is retried."""
 
 
-def _mb(n: int) -> str:
+def mb(n: int) -> str:
     return f"{n / (1024 * 1024):.1f} MB"
 
 
@@ -117,14 +117,14 @@ class _Attempt:
         if self._root is None:
             limit = self.service.container.settings.max_bundle_bytes
             if self.size > limit:
-                raise TooLarge(f"bundle is {_mb(self.size)}, over the {_mb(limit)} limit")
+                raise TooLarge(f"bundle is {mb(self.size)}, over the {mb(limit)} limit")
             archive = self.workdir / "bundle"
             artifacts = self.service.container.artifacts
             try:
                 info = artifacts.download(self.key, archive, max_bytes=limit)
             except TooLarge:
                 size = artifacts.head(self.key).size_bytes
-                raise TooLarge(f"bundle is {_mb(size)}, over the {_mb(limit)} limit") from None
+                raise TooLarge(f"bundle is {mb(size)}, over the {mb(limit)} limit") from None
             except NotFound:
                 raise NotFound(f"the bundle {self.dep.source} is gone; upload it again") from None
             if self.etag and info.etag.strip('"') != self.etag:

@@ -21,7 +21,7 @@ from chalicelib.core.ports import (
     PresignedUpload,
 )
 from chalicelib.core.records import Account, Grant, ModelRecord, VersionRecord
-from chalicelib.services.deployments import upload_key
+from chalicelib.services.deployments import mb, upload_key
 
 BundleFormat = Literal["tar.gz", "zip"]
 
@@ -102,7 +102,7 @@ class ModelService:
         """Reserve the next version and hand out a presigned upload for its bundle."""
         if size_bytes > self.max_bundle_bytes:
             raise TooLarge(
-                f"bundle is {_mb(size_bytes)}, over the {_mb(self.max_bundle_bytes)} limit",
+                f"bundle is {mb(size_bytes)}, over the {mb(self.max_bundle_bytes)} limit",
                 hint="leave training data and caches out of the bundle",
             )
         try:
@@ -150,9 +150,10 @@ class ModelService:
         if record.status != "READY":
             raise Conflict(f"version {version} of {name!r} is {record.status}, not READY")
         model = self.models.set_default_version(name, version)
-        deployed = self.get_config_file(caller, name, version).deployment
-        if self.functions is not None and deployed is not None:  # move the `live` alias with it
-            self.functions.promote(deployed)
+        if self.functions is not None and record.manifest:  # move the `live` alias with it
+            deployed = ModelConfigFile.model_validate_json(record.manifest).deployment
+            if deployed is not None:
+                self.functions.promote(deployed)
         return model
 
     def delete_version(self, caller: Account, name: str, version: int) -> None:
@@ -181,7 +182,3 @@ class ModelService:
     def list_grants(self, caller: Account, name: str) -> list[Grant]:
         self.owned(caller, name)
         return self.accounts.list_grants(name)
-
-
-def _mb(n: int) -> str:
-    return f"{n / (1024 * 1024):.1f} MB"
