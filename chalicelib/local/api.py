@@ -1,0 +1,104 @@
+"""The Chalice control plane served over HTTP on 127.0.0.1 like ``chalice local``, minus its stall.
+
+``chalice local`` answers keep-alive connections in ~44 ms: its HTTP/1.1 handler leaves Nagle's algorithm
+on, so the body written after the headers waits for the client's delayed ACK. This server is the same
+``chalice.local.LocalDevServer`` (the same ``LocalGateway``: routes, authorizers, binary types, CORS) with
+a handler that sets TCP_NODELAY and a threading server, so keep-alive clients get sub-millisecond
+answers. Requests run on a thread each; the app's ``current_request`` is made thread-local (chalice's
+``LocalChalice``), as ``chalice local`` does.
+
+This module needs chalice by nature; nothing else in ``chalicelib.local`` imports it.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from http.server import ThreadingHTTPServer
+from typing import Any
+
+from chalice.app import Chalice
+from chalice.config import Config
+from chalice.local import ChaliceRequestHandler, LocalChalice, LocalDevServer
+
+
+class _NoDelayHandler(ChaliceRequestHandler):
+    """chalice's handler with Nagle off (``StreamRequestHandler.setup`` sets TCP_NODELAY)."""
+
+    disable_nagle_algorithm = True
+
+    def log_message(self, format: str, *args: Any) -> None:  # one stderr line per request otherwise
+        pass
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client hanging up is not our error
+            super().handle_error(request, client_address)
+
+
+class ApiServer:
+    """Serves ``app`` on ``host:port`` (0: any free port) in a background thread; ``url`` once started.
+
+    The app's class is swapped for a ``LocalChalice`` subclass while it is served (thread-local
+    ``current_request``; concurrent requests would otherwise see each other's) and restored on ``stop``.
+    """
+
+    def __init__(
+        self,
+        app: Chalice,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        config: Config | None = None,
+    ) -> None:
+        self.app = app
+        self.host = host
+        self.port = port
+        self.config = config or Config.create(chalice_stage="local", app_name=app.app_name)
+        self._dev: LocalDevServer | None = None
+        self._thread: threading.Thread | None = None
+        self._original_class: type[Chalice] | None = None
+
+    @property
+    def url(self) -> str:
+        if self._dev is None:
+            raise RuntimeError("the API server is not started")
+        host, port = self._dev.server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> ApiServer:
+        if self._dev is not None:
+            return self
+        original = type(self.app)
+        if not isinstance(self.app, LocalChalice):
+            local_class = type(f"Local{original.__name__}", (LocalChalice, original), {})
+            self.app.__class__ = local_class
+            self._original_class = original
+        self._dev = LocalDevServer(
+            self.app, self.config, self.host, self.port, handler_cls=_NoDelayHandler, server_cls=_Server
+        )
+        self._thread = threading.Thread(target=self._dev.server.serve_forever, name="api", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._dev is None:
+            return
+        self._dev.shutdown()
+        if self._thread is not None:
+            self._thread.join()
+        self._dev.server.server_close()
+        self._dev = self._thread = None
+        if self._original_class is not None:
+            self.app.__class__ = self._original_class
+            self._original_class = None
+
+    def __enter__(self) -> ApiServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
