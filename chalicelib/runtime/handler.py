@@ -21,12 +21,14 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 from pydantic import ValidationError
 
 from chalicelib.core.manifest import ModelConfigFile
-from chalicelib.core.protocol import Boxes, Figure, Json, Labels, Tensors, Value
+from chalicelib.core.pipeline import stages_of
+from chalicelib.core.protocol import Boxes, Figure, Json, Labels, Records, Tensors, Value, dtype_name
 from chalicelib.runtime.codecs import (
     Problems,
     RequestError,
@@ -43,6 +45,14 @@ from chalicelib.runtime.codecs import (
     to_jsonable,
     unsupported_media_type,
 )
+from chalicelib.runtime.intermediate import (
+    IntermediateError,
+    decode_invocation,
+    decode_value,
+    document,
+    encode_invocation,
+    read_document,
+)
 from chalicelib.runtime.layout import DEFAULT_MODEL_DIR, MODEL_CONFIG, MODEL_DIR_ENV
 from chalicelib.runtime.loaders import Model, ModelLoadError, load_model
 from chalicelib.runtime.steps import FigureValue, Invocation, RunStep, Table, build_steps
@@ -51,6 +61,11 @@ log = logging.getLogger("modelport.runtime")
 
 STAGES = ("decode_ms", "pre_ms", "model_ms", "post_ms", "encode_ms")
 """Every response's timings; each step adds its own (``pre.tabular_ms``, ``post.bar_chart_ms``, ...)."""
+
+Role = Literal["fused", "pre", "model", "post"]
+ROLES: tuple[Role, ...] = ("fused", "pre", "model", "post")
+ROLE_ENV = "MODELPORT_ROLE"
+"""Which part of the pipeline this function runs (docs/pipelines.md); unset means ``fused``."""
 
 
 class ModelFailure(Exception):
@@ -88,15 +103,35 @@ class _Clock:
         self.timings[self.key] += (time.perf_counter() - self.t0) * 1000
 
 
+def _ordered(timings: dict[str, float]) -> dict[str, float]:
+    """Stages first, then ``init_ms``, then the steps in the order they ran (one Server-Timing order)."""
+    head = [*STAGES, "init_ms"]
+    keys = [k for k in head if k in timings] + [k for k in timings if k not in head]
+    return {k: round(timings[k], 3) for k in keys}
+
+
 def _reply(status: int, body: Any, content_type: str = "application/json") -> dict[str, Any]:
     return {"status": status, "content_type": content_type, "body": dumps(body), "body_encoding": "utf8"}
 
 
 class Runtime:
-    """One loaded model with its pre and post steps, answering invocation events."""
+    """One loaded model with its pre and post steps, answering invocation events.
+
+    ``role`` is the part of the pipeline this function runs: ``fused`` all of it; in a chained pipeline
+    ``pre`` (decode + pre steps), ``model`` and ``post`` (post steps + encode). The first stage of a chain
+    takes the invocation event, the last one answers the response document, and each one before the last
+    answers an intermediate document for the next (``runtime/intermediate.py``). ``model`` is None in the
+    roles that do not run it.
+    """
 
     def __init__(
-        self, manifest: ModelConfigFile, model: Model, pre: list[RunStep], post: list[RunStep], init_ms: float
+        self,
+        manifest: ModelConfigFile,
+        model: Model | None,
+        pre: list[RunStep],
+        post: list[RunStep],
+        init_ms: float,
+        role: Role = "fused",
     ) -> None:
         self.manifest = manifest
         self.protocol = manifest.protocol
@@ -104,43 +139,99 @@ class Runtime:
         self.pre = pre
         self.post = post
         self.init_ms = init_ms
+        self.role: Role = role
         self._cold = True
+        chain = stages_of(manifest)
+        if role != "fused" and role not in chain:
+            raise ModelLoadError(f"{manifest.name} has no {role} stage (its chain: {', '.join(chain)})")
+        self.first = role == "fused" or chain[0] == role
+        self.last = role == "fused" or chain[-1] == role
+        self.next: Role | None = None if self.last else chain[chain.index(role) + 1]  # type: ignore[arg-type]
+        self.runs: frozenset[str] = (
+            frozenset(("pre", "model", "post")) if role == "fused" else frozenset((role,))
+        )
+        # Only an overlay draws on the request's image: carry it to the post stage only for one.
+        self.carry_image = any(ref.step == "overlay" for ref in manifest.processing.post)
 
     def handle(self, event: Any) -> dict[str, Any]:
         timings = dict.fromkeys(STAGES, 0.0)
-        if self._cold:
-            timings["init_ms"] = self.init_ms
-            self._cold = False
+        cold, self._cold = self._cold, False
         clock = _Clock(timings)
         try:
-            if not isinstance(event, Mapping):
-                raise invalid(f"the invocation event must be an object with a body, got {json_type(event)}")
-            content_type, accept = self._negotiate(event)
-            with clock("decode_ms"):
-                value = self._decode(event, content_type)
-            inv = Invocation()
-            with clock("pre_ms"):
-                for step in self.pre:
-                    value = self._run(step, value, inv, timings)
-            with clock("model_ms"):
-                try:
-                    value = self.model.predict(value)
-                except RequestError:
-                    raise
-                except Exception as exc:
-                    raise ModelFailure("model", exc) from exc
-            with clock("post_ms"):
-                for step in self.post:
-                    value = self._run(step, value, inv, timings)
-            with clock("encode_ms"):
-                response = self._encode(value, accept)
+            inv: Invocation | None = None
+            passed: dict[str, Any] = {}  # the invocation state as the previous stage sent it
+            if self.first:
+                if not isinstance(event, Mapping):
+                    raise invalid(
+                        f"the invocation event must be an object with a body, got {json_type(event)}"
+                    )
+                content_type, accept = self._negotiate(event)
+                with clock("decode_ms"):
+                    value = self._decode(event, content_type)
+                inv = Invocation()
+            else:
+                with clock(f"{self.role}_ms"):
+                    doc = read_document(event, self.role)
+                    timings.update({k: float(v) for k, v in doc["timings"].items()})
+                    accept, passed = doc["accept"], doc["invocation"]
+                    value = decode_value(doc["value"])
+                    if "post" in self.runs:
+                        inv = decode_invocation(passed)
+            if "pre" in self.runs:
+                assert inv is not None
+                with clock("pre_ms"):
+                    for step in self.pre:
+                        value = self._run(step, value, inv, timings)
+            if "model" in self.runs:
+                assert self.model is not None
+                with clock("model_ms"):
+                    try:
+                        value = self.model.predict(value)
+                    except RequestError:
+                        raise
+                    except Exception as exc:
+                        raise ModelFailure("model", exc) from exc
+            if "post" in self.runs:
+                assert inv is not None
+                with clock("post_ms"):
+                    for step in self.post:
+                        value = self._run(step, value, inv, timings)
+            if self.last:
+                with clock("encode_ms"):
+                    response = self._encode(value, accept)
+            else:
+                with clock(f"{self.role}_ms"):
+                    response = self._hand_on(value, inv, passed, accept, timings)
         except RequestError as exc:
             response = _reply(exc.status, exc.body())
         except ModelFailure as exc:
             log.error("%s failed", exc.stage, exc_info=exc.exc)
             response = _reply(502, exc.body())
-        response["timings"] = {k: round(v, 3) for k, v in timings.items()}
+        except IntermediateError as exc:
+            log.error("bad intermediate document: %s", exc)
+            response = _reply(500, {"code": "PipelineError", "message": str(exc), "stage": self.role})
+        if cold:  # a chain adds up the cold starts it waited for
+            timings["init_ms"] = timings.get("init_ms", 0.0) + self.init_ms
+        response["timings"] = _ordered(timings)
         return response
+
+    def _hand_on(
+        self,
+        value: Any,
+        inv: Invocation | None,
+        passed: dict[str, Any],
+        accept: str,
+        timings: dict[str, float],
+    ) -> dict[str, Any]:
+        """The intermediate document for the next stage; a value that cannot cross stages is the
+        failure of whoever produced it (the last pre step, or the model)."""
+        assert self.next is not None
+        state = encode_invocation(inv, image=self.carry_image) if inv is not None else passed
+        try:
+            return document(self.next, value, state, accept, {})
+        except IntermediateError as exc:
+            stage = self.pre[-1].stage if self.role == "pre" and self.pre else "model"
+            raise ModelFailure(stage, TypeError(str(exc))) from exc
 
     # ----------------------------------------------------------------------- stages
 
@@ -238,9 +329,16 @@ class Runtime:
 
     def warm_up(self) -> None:
         """Run the protocol's example request once, so the first real request finds kernels chosen,
-        arenas allocated and fonts loaded. Only logged if it fails: the example is generic."""
-        example = {"body": dumps(self.protocol.request.example), "content_type": "application/json"}
+        arenas allocated and fonts loaded. Only logged if it fails: the example is generic.
+
+        A stage that is not first gets the example as the stages before it would hand it on: the model
+        stage runs the pre steps it was given for this, the post stage gets zeros of the model's outputs."""
+        example: Any = {"body": dumps(self.protocol.request.example), "content_type": "application/json"}
         try:
+            if not self.first:
+                example = self._warm_up_document(example)
+                if example is None:
+                    return
             response = self.handle(example)
         except Exception:
             log.warning("the warm-up request failed", exc_info=True)
@@ -250,10 +348,50 @@ class Runtime:
         if response["status"] != 200:
             log.warning("the warm-up request answered %s: %s", response["status"], response["body"][:300])
 
+    def _warm_up_document(self, example: dict[str, Any]) -> dict[str, Any] | None:
+        if self.role == "model":
+            pre = Runtime(self.manifest, None, self.pre, [], 0.0, role="pre")
+            return pre.handle(example)
+        outputs = _zeros(self.manifest.native.outputs)
+        if outputs is None:
+            return None
+        inv = Invocation()
+        request = self.protocol.request_value
+        if isinstance(request, Records):
+            inv.table = (tuple(f.name for f in request.features), np.zeros((1, len(request.features))))
+        accept = self.protocol.response.content_types[0]
+        return document("post", outputs, encode_invocation(inv, image=False), accept, {})
 
-def load(model_dir: Path | str, *, warm: bool = True, started: float | None = None) -> Runtime:
-    """Load ``model_dir/model-config.json`` and its model; ``init_ms`` counts from ``started``."""
+
+def _zeros(spec: Value) -> dict[str, Any] | None:
+    """One row of zeros for every output of ``spec``; None when some output is not a numeric tensor."""
+    if not isinstance(spec, Tensors):
+        return None
+    out: dict[str, Any] = {}
+    for tensor in spec.tensors:
+        if tensor.datatype is None or tensor.datatype == "BYTES":
+            return None
+        shape = tuple(d if isinstance(d, int) and d > 0 else 1 for d in tensor.shape)
+        out[tensor.name] = np.zeros(shape, dtype=dtype_name(tensor.datatype))
+    return out
+
+
+def role_from_env() -> Role:
+    role = os.environ.get(ROLE_ENV) or "fused"
+    if role not in ROLES:
+        raise ModelLoadError(f"{ROLE_ENV}={role!r}: expected one of {', '.join(ROLES)}")
+    return role
+
+
+def load(
+    model_dir: Path | str, *, warm: bool = True, started: float | None = None, role: Role | None = None
+) -> Runtime:
+    """Load ``model_dir/model-config.json`` and what ``role`` runs of it (default: ``$MODELPORT_ROLE``,
+    else fused): the pre stage binds only the pre steps, the post stage only the post steps and neither
+    opens the model, so each function of a chain imports only what it needs. ``init_ms`` counts from
+    ``started``."""
     t0 = time.perf_counter() if started is None else started
+    role = role_from_env() if role is None else role
     model_dir = Path(model_dir)
     path = model_dir / MODEL_CONFIG
     try:
@@ -262,8 +400,19 @@ def load(model_dir: Path | str, *, warm: bool = True, started: float | None = No
         raise ModelLoadError(f"cannot read the model config file {path}: {exc.strerror or exc}") from None
     except ValidationError as exc:
         raise ModelLoadError(f"{path} is not a valid model config file: {exc}") from None
-    pre, post = build_steps(manifest, model_dir)
-    runtime = Runtime(manifest, load_model(manifest, model_dir), pre, post, init_ms=0.0)
+    chain = stages_of(manifest)
+    if role != "fused" and role not in chain:
+        raise ModelLoadError(f"{manifest.name} has no {role} stage (its chain: {', '.join(chain)})")
+    # The model stage binds the pre steps too when it is not first: its warm-up runs them.
+    wanted = {
+        "fused": ("pre", "post"),
+        "pre": ("pre",),
+        "model": () if chain[0] == "model" else ("pre",),
+        "post": ("post",),
+    }[role]
+    pre, post = build_steps(manifest, model_dir, stages=wanted)
+    model = load_model(manifest, model_dir) if role in ("fused", "model") else None
+    runtime = Runtime(manifest, model, pre, post, init_ms=0.0, role=role)
     if warm:
         runtime.warm_up()
     runtime.init_ms = round((time.perf_counter() - t0) * 1000, 3)

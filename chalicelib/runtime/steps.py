@@ -19,7 +19,7 @@ import math
 import re
 import unicodedata
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -919,8 +919,12 @@ def timing_names(steps: list[RunStep]) -> list[RunStep]:
     return named
 
 
-def build_steps(manifest: ModelConfigFile, model_dir: Path) -> tuple[list[RunStep], list[RunStep]]:
-    """Replay the manifest's chain (as ``core/chain.py`` resolved it) and bind each step's arguments."""
+def build_steps(
+    manifest: ModelConfigFile, model_dir: Path, *, stages: Collection[str] = ("pre", "post")
+) -> tuple[list[RunStep], list[RunStep]]:
+    """Replay the manifest's chain (as ``core/chain.py`` resolved it) and bind each step's arguments;
+    only the steps of ``stages`` are bound (a chained pipeline's pre function never imports matplotlib).
+    The other list is empty."""
     native = manifest.native
     labels = manifest.labels
     if labels is None and native.classes is not None:
@@ -929,14 +933,14 @@ def build_steps(manifest: ModelConfigFile, model_dir: Path) -> tuple[list[RunSte
     ctx = StepContext(native=native, labels=labels, user_types=user_types)
     pre: list[RunStep] = []
     value: Value = manifest.protocol.request_value
-    for ref in manifest.processing.pre:
+    for ref in manifest.processing.pre if "pre" in stages else ():
         step = ref.bind("pre")
         pre.append(_bind(step, ref, value, ctx, manifest, model_dir))
         value = step.apply(value, ctx)
     post: list[RunStep] = []
     ctx = replace(ctx, request=manifest.protocol.request_value)
     value = native.outputs
-    for ref in manifest.processing.post:
+    for ref in manifest.processing.post if "post" in stages else ():
         step = ref.bind("post")
         post.append(_bind(step, ref, value, ctx, manifest, model_dir))
         value = step.apply(value, ctx)
