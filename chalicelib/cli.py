@@ -30,7 +30,8 @@ def _friendly(func: F) -> F:
             return func(*args, **kwargs)
         except ModelportError as exc:
             click.echo(f"error: {exc}", err=True)
-            sys.exit(USAGE_ERROR)
+            status = getattr(exc, "status", 400)  # the API's answer: a 5xx is not the user's mistake
+            sys.exit(1 if isinstance(status, int) and status >= 500 else USAGE_ERROR)
         except (OSError, MemoryError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
@@ -300,6 +301,288 @@ def registry_stop(port: int) -> None:
     )
 
 
+# --------------------------------------------------------------------------- the local stack
+
+
+def _stack_home() -> Path:
+    from chalicelib.local.stack import home
+
+    return home()
+
+
+def _running() -> Any:
+    """The running local stack's state, or None."""
+    from chalicelib.local.stack import StackState, pid_alive
+
+    state = StackState.read(_stack_home())
+    return state if state is not None and state.ready and pid_alive(state.pid) else None
+
+
+def _show_stack(state: Any, verb: str) -> None:
+    click.echo(f"local stack {verb} (pid {state.pid}): {state.launcher} environments ({state.launcher_note})")
+    click.echo(f"  API           {state.api_url}")
+    click.echo(f"  AWS endpoint  {state.endpoint_url}   (for boto3 / the aws CLI: AWS_ENDPOINT_URL)")
+    click.echo(f"  registry      {state.registry or '- (process images)'}")
+    click.echo(f"  admin key     {state.admin_key}   (saved in {_stack_home() / 'stack.json'})")
+    click.echo(f"  log           {state.log_file}")
+
+
+def start_stack(edge_port: int, api_port: int, launcher: str, wait_s: float) -> Any:
+    """Start ``python -m chalicelib.local.stack`` in its own session and wait until it is ready."""
+    import subprocess
+    import time
+
+    from chalicelib.local.stack import StackState, pid_alive
+
+    home = _stack_home()
+    home.mkdir(parents=True, exist_ok=True)
+    log_file = home / "stack.log"
+    with log_file.open("wb") as log:
+        child = subprocess.Popen(
+            [
+                sys.executable, "-m", "chalicelib.local.stack", "--edge-port", str(edge_port),
+                "--api-port", str(api_port), "--launcher", launcher, "--home", str(home),
+                "--log-file", str(log_file),
+            ],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        state = StackState.read(home)
+        if state is not None and state.pid == child.pid and state.ready:
+            return state
+        if child.poll() is not None or not pid_alive(child.pid):
+            tail = log_file.read_text(errors="replace").strip().splitlines()[-5:]
+            errors = [line for line in tail if line.startswith("error: ")]
+            raise ModelportError(
+                (errors[-1].removeprefix("error: ") if errors else "the local stack exited while starting"),
+                hint=f"see {log_file}",
+            )
+        time.sleep(0.2)
+    child.terminate()
+    raise ModelportError(f"the local stack did not start within {wait_s:.0f} s", hint=f"see {log_file}")
+
+
+def stop_stack() -> bool:
+    """Stop the running local stack by its PID; False when none runs."""
+    import signal
+    import time
+
+    from chalicelib.local.stack import STATE_FILE, StackState, pid_alive
+
+    home = _stack_home()
+    state = StackState.read(home)
+    if state is None or not pid_alive(state.pid):
+        (home / STATE_FILE).unlink(missing_ok=True)
+        return False
+    os.kill(state.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while pid_alive(state.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if pid_alive(state.pid):
+        os.kill(state.pid, signal.SIGKILL)
+    (home / STATE_FILE).unlink(missing_ok=True)
+    return True
+
+
+stack_options = [
+    click.option("--edge-port", type=click.IntRange(1, 65535), default=4566, show_default=True,
+                 help="the AWS endpoint (moto + the Lambda emulator)"),
+    click.option("--api-port", type=click.IntRange(1, 65535), default=8000, show_default=True,
+                 help="the Modelport API"),
+    click.option("--launcher", type=click.Choice(["auto", "container", "process"]), default="auto",
+                 show_default=True, help="execution environments: containers need a docker engine"),
+]  # fmt: skip
+
+
+def _with_stack_options(func: F) -> F:
+    for option in reversed(stack_options):
+        func = option(func)
+    return func
+
+
+@cli.command()
+@_with_stack_options
+@click.option("--wait", "wait_s", type=click.FloatRange(1, 3600), default=180, show_default=True)
+@_friendly
+def up(edge_port: int, api_port: int, launcher: str, wait_s: float) -> None:
+    """Start the local stack in the background: AWS endpoint, Lambda emulator, API, event pump."""
+    state = _running()
+    if state is not None:
+        _show_stack(state, "is already running")
+        return
+    click.echo("starting the local stack ...", err=True)
+    _show_stack(start_stack(edge_port, api_port, launcher, wait_s), "up")
+    click.echo(
+        "state lives in memory: `modelport down` forgets every model (built images and wheels stay cached)"
+    )
+
+
+@cli.command()
+@_friendly
+def down() -> None:
+    """Stop the local stack started by `modelport up` (its containers too)."""
+    click.echo("stopped the local stack" if stop_stack() else "no local stack is running")
+
+
+# --------------------------------------------------------------------------- deploy, invoke, logs
+
+
+def _client() -> Any:
+    from chalicelib.client import Client, connection
+
+    return Client(connection())
+
+
+class _Ticker:
+    """On a terminal, one line that shows what a long wait is at; elsewhere nothing."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.shown = False
+
+    def line(self, text: str) -> None:
+        self.clear()
+        click.echo(text, err=True)
+
+    def tick(self, text: str) -> None:
+        if self.tty:
+            click.echo("\r\x1b[K" + text, nl=False, err=True)
+            self.shown = True
+
+    def clear(self) -> None:
+        if self.shown:
+            click.echo("\r\x1b[K", nl=False, err=True)
+            self.shown = False
+
+
+@cli.command("deploy")
+@model_dir_arg
+@click.option("--timeout", "timeout_s", type=click.FloatRange(1, 7200), default=1800, show_default=True)
+@_friendly
+def deploy_cmd(model_dir: Path, timeout_s: float) -> None:
+    """Upload DIR as a new version and follow its deployment to READY (or the reason it failed)."""
+    from chalicelib.client import deploy
+
+    client = _client()
+    ticker = _Ticker()
+    try:
+        outcome = deploy(client, model_dir, progress=ticker.line, tick=ticker.tick, timeout_s=timeout_s)
+    finally:
+        ticker.clear()
+    if outcome.status != "READY":
+        click.echo(f"error: {outcome.name} v{outcome.version} {outcome.status}: {outcome.reason}", err=True)
+        sys.exit(1)
+    config = outcome.config or {}
+    container = config.get("container") or {}
+    deployment = config.get("deployment") or {}
+    click.echo(f"{outcome.name} v{outcome.version} READY in {outcome.seconds:.1f} s")
+    click.echo(f"  image      {container.get('image_uri', '-')} ({container.get('image_digest', '-')[:19]})")
+    functions = ", ".join(
+        f"{f['function_name']}:{f.get('version') or '$LATEST'}" for f in deployment.get("functions", [])
+    )
+    click.echo(f"  functions  {functions} ({deployment.get('mode', '-')})")
+    click.echo(f"  invoke     POST {client.conn.api_url}/v1/models/{outcome.name}/invoke")
+
+
+CONTENT_TYPES = {
+    ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp",
+    ".csv": "text/csv", ".json": "application/json",
+}  # fmt: skip
+
+
+@cli.command("invoke")
+@click.argument("name")
+@click.option("--json", "json_text", metavar="JSON", default=None, help="the request body, JSON")
+@click.option("--file", "file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="the request body from a file (.json, .csv, .png, .jpg, .webp)")  # fmt: skip
+@click.option("--content-type", default=None, help="the body's media type (default: from --file's name)")
+@click.option("--accept", default=None, help="the answer's media type (default: image/png for --out *.png)")
+@click.option("--version", "version", type=click.IntRange(min=1), default=None, help="default: the default")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="save the answer")
+@_friendly
+def invoke_cmd(
+    name: str, json_text: str | None, file: Path | None, content_type: str | None, accept: str | None,
+    version: int | None, out: Path | None,
+) -> None:  # fmt: skip
+    """Invoke model NAME with a request body; print the answer (or save it with --out)."""
+    import time
+
+    from chalicelib.client import invoke
+
+    if (json_text is None) == (file is None):
+        raise click.UsageError("give the request as --json '{...}' or --file PATH (one of them)")
+    if file is not None:
+        body = file.read_bytes()
+        media = content_type or CONTENT_TYPES.get(file.suffix.lower())
+        if media is None:
+            raise click.UsageError(f"cannot tell the media type of {file.name}: add --content-type")
+    else:
+        assert json_text is not None
+        body, media = json_text.encode(), content_type or "application/json"
+    if accept is None and out is not None and out.suffix.lower() == ".png":
+        accept = "image/png"
+    began = time.perf_counter()
+    answer = invoke(_client(), name, body, content_type=media, accept=accept, version=version)
+    ms = (time.perf_counter() - began) * 1000
+    kind = answer.headers.get("content-type", "")
+    timing = answer.headers.get("server-timing", "")
+    stages = ", ".join(
+        f"{m.split(';')[0].strip()} {m.split('dur=')[1]} ms"
+        for m in timing.split(",")
+        if "dur=" in m and "." not in m.split(";")[0]
+    )
+    click.echo(
+        f"{answer.status} {kind} in {ms:.1f} ms" + (f" (model service: {stages})" if stages else ""), err=True
+    )
+    if out is not None:
+        out.write_bytes(answer.body)
+        click.echo(f"wrote {out} ({len(answer.body)} bytes)", err=True)
+    elif kind.startswith("application/json"):
+        click.echo(json.dumps(answer.json(), indent=2))
+    elif kind.startswith("text/"):
+        click.echo(answer.body.decode(errors="replace"))
+    else:
+        raise click.UsageError(f"the answer is {kind}: save it with --out FILE")
+
+
+@cli.command("logs")
+@click.argument("name")
+@click.option("--since", "since_min", type=click.FloatRange(min=0), default=60, show_default=True,
+              help="minutes back")  # fmt: skip
+@click.option("-f", "--follow", is_flag=True, help="keep printing new lines")
+@_friendly
+def logs_cmd(name: str, since_min: float, follow: bool) -> None:
+    """Print the log lines of model NAME's functions (CloudWatch Logs, /aws/lambda/modelport-NAME*)."""
+    import time
+    from datetime import UTC, datetime
+
+    import boto3
+
+    from chalicelib.client import connection, log_lines
+    from chalicelib.local.stack import LOCAL_CREDENTIALS
+
+    conn = connection()
+    options: dict[str, Any] = {"endpoint_url": conn.endpoint_url}
+    if conn.endpoint_url is not None:  # the local stack: send no real credentials there
+        options.update(LOCAL_CREDENTIALS, region_name="us-east-1")
+    logs = boto3.client("logs", **options)
+    since_ms = int((time.time() - since_min * 60) * 1000)
+    shown = False
+    try:
+        for function, at, line in log_lines(logs, name, since_ms=since_ms, follow=follow):
+            stamp = datetime.fromtimestamp(at / 1000, UTC).strftime("%H:%M:%S.%f")[:-3]
+            click.echo(f"{stamp} {function}  {line}")
+            shown = True
+    except KeyboardInterrupt:
+        return
+    if not shown:
+        click.echo(f"no log lines of {name}'s functions in the last {since_min:g} minutes", err=True)
+
+
+# --------------------------------------------------------------------------- the demo
+
+
 @cli.command()
 @click.argument(
     "model_dirs", nargs=-1, type=click.Path(file_okay=False, exists=True, path_type=Path), metavar="[DIR]..."
@@ -307,31 +590,56 @@ def registry_stop(port: int) -> None:
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-output"), show_default=True
 )
+@click.option("--keep", is_flag=True, help="leave the local stack running afterwards")
+@_with_stack_options
 @_friendly
-def demo(model_dirs: tuple[Path, ...], out: Path) -> None:
-    """Render each example's visualization with the real runtime (in process) and save the PNGs.
+def demo(
+    model_dirs: tuple[Path, ...], out: Path, keep: bool, edge_port: int, api_port: int, launcher: str
+) -> None:
+    """Start the local stack, deploy every example, invoke each with its samples, save the answers.
 
-    Without DIR, every folder under examples/ with a modelport.yaml. The full local-stack demo (deploy and
-    invoke through the AWS APIs) grows from this.
+    Without DIR, every folder under examples/ with a modelport.yaml. Pictures are saved as
+    OUT/<model>/<sample>.png, other answers as .json; a summary table ends it.
     """
-    from chalicelib.services.demo import demo_pictures
+    from chalicelib.client import Client, connection
+    from chalicelib.services.demo import run_demo
 
-    dirs = model_dirs or tuple(sorted(p.parent for p in Path("examples").glob("*/modelport.yaml")))
+    dirs = list(model_dirs) or sorted(p.parent for p in Path("examples").glob("*/modelport.yaml"))
     if not dirs:
         raise click.UsageError("no model directories given and no examples/*/modelport.yaml here")
-    rows: list[tuple[str, str, str, str]] = []
-    for model_dir in dirs:
-        pictures = demo_pictures(model_dir, out)
-        if not pictures:
-            rows.append((model_dir.name, "-", "-", "no visualization in its protocol"))
-        for picture in pictures:
-            stages = ("decode_ms", "pre_ms", "model_ms", "post_ms", "encode_ms")
-            total = sum(picture.timings.get(k, 0.0) for k in stages)
-            where = str(picture.path) if picture.path else f"failed: {picture.problem}"
-            rows.append((model_dir.name, picture.sample, f"{total:.1f}", where))
-    widths = [max(len(r[i]) for r in [("model", "sample", "ms", "picture"), *rows]) for i in range(4)]
-    for row in [("model", "sample", "ms", "picture"), *rows]:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    state = _running()
+    started = state is None
+    if started:
+        click.echo("starting the local stack ...", err=True)
+        state = start_stack(edge_port, api_port, launcher, 180)
+        _show_stack(state, "up")
+    else:
+        _show_stack(state, "is running")
+    try:
+        client = Client(connection())
+        rows = run_demo(client, dirs, out, progress=lambda line: click.echo(line, err=True))
+    finally:
+        if started and not keep:
+            stop_stack()
+            click.echo("stopped the local stack (--keep leaves it running)", err=True)
+    header = ("model", "mode", "deploy s", "cold ms", "warm p50 ms", "answers")
+    table = [header]
+    for row in rows:
+        saved = ", ".join(str(a.path) if a.path else f"{a.sample}: {a.problem}" for a in row.answers)
+        table.append((
+            row.name,
+            row.mode,
+            f"{row.deployed.seconds:.1f}" if row.deployed else "-",
+            f"{row.cold_ms:.1f}" if row.cold_ms is not None else "-",
+            f"{row.warm_p50_ms:.1f}" if row.warm_p50_ms is not None else "-",
+            row.problem or saved,
+        ))  # fmt: skip
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    click.echo(f"\n{state.launcher} environments ({state.launcher_note}); answers in {out}/")
+    for cells in table:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
+    if not all(row.ok for row in rows):
+        sys.exit(1)
 
 
 def main() -> None:

@@ -47,9 +47,15 @@ class Settings:
     upload_expires_s: int = 900
     admin_key: str | None = field(default=None, repr=False)
     image_builder: str = "memory"
-    """``docker`` builds real images with the engine (CLI, CI, the local stack); ``memory`` is the twin."""
+    """``docker`` builds real images with the engine (CLI, CI, the local stack); ``process`` builds the
+    process images the local stack runs without an engine; ``memory`` is the twin."""
     registry: str | None = None
     """Where built images are pushed: ``127.0.0.1:5000``, ``ecr``, or nowhere (the local engine)."""
+    functions: str = "memory"
+    """``lambda`` creates the model functions through the Lambda API (AWS or the local stack's emulator);
+    ``memory`` is the twin."""
+    function_role: str = "arn:aws:iam::000000000000:role/modelport-functions"
+    """The execution role of model functions (``MODELPORT_FUNCTION_ROLE``; on AWS, the stage's role)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -74,6 +80,8 @@ class Settings:
             admin_key=get("admin_key", None),
             image_builder=get("image_builder", defaults.image_builder),
             registry=get("registry", None),
+            functions=get("functions", defaults.functions),
+            function_role=get("function_role", defaults.function_role),
         )
 
 
@@ -108,6 +116,13 @@ def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
     session = boto3.session.Session(region_name=settings.region)
     dynamodb = session.client("dynamodb", endpoint_url=settings.endpoint_url)
     s3 = session.client("s3", endpoint_url=settings.endpoint_url)
+    lambda_client = session.client("lambda", endpoint_url=settings.endpoint_url)
+    # Express sync executions go to a "sync-" host prefix that local endpoints don't answer.
+    sfn = session.client(
+        "stepfunctions",
+        endpoint_url=settings.endpoint_url,
+        config=Config(inject_host_prefix=settings.endpoint_url is None),
+    )
     associations = DynamoAssociationStore(settings.associations_table, dynamodb)
     images: ImageBuilder = MemoryImageBuilder(clock)
     if settings.image_builder == "docker":
@@ -118,6 +133,15 @@ def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
         images = DockerImageBuilder(
             registry=settings.registry, associations=associations, clock=clock, ecr=ecr
         )
+    elif settings.image_builder == "process":
+        from chalicelib.local.images import ProcessImageBuilder
+
+        images = ProcessImageBuilder()
+    functions: FunctionManager = MemoryFunctionManager()
+    if settings.functions == "lambda":
+        from chalicelib.aws.functions import LambdaFunctionManager
+
+        functions = LambdaFunctionManager(lambda_client, settings.function_role)
     return Container(
         settings=settings,
         clock=clock,
@@ -127,17 +151,8 @@ def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
         associations=associations,
         artifacts=S3ArtifactStore(settings.bundle_bucket, s3),
         images=images,
-        # The twin until the local stack wires LambdaFunctionManager (it needs an execution role).
-        functions=MemoryFunctionManager(),
-        invoker=LambdaInvoker(
-            session.client("lambda", endpoint_url=settings.endpoint_url),
-            # Express sync executions go to a "sync-" host prefix that local endpoints don't answer.
-            session.client(
-                "stepfunctions",
-                endpoint_url=settings.endpoint_url,
-                config=Config(inject_host_prefix=settings.endpoint_url is None),
-            ),
-        ),
+        functions=functions,
+        invoker=LambdaInvoker(lambda_client, sfn),
     )
 
 

@@ -1,22 +1,25 @@
-"""The pictures of ``modelport demo``: each example's visualization, rendered by the real runtime.
+"""``modelport demo``: deploy every example through the API, invoke each with its samples, save the answers.
 
-For a model directory whose response carries a figure, the model config file is made, the model laid out
-as in its image and loaded in process, and every request in ``samples/`` (PNG/JPEG/WebP images, CSV,
-JSON) sent with ``Accept: image/png``; each answer is saved as ``<out>/<model>/<sample>.png``. A model
-without samples gets its protocol's generated example request.
+Each model directory is deployed like a user would (``client.deploy``: bundle, presigned upload, the
+deployment it starts), then every request in its ``samples/`` (PNG/JPEG/WebP images, CSV, JSON) of a
+content type its protocol takes - or, without samples, the protocol's generated example - is sent to
+``POST /v1/models/{name}/invoke``. A model whose response carries a picture is asked for ``image/png``
+and the PNG saved as ``<out>/<model>/<sample>.png``; any other answer is saved as ``<sample>.json``.
+The first call of a model is its cold start; ``warm_calls`` more of its first sample give the warm latency.
 """
 
 from __future__ import annotations
 
-import base64
 import json
-import tempfile
-from dataclasses import dataclass
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from chalicelib.client import ApiError, Client, DeployOutcome, deploy, invoke
+from chalicelib.core.manifest import ModelConfigFile
 from chalicelib.core.protocol import Figure
-from chalicelib.runtime.handler import load
-from chalicelib.runtime.layout import prepare_model_dir
 from chalicelib.services.intake import manifest_for_dir
 
 SAMPLE_TYPES = {
@@ -31,55 +34,114 @@ MAX_SAMPLE_BYTES = 5 * 1024 * 1024
 
 
 @dataclass(frozen=True)
-class DemoPicture:
-    """One rendered picture, or why a sample gave none."""
+class Sample:
+    name: str
+    content_type: str
+    body: bytes
 
+
+def samples_of(model_dir: Path, manifest: ModelConfigFile) -> list[Sample]:
+    """The requests of ``model_dir/samples/`` its protocol takes; else the protocol's example request."""
+    offered = manifest.protocol.request.content_types
+    found = [
+        Sample(p.stem, SAMPLE_TYPES[p.suffix.lower()], p.read_bytes())
+        for p in sorted((model_dir / "samples").glob("*"))
+        if p.is_file()
+        and SAMPLE_TYPES.get(p.suffix.lower()) in offered
+        and p.stat().st_size <= MAX_SAMPLE_BYTES
+    ]
+    if found:
+        return found
+    return [Sample("example", "application/json", json.dumps(manifest.protocol.request.example).encode())]
+
+
+@dataclass
+class Answer:
     sample: str
+    status: int
+    ms: float
     path: Path | None
-    timings: dict[str, float]
     problem: str | None = None
 
 
-def demo_pictures(model_dir: Path, out_dir: Path) -> list[DemoPicture]:
-    """Render ``model_dir``'s visualization for each of its samples into ``out_dir/<name>/``;
-    ``[]`` when its response has no picture."""
-    manifest = manifest_for_dir(model_dir)
-    if not isinstance(manifest.protocol.response_value, Figure):
-        return []
-    offered = manifest.protocol.request.content_types
-    samples = sorted(
-        p
-        for p in (model_dir / "samples").glob("*")
-        if p.is_file() and SAMPLE_TYPES.get(p.suffix.lower()) in offered
-    )
-    events: list[tuple[str, dict[str, object]]] = []
-    for path in samples:
-        if path.stat().st_size > MAX_SAMPLE_BYTES:
+@dataclass
+class DemoRow:
+    name: str
+    deployed: DeployOutcome | None
+    answers: list[Answer] = field(default_factory=list)
+    warm_ms: list[float] = field(default_factory=list)
+    problem: str | None = None
+
+    @property
+    def mode(self) -> str:
+        config = self.deployed.config if self.deployed else None
+        return str(((config or {}).get("deployment") or {}).get("mode", "-"))
+
+    @property
+    def cold_ms(self) -> float | None:
+        return self.answers[0].ms if self.answers else None
+
+    @property
+    def warm_p50_ms(self) -> float | None:
+        return statistics.median(self.warm_ms) if self.warm_ms else None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None and all(a.problem is None for a in self.answers)
+
+
+def run_demo(
+    client: Client,
+    model_dirs: list[Path],
+    out_dir: Path,
+    *,
+    progress: Callable[[str], None] = lambda line: None,
+    warm_calls: int = 20,
+) -> list[DemoRow]:
+    rows = []
+    for model_dir in model_dirs:
+        manifest = manifest_for_dir(model_dir)
+        row = DemoRow(manifest.name, None)
+        rows.append(row)
+        progress(f"deploying {manifest.name}")
+        try:
+            row.deployed = deploy(client, model_dir, progress=lambda line: progress("  " + line))
+        except ApiError as exc:
+            row.problem = f"deploy refused: {exc}"
             continue
-        media = SAMPLE_TYPES[path.suffix.lower()]
-        data = path.read_bytes()
-        event: dict[str, object]
-        if media.startswith("image/"):
-            event = {"body": base64.b64encode(data).decode(), "body_encoding": "base64"}
-        else:
-            event = {"body": data.decode("utf-8"), "body_encoding": "utf8"}
-        events.append((path.stem, {**event, "content_type": media}))
-    if not events:
-        example = json.dumps(manifest.protocol.request.example)
-        events.append(("example", {"body": example, "content_type": "application/json"}))
-    target = out_dir / manifest.name
-    target.mkdir(parents=True, exist_ok=True)
-    pictures = []
-    with tempfile.TemporaryDirectory(prefix="modelport-demo-") as tmp:
-        runtime = load(prepare_model_dir(model_dir, manifest, Path(tmp) / "model"), warm=False)
-        for stem, event in events:
-            response = runtime.handle({**event, "accept": "image/png"})
-            timings = dict(response["timings"])
-            if response["status"] != 200 or response["content_type"] != "image/png":
-                problem = f"{response['status']}: {str(response['body'])[:300]}"
-                pictures.append(DemoPicture(stem, None, timings, problem))
-                continue
-            path = target / f"{stem}.png"
-            path.write_bytes(base64.b64decode(response["body"]))
-            pictures.append(DemoPicture(stem, path, timings))
-    return pictures
+        if row.deployed.status != "READY":
+            row.problem = f"deployment {row.deployed.status}: {row.deployed.reason}"
+            continue
+        picture = isinstance(manifest.protocol.response_value, Figure)
+        accept = "image/png" if picture else "application/json"
+        target = out_dir / manifest.name
+        target.mkdir(parents=True, exist_ok=True)
+        samples = samples_of(model_dir, manifest)
+        for sample in samples:
+            row.answers.append(_ask(client, manifest.name, sample, accept, target))
+        progress(f"  {manifest.name}: {len(samples)} sample(s) answered, measuring {warm_calls} warm calls")
+        first = samples[0]
+        for _ in range(warm_calls):
+            began = time.perf_counter()
+            try:
+                invoke(client, manifest.name, first.body, content_type=first.content_type, accept=accept)
+            except ApiError:
+                break
+            row.warm_ms.append((time.perf_counter() - began) * 1000)
+    return rows
+
+
+def _ask(client: Client, name: str, sample: Sample, accept: str, target: Path) -> Answer:
+    began = time.perf_counter()
+    try:
+        answer = invoke(client, name, sample.body, content_type=sample.content_type, accept=accept)
+    except ApiError as exc:
+        return Answer(sample.name, exc.status, (time.perf_counter() - began) * 1000, None, str(exc))
+    ms = (time.perf_counter() - began) * 1000
+    if answer.headers.get("content-type", "").startswith("image/png"):
+        path = target / f"{sample.name}.png"
+        path.write_bytes(answer.body)
+    else:
+        path = target / f"{sample.name}.json"
+        path.write_text(json.dumps(answer.json(), indent=2) + "\n", encoding="utf-8")
+    return Answer(sample.name, answer.status, ms, path)

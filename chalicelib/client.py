@@ -1,0 +1,331 @@
+"""The CLI's client of the control API: deploy a model directory, invoke a model, read its function logs.
+
+It talks HTTP to the API (``MODELPORT_API_URL`` + ``MODELPORT_API_KEY``, else what ``modelport up`` saved)
+exactly as any user would: reserve a version, upload the bundle with the presigned POST, then follow the
+deployment the upload started. Logs come from CloudWatch Logs (``/aws/lambda/<function>``) through the
+AWS endpoint (``MODELPORT_ENDPOINT_URL``, the local stack's edge, or AWS itself).
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import os
+import secrets
+import tarfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from chalicelib.core.errors import ModelportError
+
+TERMINAL = ("READY", "FAILED")
+SKIPPED_DIRS = frozenset({"__pycache__", ".git", ".venv", "node_modules"})
+
+
+class ApiError(ModelportError):
+    """The API answered an error document; ``status`` is its HTTP status."""
+
+    def __init__(self, status: int, code: str, message: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+        self.code = code
+
+
+class NoApi(ModelportError):
+    """Neither the environment nor a running local stack says where the API is."""
+
+
+@dataclass(frozen=True)
+class Connection:
+    api_url: str
+    api_key: str
+    endpoint_url: str | None = None
+    """The AWS endpoint (the local stack's edge); None: AWS itself."""
+
+
+def connection(env: dict[str, str] | None = None, home: Path | None = None) -> Connection:
+    """``MODELPORT_API_URL`` and ``MODELPORT_API_KEY`` when set, else the running local stack's."""
+    env = dict(os.environ) if env is None else env
+    url, key = env.get("MODELPORT_API_URL"), env.get("MODELPORT_API_KEY")
+    if url and key:
+        return Connection(url.rstrip("/"), key, env.get("MODELPORT_ENDPOINT_URL") or None)
+    from chalicelib.local.stack import StackState, pid_alive
+    from chalicelib.local.stack import home as stack_home
+
+    state = StackState.read(home or stack_home())
+    if state is None or not state.ready or not pid_alive(state.pid):
+        raise NoApi(
+            "no Modelport API to talk to",
+            hint="run `modelport up` for the local stack, or set MODELPORT_API_URL and MODELPORT_API_KEY",
+        )
+    return Connection(state.api_url, key or state.admin_key, state.endpoint_url)
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body or b"null")
+
+
+class Client:
+    """One keep-alive connection to the API; ``request`` raises ``ApiError`` for 4xx/5xx answers."""
+
+    def __init__(self, conn: Connection, *, timeout_s: float = 120.0) -> None:
+        self.conn = conn
+        self.timeout_s = timeout_s
+        self._http: http.client.HTTPConnection | None = None
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._http is None:
+            self._http = _open(self.conn.api_url, self.timeout_s)
+        return self._http
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+
+    def request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> Response:
+        sent = {"Authorization": f"Bearer {self.conn.api_key}", **(headers or {})}
+        base = urlsplit(self.conn.api_url).path.rstrip("/")
+        for attempt in (1, 2):  # a keep-alive connection the server closed meanwhile: once more
+            http_conn = self._connection()
+            try:
+                http_conn.request(method, base + path, body=body, headers=sent)
+                answer = http_conn.getresponse()
+                data = answer.read()
+            except (ConnectionError, http.client.HTTPException) as exc:
+                self.close()
+                if attempt == 2:
+                    raise ModelportError(f"the API at {self.conn.api_url} does not answer: {exc}") from None
+                continue
+            except OSError as exc:
+                self.close()
+                raise ModelportError(f"the API at {self.conn.api_url} does not answer: {exc}") from None
+            response = Response(answer.status, {k.lower(): v for k, v in answer.getheaders()}, data)
+            if answer.status >= 400:
+                raise _api_error(response)
+            return response
+        raise AssertionError("unreachable")
+
+    def json(self, method: str, path: str, doc: Any = None) -> Any:
+        body = None if doc is None else json.dumps(doc).encode()
+        return self.request(method, path, body, {"Content-Type": "application/json"}).json()
+
+
+def _open(url: str, timeout_s: float) -> http.client.HTTPConnection:
+    parts = urlsplit(url)
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    return kind(parts.hostname or "127.0.0.1", parts.port, timeout=timeout_s)
+
+
+def _api_error(response: Response) -> ApiError:
+    try:
+        doc = response.json()
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict) and "message" in doc:
+        return ApiError(response.status, str(doc.get("code", "")), str(doc["message"]), doc.get("hint"))
+    text = response.body[:300].decode(errors="replace").strip()
+    return ApiError(response.status, "HTTP", f"the API answered {response.status}: {text}")
+
+
+# --------------------------------------------------------------------------- bundles and uploads
+
+
+def make_bundle(model_dir: Path) -> bytes:
+    """``model_dir`` as a tar.gz, files and folders only (links are refused by the deployment anyway),
+    without caches and VCS folders, in a stable order."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6) as tar:
+        for path in sorted(model_dir.rglob("*")):
+            rel = path.relative_to(model_dir)
+            if any(part in SKIPPED_DIRS or part.startswith(".") for part in rel.parts):
+                continue
+            if path.is_symlink() or not (path.is_file() or path.is_dir()):
+                continue
+            tar.add(path, arcname=rel.as_posix(), recursive=False)
+    return buf.getvalue()
+
+
+def post_form(url: str, fields: dict[str, str], data: bytes, timeout_s: float = 300.0) -> int:
+    """A browser-style multipart POST of ``fields`` and the file ``data`` (a presigned S3 upload)."""
+    boundary = "modelport-" + secrets.token_hex(12)
+    parts: list[bytes] = []
+    for name, value in fields.items():
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        )
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="bundle"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n".encode()
+    )
+    body = b"".join(parts) + data + f"\r\n--{boundary}--\r\n".encode()
+    parsed = urlsplit(url)
+    conn = _open(url, timeout_s)
+    try:
+        conn.request(
+            "POST",
+            parsed.path or "/",
+            body=body,
+            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        )
+        answer = conn.getresponse()
+        text = answer.read()
+    except OSError as exc:
+        raise ModelportError(f"the upload to {parsed.netloc} failed: {exc}") from None
+    finally:
+        conn.close()
+    if answer.status >= 300:
+        raise ModelportError(
+            f"the upload was refused ({answer.status}): {text[:300].decode(errors='replace')}"
+        )
+    return answer.status
+
+
+# --------------------------------------------------------------------------- deploy
+
+
+@dataclass
+class DeployOutcome:
+    name: str
+    version: int
+    status: str
+    reason: str | None
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    bundle_bytes: int = 0
+    seconds: float = 0.0
+    config: dict[str, Any] | None = None
+
+
+def deploy(
+    client: Client,
+    model_dir: Path,
+    *,
+    progress: Callable[[str], None] = lambda line: None,
+    tick: Callable[[str], None] = lambda line: None,
+    timeout_s: float = 1800.0,
+    poll_s: float = 0.5,
+) -> DeployOutcome:
+    """Check the directory here (so a mistake costs no upload), upload it as a new version, and follow
+    the deployment until READY or FAILED; ``progress`` gets a line per stage reached, ``tick`` a status
+    line at every poll (what the deployment is at, for how long)."""
+    from chalicelib.services.intake import manifest_for_dir
+
+    started = time.monotonic()
+    name = manifest_for_dir(model_dir).name
+    data = make_bundle(model_dir)
+    created = client.json("POST", f"/v1/models/{name}/versions", {"size_bytes": len(data)})
+    version = int(created["version"]["version"])
+    progress(f"{name} v{version}: uploading {len(data) / 1024:.0f} KB")
+    upload = created["upload"]
+    post_form(upload["url"], upload["fields"], data)
+    outcome = DeployOutcome(name, version, "PENDING_UPLOAD", None, bundle_bytes=len(data))
+    said: set[str] = set()
+    deadline = started + timeout_s
+    while True:
+        record = client.json("GET", f"/v1/models/{name}/versions/{version}")
+        outcome.status, outcome.reason = str(record["status"]), record.get("reason")
+        for stage in _stages(client, name, version):
+            if stage["stage"] not in said:
+                said.add(stage["stage"])
+                outcome.stages.append(stage)
+                progress(f"{name} v{version}: {stage['stage']} ({_stage_seconds(stage):.1f} s)")
+        if outcome.status in TERMINAL:
+            break
+        at = outcome.stages[-1]["stage"] if outcome.stages else outcome.status
+        tick(f"{name} v{version}: after {at}, {time.monotonic() - started:.0f} s")
+        if time.monotonic() > deadline:
+            raise ModelportError(
+                f"{name} v{version} is still {outcome.status} after {timeout_s:.0f} s",
+                hint=f"follow it with GET /v1/models/{name}/versions/{version}",
+            )
+        time.sleep(poll_s)
+    outcome.seconds = time.monotonic() - started
+    if outcome.status == "READY":
+        outcome.config = client.json("GET", f"/v1/models/{name}/versions/{version}/config")
+    return outcome
+
+
+def _stages(client: Client, name: str, version: int) -> list[dict[str, Any]]:
+    for dep in client.json("GET", f"/v1/models/{name}/deployments"):
+        if int(dep["version"]) == version:
+            return list(dep["stages"])
+    return []
+
+
+def _stage_seconds(stage: dict[str, Any]) -> float:
+    from datetime import datetime
+
+    try:
+        began = datetime.fromisoformat(stage["started_at"].replace("Z", "+00:00"))
+        ended = datetime.fromisoformat(stage["finished_at"].replace("Z", "+00:00"))
+    except (KeyError, ValueError):
+        return 0.0
+    return (ended - began).total_seconds()
+
+
+# --------------------------------------------------------------------------- invoke and logs
+
+
+def invoke(
+    client: Client,
+    name: str,
+    body: bytes,
+    *,
+    content_type: str,
+    accept: str | None = None,
+    version: int | None = None,
+) -> Response:
+    path = f"/v1/models/{name}/invoke" if version is None else f"/v1/models/{name}/versions/{version}/invoke"
+    headers = {"Content-Type": content_type}
+    if accept:
+        headers["Accept"] = accept
+    return client.request("POST", path, body, headers)
+
+
+def function_names(model_name: str) -> tuple[str, ...]:
+    """The model's functions: fused, and the chained stages."""
+    base = f"modelport-{model_name}"
+    return (base, f"{base}-pre", f"{base}-model", f"{base}-post")
+
+
+def log_lines(
+    logs_client: Any, model_name: str, *, since_ms: int = 0, follow: bool = False, poll_s: float = 1.0
+) -> Iterator[tuple[str, int, str]]:
+    """(function, timestamp ms, line) of the model's functions, oldest first; ``follow`` keeps polling."""
+    from botocore.exceptions import ClientError
+
+    seen: set[str] = set()
+    start = since_ms
+    while True:
+        batch: list[tuple[str, int, str]] = []
+        for function in function_names(model_name):
+            kwargs: dict[str, Any] = {"logGroupName": f"/aws/lambda/{function}", "startTime": start}
+            try:
+                for page in logs_client.get_paginator("filter_log_events").paginate(**kwargs):
+                    for event in page.get("events", []):
+                        if event["eventId"] not in seen:
+                            seen.add(event["eventId"])
+                            batch.append((function, int(event["timestamp"]), str(event["message"])))
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+                    raise
+        batch.sort(key=lambda e: e[1])
+        yield from batch
+        if not follow:
+            return
+        if batch:
+            start = batch[-1][1]
+        time.sleep(poll_s)

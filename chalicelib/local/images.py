@@ -1,0 +1,151 @@
+"""The ``ImageBuilder`` for machines without a docker engine: *process images* the emulator runs as processes.
+
+A process image is an image's content as directories (see ``launchers.ProcessImages``): a virtualenv with
+the environment's packages, the runtime code, and the prepared model directory. The virtualenv is made from
+the same wheelhouse the docker builder installs into images (``resolve_wheels`` for this host's glibc, then
+``pip install --no-index``), once per environment and shared by every model with that environment, like an
+environment image. Only an environment for this interpreter's python can run here; any other is refused
+with the fix (a docker engine).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from chalicelib.core.errors import ArtifactError
+from chalicelib.core.manifest import ContainerAssociation, ModelConfigFile
+from chalicelib.core.ports import Progress
+from chalicelib.docker import ImageError, cache_root
+from chalicelib.docker.builder import DockerImageBuilder, _runtime_files
+from chalicelib.docker.wheelhouse import parse_glibc, resolve_wheels
+from chalicelib.local.launchers import ProcessImages
+
+HOST_PYTHON = f"{sys.version_info[0]}.{sys.version_info[1]}"
+ENV_MARKER = ".modelport-env"
+
+
+def host_glibc() -> tuple[int, int]:
+    """The glibc this host's processes load (``os.confstr`` says ``glibc 2.36``)."""
+    try:
+        text = os.confstr("CS_GNU_LIBC_VERSION") or ""
+        return parse_glibc(text.split()[-1])
+    except (ValueError, OSError, IndexError):
+        return (2, 17)
+
+
+class ProcessImageBuilder:
+    """Builds process images under ``images.root`` and environments under ``<cache>/process-envs``."""
+
+    kind = "process"
+
+    def __init__(self, images: ProcessImages | None = None, *, cache_dir: Path | None = None) -> None:
+        self.cache_dir = cache_dir if cache_dir is not None else cache_root()
+        self.images = images if images is not None else ProcessImages(self.cache_dir / "process-images")
+
+    def build(self, manifest: ModelConfigFile, bundle_dir: Path, progress: Progress) -> ContainerAssociation:
+        env = manifest.environment
+        if env.python != HOST_PYTHON:
+            raise ImageError(
+                f"{manifest.name} needs python {env.python}; without a docker engine only this host's "
+                f"python {HOST_PYTHON} can run it",
+                hint="start a docker engine, or set environment.python to " + HOST_PYTHON,
+            )
+        packages = DockerImageBuilder.packages(manifest)
+        house = resolve_wheels(
+            packages,
+            python=env.python,
+            architecture=env.architecture,
+            cache_dir=self.cache_dir,
+            glibc=host_glibc(),
+            progress=progress,
+        )
+        key = hashlib.sha256("\n".join(sorted(w.sha256 for w in house.wheels)).encode()).hexdigest()[:16]
+        venv = self._environment(key, house.dir, house.requirements, progress)
+        image_uri = f"modelport/{manifest.name}:v{manifest.version}"
+        target = self.images.root / self.images.key(image_uri)
+        code = target / "code"
+        shutil.rmtree(code, ignore_errors=True)
+        code_hash = hashlib.sha256()
+        for rel, path in _runtime_files():
+            dest = code / "chalicelib" / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, dest)
+            code_hash.update(rel.encode() + b"\0" + path.read_bytes())
+        digest = hashlib.sha256(f"{key}\n{code_hash.hexdigest()}\n{manifest.digest}".encode()).hexdigest()
+        try:
+            image = self.images.write(
+                image_uri,
+                bundle_dir,
+                manifest,
+                python=venv / "bin" / "python",
+                pythonpath=code,
+                digest=f"sha256:{digest}",
+            )
+        except ValueError as exc:  # LayoutError: a file the manifest names is missing or changed
+            raise ArtifactError(str(exc)) from None
+        size = sum(p.stat().st_size for p in image.model_dir.rglob("*") if p.is_file())
+        progress(f"built process image {image_uri} (environment {key})")
+        return ContainerAssociation(
+            environment_image=f"process-env/{key}",
+            image_uri=image_uri,
+            image_digest=f"sha256:{digest}",
+            size_bytes=size,
+        )
+
+    def _environment(
+        self, key: str, wheelhouse: Path, requirements: tuple[str, ...], progress: Progress
+    ) -> Path:
+        """The virtualenv of one wheel set, made once (in a staging directory, then renamed into place)."""
+        root = self.cache_dir / "process-envs"
+        venv = root / key
+        if (venv / ENV_MARKER).is_file():
+            progress(f"process environment {key} exists: reused")
+            return venv
+        shutil.rmtree(venv, ignore_errors=True)
+        root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=root))
+        try:
+            progress(f"creating process environment {key} ({len(requirements)} packages)")
+            self._run([sys.executable, "-m", "venv", str(staging)], "create the virtualenv")
+            self._run(
+                [
+                    str(staging / "bin" / "python"),
+                    "-m",
+                    "pip",
+                    "install",
+                    "--no-index",
+                    "--find-links",
+                    str(wheelhouse),
+                    "--disable-pip-version-check",
+                    "--quiet",
+                    "-r",
+                    str(wheelhouse / "requirements.txt"),
+                ],
+                "install the wheels",
+            )
+            (staging / ENV_MARKER).write_text("\n".join(requirements) + "\n", encoding="utf-8")
+            staging.rename(venv)
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+            if (venv / ENV_MARKER).is_file():  # another builder finished it first
+                return venv
+            raise
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        # A renamed venv keeps working: python finds its prefix from pyvenv.cfg next to bin/.
+        progress(f"process environment {key} is ready")
+        return venv
+
+    @staticmethod
+    def _run(cmd: list[str], what: str) -> None:
+        done = subprocess.run(cmd, capture_output=True, text=True, errors="replace", check=False)
+        if done.returncode != 0:
+            tail = " ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
+            raise ImageError(f"could not {what} for the process environment: {tail}")

@@ -1,0 +1,452 @@
+"""The local stack as one process: moto + the edge + the Lambda emulator + the API + the event pump.
+
+``modelport up`` runs ``python -m chalicelib.local.stack`` in the background and waits for its state file;
+``modelport down`` stops it by the PID written there. Inside, the control plane is wired exactly as on
+AWS (``wiring.aws_container``) with one difference, ``endpoint_url`` = the edge:
+
+- moto (DynamoDB, S3, SQS, CloudWatch Logs, Step Functions with execution switched on) behind the edge,
+  whose port is ``MOTO_PORT``, so moto's state-machine interpreter calls Lambda back through it;
+- the emulator runs model functions as containers (docker engine) or processes (no engine), and their
+  output is shipped to CloudWatch Logs (``/aws/lambda/<function>``), where ``modelport logs`` reads it;
+- images are built with the engine and pushed to the local registry (``127.0.0.1:5000``), or built as
+  process images;
+- the Chalice app is served on ``api_port``; the event pump feeds the deploy queue and its DLQ to the
+  app's SQS handlers.
+
+State lives in moto's memory: it does not survive ``down`` + ``up`` (built images and wheels are cached
+on disk, so deploying again is quick).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import queue
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from chalicelib.local.edge import EdgeServer, MotoServer, start_moto
+from chalicelib.local.emulator import LambdaEmulator
+from chalicelib.local.launchers import ContainerLauncher, ProcessImages, ProcessLauncher
+
+log = logging.getLogger("modelport.local.stack")
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+"""Where ``app.py`` (the Chalice app) lives, next to ``chalicelib``."""
+DEFAULT_EDGE_PORT = 4566
+DEFAULT_API_PORT = 8000
+REGISTRY_PORT = 5000
+STATE_FILE = "stack.json"
+LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+"""What every client of the local endpoint signs with: moto takes any, and real ones never go there."""
+Launch = Literal["auto", "container", "process"]
+
+
+def home() -> Path:
+    """The local stack's own directory: ``$MODELPORT_HOME``, else ``~/.modelport``."""
+    configured = os.environ.get("MODELPORT_HOME")
+    return Path(configured).expanduser() if configured else Path.home() / ".modelport"
+
+
+@dataclass(frozen=True)
+class StackState:
+    """What ``modelport up`` leaves for the CLI (``~/.modelport/stack.json``, mode 0600: it holds a key)."""
+
+    pid: int
+    api_url: str
+    endpoint_url: str
+    admin_key: str
+    launcher: str
+    launcher_note: str
+    registry: str | None
+    started_at: str
+    log_file: str
+    ready: bool = False
+
+    def write(self, directory: Path) -> Path:
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / STATE_FILE
+        staging = path.with_suffix(".tmp")
+        fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(asdict(self), out, indent=2)
+        staging.replace(path)
+        return path
+
+    @classmethod
+    def read(cls, directory: Path) -> StackState | None:
+        try:
+            doc = json.loads((directory / STATE_FILE).read_text(encoding="utf-8"))
+            return cls(**doc)
+        except (OSError, ValueError, TypeError):
+            return None
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours is dead too
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def choose_launcher(wanted: Launch) -> tuple[str, str, Any]:
+    """("container" | "process", why, the docker client or None). ``auto`` takes containers when an engine
+    answers and a base image is there or can be made (debootstrap as root)."""
+    if wanted == "process":
+        return "process", "asked for process environments", None
+    from chalicelib.docker import ImageError, docker_client
+
+    try:
+        client = docker_client()
+    except ImageError as exc:
+        if wanted == "container":
+            raise
+        return "process", f"no docker engine answers ({exc})", None
+    if wanted == "auto" and not _can_have_base(client):
+        return (
+            "process",
+            "no local base image, and it cannot be built here (needs root and debootstrap)",
+            None,
+        )
+    return "container", "a docker engine answers", client
+
+
+def _can_have_base(client: Any) -> bool:
+    import shutil
+
+    from chalicelib.docker.baseimage import base_image_tag, image_exists
+
+    if os.environ.get("MODELPORT_BASE_IMAGE") or image_exists(client, base_image_tag("3.11")):
+        return True
+    return os.geteuid() == 0 and shutil.which("debootstrap") is not None
+
+
+class _LogShipper(logging.Handler):
+    """The emulator's function output (logger ``modelport.local.lambda.<function>``) to CloudWatch Logs,
+    as Lambda ships it: group ``/aws/lambda/<function>``, a stream per day, flushed every ``every_s``."""
+
+    def __init__(self, logs_client: Any, every_s: float = 0.5) -> None:
+        super().__init__(logging.DEBUG)
+        self.client = logs_client
+        self.every_s = every_s
+        self.pending: queue.SimpleQueue[tuple[str, int, str]] = queue.SimpleQueue()
+        self.known: set[tuple[str, str]] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="log-shipper", daemon=True)
+        self._thread.start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        function = record.name.removeprefix("modelport.local.lambda").lstrip(".")
+        if function:
+            self.pending.put((function, int(record.created * 1000), record.getMessage()))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.flush()
+        self.flush()
+
+    def flush(self) -> None:
+        batches: dict[str, list[dict[str, Any]]] = {}
+        while True:
+            try:
+                function, at, message = self.pending.get_nowait()
+            except queue.Empty:
+                break
+            batches.setdefault(function, []).append({"timestamp": at, "message": message})
+        for function, events in batches.items():
+            group = f"/aws/lambda/{function}"
+            stream = datetime.now(UTC).strftime("%Y/%m/%d/[local]modelport")
+            try:
+                self._ensure(group, stream)
+                events.sort(key=lambda e: e["timestamp"])
+                for start in range(0, len(events), 1000):
+                    self.client.put_log_events(
+                        logGroupName=group, logStreamName=stream, logEvents=events[start : start + 1000]
+                    )
+            except Exception:  # logs are best effort: never take the stack down with them
+                log.debug("could not ship %d log lines of %s", len(events), function, exc_info=True)
+
+    def _ensure(self, group: str, stream: str) -> None:
+        from botocore.exceptions import ClientError
+
+        wanted: list[tuple[tuple[str, str], str, dict[str, str]]] = [
+            ((group, ""), "create_log_group", {"logGroupName": group}),
+            ((group, stream), "create_log_stream", {"logGroupName": group, "logStreamName": stream}),
+        ]
+        for key, operation, args in wanted:
+            if key in self.known:
+                continue
+            try:
+                getattr(self.client, operation)(**args)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "ResourceAlreadyExistsException":
+                    raise
+            self.known.add(key)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        super().close()
+
+
+class LocalStack:
+    """Starts and stops the pieces in order; ``start`` raises (after undoing what it did) if one fails."""
+
+    def __init__(
+        self,
+        *,
+        edge_port: int = DEFAULT_EDGE_PORT,
+        api_port: int = DEFAULT_API_PORT,
+        launcher: Launch = "auto",
+        admin_key: str | None = None,
+        registry: bool = True,
+        progress: Callable[[str], None] = lambda line: None,
+        emulator_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.edge_port = edge_port
+        self.api_port = api_port
+        self.wanted: Launch = launcher
+        self.use_registry = registry
+        self.progress = progress
+        self.emulator_options = emulator_options or {}
+        from chalicelib.services.accounts import generate_key
+
+        self.admin_key = admin_key or generate_key()
+        self._undo: list[Callable[[], None]] = []
+        self.launcher = ""
+        self.launcher_note = ""
+        self.registry: str | None = None
+        self.edge: EdgeServer | None = None
+        self.moto: MotoServer | None = None
+        self.api_url = ""
+        self.outputs: dict[str, str] = {}
+
+    @property
+    def endpoint_url(self) -> str:
+        assert self.edge is not None
+        return self.edge.url
+
+    def start(self) -> LocalStack:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        for port, what in ((self.edge_port, "the AWS endpoint"), (self.api_port, "the API")):
+            if port and not port_free(port):
+                from chalicelib.core.errors import Conflict
+
+                raise Conflict(
+                    f"port {port} for {what} is taken", hint="stop what uses it or pick another port"
+                )
+        # The stack's own boto3 clients talk to moto only: never send real credentials there.
+        os.environ.update({name.upper(): value for name, value in LOCAL_CREDENTIALS.items()})
+        os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
+        os.environ.pop("AWS_SESSION_TOKEN", None)
+        os.environ.pop("AWS_PROFILE", None)
+
+        self.launcher, self.launcher_note, client = choose_launcher(self.wanted)
+        self.progress(f"execution environments: {self.launcher}s ({self.launcher_note})")
+        images = ProcessImages()
+        launcher = ContainerLauncher(client) if client is not None else ProcessLauncher(images)
+        emulator = LambdaEmulator(launcher, **self.emulator_options)
+        self._undo.append(emulator.shutdown)
+
+        edge = EdgeServer(self.edge_port, "", emulator).start()
+        self.edge = edge
+        self._undo.append(edge.stop)
+        saved_moto_port = os.environ.get("MOTO_PORT")
+        self.moto = start_moto(edge.port)
+        edge.moto_url = self.moto.url
+        self._undo.append(self.moto.stop)
+        self._undo.append(lambda: _restore_env("MOTO_PORT", saved_moto_port))
+        self.progress(f"AWS endpoint {edge.url} (moto {self.moto.url}, Lambda emulator)")
+
+        if client is not None and self.use_registry:
+            from chalicelib.docker.registry import start_registry, stop_registry
+
+            try:
+                self.registry = start_registry(REGISTRY_PORT)
+                self._undo.append(lambda: _ignore(stop_registry(REGISTRY_PORT)))
+                self.progress(f"image registry {self.registry}")
+            except Exception as exc:  # images then stay in the engine, which the launcher reads too
+                self.progress(f"no image registry ({exc}); images stay in the local engine")
+
+        from chalicelib import wiring
+        from chalicelib.aws.infra import create_infrastructure
+
+        settings = replace(
+            wiring.Settings.from_env({}),
+            endpoint_url=edge.url,
+            admin_key=self.admin_key,
+            image_builder="docker" if client is not None else "process",
+            registry=self.registry,
+            functions="lambda",
+        )
+        self.outputs = create_infrastructure(settings)
+        self.progress("tables, bucket, queues and notification created")
+        container = wiring.aws_container(settings)
+        wiring.override(container)
+        self._undo.append(lambda: wiring.override(None))
+
+        shipper = _LogShipper(container_client(settings, "logs"))
+        lambda_log = logging.getLogger("modelport.local.lambda")
+        lambda_log.setLevel(logging.DEBUG)
+        lambda_log.addHandler(shipper)
+        self._undo.append(shipper.close)
+        self._undo.append(lambda: lambda_log.removeHandler(shipper))
+
+        app = load_app()
+        from chalicelib.local.api import ApiServer
+
+        api = ApiServer(app.app, port=self.api_port).start()
+        self.api_url = api.url
+        self._undo.append(api.stop)
+        self.progress(f"API {api.url}")
+
+        from chalicelib.local.pump import EventPump, Mapping
+
+        pump = EventPump(
+            container_client(settings, "sqs"),
+            [
+                Mapping(
+                    self.outputs["deploy_queue_url"], self.outputs["deploy_queue_arn"],
+                    app.on_bundle_uploaded, "on_bundle_uploaded",
+                ),
+                Mapping(
+                    self.outputs["deploy_dlq_url"], self.outputs["deploy_dlq_arn"],
+                    app.on_bundle_abandoned, "on_bundle_abandoned",
+                ),
+            ],
+            region=settings.region,
+        ).start()  # fmt: skip
+        self._undo.append(pump.stop)
+        self.progress("event pump: deploy queue and DLQ -> the app's SQS handlers")
+
+    def stop(self) -> None:
+        while self._undo:
+            undo = self._undo.pop()
+            try:
+                undo()
+            except Exception:
+                log.warning("stopping the local stack: a step failed", exc_info=True)
+
+    def state(self, log_file: Path, *, ready: bool) -> StackState:
+        return StackState(
+            pid=os.getpid(),
+            api_url=self.api_url,
+            endpoint_url=self.endpoint_url,
+            admin_key=self.admin_key,
+            launcher=self.launcher,
+            launcher_note=self.launcher_note,
+            registry=self.registry,
+            started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            log_file=str(log_file),
+            ready=ready,
+        )
+
+
+def container_client(settings: Any, service: str) -> Any:
+    import boto3
+
+    return boto3.session.Session(region_name=settings.region).client(
+        service, endpoint_url=settings.endpoint_url
+    )
+
+
+def load_app() -> Any:
+    """The module ``app.py``: the Chalice app and its event handlers (Chalice's layout puts it next to
+    ``chalicelib``, not in it)."""
+    import importlib
+
+    if str(PROJECT_ROOT) not in sys.path:
+        sys.path.insert(0, str(PROJECT_ROOT))
+    return importlib.import_module("app")
+
+
+def _ignore(_: object) -> None:
+    pass
+
+
+def _restore_env(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the stack until SIGTERM/SIGINT; write the state file once every piece answers."""
+    parser = argparse.ArgumentParser(prog="python -m chalicelib.local.stack")
+    parser.add_argument("--edge-port", type=int, default=DEFAULT_EDGE_PORT)
+    parser.add_argument("--api-port", type=int, default=DEFAULT_API_PORT)
+    parser.add_argument("--launcher", choices=["auto", "container", "process"], default="auto")
+    parser.add_argument("--home", type=Path, default=None)
+    parser.add_argument("--log-file", type=Path, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    directory = args.home or home()
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    stack = LocalStack(
+        edge_port=args.edge_port,
+        api_port=args.api_port,
+        launcher=args.launcher,
+        admin_key=os.environ.get("MODELPORT_ADMIN_KEY") or None,
+        progress=lambda line: log.info("%s", line),
+    )
+    try:
+        stack.start()
+    except Exception as exc:
+        log.error("the local stack did not start: %s", exc)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    stack.state(args.log_file or directory / "stack.log", ready=True).write(directory)
+    log.info("ready: API %s, AWS endpoint %s", stack.api_url, stack.endpoint_url)
+    try:
+        while not stopping.wait(1.0):
+            pass
+    finally:
+        log.info("stopping")
+        stack.stop()
+        current = StackState.read(directory)
+        if current is not None and current.pid == os.getpid():
+            with contextlib.suppress(OSError):
+                (directory / STATE_FILE).unlink()
+        time.sleep(0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
