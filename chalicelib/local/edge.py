@@ -6,8 +6,12 @@ this endpoint, so a state machine's Lambda tasks run real model functions. Routi
 - a request signed for the ``lambda`` service (or, unsigned, under ``/2015-03-31/functions``) is
   answered by the ``LambdaEmulator`` with Lambda's status codes, headers and JSON error shapes
   (``x-amzn-ErrorType``), so boto3 raises the same ``ClientError`` codes as against AWS;
-- ``AWSStepFunctions.StartSyncExecution`` (which moto lacks) starts the execution on moto and polls
-  ``DescribeExecution`` until it ends, within ``sync_timeout_s``;
+- ``AWSStepFunctions.StartSyncExecution`` (which moto lacks) runs in process by ``chalicelib.local.asl``
+  when the state machine's definition is in its subset (the definition read once per ARN with
+  ``DescribeStateMachine``, forgotten when an ``UpdateStateMachine``/``DeleteStateMachine`` passes through
+  here): its Lambda tasks call the emulator directly, ~100 ms less per execution than moto's interpreter.
+  Any other definition starts the execution on moto and polls ``DescribeExecution`` until it ends, within
+  ``sync_timeout_s``;
 - ``AWSStepFunctions.StartExecution`` without a ``name`` gets a generated one, as on AWS (moto names
   every unnamed execution ``None``, so the second one with another input fails);
 - everything else is forwarded to moto as it came (method, path, query, headers, body, streamed both
@@ -33,11 +37,13 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from chalicelib.local.emulator import LambdaEmulator, LambdaError
+from chalicelib.local import asl
+from chalicelib.local.emulator import Invocation, LambdaEmulator, LambdaError
 
 log = logging.getLogger("modelport.local.edge")
 
@@ -96,12 +102,17 @@ class EdgeServer(ThreadingHTTPServer):
         host: str = "127.0.0.1",
         sync_timeout_s: float = 300.0,
         upstream_timeout_s: float = 60.0,
+        fast_sync: bool = True,
     ) -> None:
         super().__init__((host, port), _EdgeHandler)
         self.moto_url = moto_url
         self.emulator = emulator
         self.sync_timeout_s = sync_timeout_s
         self.upstream_timeout_s = upstream_timeout_s
+        self.fast_sync = fast_sync
+        """False: every StartSyncExecution runs on moto (its interpreter), as before the fast path."""
+        self._machines: dict[str, asl.Machine | None] = {}
+        self._machines_lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
     @property
@@ -140,6 +151,23 @@ class EdgeServer(ThreadingHTTPServer):
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def machine(self, arn: str) -> tuple[bool, asl.Machine | None]:
+        """(known, the compiled machine or None when its definition is outside the subset)."""
+        with self._machines_lock:
+            if arn in self._machines:
+                return True, self._machines[arn]
+            return False, None
+
+    def remember_machine(self, arn: str, machine: asl.Machine | None) -> None:
+        with self._machines_lock:
+            self._machines[arn] = machine
+
+    def forget_machine(self, arn: str) -> None:
+        """An update or a delete passed through: the next execution reads the definition again."""
+        with self._machines_lock:
+            for known in [k for k in self._machines if k == arn or k.startswith(arn + ":")]:
+                del self._machines[known]
+
     def upstream(self) -> http.client.HTTPConnection:
         parts = urlsplit(self.moto_url)
         return http.client.HTTPConnection(
@@ -176,6 +204,11 @@ class _EdgeHandler(BaseHTTPRequestHandler):
             doc = _json(self._body())
             doc.setdefault("name", str(uuid.uuid4()))
             self._forward(json.dumps(doc).encode())
+        elif target in ("AWSStepFunctions.UpdateStateMachine", "AWSStepFunctions.DeleteStateMachine"):
+            body = self._body()
+            self.server.forget_machine(str(_json(body).get("stateMachineArn", "")))
+            self._forward(body)
+            self.server.forget_machine(str(_json(body).get("stateMachineArn", "")))
         else:
             self._forward()
 
@@ -294,8 +327,82 @@ class _EdgeHandler(BaseHTTPRequestHandler):
     # ----------------------------------------------------------------------- Step Functions
 
     def _sync_execution(self) -> None:
-        """StartSyncExecution as StartExecution + DescribeExecution until the execution ends."""
+        """StartSyncExecution: in process when the definition allows, else on moto."""
         request = _json(self._body())
+        arn = str(request.get("stateMachineArn") or "")
+        machine = self._fast_machine(arn) if self.server.fast_sync and arn else None
+        if machine is not None:
+            self._run_in_process(machine, request)
+        else:
+            self._sync_on_moto(request)
+
+    def _fast_machine(self, arn: str) -> asl.Machine | None:
+        """The compiled definition of ``arn`` (DescribeStateMachine once, then cached), or None for moto."""
+        known, machine = self.server.machine(arn)
+        if known:
+            return machine
+        try:
+            status, described = self._moto("DescribeStateMachine", {"stateMachineArn": arn})
+        except OSError:
+            return None  # the moto path reports it
+        if status != 200:
+            return None  # not cached: the moto path answers with moto's error
+        try:
+            machine = asl.compile_machine(str(described.get("definition", "")))
+        except (asl.Unsupported, ValueError) as exc:
+            log.debug("state machine %s runs on moto: %s", arn, exc)
+            machine = None
+        self.server.remember_machine(arn, machine)
+        return machine
+
+    def _run_in_process(self, machine: asl.Machine, request: Mapping[str, Any]) -> None:
+        arn = str(request["stateMachineArn"])
+        text = request.get("input", "{}")
+        try:
+            doc = json.loads(text if isinstance(text, str) else "")
+        except ValueError:
+            self._error(400, "InvalidExecutionInput", "Invalid State Machine Execution Input: not JSON")
+            return
+        name = str(request.get("name") or uuid.uuid4())
+        parts = arn.split(":")
+        execution_arn = ":".join(
+            [*parts[:5], "express", parts[6] if len(parts) > 6 else "", name, str(uuid.uuid4())]
+        )
+        started, began = time.time(), time.monotonic()
+        context = {
+            "Execution": {"Id": execution_arn, "Name": name, "StartTime": _iso(started)},
+            "StateMachine": {"Id": arn, "Name": parts[6] if len(parts) > 6 else ""},
+        }
+        emulator = self.server.emulator
+
+        def invoke(function: str, qualifier: str | None, payload: bytes) -> Invocation:
+            return emulator.invoke(function, payload, qualifier=qualifier)
+
+        outcome = asl.run(machine, doc, invoke, context=context, timeout_s=self.server.sync_timeout_s)
+        answer: dict[str, Any] = {
+            "executionArn": execution_arn,
+            "stateMachineArn": arn,
+            "name": name,
+            "startDate": started,
+            "stopDate": time.time(),
+            "status": outcome.status,
+            "input": text,
+            "inputDetails": {"included": True},
+        }
+        if outcome.output is not None:
+            answer["output"] = outcome.output
+            answer["outputDetails"] = {"included": True}
+        if outcome.error is not None:
+            answer["error"] = outcome.error
+        if outcome.cause is not None:
+            answer["cause"] = outcome.cause
+        if request.get("traceHeader"):
+            answer["traceHeader"] = request["traceHeader"]
+        answer["billingDetails"] = _billing(began)
+        self._send_json(200, answer)
+
+    def _sync_on_moto(self, request: Mapping[str, Any]) -> None:
+        """StartSyncExecution as StartExecution + DescribeExecution until the execution ends."""
         start = {
             "stateMachineArn": request.get("stateMachineArn"),
             "name": request.get("name") or str(uuid.uuid4()),
@@ -329,7 +436,6 @@ class _EdgeHandler(BaseHTTPRequestHandler):
         except OSError as exc:
             self._upstream_failed(exc)
             return
-        elapsed_ms = (time.monotonic() - began) * 1000
         answer = {
             key: described[key]
             for key in (
@@ -351,10 +457,7 @@ class _EdgeHandler(BaseHTTPRequestHandler):
         answer["inputDetails"] = {"included": True}
         if "output" in answer:
             answer["outputDetails"] = {"included": True}
-        answer["billingDetails"] = {
-            "billedMemoryUsedInMB": 64,
-            "billedDurationInMilliseconds": max(100, math.ceil(elapsed_ms / 100) * 100),
-        }
+        answer["billingDetails"] = _billing(began)
         self._send_json(200, answer)
 
     def _moto(self, operation: str, doc: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -445,6 +548,18 @@ class _EdgeHandler(BaseHTTPRequestHandler):
         self._error(
             status, code, f"the AWS endpoint behind the edge ({self.server.moto_url}) failed: {exc!r}"
         )
+
+
+def _billing(began: float) -> dict[str, int]:
+    elapsed_ms = (time.monotonic() - began) * 1000
+    return {
+        "billedMemoryUsedInMB": 64,
+        "billedDurationInMilliseconds": max(100, math.ceil(elapsed_ms / 100) * 100),
+    }
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _match(method: str, path: str) -> tuple[str, dict[str, str]] | None:
