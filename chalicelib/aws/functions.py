@@ -9,8 +9,11 @@ Publishing is guarded by the ``RevisionId`` and ``CodeSha256`` read after the wa
 read then must be the one this deploy asked for: when a deploy of another version of the same model
 interleaves, the guard fails and the whole step is redone instead of publishing someone else's code.
 
-Fused mode only for now: ``function_specs`` returns one spec per function of the deployment, so chained
-mode adds its pre/post specs there (and a state machine after ``deploy``'s loop).
+Chained mode (docs/pipelines.md) deploys one function per stage the same way, each with
+``MODELPORT_ROLE`` set, then creates or updates the version's own EXPRESS state machine
+``modelport-<name>-v<N>`` over the published (qualified) version ARNs. One state machine per version
+means a published machine never changes under running executions, and promoting a version needs
+nothing of Step Functions: the control plane invokes the default version's ``state_machine_arn``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.core.errors import FunctionFailed
 from chalicelib.core.manifest import DeployedFunction, Deployment, ModelConfigFile
+from chalicelib.core.pipeline import (
+    Mode,
+    Role,
+    definition_text,
+    pipeline_mode,
+    stages_of,
+    state_machine_definition,
+)
 from chalicelib.core.ports import Progress
 
 LIVE_ALIAS = "live"
@@ -56,32 +67,46 @@ def function_name(model_name: str, role: str = "fused") -> str:
     return f"modelport-{model_name}" if role == "fused" else f"modelport-{model_name}-{role}"
 
 
-def function_specs(manifest: ModelConfigFile) -> list[FunctionSpec]:
-    """The functions of ``manifest``'s deployment: one fused function running the whole chain."""
+def state_machine_name(model_name: str, version: int) -> str:
+    return f"modelport-{model_name}-v{version}"
+
+
+def function_specs(manifest: ModelConfigFile, mode: Mode | None = None) -> list[FunctionSpec]:
+    """The functions of ``manifest``'s deployment: one fused function running the whole chain, or (chained)
+    one per stage, all from the same image, each told its stage by ``MODELPORT_ROLE``. ``mode`` defaults
+    to ``core.pipeline.pipeline_mode``."""
     if manifest.container is None:
         raise FunctionFailed(
             f"{manifest.name} v{manifest.version} has no image yet: build it before deploying"
         )
+    mode = pipeline_mode(manifest) if mode is None else mode
     env = manifest.environment
+    base = {"MODELPORT_MODEL": manifest.name, "MODELPORT_VERSION": str(manifest.version)}
+    roles: list[Literal["fused"] | Role] = ["fused"] if mode == "fused" else list(stages_of(manifest))
     return [
         FunctionSpec(
-            role="fused",
-            name=function_name(manifest.name),
+            role=role,
+            name=function_name(manifest.name, role),
             image_uri=manifest.container.image_uri,
             memory_mb=env.memory_mb,
             timeout_s=env.timeout_s,
             architecture=env.architecture,
-            environment={"MODELPORT_MODEL": manifest.name, "MODELPORT_VERSION": str(manifest.version)},
-            description=f"Modelport {manifest.name} v{manifest.version}",
+            environment=base if role == "fused" else {**base, "MODELPORT_ROLE": role},
+            description=f"Modelport {manifest.name} v{manifest.version}"
+            + ("" if role == "fused" else f" ({role} stage)"),
         )
+        for role in roles
     ]
 
 
 class LambdaFunctionManager:
     """``lambda_client`` is a boto3 Lambda client; ``role_arn`` the execution role of model functions.
 
-    ``wait_s`` bounds each wait (for Active, for an update to finish, for a conflicting call to clear);
-    ``sleep`` is injected so tests need not wait.
+    ``sfn_client`` (a boto3 Step Functions client) is needed by chained deployments only;
+    ``states_role_arn`` is the role their state machines run as (allowed ``lambda:InvokeFunction`` on the
+    model functions); without it the functions' role is used, which must then trust
+    ``states.amazonaws.com`` too. ``wait_s`` bounds each wait (for Active, for an update to finish, for a
+    conflicting call to clear); ``sleep`` is injected so tests need not wait.
     """
 
     def __init__(
@@ -89,12 +114,16 @@ class LambdaFunctionManager:
         lambda_client: Any,
         role_arn: str,
         *,
+        sfn_client: Any | None = None,
+        states_role_arn: str | None = None,
         sleep: Callable[[float], None] = time.sleep,
         wait_s: float = 300.0,
         attempts: int = 5,
     ) -> None:
         self.client = lambda_client
         self.role_arn = role_arn
+        self.sfn = sfn_client
+        self.states_role_arn = states_role_arn or role_arn
         self.sleep = sleep
         self.wait_s = wait_s
         self.attempts = attempts
@@ -102,8 +131,16 @@ class LambdaFunctionManager:
     # ----------------------------------------------------------------------- the port
 
     def deploy(self, manifest: ModelConfigFile, progress: Progress) -> Deployment:
-        functions = tuple(self._deploy(spec, progress) for spec in function_specs(manifest))
-        return Deployment(mode="fused", functions=functions)
+        mode = pipeline_mode(manifest)
+        if mode == "chained" and self.sfn is None:
+            raise FunctionFailed(
+                f"{manifest.name} runs chained, but this function manager has no Step Functions client"
+            )
+        functions = tuple(self._deploy(spec, progress) for spec in function_specs(manifest, mode))
+        if mode == "fused":
+            return Deployment(mode="fused", functions=functions)
+        arn = self._state_machine(manifest, functions, progress)
+        return Deployment(mode="chained", functions=functions, state_machine_arn=arn)
 
     def promote(self, deployment: Deployment) -> None:
         """Point each function's ``live`` alias at this deployment's published version."""
@@ -111,6 +148,54 @@ class LambdaFunctionManager:
             if not function.version:
                 raise FunctionFailed(f"{function.function_name} has no published version to promote")
             self._point_alias(function.function_name, function.version)
+
+    # ----------------------------------------------------------------------- the state machine
+
+    def _state_machine(
+        self, manifest: ModelConfigFile, functions: tuple[DeployedFunction, ...], progress: Progress
+    ) -> str:
+        """Create the version's EXPRESS state machine over the published versions, or bring an existing
+        one (a redeploy of the same version) to this definition; its ARN. (A machine's type cannot be
+        updated, and moto describes every machine as STANDARD, so the type is not checked on update.)"""
+        arns: dict[Role, str] = {
+            f.role: f"{f.function_arn}:{f.version}" for f in functions if f.role != "fused"
+        }
+        sfn = self.sfn
+        assert sfn is not None  # deploy checked
+        definition = definition_text(state_machine_definition(manifest, arns))
+        name = state_machine_name(manifest.name, manifest.version)
+        parts = functions[0].function_arn.split(":")  # arn:PARTITION:lambda:REGION:ACCOUNT:function:NAME
+        partition, region, account = parts[1], parts[3], parts[4]
+        arn = f"arn:{partition}:states:{region}:{account}:stateMachine:{name}"
+        try:
+            current = self._call(
+                sfn.describe_state_machine, {"StateMachineDoesNotExist"}, stateMachineArn=arn
+            )
+        except ClientError:
+            progress(f"creating state machine {name}")
+            try:
+                created = self._call(
+                    sfn.create_state_machine,
+                    {"StateMachineAlreadyExists"},
+                    name=name,
+                    definition=definition,
+                    roleArn=self.states_role_arn,
+                    type="EXPRESS",
+                    tags=[{"key": "modelport:model", "value": manifest.name}],
+                )
+                return str(created["stateMachineArn"])
+            except ClientError:  # created meanwhile (with another definition, maybe): update it
+                current = self._call(sfn.describe_state_machine, set(), stateMachineArn=arn)
+        if current.get("definition") != definition or current.get("roleArn") != self.states_role_arn:
+            progress(f"updating state machine {name}")
+            self._call(
+                sfn.update_state_machine,
+                set(),
+                stateMachineArn=arn,
+                definition=definition,
+                roleArn=self.states_role_arn,
+            )
+        return arn
 
     # ----------------------------------------------------------------------- one function
 
@@ -261,19 +346,27 @@ class LambdaFunctionManager:
                 code = _code(exc)
                 if code in expected:
                     raise
-                retry = code in RETRYABLE or (
-                    code == "InvalidParameterValueException" and "cannot be assumed by Lambda" in str(exc)
+                retry = code in RETRYABLE or (  # a new role that has not reached Lambda or Step Functions
+                    code in ("InvalidParameterValueException", "AccessDeniedException")
+                    and ("cannot be assumed" in str(exc) or "not authorized to assume" in str(exc))
                 )
                 if not retry or time.monotonic() + pause > deadline:
                     raise _failed(exc) from None
             except BotoCoreError as exc:
-                raise FunctionFailed(f"could not reach Lambda: {exc}") from None
+                raise FunctionFailed(f"could not reach {_service(method)}: {exc}") from None
             self.sleep(pause)
             pause = min(pause * 2, 8.0)
 
 
 def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _service(method: Callable[..., Any]) -> str:
+    """``Lambda`` or ``Step Functions``: whom a failed call was for."""
+    meta = getattr(getattr(method, "__self__", None), "meta", None)
+    name = str(meta.service_model.service_name) if meta is not None else "lambda"
+    return "Step Functions" if name == "stepfunctions" else "Lambda"
 
 
 def _failed(exc: ClientError) -> FunctionFailed:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
+from chalicelib.core.errors import ConfigError
 from chalicelib.core.manifest import ModelConfigFile
 
 Role = Literal["pre", "model", "post"]
+Mode = Literal["fused", "chained"]
 
 TRANSIENT_LAMBDA_ERRORS = [
     "Lambda.ServiceException",
@@ -33,6 +35,34 @@ def stages_of(manifest: ModelConfigFile) -> list[Role]:
     if manifest.processing.post:
         roles.append("post")
     return roles
+
+
+def user_code_steps(manifest: ModelConfigFile) -> list[str]:
+    return [ref.step for ref in (*manifest.processing.pre, *manifest.processing.post) if ref.is_user_code]
+
+
+def pipeline_mode(manifest: ModelConfigFile) -> Mode:
+    """How ``manifest``'s version runs: what its config says, ``auto`` decided by ``auto_mode``.
+
+    Chained mode refuses user-code steps: what user code returns need not be data the intermediate
+    document between stages can carry (docs/pipelines.md)."""
+    if manifest.pipeline == "fused":
+        return "fused"
+    if manifest.pipeline == "chained":
+        user = user_code_steps(manifest)
+        if user:
+            raise ConfigError(
+                f"pipeline: chained cannot run user-code steps ({', '.join(user)})",
+                path="pipeline",
+                hint="use pipeline: fused (or auto), or built-in steps only",
+            )
+        return "chained"
+    return auto_mode(manifest)
+
+
+def auto_mode(manifest: ModelConfigFile) -> Mode:
+    """``pipeline: auto``: fused for now."""
+    return "fused"
 
 
 def _task(function_arn: str, next_state: str) -> dict[str, Any]:

@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 
-from chalicelib.core.manifest import ModelConfigFile
-from chalicelib.core.pipeline import Role, stages_of, state_machine_definition
+from chalicelib.aws.functions import LambdaFunctionManager
+from chalicelib.aws.invoke import LambdaInvoker
+from chalicelib.core.manifest import ContainerAssociation, ModelConfigFile
+from chalicelib.core.pipeline import STATE_NAMES, Role, stages_of, state_machine_definition
 from chalicelib.services.intake import manifest_for_dir
 from tests.functional.local_stack import EXAMPLES, ROLE, Stack, create, invoke, start_stack
 
@@ -76,3 +78,91 @@ def test_a_state_machine_of_stage_functions_answers_like_the_fused_function(stac
     assert want["status"] == 400 and "missing feature" in want["body"]
     for arn in arns.values():
         assert stack.emulator.started(arn) == 1  # warm reuse across executions
+
+
+# --------------------------------------------------------------------------- the function manager, chained
+
+
+def _chained_manifest(name: str, version: int, image: str = DIABETES) -> ModelConfigFile:
+    manifest: ModelConfigFile = manifest_for_dir(EXAMPLES / "diabetes-lightgbm")
+    container = ContainerAssociation(
+        environment_image="modelport/env:test",
+        image_uri=image,
+        image_digest="sha256:" + "0" * 64,
+        size_bytes=1,
+    )
+    return manifest.model_copy(
+        update={"name": name, "version": version, "pipeline": "chained", "container": container}
+    )
+
+
+def test_the_function_manager_deploys_a_chained_pipeline_through_the_edge(stack: Stack) -> None:
+    lam = stack.client("lambda")
+    sfn = stack.client("stepfunctions", inject_host_prefix=False)
+    name = _name("chain")
+    lines: list[str] = []
+    stack.images.register("modelport/diabetes-lightgbm:v2", stack.images.resolve(DIABETES))
+    manager = LambdaFunctionManager(lam, ROLE, sfn_client=sfn, wait_s=30)
+    first = manager.deploy(_chained_manifest(name, 1), lines.append)
+    assert first.mode == "chained"
+    assert [(f.role, f.function_name, f.version) for f in first.functions] == [
+        (role, f"modelport-{name}-{role}", "1") for role in ("pre", "model", "post")
+    ]
+    assert (
+        first.state_machine_arn == f"arn:aws:states:us-east-1:123456789012:stateMachine:modelport-{name}-v1"
+    )
+    described = sfn.describe_state_machine(stateMachineArn=first.state_machine_arn)
+    states = json.loads(described["definition"])["States"]
+    tasks = [states[STATE_NAMES[f.role]] for f in first.functions if f.role != "fused"]
+    assert [t["Parameters"]["FunctionName"] for t in tasks] == [
+        f"{f.function_arn}:1" for f in first.functions
+    ]  # the published versions, never $LATEST
+    for function in first.functions:
+        config = lam.get_function(FunctionName=function.function_name, Qualifier="1")["Configuration"]
+        assert config["Environment"]["Variables"]["MODELPORT_ROLE"] == function.role
+
+    # the control plane's invoker runs it; the answer is the fused function's
+    fused = _name("fused")
+    create(lam, fused, DIABETES)
+    event = _csv_event(EXAMPLES / "diabetes-lightgbm" / "samples" / "patients.csv", "application/json")
+    answer = LambdaInvoker(lam, sfn).invoke(first, event)
+    _, want = invoke(lam, fused, event)
+    assert (answer["status"], answer["body"]) == (200, want["body"])
+
+    # the same version again changes nothing; a new version gets its own machine, the first keeps its own
+    assert manager.deploy(_chained_manifest(name, 1), lines.append) == first
+    second = manager.deploy(_chained_manifest(name, 2, "modelport/diabetes-lightgbm:v2"), lines.append)
+    assert [f.version for f in second.functions] == ["2", "2", "2"]
+    assert second.state_machine_arn and second.state_machine_arn.endswith(f"modelport-{name}-v2")
+    assert LambdaInvoker(lam, sfn).invoke(first, event)["body"] == want["body"]
+    assert LambdaInvoker(lam, sfn).invoke(second, event)["body"] == want["body"]
+    assert sum("creating state machine" in line for line in lines) == 2, lines
+
+    manager.promote(first)
+    manager.promote(second)
+    for function in second.functions:
+        assert lam.get_alias(FunctionName=function.function_name, Name="live")["FunctionVersion"] == "2"
+
+
+def test_the_chained_deploy_makes_the_same_calls_against_moto(stack: Stack) -> None:
+    """Control calls only (moto's Lambda never runs an image); a machine changed behind our back is
+    brought back to the version's definition on a redeploy."""
+    iam = stack.session.client("iam", endpoint_url=stack.moto.url)
+    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+             "Principal": {"Service": ["lambda.amazonaws.com", "states.amazonaws.com"]}}]}  # fmt: skip
+    role = iam.create_role(RoleName=_name("role"), AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    lam = stack.session.client("lambda", endpoint_url=stack.moto.url)
+    sfn = stack.session.client("stepfunctions", endpoint_url=stack.moto.url)
+    manager = LambdaFunctionManager(lam, role, sfn_client=sfn, states_role_arn=role, sleep=lambda s: None)
+    ecr = "123456789012.dkr.ecr.us-east-1.amazonaws.com/modelport/diabetes:v1"
+    name = _name("moto")
+    first = manager.deploy(_chained_manifest(name, 1, ecr), lambda line: None)
+    assert first.mode == "chained" and first.state_machine_arn
+    sfn.update_state_machine(stateMachineArn=first.state_machine_arn, definition=json.dumps(
+        {"StartAt": "X", "States": {"X": {"Type": "Succeed"}}}))  # fmt: skip
+    lines: list[str] = []
+    assert manager.deploy(_chained_manifest(name, 1, ecr), lines.append) == first
+    assert any(line.startswith("updating state machine") for line in lines), lines
+    described = sfn.describe_state_machine(stateMachineArn=first.state_machine_arn)
+    assert "Predict" in json.loads(described["definition"])["States"]
+    assert described["roleArn"] == role

@@ -1,0 +1,99 @@
+"""Which functions a deployment has, fused or chained, and how Step Functions failures surface."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from moto import mock_aws
+
+from chalicelib.aws.functions import LambdaFunctionManager, function_specs
+from chalicelib.core.config import Processing
+from chalicelib.core.errors import ConfigError, FunctionFailed
+from chalicelib.core.manifest import ContainerAssociation, ModelConfigFile
+from chalicelib.core.pipeline import pipeline_mode
+from chalicelib.services.intake import manifest_for_dir
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/modelport/iris:v1"
+
+
+def _manifest(example: str, pipeline: str, **update: Any) -> ModelConfigFile:
+    container = ContainerAssociation(
+        environment_image="env", image_uri=IMAGE, image_digest="sha256:" + "0" * 64, size_bytes=1
+    )
+    manifest: ModelConfigFile = manifest_for_dir(EXAMPLES / example)
+    return manifest.model_copy(update={"pipeline": pipeline, "container": container, **update})
+
+
+def test_a_chained_deployment_has_one_function_per_stage_that_exists() -> None:
+    specs = function_specs(_manifest("iris-onnx", "chained"))
+    assert [(s.role, s.name, s.environment.get("MODELPORT_ROLE")) for s in specs] == [
+        ("pre", "modelport-iris-onnx-pre", "pre"),
+        ("model", "modelport-iris-onnx-model", "model"),
+        ("post", "modelport-iris-onnx-post", "post"),
+    ]
+    assert {s.image_uri for s in specs} == {IMAGE} and {s.memory_mb for s in specs} == {512}
+    (only,) = function_specs(_manifest("sentiment-predictor", "chained"))  # no steps: no pre, no post
+    assert (only.role, only.environment["MODELPORT_ROLE"]) == ("model", "model")
+    (fused,) = function_specs(_manifest("iris-onnx", "fused"))
+    assert (fused.name, "MODELPORT_ROLE" in fused.environment) == ("modelport-iris-onnx", False)
+
+
+def test_chained_mode_refuses_user_code_steps() -> None:
+    processing = Processing.model_validate({"pre": ["steps/clean.py:clean"], "post": ["labels"]})
+    manifest = _manifest("iris-onnx", "chained", processing=processing)
+    with pytest.raises(ConfigError, match=r"chained cannot run user-code steps \(steps/clean.py:clean\)"):
+        pipeline_mode(manifest)
+    assert pipeline_mode(manifest.model_copy(update={"pipeline": "auto"})) == "fused"
+
+
+class FailingStepFunctions:
+    """A Step Functions client that has no machine and refuses to create one."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.error = {"Error": {"Code": code, "Message": message}}
+        self.calls: list[str] = []
+
+    def describe_state_machine(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append("describe")
+        raise ClientError({"Error": {"Code": "StateMachineDoesNotExist", "Message": "no"}}, "Describe")
+
+    def create_state_machine(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append("create")
+        raise ClientError(self.error, "CreateStateMachine")
+
+
+@pytest.fixture
+def lambda_client(aws_credentials: None) -> Iterator[tuple[Any, str]]:
+    with mock_aws():
+        iam = boto3.client("iam", region_name="us-east-1")
+        trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                 "Principal": {"Service": "lambda.amazonaws.com"}}]}  # fmt: skip
+        role = iam.create_role(RoleName="fn", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+        yield boto3.client("lambda", region_name="us-east-1"), role
+
+
+def test_step_functions_errors_are_function_failures(lambda_client: tuple[Any, str]) -> None:
+    lam, role = lambda_client
+    manifest = _manifest("iris-onnx", "chained")
+    with pytest.raises(FunctionFailed, match="no Step Functions client"):
+        LambdaFunctionManager(lam, role).deploy(manifest, lambda line: None)
+    sfn = FailingStepFunctions("ValidationException", "bad definition")
+    manager = LambdaFunctionManager(lam, role, sfn_client=sfn, sleep=lambda s: None)
+    with pytest.raises(
+        FunctionFailed, match="CreateStateMachine failed: ValidationException: bad definition"
+    ):
+        manager.deploy(manifest, lambda line: None)
+    assert sfn.calls == ["describe", "create"]
+    # a role Step Functions cannot assume yet (IAM propagation) is retried until the wait runs out
+    slow = FailingStepFunctions("AccessDeniedException", "states.amazonaws.com is not authorized to assume")
+    manager = LambdaFunctionManager(lam, role, sfn_client=slow, sleep=lambda s: None, wait_s=2)
+    with pytest.raises(FunctionFailed, match="AccessDeniedException"):
+        manager.deploy(manifest, lambda line: None)
+    assert slow.calls.count("create") > 1
