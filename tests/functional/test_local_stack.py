@@ -1,0 +1,294 @@
+"""The local stack running as ``modelport up`` runs it, driven over HTTP (the API) and boto3 (the edge).
+
+One stack for the module: moto + the edge + the Lambda emulator + the API + the event pump, with real
+containers when a docker engine answers (CI must have one) and processes otherwise. Models are deployed
+the way a user deploys them (``chalicelib.client.deploy``: bundle, presigned upload, S3 -> SQS -> the
+pump -> the app's handler), so each test crosses every hop of the real path.
+
+The failure tests come last: the final one stops the emulator under a request.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import struct
+import tarfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from chalicelib.client import ApiError, Client, Connection, deploy, invoke, log_lines, post_form
+from chalicelib.local.stack import LOCAL_CREDENTIALS, LocalStack
+from chalicelib.services.demo import run_demo
+from tests.functional.local_stack import ECHO_PREDICT
+
+pytestmark = [pytest.mark.functional, pytest.mark.slow]
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+ECHO_CONFIG = """name: echo
+framework: python
+artifacts: [predict.py]
+environment: {memory_mb: 256, timeout_s: 2}
+"""
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[LocalStack]:
+    launcher = "container" if _engine_answers() else "process"
+    if launcher == "process" and os.environ.get("CI"):
+        pytest.fail("CI must have a docker engine (.ci/run starts dockerd)")
+    running = LocalStack(edge_port=0, api_port=0, launcher=launcher, registry=False).start()
+    yield running
+    running.stop()
+
+
+def _engine_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=5).ping()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="module")
+def admin(stack: LocalStack) -> Client:
+    return Client(Connection(stack.api_url, stack.admin_key, stack.endpoint_url))
+
+
+@pytest.fixture(scope="module")
+def aws(stack: LocalStack) -> Any:
+    session = boto3.session.Session(region_name="us-east-1", **LOCAL_CREDENTIALS)
+
+    def client(service: str) -> Any:
+        return session.client(
+            service, endpoint_url=stack.endpoint_url, config=Config(retries={"max_attempts": 0})
+        )
+
+    return client
+
+
+@pytest.fixture(scope="module")
+def iris(admin: Client) -> dict[str, Any]:
+    outcome = deploy(admin, EXAMPLES / "iris-onnx")
+    assert outcome.status == "READY", outcome.reason
+    assert outcome.config is not None
+    return outcome.config
+
+
+@pytest.fixture(scope="module")
+def echo(admin: Client, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    directory = tmp_path_factory.mktemp("echo")
+    (directory / "predict.py").write_text(ECHO_PREDICT, encoding="utf-8")
+    (directory / "modelport.yaml").write_text(ECHO_CONFIG, encoding="utf-8")
+    outcome = deploy(admin, directory)
+    assert outcome.status == "READY", outcome.reason
+    assert outcome.config is not None
+    return outcome.config
+
+
+def rows(*values: list[float]) -> bytes:
+    return json.dumps({"rows": list(values)}).encode()
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def test_an_uploaded_model_is_deployed_as_a_container_image_function(
+    stack: LocalStack, iris: dict[str, Any], aws: Any
+) -> None:
+    fn = iris["deployment"]["functions"][0]
+    assert iris["deployment"]["mode"] == "fused" and fn["function_name"] == "modelport-iris-onnx"
+    got = aws("lambda").get_function(FunctionName=fn["function_name"], Qualifier="live")
+    assert got["Configuration"]["PackageType"] == "Image"
+    assert got["Configuration"]["Version"] == fn["version"] == "1"
+    assert got["Code"]["ImageUri"] == iris["container"]["image_uri"]
+    assert got["Configuration"]["MemorySize"] == iris["environment"]["memory_mb"]
+    association = aws("dynamodb").scan(TableName="modelport-associations")["Items"]
+    assert any(item.get("image_uri", {}).get("S") == iris["container"]["image_uri"] for item in association)
+
+
+def test_invoke_answers_json_and_the_picture_through_every_hop(iris: dict[str, Any], admin: Client) -> None:
+    answer = invoke(admin, "iris-onnx", rows([5.1, 3.5, 1.4, 0.2], [6.3, 3.3, 6.0, 2.5]),
+                    content_type="application/json", accept="application/json")  # fmt: skip
+    doc = answer.json()
+    assert [p[0]["label"] for p in doc["predictions"]] == ["setosa", "virginica"]
+    assert doc["figure"]["media_type"] == "image/png"
+    timing = answer.headers["server-timing"]
+    assert all(f"{stage};dur=" in timing for stage in ("decode", "pre", "model", "post", "post.bar_chart"))
+
+    picture = invoke(admin, "iris-onnx", rows([5.1, 3.5, 1.4, 0.2]), content_type="application/json",
+                     accept="image/png")  # fmt: skip
+    assert picture.headers["content-type"] == "image/png" and png_size(picture.body) == (640, 360)
+    csv = invoke(admin, "iris-onnx", b"5.1,3.5,1.4,0.2\n", content_type="text/csv", accept="application/json")
+    assert csv.json()["predictions"][0][0]["label"] == "setosa"
+
+
+def test_a_bad_request_is_refused_before_any_function_runs(
+    stack: LocalStack, iris: dict[str, Any], admin: Client, aws: Any
+) -> None:
+    before = _report_lines(aws, "modelport-iris-onnx")
+    with pytest.raises(ApiError) as err:
+        invoke(admin, "iris-onnx", rows([5.1, 3.5]), content_type="application/json")
+    assert err.value.status == 400 and "/rows/0" in str(err.value)
+    with pytest.raises(ApiError) as err:
+        invoke(admin, "iris-onnx", b"x" * (6 * 1024 * 1024 + 1), content_type="text/csv")
+    assert err.value.status == 413 and "6 MB" in str(err.value)
+    with pytest.raises(ApiError) as err:
+        invoke(admin, "iris-onnx", rows([1, 2, 3, 4]), content_type="application/json", accept="text/html")
+    assert err.value.status == 406
+    time.sleep(1.0)  # the log shipper's interval: nothing new must arrive
+    assert _report_lines(aws, "modelport-iris-onnx") == before
+
+
+def test_function_output_reaches_cloudwatch_logs(iris: dict[str, Any], admin: Client, aws: Any) -> None:
+    invoke(admin, "iris-onnx", rows([5.1, 3.5, 1.4, 0.2]), content_type="application/json")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not _report_lines(aws, "modelport-iris-onnx"):
+        time.sleep(0.2)
+    lines = _report_lines(aws, "modelport-iris-onnx")
+    assert lines and "Duration:" in lines[-1] and "Memory Size: 512 MB" in lines[-1]
+
+
+def _report_lines(aws: Any, function: str) -> list[str]:
+    found = log_lines(aws("logs"), function.removeprefix("modelport-"))
+    return [line for fn, _, line in found if fn == function and line.startswith("REPORT")]
+
+
+def test_another_account_sees_no_model_and_unknown_models_are_404(
+    iris: dict[str, Any], admin: Client
+) -> None:
+    bob = admin.json("POST", "/v1/accounts", {"name": "bob"})
+    as_bob = Client(Connection(admin.conn.api_url, bob["api_key"]))
+    for client, name in ((as_bob, "iris-onnx"), (admin, "no-such-model")):
+        with pytest.raises(ApiError) as err:
+            invoke(client, name, rows([5.1, 3.5, 1.4, 0.2]), content_type="application/json")
+        assert err.value.status == 404
+
+
+def test_a_failed_version_answers_409_with_its_reason(iris: dict[str, Any], admin: Client) -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        data = (EXAMPLES / "iris-onnx" / "modelport.yaml").read_bytes()
+        info = tarfile.TarInfo("modelport.yaml")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))  # and no model file
+    bundle = buf.getvalue()
+    created = admin.json("POST", "/v1/models/iris-onnx/versions", {"size_bytes": len(bundle)})
+    version = created["version"]["version"]
+    post_form(created["upload"]["url"], created["upload"]["fields"], bundle)
+    deadline = time.monotonic() + 60
+    while (record := admin.json("GET", f"/v1/models/iris-onnx/versions/{version}"))["status"] != "FAILED":
+        assert time.monotonic() < deadline, record
+        time.sleep(0.2)
+    with pytest.raises(ApiError) as err:
+        invoke(
+            admin, "iris-onnx", rows([5.1, 3.5, 1.4, 0.2]), content_type="application/json", version=version
+        )
+    assert err.value.status == 409 and "FAILED" in str(err.value) and record["reason"] in str(err.value)
+    # the default version is untouched
+    assert (
+        invoke(admin, "iris-onnx", rows([5.1, 3.5, 1.4, 0.2]), content_type="application/json").status == 200
+    )
+
+
+def echo_body(values: list[float], sleep_s: float = 0.0) -> bytes:
+    return json.dumps({"output": values, "sleep_s": sleep_s}).encode()
+
+
+def test_a_timeout_is_504_and_the_environment_is_replaced(echo: dict[str, Any], admin: Client) -> None:
+    assert invoke(admin, "echo", echo_body([1.0]), content_type="application/json").json() == {
+        "output": [1.0]
+    }
+    with pytest.raises(ApiError) as err:
+        invoke(admin, "echo", echo_body([2.0], sleep_s=5), content_type="application/json")
+    assert err.value.status == 504 and "timed out" in str(err.value)
+    assert invoke(admin, "echo", echo_body([3.0]), content_type="application/json").json() == {
+        "output": [3.0]
+    }
+
+
+def test_an_environment_killed_mid_invocation_is_502_then_a_fresh_one_serves(
+    stack: LocalStack, echo: dict[str, Any], admin: Client
+) -> None:
+    emulator = stack.edge.emulator if stack.edge else None
+    assert emulator is not None
+    invoke(admin, "echo", echo_body([0.0]), content_type="application/json")  # warm
+    started = emulator.started("modelport-echo")
+    outcome: dict[str, Any] = {}
+
+    def slow() -> None:
+        try:
+            invoke(admin, "echo", echo_body([1.0], sleep_s=1.5), content_type="application/json")
+        except ApiError as exc:
+            outcome["error"] = exc
+
+    caller = threading.Thread(target=slow)
+    caller.start()
+    deadline = time.monotonic() + 5
+    while not any(e.busy for e in emulator.environments("modelport-echo")):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    busy = next(e for e in emulator.environments("modelport-echo") if e.busy)
+    assert busy.pid is not None
+    os.kill(busy.pid, signal.SIGKILL)
+    caller.join(10)
+    assert outcome["error"].status == 502 and "Runtime" in str(outcome["error"])
+    assert invoke(admin, "echo", echo_body([4.0]), content_type="application/json").json() == {
+        "output": [4.0]
+    }
+    assert emulator.started("modelport-echo") > started
+
+
+def test_the_demo_deploys_and_answers_every_example(stack: LocalStack, admin: Client, tmp_path: Path) -> None:
+    dirs = sorted(p.parent for p in EXAMPLES.glob("*/modelport.yaml"))
+    demo = run_demo(admin, dirs, tmp_path, warm_calls=3)
+    problems = {row.name: row.problem or [a.problem for a in row.answers] for row in demo if not row.ok}
+    assert not problems
+    assert {row.name for row in demo} == {d.name for d in dirs}
+    for row in demo:
+        assert row.answers and all(a.status == 200 and a.path and a.path.is_file() for a in row.answers)
+        assert len(row.warm_ms) == 3
+    pictures = [a.path for row in demo for a in row.answers if a.path and a.path.suffix == ".png"]
+    assert len(pictures) >= 4 and all(png_size(p.read_bytes())[0] == 640 for p in pictures)
+
+
+def test_stopping_the_emulator_under_a_request_is_an_error_not_a_hang(
+    stack: LocalStack, echo: dict[str, Any], admin: Client
+) -> None:
+    emulator = stack.edge.emulator if stack.edge else None
+    assert emulator is not None
+    outcome: dict[str, Any] = {}
+
+    def slow() -> None:
+        began = time.monotonic()
+        try:
+            invoke(admin, "echo", echo_body([1.0], sleep_s=1.5), content_type="application/json")
+        except ApiError as exc:
+            outcome["error"] = exc
+        outcome["seconds"] = time.monotonic() - began
+
+    caller = threading.Thread(target=slow)
+    caller.start()
+    time.sleep(0.3)
+    emulator.shutdown()
+    caller.join(20)
+    assert not caller.is_alive()
+    assert outcome["error"].status == 502 and outcome["seconds"] < 10
+    began = time.monotonic()
+    with pytest.raises(ApiError) as err:  # and the next one too, at once
+        invoke(admin, "echo", echo_body([1.0]), content_type="application/json")
+    assert err.value.status == 502 and time.monotonic() - began < 10
