@@ -267,7 +267,7 @@ def base_image_group() -> None:
 @click.option("--force", is_flag=True, help="rebuild even if the image exists")
 @_friendly
 def base_image_build(python: str, force: bool) -> None:
-    """Make modelport/base:py<PYTHON>-<release> (needs root and debootstrap); skipped when it exists."""
+    """Make modelport/base:py<PYTHON>-<release>-r<N> (needs root and debootstrap); skipped when it exists."""
     from chalicelib.docker.baseimage import build_base_image
 
     click.echo(build_base_image(python, progress=lambda line: click.echo(line, err=True), force=force))

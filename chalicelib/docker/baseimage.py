@@ -71,8 +71,14 @@ def debian_release(python: str) -> DebianRelease:
     return release
 
 
+BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates", "libgomp1")
+"""libgomp1: the OpenMP runtime LightGBM's (and XGBoost's) wheels link against; the AWS base has it."""
+BASE_REVISION = 2
+"""Part of the tag: a machine holding a base made by an older recipe makes the new one."""
+
+
 def base_image_tag(python: str) -> str:
-    return f"{BASE_REPOSITORY}:py{python}-{debian_release(python).codename}"
+    return f"{BASE_REPOSITORY}:py{python}-{debian_release(python).codename}-r{BASE_REVISION}"
 
 
 def apt_mirror(apt_dir: Path = Path("/etc/apt")) -> str:
@@ -167,7 +173,7 @@ def build_base_image(
             [
                 "debootstrap",
                 "--variant=minbase",
-                "--include=python3,python3-venv,ca-certificates",
+                "--include=" + ",".join(BASE_PACKAGES),
                 f"--arch={arch}",
                 f"--cache-dir={debs}",
                 release.codename,

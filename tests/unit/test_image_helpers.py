@@ -159,8 +159,8 @@ def test_the_cache_root_follows_modelport_cache(monkeypatch: pytest.MonkeyPatch,
 
 
 def test_debian_releases_by_python() -> None:
-    assert base_image_tag("3.11") == "modelport/base:py3.11-bookworm"
-    assert base_image_tag("3.13") == "modelport/base:py3.13-trixie"
+    assert base_image_tag("3.11") == "modelport/base:py3.11-bookworm-r2"
+    assert base_image_tag("3.13") == "modelport/base:py3.13-trixie-r2"
     assert debian_release("3.11").glibc == "2.36"
     with pytest.raises(BaseImageError, match=r"no Debian release ships python 3\.12") as caught:
         debian_release("3.12")
