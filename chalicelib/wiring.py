@@ -141,7 +141,7 @@ def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
     if settings.functions == "lambda":
         from chalicelib.aws.functions import LambdaFunctionManager
 
-        functions = LambdaFunctionManager(lambda_client, settings.function_role)
+        functions = LambdaFunctionManager(lambda_client, settings.function_role, sfn_client=sfn)
     return Container(
         settings=settings,
         clock=clock,
