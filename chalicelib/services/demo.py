@@ -117,24 +117,30 @@ def run_demo(
         target = out_dir / manifest.name
         target.mkdir(parents=True, exist_ok=True)
         samples = samples_of(model_dir, manifest)
+        version = row.deployed.version  # on a running stack the default may be an older version
         for sample in samples:
-            row.answers.append(_ask(client, manifest.name, sample, accept, target))
+            row.answers.append(_ask(client, manifest.name, version, sample, accept, target))
         progress(f"  {manifest.name}: {len(samples)} sample(s) answered, measuring {warm_calls} warm calls")
         first = samples[0]
         for _ in range(warm_calls):
             began = time.perf_counter()
             try:
-                invoke(client, manifest.name, first.body, content_type=first.content_type, accept=accept)
+                invoke(
+                    client, manifest.name, first.body, content_type=first.content_type, accept=accept,
+                    version=version,
+                )  # fmt: skip
             except ApiError:
                 break
             row.warm_ms.append((time.perf_counter() - began) * 1000)
     return rows
 
 
-def _ask(client: Client, name: str, sample: Sample, accept: str, target: Path) -> Answer:
+def _ask(client: Client, name: str, version: int, sample: Sample, accept: str, target: Path) -> Answer:
     began = time.perf_counter()
     try:
-        answer = invoke(client, name, sample.body, content_type=sample.content_type, accept=accept)
+        answer = invoke(
+            client, name, sample.body, content_type=sample.content_type, accept=accept, version=version
+        )
     except ApiError as exc:
         return Answer(sample.name, exc.status, (time.perf_counter() - began) * 1000, None, str(exc))
     ms = (time.perf_counter() - began) * 1000
