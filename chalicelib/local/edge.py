@@ -84,6 +84,11 @@ ROUTES: list[Route] = [
     )
 ]
 CREATED = frozenset({"create_function", "publish_version", "create_alias"})
+BUFFERED_MAX = 1 << 20
+"""Request bodies up to this size are read whole and go over a pooled keep-alive connection to moto
+(a stale one is retried once on a fresh connection); larger and chunked ones are streamed on a new one."""
+POOL_MAX = 32
+_STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 
 
 class EdgeServer(ThreadingHTTPServer):
@@ -113,6 +118,8 @@ class EdgeServer(ThreadingHTTPServer):
         """False: every StartSyncExecution runs on moto (its interpreter), as before the fast path."""
         self._machines: dict[str, asl.Machine | None] = {}
         self._machines_lock = threading.Lock()
+        self._pool: list[tuple[str, http.client.HTTPConnection]] = []
+        self._pool_lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
     @property
@@ -144,6 +151,10 @@ class EdgeServer(ThreadingHTTPServer):
             self.shutdown()
             self._thread.join()
         self.server_close()
+        with self._pool_lock:
+            pooled, self._pool = self._pool, []
+        for _, conn in pooled:
+            conn.close()
 
     def __enter__(self) -> EdgeServer:
         return self.start()
@@ -169,10 +180,30 @@ class EdgeServer(ThreadingHTTPServer):
                 del self._machines[known]
 
     def upstream(self) -> http.client.HTTPConnection:
+        """A new connection to moto."""
         parts = urlsplit(self.moto_url)
         return http.client.HTTPConnection(
             parts.hostname or "127.0.0.1", parts.port or 80, timeout=self.upstream_timeout_s
         )
+
+    def checkout(self) -> tuple[http.client.HTTPConnection, bool]:
+        """A kept-alive connection to moto if one is idle (True), else a new one (False): a new TCP
+        connection per request costs moto's server a connect, an accept and a thread."""
+        with self._pool_lock:
+            while self._pool:
+                url, conn = self._pool.pop()
+                if url == self.moto_url:
+                    return conn, True
+                conn.close()
+        return self.upstream(), False
+
+    def checkin(self, conn: http.client.HTTPConnection) -> None:
+        """Back to the pool, once its answer was read whole."""
+        with self._pool_lock:
+            if len(self._pool) < POOL_MAX:
+                self._pool.append((self.moto_url, conn))
+                return
+        conn.close()
 
 
 class _EdgeHandler(BaseHTTPRequestHandler):
@@ -343,7 +374,7 @@ class _EdgeHandler(BaseHTTPRequestHandler):
             return machine
         try:
             status, described = self._moto("DescribeStateMachine", {"stateMachineArn": arn})
-        except OSError:
+        except (OSError, http.client.HTTPException):
             return None  # the moto path reports it
         if status != 200:
             return None  # not cached: the moto path answers with moto's error
@@ -433,7 +464,7 @@ class _EdgeHandler(BaseHTTPRequestHandler):
                     break
                 time.sleep(pause)
                 pause = min(pause * 2, 0.025)
-        except OSError as exc:
+        except (OSError, http.client.HTTPException) as exc:
             self._upstream_failed(exc)
             return
         answer = {
@@ -463,34 +494,94 @@ class _EdgeHandler(BaseHTTPRequestHandler):
     def _moto(self, operation: str, doc: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
         """One Step Functions JSON call to moto, with the caller's credentials (moto takes the account and
         region from them)."""
-        conn = self.server.upstream()
+        headers = {
+            "Content-Type": "application/x-amz-json-1.0",
+            "X-Amz-Target": f"AWSStepFunctions.{operation}",
+            "Authorization": self.headers.get("Authorization", ""),
+        }
+        body = json.dumps(doc).encode()
+        conn, response = self._exchange(lambda c: c.request("POST", "/", body, headers))
         try:
-            headers = {
-                "Content-Type": "application/x-amz-json-1.0",
-                "X-Amz-Target": f"AWSStepFunctions.{operation}",
-                "Authorization": self.headers.get("Authorization", ""),
-            }
-            conn.request("POST", "/", json.dumps(doc).encode(), headers)
-            response = conn.getresponse()
-            return response.status, _json(response.read())
-        finally:
+            data = response.read()
+        except BaseException:
+            conn.close()
+            raise
+        self._done(conn, response)
+        return response.status, _json(data)
+
+    def _exchange(
+        self, send: Callable[[http.client.HTTPConnection], None]
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """``send`` a whole request on a pooled connection and read the answer's head; a pooled
+        connection moto had closed is retried once on a new one. Raises OSError/HTTPException."""
+        for attempt in range(2):
+            conn, reused = self.server.checkout()
+            try:
+                send(conn)
+                return conn, conn.getresponse()
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                if not (reused and attempt == 0 and isinstance(exc, _STALE)):
+                    raise
+        raise AssertionError("unreachable")
+
+    def _done(self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse) -> None:
+        if response.isclosed() and not response.will_close:
+            self.server.checkin(conn)
+        else:
             conn.close()
 
     # ----------------------------------------------------------------------- moto
 
     def _forward(self, body: bytes | None = None) -> None:
         """Send the request to moto as it came and stream the answer back."""
+        if body is not None:
+            self._forward_whole(body, send_length=True)
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower() or length > BUFFERED_MAX:
+            self._forward_streamed()
+            return
+        body = self.rfile.read(length)
+        if len(body) < length:
+            raise ConnectionResetError("the client closed the connection mid-body")
+        self._forward_whole(body, send_length=bool(length) or self.command in ("POST", "PUT", "PATCH"))
+
+    def _forward_whole(self, body: bytes, *, send_length: bool) -> None:
+        """A request read whole: over a pooled connection."""
+
+        def send(conn: http.client.HTTPConnection) -> None:
+            conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+            for name, value in self.headers.items():
+                if name.lower() not in _HOP:
+                    conn.putheader(name, value)
+            if send_length:
+                conn.putheader("Content-Length", str(len(body)))
+            conn.endheaders(body or None)
+
+        try:
+            conn, response = self._exchange(send)
+        except (OSError, http.client.HTTPException) as exc:
+            self._upstream_failed(exc)
+            return
+        complete = False
+        try:
+            complete = self._relay(response)
+        finally:
+            if complete:
+                self._done(conn, response)
+            else:
+                conn.close()
+
+    def _forward_streamed(self) -> None:
+        """A chunked or large request: streamed on a new connection."""
         conn = self.server.upstream()
         try:
             conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
             for name, value in self.headers.items():
                 if name.lower() not in _HOP:
                     conn.putheader(name, value)
-            chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
-            if body is not None:
-                conn.putheader("Content-Length", str(len(body)))
-                conn.endheaders(body)
-            elif chunked:
+            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
                 conn.putheader("Transfer-Encoding", "chunked")
                 conn.endheaders()
                 for chunk in self._chunks():
@@ -518,7 +609,8 @@ class _EdgeHandler(BaseHTTPRequestHandler):
         finally:
             conn.close()
 
-    def _relay(self, response: http.client.HTTPResponse) -> None:
+    def _relay(self, response: http.client.HTTPResponse) -> bool:
+        """Stream moto's answer back; True when it was read to its end."""
         self.send_response_only(response.status, response.reason)
         for name, value in response.getheaders():
             if name.lower() not in _HOP:
@@ -531,15 +623,17 @@ class _EdgeHandler(BaseHTTPRequestHandler):
             self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         if bodiless:
-            return
+            response.read()
+            return True
         try:
             while chunk := response.read1(1 << 16):
                 self.wfile.write(chunk if length is not None else b"%x\r\n%s\r\n" % (len(chunk), chunk))
         except (OSError, http.client.HTTPException):
             self.close_connection = True  # moto went away mid-answer: the client sees a short body
-            return
+            return False
         if length is None:
             self.wfile.write(b"0\r\n\r\n")
+        return True
 
     def _upstream_failed(self, exc: BaseException) -> None:
         timed_out = isinstance(exc, TimeoutError | socket.timeout)
@@ -641,6 +735,20 @@ class _CachedClients:
         return getattr(self._boto3, name)
 
 
+def _no_delay(wsgi_server: Any) -> None:
+    """TCP_NODELAY on every connection moto accepts: werkzeug answers HTTP/1.1 keep-alive (the edge
+    reuses its connections) in two writes, headers then body, which Nagle's algorithm and the edge's
+    delayed ACK would hold up by ~40 ms."""
+    accept = wsgi_server.get_request
+
+    def get_request() -> tuple[socket.socket, Any]:
+        sock, addr = accept()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock, addr
+
+    wsgi_server.get_request = get_request
+
+
 def start_moto(edge_port: int, *, host: str = "127.0.0.1", port: int = 0) -> MotoServer:
     """Start moto in this process on ``host:port`` (0: any free port) with Step Functions executing, its
     interpreter calling back into the edge on ``edge_port``.
@@ -657,6 +765,7 @@ def start_moto(edge_port: int, *, host: str = "127.0.0.1", port: int = 0) -> Mot
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per request otherwise
     server = ThreadedMotoServer(host, port, verbose=False)
     server.start()
+    _no_delay(server._server)  # moto keeps its werkzeug server there
     bound_host, bound_port = server.get_host_and_port()
     url = f"http://{bound_host}:{bound_port}"
     conn = http.client.HTTPConnection(bound_host, bound_port, timeout=10)
