@@ -55,6 +55,9 @@ class Settings:
     """``lambda`` creates the model functions through the Lambda API (AWS or the local stack's emulator);
     ``memory`` is the twin."""
     function_role: str = "arn:aws:iam::000000000000:role/modelport-functions"
+    cache_ttl_s: float = 2.0
+    """How long a process keeps a verified key and the version a request resolves to (0: not at all);
+    changes made through the same process are seen at once, others within this time."""
     """The execution role of model functions (``MODELPORT_FUNCTION_ROLE``; on AWS, the stage's role)."""
 
     @classmethod
@@ -82,6 +85,7 @@ class Settings:
             registry=get("registry", None),
             functions=get("functions", defaults.functions),
             function_role=get("function_role", defaults.function_role),
+            cache_ttl_s=float(get("cache_ttl_s", defaults.cache_ttl_s)),
         )
 
 

@@ -35,7 +35,7 @@ def services() -> Services:
 
 
 def _build(c: wiring.Container) -> Services:
-    accounts = AccountService(c.accounts, c.clock)
+    accounts = AccountService(c.accounts, c.clock, cache_s=c.settings.cache_ttl_s)
     if c.settings.admin_key:
         accounts.bootstrap_admin(c.settings.admin_key)
     models = ModelService(
@@ -52,5 +52,5 @@ def _build(c: wiring.Container) -> Services:
         accounts=accounts,
         models=models,
         deployments=DeploymentService(c),
-        invoke=InvokeService(models, c.invoker),
+        invoke=InvokeService(models, c.invoker, cache_s=c.settings.cache_ttl_s),
     )

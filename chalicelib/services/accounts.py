@@ -14,6 +14,7 @@ import secrets
 from chalicelib.core.errors import Conflict, Forbidden, NotFound, Unauthorized
 from chalicelib.core.ports import AccountStore, Clock
 from chalicelib.core.records import Account, ApiKey
+from chalicelib.services.cache import TtlCache
 
 KEY_FORMAT = re.compile(r"^mp_(?P<key_id>[a-z0-9]{12})_(?P<secret>[A-Za-z0-9_-]{43})$")
 ACCOUNT_ID = re.compile(r"^acct_[a-z0-9]{16}$")
@@ -30,9 +31,11 @@ def _new_token() -> tuple[str, str]:
 
 
 class AccountService:
-    def __init__(self, store: AccountStore, clock: Clock) -> None:
+    def __init__(self, store: AccountStore, clock: Clock, *, cache_s: float = 0.0) -> None:
+        """``cache_s``: how long a verified key's account is kept (a revocation made here clears it)."""
         self.store = store
         self.clock = clock
+        self._verified: TtlCache[str, Account] = TtlCache(cache_s)
 
     def create_account(self, caller: Account, name: str, *, is_admin: bool = False) -> tuple[Account, str]:
         """An admin creates an account; its first key is returned once, in clear."""
@@ -67,13 +70,18 @@ class AccountService:
         match = KEY_FORMAT.match(token or "")
         if match is None:
             raise Unauthorized("missing or malformed API key", hint="send Authorization: Bearer mp_...")
-        try:
-            key = self.store.get_key(match["key_id"])
-        except NotFound:
-            raise Unauthorized("invalid API key") from None
-        if not hmac.compare_digest(key.secret_hash, hash_key(token or "")) or key.revoked_at:
-            raise Unauthorized("invalid API key")
-        return self.store.get_account(key.account_id)
+        secret_hash = hash_key(token or "")
+
+        def verify() -> Account:
+            try:
+                key = self.store.get_key(match["key_id"])
+            except NotFound:
+                raise Unauthorized("invalid API key") from None
+            if not hmac.compare_digest(key.secret_hash, secret_hash) or key.revoked_at:
+                raise Unauthorized("invalid API key")
+            return self.store.get_account(key.account_id)
+
+        return self._verified.get(secret_hash, verify)
 
     def get_account(self, caller: Account, account_id: str) -> Account:
         self._require_self_or_admin(caller, account_id)
@@ -91,7 +99,9 @@ class AccountService:
         key = self.store.get_key(key_id)
         if key.account_id != caller.account_id and not caller.is_admin:
             raise NotFound(f"no key {key_id!r}")
-        return self.store.revoke_key(key_id, self.clock())
+        revoked = self.store.revoke_key(key_id, self.clock())
+        self._verified.clear()
+        return revoked
 
     def bootstrap_admin(self, token: str) -> Account:
         """Make sure the configured admin key works; idempotent, so every cold start may call it."""

@@ -29,7 +29,8 @@ from chalicelib.core.errors import (
 from chalicelib.core.manifest import ModelConfigFile
 from chalicelib.core.ports import FunctionInvoker
 from chalicelib.core.protocol import Records
-from chalicelib.core.records import Account
+from chalicelib.core.records import Account, VersionRecord
+from chalicelib.services.cache import TtlCache
 from chalicelib.services.models import ModelService
 
 MAX_SYNC_PAYLOAD = 6 * 1024 * 1024  # Lambda's synchronous invocation limit, request and response
@@ -85,10 +86,12 @@ def negotiate(accept: str | None, offered: tuple[str, ...]) -> str:
 
 
 class InvokeService:
-    def __init__(self, models: ModelService, invoker: FunctionInvoker) -> None:
+    def __init__(self, models: ModelService, invoker: FunctionInvoker, *, cache_s: float = 0.0) -> None:
+        """``cache_s``: how long which version an account's request resolves to is kept."""
         self.models = models
         self.invoker = invoker
         self._manifests: dict[tuple[str, int], tuple[ModelConfigFile, Draft202012Validator]] = {}
+        self._resolved: TtlCache[tuple[int, str, bool, str, int | None], tuple[str, int]] = TtlCache(cache_s)
         self._lock = threading.Lock()
 
     def manifest(self, caller: Account, name: str, version: int | None) -> ModelConfigFile:
@@ -97,15 +100,15 @@ class InvokeService:
     def _ready(
         self, caller: Account, name: str, version: int | None
     ) -> tuple[ModelConfigFile, Draft202012Validator]:
-        record = self.models.resolve_version(caller, name, version)
-        key = (record.name, record.version)
+        asked = (self.models.generation, caller.account_id, caller.is_admin, name, version)
+        key = self._resolved.get(asked, lambda: self._resolve(caller, name, version))
         with self._lock:
             cached = self._manifests.get(key)
         if cached is not None:
             return cached
-        if record.status != "READY" or record.manifest is None:
-            reason = f": {record.reason}" if record.reason else ""
-            raise Conflict(f"version {record.version} of {name!r} is {record.status}{reason}")
+        record = self.models.models.get_version(*key)  # visible and ready: checked by _resolve
+        self._ready_record(record, name)
+        assert record.manifest is not None
         manifest = ModelConfigFile.model_validate_json(record.manifest)
         if manifest.deployment is None:
             raise Conflict(f"version {record.version} of {name!r} has no deployed function")
@@ -113,6 +116,18 @@ class InvokeService:
         with self._lock:  # versions never change once READY: cache for the process's life
             self._manifests[key] = entry
         return entry
+
+    def _resolve(self, caller: Account, name: str, version: int | None) -> tuple[str, int]:
+        """(name, version) a request of ``caller`` runs, once that version is ready to run."""
+        record = self.models.resolve_version(caller, name, version)
+        self._ready_record(record, name)
+        return record.name, record.version
+
+    @staticmethod
+    def _ready_record(record: VersionRecord, name: str) -> None:
+        if record.status != "READY" or record.manifest is None:
+            reason = f": {record.reason}" if record.reason else ""
+            raise Conflict(f"version {record.version} of {name!r} is {record.status}{reason}")
 
     def invoke(
         self,

@@ -45,6 +45,9 @@ class ModelService:
         self.max_bundle_bytes = max_bundle_bytes
         self.upload_expires_s = upload_expires_s
         self.functions = functions
+        self.generation = 0
+        """Bumped by every change that alters what an account may invoke (defaults, grants, versions),
+        so caches keyed by it (``InvokeService``) never serve what this process just changed."""
 
     # ------------------------------------------------------------------ visibility
 
@@ -150,6 +153,7 @@ class ModelService:
         if record.status != "READY":
             raise Conflict(f"version {version} of {name!r} is {record.status}, not READY")
         model = self.models.set_default_version(name, version)
+        self.generation += 1
         if self.functions is not None and record.manifest:  # move the `live` alias with it
             deployed = ModelConfigFile.model_validate_json(record.manifest).deployment
             if deployed is not None:
@@ -165,6 +169,7 @@ class ModelService:
                 hint="make another version the default first",
             )
         self.models.delete_version(name, version)
+        self.generation += 1
 
     # ------------------------------------------------------------------ grants
 
@@ -178,6 +183,7 @@ class ModelService:
     def revoke_grant(self, caller: Account, name: str, grantee: str) -> None:
         self.owned(caller, name)
         self.accounts.delete_grant(name, grantee)
+        self.generation += 1
 
     def list_grants(self, caller: Account, name: str) -> list[Grant]:
         self.owned(caller, name)

@@ -263,3 +263,27 @@ def test_a_bad_image_is_refused_by_the_runtime_with_a_400(real: dict[str, Any]) 
     )
     assert r.status_code == 400
     assert r.json_body["code"] == "InvalidRequest"
+
+
+def test_warm_invokes_read_no_table_and_a_revoked_grant_applies_at_once(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    container, alice, bob = world["container"], world["alice"], world["bob"]
+    assert alice.call("PUT", f"/v1/models/iris/grants/{world['bob_id']}").status_code == 200
+    for caller in (alice, bob):  # the first call of each account looks everything up
+        assert caller.call("POST", "/v1/models/iris/invoke", {"records": [RECORD]}).status_code == 200
+    reads: list[str] = []
+    for store, names in (
+        (container.models, ("get_model", "get_version")),
+        (container.accounts, ("get_key", "get_account", "has_grant")),
+    ):
+        for name in names:
+            original = getattr(store, name)
+            monkeypatch.setattr(
+                store, name, lambda *a, _o=original, _n=name, **k: (reads.append(_n), _o(*a, **k))[1]
+            )
+    for caller in (alice, bob, alice):
+        assert caller.call("POST", "/v1/models/iris/invoke", {"records": [RECORD]}).status_code == 200
+    assert reads == []
+    assert alice.call("DELETE", f"/v1/models/iris/grants/{world['bob_id']}").status_code == 204
+    assert bob.call("POST", "/v1/models/iris/invoke", {"records": [RECORD]}).status_code == 404
