@@ -749,6 +749,22 @@ def _no_delay(wsgi_server: Any) -> None:
     wsgi_server.get_request = get_request
 
 
+def _dynamodb_one_at_a_time(app: Callable[..., Any]) -> Callable[..., Any]:
+    """moto's DynamoDB is atomic per request only when requests come one at a time: a cancelled
+    TransactWriteItems restores a snapshot taken before it began, wiping what other threads wrote
+    meanwhile (concurrent version reservations then get the same number). DynamoDB requests take a lock;
+    everything else (S3 uploads, Step Functions) stays concurrent."""
+    lock = threading.Lock()
+
+    def serve(environ: dict[str, Any], start_response: Any) -> Any:
+        if str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith("DynamoDB_"):
+            with lock:
+                return list(app(environ, start_response))
+        return app(environ, start_response)
+
+    return serve
+
+
 def start_moto(edge_port: int, *, host: str = "127.0.0.1", port: int = 0) -> MotoServer:
     """Start moto in this process on ``host:port`` (0: any free port) with Step Functions executing, its
     interpreter calling back into the edge on ``edge_port``.
@@ -765,7 +781,10 @@ def start_moto(edge_port: int, *, host: str = "127.0.0.1", port: int = 0) -> Mot
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per request otherwise
     server = ThreadedMotoServer(host, port, verbose=False)
     server.start()
-    _no_delay(server._server)  # moto keeps its werkzeug server there
+    wsgi = server._server  # moto keeps its werkzeug server there
+    assert wsgi is not None
+    _no_delay(wsgi)
+    wsgi.app = _dynamodb_one_at_a_time(wsgi.app)
     bound_host, bound_port = server.get_host_and_port()
     url = f"http://{bound_host}:{bound_port}"
     conn = http.client.HTTPConnection(bound_host, bound_port, timeout=10)

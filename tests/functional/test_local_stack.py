@@ -266,6 +266,25 @@ def test_the_demo_deploys_and_answers_every_example(stack: LocalStack, admin: Cl
     assert len(pictures) >= 4 and all(png_size(p.read_bytes())[0] == 640 for p in pictures)
 
 
+def test_concurrent_uploads_reserve_distinct_versions(stack: LocalStack, admin: Client) -> None:
+    got: list[int] = []
+
+    def reserve() -> None:
+        created = admin_copy().json("POST", "/v1/models/many/versions", {"size_bytes": 10})
+        got.append(created["version"]["version"])
+
+    def admin_copy() -> Client:  # one connection per thread
+        return Client(admin.conn)
+
+    admin.json("POST", "/v1/models/many/versions", {"size_bytes": 10})  # creates the model
+    threads = [threading.Thread(target=reserve) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(got) == list(range(2, 14))
+
+
 def test_stopping_the_emulator_under_a_request_is_an_error_not_a_hang(
     stack: LocalStack, echo: dict[str, Any], admin: Client
 ) -> None:
