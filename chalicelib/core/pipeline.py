@@ -60,9 +60,42 @@ def pipeline_mode(manifest: ModelConfigFile) -> Mode:
     return auto_mode(manifest)
 
 
+SFN_STATE_LIMIT = 256 * 1024
+"""Bytes Step Functions carries per state input or output (a fused function takes Lambda's 6 MB)."""
+
+
+def auto_decision(manifest: ModelConfigFile) -> tuple[Mode, str]:
+    """``pipeline: auto``, with the reason: fused, unless chaining gains something (docs/pipelines.md).
+
+    Measured (bench/RESULTS.md, "Fused against chained"): the answers are byte-identical, a warm chain
+    pays a Lambda invoke and a Task state per extra stage, and a cold chain starts one interpreter per
+    stage one after another (each imports the runtime and pydantic). What a chain could save is the model
+    function's cold start without the step packages (iris-onnx: the model role inits in about a tenth of
+    the fused function's time, matplotlib's import and font cache being the rest) - but only when the
+    pre/post functions are warm while the model's is cold. Every stage runs the model version's own image,
+    so they are new, and cold, exactly when the model function is: nothing is saved and the chain is
+    slower cold and warm. So auto chains nothing until stage functions are shared across versions
+    (docs/pipelines.md, "Not yet"). The reasons are checked in order, the first that applies is given.
+    """
+    user = user_code_steps(manifest)
+    if user:
+        return "fused", f"user-code steps ({', '.join(user)}) run only fused"
+    if len(stages_of(manifest)) == 1:
+        return "fused", "no pre or post steps: a chain would be the model function plus a state machine"
+    if manifest.protocol.request_value.kind == "image":
+        return "fused", (
+            f"the request is an encoded image: Step Functions carries {SFN_STATE_LIMIT // 1024} KiB per "
+            "state, a fused function takes 6 MB"
+        )
+    return "fused", (
+        "every stage would run this version's own image, cold when the model function is: a chain adds a "
+        "cold interpreter per stage and a hop per warm call, and saves nothing"
+    )
+
+
 def auto_mode(manifest: ModelConfigFile) -> Mode:
-    """``pipeline: auto``: fused for now."""
-    return "fused"
+    """``pipeline: auto``: see ``auto_decision``."""
+    return auto_decision(manifest)[0]
 
 
 def _task(function_arn: str, next_state: str) -> dict[str, Any]:

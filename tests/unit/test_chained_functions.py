@@ -16,7 +16,7 @@ from chalicelib.aws.functions import LambdaFunctionManager, function_specs
 from chalicelib.core.config import Processing
 from chalicelib.core.errors import ConfigError, FunctionFailed
 from chalicelib.core.manifest import ContainerAssociation, ModelConfigFile
-from chalicelib.core.pipeline import pipeline_mode
+from chalicelib.core.pipeline import auto_decision, pipeline_mode
 from chalicelib.services.intake import manifest_for_dir
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -97,3 +97,24 @@ def test_step_functions_errors_are_function_failures(lambda_client: tuple[Any, s
     with pytest.raises(FunctionFailed, match="AccessDeniedException"):
         manager.deploy(manifest, lambda line: None)
     assert slow.calls.count("create") > 1
+
+
+@pytest.mark.parametrize(
+    ("example", "reason"),
+    [
+        ("sentiment-predictor", "no pre or post steps"),
+        ("digits-onnx", "the request is an encoded image"),
+        ("iris-onnx", "every stage would run this version's own image"),
+        ("iris-skops", "every stage would run this version's own image"),
+        ("diabetes-lightgbm", "every stage would run this version's own image"),
+    ],
+)
+def test_auto_runs_every_example_fused_and_says_why(example: str, reason: str) -> None:
+    manifest = _manifest(example, "auto")
+    mode, why = auto_decision(manifest)
+    assert (mode, why.startswith(reason)) == ("fused", True), why
+    assert pipeline_mode(manifest) == "fused"
+    assert pipeline_mode(manifest.model_copy(update={"pipeline": "chained"})) == "chained"
+    processing = Processing.model_validate({"pre": ["steps/clean.py:clean"]})
+    user = manifest.model_copy(update={"processing": processing})
+    assert auto_decision(user) == ("fused", "user-code steps (steps/clean.py:clean) run only fused")

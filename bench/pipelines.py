@@ -1,0 +1,289 @@
+"""Fused against chained, per example, through the local stack in process mode.
+
+Each example is deployed twice with the real function manager against the edge (Lambda emulator running
+the runtime as processes, moto's Step Functions executing the state machine): ``pipeline: fused`` (one
+function, ``Invoke``) and ``pipeline: chained`` (a function per stage behind an EXPRESS machine,
+``StartSyncExecution``). Cold = the first call of a newly deployed version (every environment starts);
+warm = the same request ``--calls`` times afterwards. Wall times are the client's. Also the size of the
+intermediate documents between stages (what Step Functions carries, limit 256 KiB). Writes its section
+into bench/RESULTS.md between its markers, keeping the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import platform
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from results import RESULTS, markers, write_section  # noqa: E402 - bench/results.py, beside this script
+
+from chalicelib.core.manifest import ContainerAssociation, ModelConfigFile  # noqa: E402
+from chalicelib.core.pipeline import stages_of  # noqa: E402
+from chalicelib.runtime.handler import load  # noqa: E402
+from chalicelib.services.intake import manifest_for_dir  # noqa: E402
+
+MARK_BEGIN, MARK_END = markers("pipelines")
+EXAMPLES = ROOT / "examples"
+ROLE = "arn:aws:iam::123456789012:role/modelport-functions"
+SFN_LIMIT = 256 * 1024
+
+
+def events() -> dict[str, tuple[str, dict[str, Any]]]:
+    digit = (EXAMPLES / "digits-onnx" / "samples" / "digit-3.png").read_bytes()
+    patients = (EXAMPLES / "diabetes-lightgbm" / "samples" / "patients.csv").read_text()
+    record = {"sepal_length": 6.4, "sepal_width": 3.2, "petal_length": 4.5, "petal_width": 1.5}
+    iris = {"body": json.dumps({"records": [record]}), "content_type": "application/json"}
+    return {
+        "iris-onnx": ("1 record -> labels + bar chart", iris),
+        "iris-skops": ("1 record -> labels + bar chart", iris),
+        "digits-onnx": (
+            "PNG -> top 3 + bar chart",
+            {
+                "body": base64.b64encode(digit).decode(),
+                "body_encoding": "base64",
+                "content_type": "image/png",
+            },
+        ),
+        "diabetes-lightgbm": (
+            "40 rows CSV -> regression + scatter",
+            {"body": patients, "content_type": "text/csv"},
+        ),
+        "sentiment-predictor": (
+            "JSON -> predictor (no steps: a chain of one)",
+            {"body": json.dumps({"text": "not bad at all, quite good"}), "content_type": "application/json"},
+        ),
+    }
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def with_image(manifest: ModelConfigFile, image: str, version: int, pipeline: str) -> ModelConfigFile:
+    container = ContainerAssociation(
+        environment_image="env", image_uri=image, image_digest="sha256:" + "0" * 64, size_bytes=1
+    )
+    return manifest.model_copy(update={"container": container, "version": version, "pipeline": pipeline})
+
+
+def intermediate_sizes(model_dir: Path, event: dict[str, Any]) -> list[int]:
+    """Bytes of each document a stage hands the next, for ``event``."""
+    manifest = ModelConfigFile.model_validate_json((model_dir / "model-config.json").read_bytes())
+    sizes = []
+    doc: Any = event
+    for role in stages_of(manifest)[:-1]:
+        doc = load(model_dir, role=role).handle(doc)
+        sizes.append(len(json.dumps(doc, separators=(",", ":"))))
+    return sizes
+
+
+INIT_PROBE = """
+import sys, time
+t0 = time.perf_counter()
+from chalicelib.runtime.handler import load
+load(sys.argv[1], role=sys.argv[2])
+print((time.perf_counter() - t0) * 1000)
+"""
+
+
+def init_ms(model_dir: Path, role: str, runs: int) -> float:
+    """Import + load + warm-up of one role in a fresh interpreter (what its cold start costs beyond the
+    interpreter itself), median of ``runs``."""
+    import subprocess
+
+    times = []
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLCONFIGDIR": tempfile.mkdtemp(prefix="mpl-")}
+    for _ in range(runs):
+        out = subprocess.run(
+            [sys.executable, "-c", INIT_PROBE, str(model_dir), role],
+            capture_output=True, text=True, check=True, env=env, cwd=ROOT,
+        )  # fmt: skip
+        times.append(float(out.stdout.strip().splitlines()[-1]))
+    return statistics.median(times)
+
+
+def env_sizes() -> tuple[float, float] | None:
+    """iris-onnx's venv MB with and without its chart (matplotlib + Pillow), from the images section."""
+    text = RESULTS.read_text() if RESULTS.exists() else ""
+    found = {}
+    for name in ("iris-onnx", "iris-onnx-labels"):
+        m = re.search(rf"^\| {re.escape(name)} \| [\d.]+ \| [\d.]+ / ([\d.]+) /", text, re.M)
+        if m:
+            found[name] = float(m.group(1))
+    return (found["iris-onnx"], found["iris-onnx-labels"]) if len(found) == 2 else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--calls", type=int, default=50, help="warm calls per mode and example")
+    parser.add_argument("--cold", type=int, default=2, help="cold starts (new versions) per mode and example")
+    parser.add_argument("--only", nargs="*", help="examples to run (default: all)")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
+    args = parser.parse_args()
+
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1"}.items():  # fmt: skip
+        os.environ.setdefault(key, value)
+    import boto3
+    from botocore.config import Config
+
+    from chalicelib.aws.functions import LambdaFunctionManager
+    from chalicelib.aws.invoke import LambdaInvoker
+    from chalicelib.local.edge import EdgeServer, start_moto
+    from chalicelib.local.emulator import LambdaEmulator
+    from chalicelib.local.launchers import ProcessImages, ProcessLauncher
+
+    root = Path(tempfile.mkdtemp(prefix="bench-pipelines-"))
+    images = ProcessImages(root / "images")
+    emulator = LambdaEmulator(ProcessLauncher(images))
+    edge = EdgeServer(0, "", emulator).start()
+    moto = start_moto(edge.port)
+    edge.moto_url = moto.url
+    config = Config(retries={"max_attempts": 0}, read_timeout=120)
+    lam = boto3.client("lambda", endpoint_url=edge.url, config=config)
+    sfn = boto3.client(
+        "stepfunctions", endpoint_url=edge.url, config=Config(inject_host_prefix=False, read_timeout=120)
+    )
+    manager = LambdaFunctionManager(lam, ROLE, sfn_client=sfn, wait_s=60)
+    invoker = LambdaInvoker(lam, sfn)
+    rows: list[dict[str, Any]] = []
+    load_before = os.getloadavg()[0]
+    try:
+        for name, (what, event) in events().items():
+            if args.only and name not in args.only:
+                continue
+            src = EXAMPLES / name
+            manifest = manifest_for_dir(src)
+            image = f"modelport/{name}:bench"
+            written = images.write(image, src, manifest)
+            row: dict[str, Any] = {"name": name, "what": what, "stages": "/".join(stages_of(manifest))}
+            row["docs"] = intermediate_sizes(written.model_dir, event)
+            row["init"] = {
+                role: init_ms(written.model_dir, role, max(args.cold, 1))
+                for role in ("fused", *stages_of(manifest))
+            }
+            row["request"] = len(json.dumps(event))
+            # The modes alternate call by call, so load from elsewhere on the machine hits both alike.
+            modes = ("fused", "chained")
+            cold: dict[str, list[float]] = {m: [] for m in modes}
+            warm: dict[str, list[float]] = {m: [] for m in modes}
+            answers: dict[str, dict[str, object]] = {}
+            deployments = {}
+            for version in range(1, args.cold + 1):
+                for mode in modes:
+                    deployments[mode] = manager.deploy(
+                        with_image(manifest, image, version, mode), lambda line: None
+                    )
+                for mode in modes:
+                    t0 = time.perf_counter()
+                    answers[mode] = invoker.invoke(deployments[mode], event)
+                    cold[mode].append((time.perf_counter() - t0) * 1000)
+                    assert answers[mode]["status"] == 200, answers[mode]
+            for _ in range(args.calls):
+                for mode in modes:
+                    t0 = time.perf_counter()
+                    answers[mode] = invoker.invoke(deployments[mode], event)
+                    warm[mode].append((time.perf_counter() - t0) * 1000)
+            for mode in modes:
+                row[mode] = {
+                    "cold": statistics.median(cold[mode]),
+                    "warm": statistics.median(warm[mode]),
+                    "p99": percentile(warm[mode], 99),
+                    "body": answers[mode]["body"],
+                    "response": len(json.dumps(answers[mode])),
+                }
+            row["same"] = row["fused"]["body"] == row["chained"]["body"]
+            rows.append(row)
+            f, c = row["fused"], row["chained"]
+            print(
+                f"{name}: fused cold {f['cold']:.0f} warm {f['warm']:.2f} p99 {f['p99']:.2f} | chained cold "
+                f"{c['cold']:.0f} warm {c['warm']:.2f} p99 {c['p99']:.2f} | same {row['same']}",
+                flush=True,
+            )
+    finally:
+        edge.stop()
+        moto.stop()
+        emulator.shutdown()
+    load_after = os.getloadavg()[0]
+
+    lines = [
+        MARK_BEGIN,
+        "## Fused against chained pipelines, through the local stack (process mode)",
+        "",
+        f"`python bench/pipelines.py --calls {args.calls} --cold {args.cold}` on {platform.machine()}, "
+        f"CPython {platform.python_version()}, {time.strftime('%Y-%m-%d')}. Each example deployed by "
+        "`LambdaFunctionManager` against the edge: fused = one function, `Invoke`; chained = one function "
+        "per stage behind an EXPRESS state machine, `StartSyncExecution` (moto's interpreter calling the "
+        "emulator). Cold = first call of a new version (every environment starts, median of "
+        f"{args.cold}); warm = median and p99 of {args.calls} calls after it. Client wall time, ms. "
+        f"Load average (1 min) {load_before:.1f} before, {load_after:.1f} after, on {os.cpu_count()} cores.",
+        "",
+        "| example | request | stages | fused cold | chained cold | fused warm | chained warm | fused p99 "
+        "| chained p99 | chained - fused warm | documents between stages, bytes | same body |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
+    for r in rows:
+        f, c = r["fused"], r["chained"]
+        lines.append(
+            f"| {r['name']} | {r['what']} | {r['stages']} | {f['cold']:.0f} | {c['cold']:.0f} | "
+            f"{f['warm']:.2f} | {c['warm']:.2f} | {f['p99']:.2f} | {c['p99']:.2f} | "
+            f"{c['warm'] - f['warm']:+.2f} | {', '.join(map(str, r['docs'])) or '-'} | "
+            f"{'yes' if r['same'] else 'NO'} |"
+        )
+    lines += [
+        "",
+        "Init of each role in a fresh interpreter (imports, load, warm-up; median of "
+        f"{max(args.cold, 1)}, ms): what one function's cold start costs beyond starting Python.",
+        "",
+        "| example | fused | pre | model | post | pre + model + post |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        init = r["init"]
+        cells = [f"{init[k]:.0f}" if k in init else "-" for k in ("fused", "pre", "model", "post")]
+        chained_sum = sum(v for k, v in init.items() if k != "fused")
+        lines.append(f"| {r['name']} | {' | '.join(cells)} | {chained_sum:.0f} |")
+    sizes = env_sizes()
+    if rows:
+        hops = [
+            (r["chained"]["warm"] - r["fused"]["warm"]) / max(1, len(r["stages"].split("/")) - 1)
+            for r in rows
+            if "/" in r["stages"]
+        ]
+        lines += [
+            "",
+            f"Per hop (a Task state more, warm): {statistics.median(hops):.1f} ms median over the examples "
+            "with steps. Requests and responses here are far below Step Functions' 256 KiB state limit "
+            f"(largest response {max(max(r['fused']['response'], r['chained']['response']) for r in rows):,}"
+            " bytes, a base64 chart).",
+        ]
+    if sizes:
+        with_chart, without = sizes
+        lines.append(
+            f"From the images section: iris-onnx's environment is {with_chart:g} MB with its bar chart and "
+            f"{without:g} MB without (matplotlib + Pillow are "
+            f"{100 * (with_chart - without) / with_chart:.0f}% "
+            "of it); every stage of a chain runs the same image today, so chaining saves no image bytes."
+        )
+    lines.append(MARK_END)
+    section = "\n".join(lines)
+    print(section)
+    if not args.no_write:
+        write_section("pipelines", section)
+
+
+if __name__ == "__main__":
+    main()
