@@ -1,0 +1,174 @@
+"""LambdaInvoker's own Invoke request: what it sends, retries, errors, keep-alive; the same as boto3's."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from chalicelib.aws.invoke import DirectInvoke, LambdaInvoker
+from chalicelib.core.errors import FunctionFailed, FunctionTimedOut
+from chalicelib.core.manifest import DeployedFunction, Deployment
+
+pytestmark = pytest.mark.functional
+
+ARN = "arn:aws:lambda:us-east-1:123456789012:function:modelport-iris"
+DEPLOYMENT = Deployment(
+    mode="fused",
+    functions=(
+        DeployedFunction(role="fused", function_name="modelport-iris", function_arn=ARN, version="3"),
+    ),
+)
+
+
+class FakeLambda(ThreadingHTTPServer):
+    """Answers Invoke from a script of (status, headers, body); records requests and connections."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.script: list[tuple[int, dict[str, str], bytes]] = []
+        self.requests: list[dict[str, Any]] = []
+        self.connections = 0
+        self.close_after_answer = False
+        self.announce_close = True
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: FakeLambda
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.connections += 1
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+        status, headers, answer = self.server.script.pop(0) if self.server.script else (200, {}, b"{}")
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(answer)))
+        if self.server.close_after_answer:
+            if self.server.announce_close:
+                self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(answer)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeLambda]:
+    server = FakeLambda()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def _invoker(url: str, retries: int = 0) -> tuple[LambdaInvoker, list[float]]:
+    session = boto3.session.Session(
+        aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="secret", region_name="eu-west-1"
+    )
+    client = session.client("lambda", endpoint_url=url, config=Config(retries={"max_attempts": retries}))
+    slept: list[float] = []
+    invoker = LambdaInvoker(client, None, sleep=slept.append)
+    assert DirectInvoke.of(client) is not None  # the direct path is the one under test
+    return invoker, slept
+
+
+def _ok(doc: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+    return 200, {"X-Amz-Executed-Version": "3"}, json.dumps(doc).encode()
+
+
+def test_it_sends_the_request_boto3_sends(fake: FakeLambda) -> None:
+    """Same path, query, body and signature scope as boto3's own invoke of the same function."""
+    invoker, _ = _invoker(fake.url)
+    fake.script = [_ok({"status": 200, "body": "mine"}), _ok({"status": 200})]
+    assert invoker.invoke(DEPLOYMENT, {"body": "x"}) == {"status": 200, "body": "mine"}
+    invoker.lambda_client.invoke(FunctionName=ARN, Qualifier="3", Payload=b'{"body":"x"}')
+    ours, boto3s = fake.requests
+    assert ours["path"] == boto3s["path"]
+    assert (
+        ours["path"].endswith("/invocations?Qualifier=3") and "%3Afunction%3Amodelport-iris" in ours["path"]
+    )
+    assert ours["body"] == boto3s["body"] == b'{"body":"x"}'
+    scope = "Credential=AKIDEXAMPLE/{}/eu-west-1/lambda/aws4_request"
+    for request in (ours, boto3s):
+        date = request["headers"]["X-Amz-Date"][:8]
+        assert scope.format(date) in request["headers"]["Authorization"]
+    assert ours["headers"]["Host"] == boto3s["headers"]["Host"]
+
+
+def test_connections_are_kept_alive_and_a_closed_one_is_replaced(fake: FakeLambda) -> None:
+    invoker, _ = _invoker(fake.url)
+    for _ in range(5):
+        invoker.invoke(DEPLOYMENT, {})
+    assert fake.connections == 1
+    fake.close_after_answer = True
+    for _ in range(3):
+        invoker.invoke(DEPLOYMENT, {})
+    assert fake.connections == 3  # each answer said Connection: close: a new connection for the next
+    fake.announce_close = False  # now the server drops each connection silently after its answer
+    for _ in range(3):
+        assert invoker.invoke(DEPLOYMENT, {}) == {}
+    assert fake.connections == 6 and len(fake.requests) == 11  # one retry per drop, nothing lost
+
+
+def test_throttling_is_retried_within_the_clients_budget(fake: FakeLambda) -> None:
+    throttled = (429, {"x-amzn-ErrorType": "TooManyRequestsException"}, b'{"message":"Rate exceeded"}')
+    invoker, slept = _invoker(fake.url, retries=2)
+    fake.script = [throttled, throttled, _ok({"status": 200})]
+    assert invoker.invoke(DEPLOYMENT, {}) == {"status": 200}
+    assert len(slept) == 2
+
+    invoker, slept = _invoker(fake.url, retries=1)
+    fake.script = [throttled, throttled]
+    with pytest.raises(FunctionFailed, match=r"TooManyRequestsException.*Rate exceeded"):
+        invoker.invoke(DEPLOYMENT, {})
+
+
+def test_lambda_errors_and_function_errors(fake: FakeLambda) -> None:
+    invoker, slept = _invoker(fake.url, retries=3)
+    missing = (404, {"x-amzn-ErrorType": "ResourceNotFoundException"}, b'{"message":"Function not found"}')
+    fake.script = [missing]
+    with pytest.raises(FunctionFailed, match=r"\(ResourceNotFoundException\).*Function not found"):
+        invoker.invoke(DEPLOYMENT, {})
+    assert slept == []  # not retried
+
+    failed = {"errorType": "ModelError", "errorMessage": "bad tensor"}
+    fake.script = [(200, {"X-Amz-Function-Error": "Unhandled"}, json.dumps(failed).encode())]
+    with pytest.raises(FunctionFailed, match="ModelError: bad tensor"):
+        invoker.invoke(DEPLOYMENT, {})
+    timed_out = {"errorType": "Sandbox.Timedout", "errorMessage": "Task timed out after 1.00 seconds"}
+    fake.script = [(200, {"X-Amz-Function-Error": "Unhandled"}, json.dumps(timed_out).encode())]
+    with pytest.raises(FunctionTimedOut):
+        invoker.invoke(DEPLOYMENT, {})
+
+
+def test_an_unreachable_endpoint_is_a_function_failure(fake: FakeLambda) -> None:
+    import socket
+
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    invoker, slept = _invoker(f"http://127.0.0.1:{port}", retries=1)
+    with pytest.raises(FunctionFailed, match="Could not connect"):
+        invoker.invoke(DEPLOYMENT, {})
+    assert len(slept) == 1
