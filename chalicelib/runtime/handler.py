@@ -28,7 +28,17 @@ from pydantic import ValidationError
 
 from chalicelib.core.manifest import ModelConfigFile
 from chalicelib.core.pipeline import stages_of
-from chalicelib.core.protocol import Boxes, Figure, Json, Labels, Records, Tensors, Value, dtype_name
+from chalicelib.core.protocol import (
+    Boxes,
+    EncodedImage,
+    Figure,
+    Json,
+    Labels,
+    Records,
+    Tensors,
+    Value,
+    dtype_name,
+)
 from chalicelib.runtime.codecs import (
     Problems,
     RequestError,
@@ -55,7 +65,7 @@ from chalicelib.runtime.intermediate import (
 )
 from chalicelib.runtime.layout import DEFAULT_MODEL_DIR, MODEL_CONFIG, MODEL_DIR_ENV
 from chalicelib.runtime.loaders import Model, ModelLoadError, load_model
-from chalicelib.runtime.steps import FigureValue, Invocation, RunStep, Table, build_steps
+from chalicelib.runtime.steps import FigureValue, Geometry, Invocation, RunStep, Table, build_steps
 
 log = logging.getLogger("modelport.runtime")
 
@@ -359,8 +369,15 @@ class Runtime:
         request = self.protocol.request_value
         if isinstance(request, Records):
             inv.table = (tuple(f.name for f in request.features), np.zeros((1, len(request.features))))
+        elif isinstance(request, EncodedImage):  # a blank request image, the size of the model's input
+            from PIL import Image
+
+            sizes = [r.params.get("size") for r in self.manifest.processing.pre if r.step == "image"]
+            height, width = sizes[0] if sizes and sizes[0] else (64, 64)
+            inv.image = Image.new("RGB", (width, height), (255, 255, 255))
+            inv.geometry = Geometry(width, height, width, height)
         accept = self.protocol.response.content_types[0]
-        return document("post", outputs, encode_invocation(inv, image=False), accept, {})
+        return document("post", outputs, encode_invocation(inv, image=self.carry_image), accept, {})
 
 
 def _zeros(spec: Value) -> dict[str, Any] | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -83,12 +84,14 @@ def _chained(stages: list[Runtime], event: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_the_composed_stages_answer_exactly_what_the_fused_function_answers(
-    model_dirs: Callable[[str], Path], name: str
+    model_dirs: Callable[[str], Path], name: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     directory = model_dirs(name)
     fused = load(directory, role="fused")
     roles = stages_of(fused.manifest)
-    stages = [load(directory, role=role) for role in roles]
+    with caplog.at_level(logging.WARNING, logger="modelport.runtime"):
+        stages = [load(directory, role=role) for role in roles]
+    assert not caplog.records, "every stage's warm-up answers 200"
     assert [s.role for s in stages] == roles
     assert all(s.model is None for s in stages if s.role != "model")  # pre and post never open it
     events = _events(fused, EXAMPLES / name)
@@ -184,7 +187,9 @@ def test_the_request_state_crosses_stages() -> None:
 @pytest.mark.parametrize(
     "post", [["boxes", {"overlay": {"title": "Shapes"}}], ["boxes"], [{"heatmap": {"output": "mask"}}]]
 )
-def test_a_detector_with_an_overlay_composes_like_fused(tmp_path: Path, post: list[Any]) -> None:
+def test_a_detector_with_an_overlay_composes_like_fused(
+    tmp_path: Path, post: list[Any], caplog: pytest.LogCaptureFixture
+) -> None:
     """Boxes map back through the letterbox geometry and the overlay draws on the request's image: both
     cross from the pre stage to the post stage."""
     from PIL import Image
@@ -194,7 +199,9 @@ def test_a_detector_with_an_overlay_composes_like_fused(tmp_path: Path, post: li
     src = detector_dir(tmp_path, post)
     directory = prepare_model_dir(src, manifest_for_dir(src), tmp_path / "model")
     fused = load(directory)
-    stages = [load(directory, role=role) for role in stages_of(fused.manifest)]
+    with caplog.at_level(logging.WARNING, logger="modelport.runtime"):
+        stages = [load(directory, role=role) for role in stages_of(fused.manifest)]
+    assert not caplog.records, "every stage's warm-up answers 200"
     transparent = Image.new("RGBA", (40, 90), (255, 0, 0, 0))
     pictures = [scene_png(), scene_png("JPEG"), encode(transparent), encode(Image.new("P", (70, 30)))]
     for picture in pictures:
