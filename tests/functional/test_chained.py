@@ -13,10 +13,21 @@ import pytest
 
 from chalicelib.aws.functions import LambdaFunctionManager
 from chalicelib.aws.invoke import LambdaInvoker
+from chalicelib.core.errors import FunctionFailed
 from chalicelib.core.manifest import ContainerAssociation, ModelConfigFile
 from chalicelib.core.pipeline import STATE_NAMES, Role, stages_of, state_machine_definition
 from chalicelib.services.intake import manifest_for_dir
-from tests.functional.local_stack import EXAMPLES, ROLE, Stack, create, invoke, start_stack
+from tests.functional.local_stack import (
+    BROKEN,
+    ECHO,
+    EXAMPLES,
+    ROLE,
+    Stack,
+    create,
+    echo_event,
+    invoke,
+    start_stack,
+)
 
 pytestmark = pytest.mark.functional
 
@@ -166,3 +177,37 @@ def test_the_chained_deploy_makes_the_same_calls_against_moto(stack: Stack) -> N
     described = sfn.describe_state_machine(stateMachineArn=first.state_machine_arn)
     assert "Predict" in json.loads(described["definition"])["States"]
     assert described["roleArn"] == role
+
+
+def test_a_chain_of_one_and_a_stage_that_cannot_load(stack: Stack) -> None:
+    """A model without steps chains to one Task; a stage whose model cannot load fails the execution,
+    which the invoker reports as FunctionFailed (the API's 502), not as an answer."""
+    lam = stack.client("lambda")
+    sfn = stack.client("stepfunctions", inject_host_prefix=False)
+    manager = LambdaFunctionManager(lam, ROLE, sfn_client=sfn, wait_s=30)
+    invoker = LambdaInvoker(lam, sfn)
+
+    echo = ModelConfigFile.model_validate_json(
+        (stack.images.resolve(ECHO).model_dir / "model-config.json").read_bytes()
+    )
+    container = ContainerAssociation(
+        environment_image="env", image_uri=ECHO, image_digest="sha256:" + "0" * 64, size_bytes=1
+    )
+    name = _name("echo")
+    one = manager.deploy(
+        echo.model_copy(update={"name": name, "pipeline": "chained", "container": container}),
+        lambda line: None,
+    )
+    assert [f.role for f in one.functions] == ["model"]
+    assert invoker.invoke(one, echo_event([1.0, 2.0]))["body"] == '{"output":[1.0,2.0]}'
+    assert invoker.invoke(one, {"body": "{}"})["status"] == 400  # the model stage's own answer
+
+    broken = _chained_manifest(_name("broken"), 1, BROKEN)
+    broken = broken.model_copy(update={"processing": manifest_for_dir(EXAMPLES / "iris-onnx").processing})
+    deployment = manager.deploy(broken, lambda line: None)
+    event: dict[str, object] = {
+        "body": '{"rows": [[5.1, 3.5, 1.4, 0.2]]}',
+        "content_type": "application/json",
+    }
+    with pytest.raises(FunctionFailed, match="pipeline failed: ModelportStageFailed"):
+        invoker.invoke(deployment, event)
