@@ -118,14 +118,19 @@ def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
     from chalicelib.memory.stores import MemoryFunctionManager, MemoryImageBuilder
 
     session = boto3.session.Session(region_name=settings.region)
-    dynamodb = session.client("dynamodb", endpoint_url=settings.endpoint_url)
-    s3 = session.client("s3", endpoint_url=settings.endpoint_url)
-    lambda_client = session.client("lambda", endpoint_url=settings.endpoint_url)
+    # Bounded retries and timeouts: a service that does not answer is a 503 in seconds (API Gateway
+    # gives up after 29 s), where botocore's DynamoDB default (10 attempts) takes ~25 s.
+    quick = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=30)
+    # Invocations wait as long as a function may run (Lambda's limit, 900 s).
+    long = Config(retries={"mode": "standard", "max_attempts": 2}, connect_timeout=5, read_timeout=905)
+    dynamodb = session.client("dynamodb", endpoint_url=settings.endpoint_url, config=quick)
+    s3 = session.client("s3", endpoint_url=settings.endpoint_url, config=quick)
+    lambda_client = session.client("lambda", endpoint_url=settings.endpoint_url, config=long)
     # Express sync executions go to a "sync-" host prefix that local endpoints don't answer.
     sfn = session.client(
         "stepfunctions",
         endpoint_url=settings.endpoint_url,
-        config=Config(inject_host_prefix=settings.endpoint_url is None),
+        config=long.merge(Config(inject_host_prefix=settings.endpoint_url is None)),
     )
     associations = DynamoAssociationStore(settings.associations_table, dynamodb)
     images: ImageBuilder = MemoryImageBuilder(clock)
@@ -133,7 +138,7 @@ def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
         from chalicelib.aws.ecr import EcrRegistry
         from chalicelib.docker.builder import DockerImageBuilder
 
-        ecr = EcrRegistry(session.client("ecr", endpoint_url=settings.endpoint_url))
+        ecr = EcrRegistry(session.client("ecr", endpoint_url=settings.endpoint_url, config=quick))
         images = DockerImageBuilder(
             registry=settings.registry, associations=associations, clock=clock, ecr=ecr
         )

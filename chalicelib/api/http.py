@@ -16,7 +16,7 @@ from chalice.app import Blueprint, Request, Response
 from pydantic import BaseModel, ValidationError
 
 from chalicelib.api.errors import error_response
-from chalicelib.core.errors import InvalidRequest, ModelportError, Unauthorized
+from chalicelib.core.errors import InvalidRequest, ModelportError, Unauthorized, Unavailable
 from chalicelib.core.records import Account
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -90,6 +90,13 @@ def domain_errors(view: F) -> F:
             return view(*args, **kwargs)
         except ModelportError as exc:
             return error_response(exc)
+        except Exception as exc:  # a service that did not answer is a 503, anything else a bug (500)
+            from chalicelib.aws import outage
+
+            unavailable = outage(exc)
+            if unavailable is None:
+                raise
+            return error_response(unavailable)
 
     return wrapper  # type: ignore[return-value]
 
@@ -126,6 +133,8 @@ def path_int(value: str, name: str) -> int:
 def caller(request: Request) -> Account:
     """The account the authorizer found; an invalid key is answered here so the body is ours."""
     context = (request.context or {}).get("authorizer") or {}
+    if "unavailable" in context:
+        raise Unavailable(context["unavailable"], hint="try again in a moment")
     if "account" not in context:
         raise Unauthorized(context.get("error", "missing or invalid API key"))
     return Account.model_validate_json(context["account"])

@@ -128,6 +128,13 @@ class FunctionTimedOut(ModelportError):
     code = "FunctionTimedOut"
 
 
+class Unavailable(ModelportError):
+    """A backing service (a table, the bucket, Lambda) did not answer: try again, nothing to fix."""
+
+    http_status = 503
+    code = "ServiceUnavailable"
+
+
 class UnsupportedMediaType(ModelportError):
     http_status = 415
     code = "UnsupportedMediaType"

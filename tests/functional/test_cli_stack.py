@@ -1,4 +1,4 @@
-"""``modelport up/down/deploy/invoke/logs`` as a user runs them: real processes, one-line errors, exit codes."""
+"""``modelport up/down/deploy/invoke/logs`` as a user runs them: real processes, one-line errors."""
 
 from __future__ import annotations
 

@@ -285,7 +285,7 @@ def test_concurrent_uploads_reserve_distinct_versions(stack: LocalStack, admin: 
     assert sorted(got) == list(range(2, 14))
 
 
-def test_stopping_the_emulator_under_a_request_is_an_error_not_a_hang(
+def test_stopping_the_emulator_or_moto_under_requests_is_an_error_not_a_hang(
     stack: LocalStack, echo: dict[str, Any], admin: Client
 ) -> None:
     emulator = stack.edge.emulator if stack.edge else None
@@ -311,3 +311,13 @@ def test_stopping_the_emulator_under_a_request_is_an_error_not_a_hang(
     with pytest.raises(ApiError) as err:  # and the next one too, at once
         invoke(admin, "echo", echo_body([1.0]), content_type="application/json")
     assert err.value.status == 502 and time.monotonic() - began < 10
+
+    assert stack.moto is not None
+    stack.moto.stop()  # and moto: what needs a table answers 503 within the clients' bounded retries
+    time.sleep(2.5)  # past the key cache, so the authorizer's lookup meets the outage too
+    for path in ("/v1/models/iris-onnx/versions", "/v1/accounts/me"):
+        began = time.monotonic()
+        with pytest.raises(ApiError) as err:
+            admin.json("GET", path)
+        assert err.value.status == 503 and "did not answer" in str(err.value)
+        assert time.monotonic() - began < 15
