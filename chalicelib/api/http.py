@@ -162,6 +162,7 @@ _STATUS_TEXT = {
     404: "not found (or not visible to this account)",
     409: "conflicts with the current state",
     413: "too large",
+    503: "a backing service did not answer; try again",
 }
 
 
@@ -215,7 +216,7 @@ def openapi_document(title: str, version: str) -> dict[str, Any]:
                 schema = {"type": "array", "items": schema}
             ok["content"] = {"application/json": {"schema": schema}}
         entry["responses"][str(op.status)] = ok
-        codes = set(op.errors) | ({400} if op.body else set()) | ({401} if op.auth else set())
+        codes = set(op.errors) | ({400} if op.body else set()) | ({401, 503} if op.auth else set())
         for code in sorted(codes):
             entry["responses"][str(code)] = {
                 "description": _STATUS_TEXT.get(code, "error"),
