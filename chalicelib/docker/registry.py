@@ -127,15 +127,16 @@ def stop_registry(port: int = 5000, data_dir: Path | None = None, *, wait_s: flo
         return False
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline and _alive(pid):
+    while time.monotonic() < deadline and pid_alive(pid):
         time.sleep(0.05)
-    if _alive(pid):
+    if pid_alive(pid):
         os.kill(pid, signal.SIGKILL)
     _pid.unlink(missing_ok=True)
     return True
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs; a zombie (a child not yet reaped: reaped here) counts as gone."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

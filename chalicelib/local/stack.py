@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from chalicelib.docker.registry import pid_alive as pid_alive
 from chalicelib.local.edge import EdgeServer, MotoServer, start_moto
 from chalicelib.local.emulator import LambdaEmulator
 from chalicelib.local.launchers import ContainerLauncher, ProcessImages, ProcessLauncher
@@ -91,19 +92,6 @@ class StackState:
             return cls(**doc)
         except (OSError, ValueError, TypeError):
             return None
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child of ours is dead too
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def port_free(port: int) -> bool:
