@@ -5,9 +5,10 @@ parameter validation, serializer, retry handler, urllib3 and parser), several ti
 itself. ``LambdaInvoker`` therefore sends the same Lambda ``Invoke`` REST call itself: the URL boto3
 would build from the client's endpoint, signed with botocore's SigV4 signer and the client's own
 (refreshable) credentials, over a keep-alive connection per thread with TCP_NODELAY, with boto3's retry
-budget for throttling, 5xx answers and failed connections. Measured at ~0.15 ms of CPU per call
-(bench/invoke_overhead.py). A client that does not have what that needs (no SigV4 signer, say a stub)
-is called through boto3 as before.
+budget for throttling, 5xx answers and failed connections. Measured at ~0.3 ms of CPU per call,
+JSON of the event and the answer included (bench/invoke_overhead.py). The chained path's
+``StartSyncExecution`` is sent the same way (the ``sync-`` host prefix when the client injects it).
+A client that does not have what that needs (no SigV4 signer, say a stub) is called through boto3.
 """
 
 from __future__ import annotations
@@ -53,7 +54,10 @@ class LambdaInvoker:
     ) -> None:
         self.lambda_client = lambda_client
         self.sfn_client = sfn_client
-        self._direct = DirectInvoke.of(lambda_client, sleep=sleep) if direct else None
+        self._direct: DirectInvoke | None = DirectInvoke.of(lambda_client, sleep=sleep) if direct else None
+        self._sync: DirectSyncExecution | None = (
+            DirectSyncExecution.of(sfn_client, sleep=sleep) if direct and sfn_client is not None else None
+        )
 
     def invoke(self, deployment: DeployedFunctions, event: dict[str, object]) -> dict[str, object]:
         payload = json.dumps(event, separators=(",", ":"))
@@ -81,7 +85,10 @@ class LambdaInvoker:
         return _document(body)
 
     def _execute(self, arn: str, payload: str) -> dict[str, object]:
-        response = self.sfn_client.start_sync_execution(stateMachineArn=arn, input=payload)
+        if self._sync is not None:
+            response = self._sync.start_sync_execution(arn, payload)
+        else:
+            response = self.sfn_client.start_sync_execution(stateMachineArn=arn, input=payload)
         status = response.get("status")
         if status == "SUCCEEDED":
             return _document(response.get("output", "{}").encode())
@@ -91,11 +98,16 @@ class LambdaInvoker:
         raise FunctionFailed(f"the model's pipeline failed: {response.get('error', '')} {cause}".strip())
 
 
-class DirectInvoke:
-    """Lambda's ``Invoke`` (RequestResponse) as one signed HTTP request, without boto3's call machinery.
+class SignedHttp:
+    """One AWS service's REST/JSON calls as signed HTTP requests, without boto3's call machinery.
 
-    Built from a boto3 Lambda client: its endpoint, region, credentials, timeouts and retry settings.
+    Built from a boto3 client: its endpoint, region, credentials, timeouts and retry settings (boto3's
+    budget, for throttling, 5xx answers and failed connections; a read timeout is not retried).
     """
+
+    service = ""
+    """The client's service name (``client.meta.service_model.service_name``)."""
+    signing_name = ""
 
     def __init__(
         self,
@@ -103,6 +115,7 @@ class DirectInvoke:
         region: str,
         credentials: Any,
         *,
+        host_prefix: str = "",
         connect_timeout: float = 60.0,
         read_timeout: float = 60.0,
         retries: int = 4,
@@ -115,9 +128,10 @@ class DirectInvoke:
         parts = urlsplit(endpoint_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an HTTP endpoint: {endpoint_url!r}")
-        self.base = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+        self.host, self.port = host_prefix + parts.hostname, parts.port
+        netloc = self.host + (f":{self.port}" if self.port else "")
+        self.base = f"{parts.scheme}://{netloc}{parts.path.rstrip('/')}"
         self.secure = parts.scheme == "https"
-        self.host, self.port = parts.hostname, parts.port
         self.region = region
         self.credentials = credentials
         self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
@@ -129,13 +143,13 @@ class DirectInvoke:
         self._ssl: ssl.SSLContext | None = None
 
     @classmethod
-    def of(cls, client: Any, *, sleep: Callable[[float], None] = time.sleep) -> DirectInvoke | None:
-        """From a boto3 Lambda client, or None when it lacks what a signed request needs."""
+    def of(cls, client: Any, *, sleep: Callable[[float], None] = time.sleep) -> Any:
+        """From a boto3 client of ``cls.service``, or None when it lacks what a signed request needs."""
         try:
             meta = client.meta
             signer = client._request_signer  # boto3 keeps the client's credentials on its signer
             credentials = signer._credentials
-            if meta.service_model.service_name != "lambda" or credentials is None:
+            if meta.service_model.service_name != cls.service or credentials is None:
                 return None
             if getattr(signer, "signature_version", "v4") not in ("v4", "s3v4"):
                 return None
@@ -151,6 +165,7 @@ class DirectInvoke:
                 meta.endpoint_url,
                 meta.region_name,
                 credentials,
+                host_prefix=cls.host_prefix(config),
                 connect_timeout=float(config.connect_timeout),
                 read_timeout=float(config.read_timeout),
                 retries=max(0, retries),
@@ -160,31 +175,38 @@ class DirectInvoke:
         except (AttributeError, TypeError, ValueError):
             return None
 
-    def invoke(self, function: str, qualifier: str | None, payload: bytes) -> tuple[int, str | None, bytes]:
-        """(status, X-Amz-Function-Error, payload); raises ClientError for Lambda's error answers (as
-        boto3 would) and BotoCoreError-like errors when Lambda cannot be reached."""
-        path = f"/2015-03-31/functions/{quote(function, safe='')}/invocations"
-        url = self.base + path + (f"?Qualifier={quote(qualifier, safe='')}" if qualifier else "")
+    @staticmethod
+    def host_prefix(config: Any) -> str:
+        return ""
+
+    def post(
+        self, target: str, payload: bytes, headers: dict[str, str], operation: str
+    ) -> tuple[int, dict[str, str], bytes]:
+        """POST ``target`` (path and query); an error answer raises the ClientError boto3 would raise,
+        an endpoint that cannot be reached EndpointConnectionError."""
+        url = self.base + target
         attempt = 0
         while True:
             try:
-                status, headers, body = self._send(url, payload)
+                status, answer_headers, body = self._send(url, payload, headers)
             except (OSError, http.client.HTTPException) as exc:
                 if isinstance(exc, TimeoutError) or attempt >= self.retries:
                     raise EndpointConnectionError(endpoint_url=url, error=exc) from None
             else:
                 if status < 300:
-                    return status, headers.get("x-amz-function-error"), body
-                error = _client_error(status, headers, body)
+                    return status, answer_headers, body
+                error = _client_error(status, answer_headers, body, operation)
                 code = error.response["Error"]["Code"]
                 if attempt >= self.retries or not (status in RETRYABLE_STATUS or code in RETRYABLE_CODES):
                     raise error
             self.sleep(min(20.0, random.random() * 2**attempt))  # noqa: S311 - jitter, not secrets
             attempt += 1
 
-    def _send(self, url: str, payload: bytes) -> tuple[int, dict[str, str], bytes]:
-        request = self._request("POST", url, data=payload, headers={})
-        self._signer(self.credentials.get_frozen_credentials(), "lambda", self.region).add_auth(request)
+    def _send(self, url: str, payload: bytes, extra: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        request = self._request("POST", url, data=payload, headers=dict(extra))
+        self._signer(self.credentials.get_frozen_credentials(), self.signing_name, self.region).add_auth(
+            request
+        )
         headers = {k: v.decode() if isinstance(v, bytes) else str(v) for k, v in request.headers.items()}
         headers["Content-Length"] = str(len(payload))
         target = urlsplit(url)._replace(scheme="", netloc="").geturl()
@@ -225,6 +247,39 @@ class DirectInvoke:
         return conn, False
 
 
+class DirectInvoke(SignedHttp):
+    """Lambda's ``Invoke`` (RequestResponse)."""
+
+    service = signing_name = "lambda"
+
+    def invoke(self, function: str, qualifier: str | None, payload: bytes) -> tuple[int, str | None, bytes]:
+        """(status, X-Amz-Function-Error, payload)."""
+        target = f"/2015-03-31/functions/{quote(function, safe='')}/invocations"
+        target += f"?Qualifier={quote(qualifier, safe='')}" if qualifier else ""
+        status, headers, body = self.post(target, payload, {}, "Invoke")
+        return status, headers.get("x-amz-function-error"), body
+
+
+class DirectSyncExecution(SignedHttp):
+    """Step Functions' ``StartSyncExecution`` (its ``sync-`` host prefix when the client injects it)."""
+
+    service, signing_name = "stepfunctions", "states"
+
+    @staticmethod
+    def host_prefix(config: Any) -> str:
+        return "sync-" if getattr(config, "inject_host_prefix", True) else ""
+
+    def start_sync_execution(self, arn: str, payload: str) -> dict[str, Any]:
+        body = json.dumps({"stateMachineArn": arn, "input": payload}).encode()
+        headers = {
+            "Content-Type": "application/x-amz-json-1.0",
+            "X-Amz-Target": "AWSStepFunctions.StartSyncExecution",
+        }
+        _, _, answer = self.post("/", body, headers, "StartSyncExecution")
+        doc = json.loads(answer or b"{}")
+        return doc if isinstance(doc, dict) else {}
+
+
 def _ssl_context(verify: str | bool) -> ssl.SSLContext:
     if verify is False:
         context = ssl.create_default_context()
@@ -238,22 +293,21 @@ def _ssl_context(verify: str | bool) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=verify)
 
 
-def _client_error(status: int, headers: dict[str, str], body: bytes) -> ClientError:
-    """Lambda's JSON error answer as the ClientError boto3 raises for it."""
+def _client_error(status: int, headers: dict[str, str], body: bytes, operation: str) -> ClientError:
+    """An AWS JSON error answer as the ClientError boto3 raises for it."""
     try:
         doc = json.loads(body or b"{}")
     except ValueError:
         doc = {}
     doc = doc if isinstance(doc, dict) else {}
-    code = headers.get("x-amzn-errortype", "").split(":")[0] or str(
-        doc.get("__type") or doc.get("Type") or status
-    )
+    kind = str(doc.get("__type") or doc.get("code") or "").rsplit("#", 1)[-1]
+    code = headers.get("x-amzn-errortype", "").split(":")[0] or kind or str(status)
     message = str(doc.get("message") or doc.get("Message") or body[:200].decode(errors="replace"))
     response: Any = {
         "Error": {"Code": code, "Message": message},
         "ResponseMetadata": {"HTTPStatusCode": status, "RequestId": headers.get("x-amzn-requestid", "")},
     }
-    return ClientError(response, "Invoke")
+    return ClientError(response, operation)
 
 
 def _document(body: bytes) -> dict[str, object]:

@@ -172,3 +172,46 @@ def test_an_unreachable_endpoint_is_a_function_failure(fake: FakeLambda) -> None
     with pytest.raises(FunctionFailed, match="Could not connect"):
         invoker.invoke(DEPLOYMENT, {})
     assert len(slept) == 1
+
+
+def _sfn(url: str, **config: Any) -> Any:
+    session = boto3.session.Session(
+        aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="secret", region_name="eu-west-1"
+    )
+    return session.client(
+        "stepfunctions", endpoint_url=url, config=Config(retries={"max_attempts": 0}, **config)
+    )
+
+
+def test_chained_start_sync_execution_is_sent_as_boto3_sends_it(fake: FakeLambda) -> None:
+    machine = "arn:aws:states:eu-west-1:123456789012:stateMachine:modelport-iris-v1"
+    chained = Deployment(mode="chained", functions=(), state_machine_arn=machine)
+    sfn = _sfn(fake.url, inject_host_prefix=False)
+    invoker = LambdaInvoker(_invoker(fake.url)[0].lambda_client, sfn)
+    answer = {"status": "SUCCEEDED", "output": json.dumps({"status": 200, "body": "ok"})}
+    fake.script = [(200, {}, json.dumps(answer).encode()), (200, {}, json.dumps(answer).encode())]
+    assert invoker.invoke(chained, {"body": "x"}) == {"status": 200, "body": "ok"}
+    sfn.start_sync_execution(stateMachineArn=machine, input='{"body":"x"}')
+    ours, boto3s = fake.requests
+    for name in ("X-Amz-Target", "Content-Type", "Host"):
+        assert ours["headers"][name] == boto3s["headers"][name], name
+    assert json.loads(ours["body"]) == json.loads(boto3s["body"])
+    assert "/eu-west-1/states/aws4_request" in ours["headers"]["Authorization"]
+
+    missing = {"__type": "com.amazonaws.swf.service.v2.model#StateMachineDoesNotExist", "message": "gone"}
+    fake.script = [(400, {}, json.dumps(missing).encode())]
+    with pytest.raises(FunctionFailed, match=r"\(StateMachineDoesNotExist\).*gone"):
+        invoker.invoke(chained, {})
+    failed = {"status": "FAILED", "error": "ModelportStageFailed", "cause": "a stage failed"}
+    fake.script = [(200, {}, json.dumps(failed).encode())]
+    with pytest.raises(FunctionFailed, match="ModelportStageFailed"):
+        invoker.invoke(chained, {})
+
+
+def test_the_sync_host_prefix_follows_the_clients_setting() -> None:
+    from chalicelib.aws.invoke import DirectSyncExecution
+
+    on_aws = DirectSyncExecution.of(_sfn("https://states.eu-west-1.amazonaws.com"))
+    local = DirectSyncExecution.of(_sfn("http://127.0.0.1:4566", inject_host_prefix=False))
+    assert on_aws is not None and on_aws.base == "https://sync-states.eu-west-1.amazonaws.com"
+    assert local is not None and local.base == "http://127.0.0.1:4566"
