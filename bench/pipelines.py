@@ -115,6 +115,47 @@ def init_ms(model_dir: Path, role: str, runs: int) -> float:
     return statistics.median(times)
 
 
+def shared_stage_functions(images: Any, lam: Any, root: Path) -> dict[str, str]:
+    """A pre and a post function shared by every model (an image without any model), started now so
+    that they are warm when a model's function is cold, as shared functions mostly are."""
+    from chalicelib.local.launchers import ProcessImage
+
+    empty = root / "steps-image"
+    empty.mkdir()
+    images.register(
+        "modelport/steps:bench", ProcessImage(Path(sys.executable), empty, ROOT, "sha256:" + "1" * 64)
+    )
+    arns = {}
+    for role in ("pre", "post"):
+        arns[role] = lam.create_function(
+            FunctionName=f"modelport-steps-{role}", Role=ROLE, PackageType="Image",
+            Code={"ImageUri": "modelport/steps:bench"}, MemorySize=512, Timeout=30,
+            Environment={"Variables": {"MODELPORT_ROLE": role, "MODELPORT_SHARED_STAGE": "1"}},
+        )["FunctionArn"]  # fmt: skip
+        lam.invoke(FunctionName=arns[role], Payload=b"{}")  # starts it (answers 500: no model config)
+    return arns
+
+
+def shared_deployment(manifest: ModelConfigFile, shared: dict[str, str], lam: Any, sfn: Any) -> Any:
+    """The model's own function (the model stage only) behind a machine whose pre/post are shared."""
+    from chalicelib.core.manifest import Deployment
+    from chalicelib.core.pipeline import state_machine_definition
+
+    assert manifest.container is not None
+    name = f"modelport-{manifest.name}-shared-v{manifest.version}"
+    arn = lam.create_function(
+        FunctionName=name, Role=ROLE, PackageType="Image", Code={"ImageUri": manifest.container.image_uri},
+        MemorySize=manifest.environment.memory_mb, Timeout=manifest.environment.timeout_s,
+        Environment={"Variables": {"MODELPORT_ROLE": "model"}},
+    )["FunctionArn"]  # fmt: skip
+    arns = {role: shared[role] for role in stages_of(manifest) if role != "model"}
+    definition = state_machine_definition(manifest, {**arns, "model": arn}, shared=tuple(arns))  # type: ignore[dict-item]
+    machine = sfn.create_state_machine(
+        name=name, definition=json.dumps(definition), roleArn=ROLE, type="EXPRESS"
+    )["stateMachineArn"]
+    return Deployment(mode="chained", functions=(), state_machine_arn=machine)
+
+
 def env_sizes() -> tuple[float, float] | None:
     """iris-onnx's venv MB with and without its chart (matplotlib + Pillow), from the images section."""
     text = RESULTS.read_text() if RESULTS.exists() else ""
@@ -159,6 +200,7 @@ def main() -> None:
     )
     manager = LambdaFunctionManager(lam, ROLE, sfn_client=sfn, wait_s=60)
     invoker = LambdaInvoker(lam, sfn)
+    shared = shared_stage_functions(images, lam, root)
     rows: list[dict[str, Any]] = []
     load_before = os.getloadavg()[0]
     try:
@@ -177,15 +219,20 @@ def main() -> None:
             }
             row["request"] = len(json.dumps(event))
             # The modes alternate call by call, so load from elsewhere on the machine hits both alike.
-            modes = ("fused", "chained")
+            modes = ("fused", "chained", "shared") if "/" in row["stages"] else ("fused", "chained")
             cold: dict[str, list[float]] = {m: [] for m in modes}
             warm: dict[str, list[float]] = {m: [] for m in modes}
             answers: dict[str, dict[str, object]] = {}
             deployments = {}
             for version in range(1, args.cold + 1):
                 for mode in modes:
-                    deployments[mode] = manager.deploy(
-                        with_image(manifest, image, version, mode), lambda line: None
+                    versioned = with_image(
+                        manifest, image, version, "fused" if mode == "fused" else "chained"
+                    )
+                    deployments[mode] = (
+                        shared_deployment(versioned, shared, lam, sfn)
+                        if mode == "shared"
+                        else manager.deploy(versioned, lambda line: None)
                     )
                 for mode in modes:
                     t0 = time.perf_counter()
@@ -205,7 +252,7 @@ def main() -> None:
                     "body": answers[mode]["body"],
                     "response": len(json.dumps(answers[mode])),
                 }
-            row["same"] = row["fused"]["body"] == row["chained"]["body"]
+            row["same"] = all(row[m]["body"] == row["fused"]["body"] for m in modes)
             rows.append(row)
             f, c = row["fused"], row["chained"]
             print(
@@ -231,17 +278,25 @@ def main() -> None:
         f"{args.cold}); warm = median and p99 of {args.calls} calls after it. Client wall time, ms. "
         f"Load average (1 min) {load_before:.1f} before, {load_after:.1f} after, on {os.cpu_count()} cores.",
         "",
-        "| example | request | stages | fused cold | chained cold | fused warm | chained warm | fused p99 "
-        "| chained p99 | chained - fused warm | documents between stages, bytes | same body |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+        "**shared** = chained, but pre and post run on one pre and one post function shared by every model "
+        "(an image without a model; the model's config in each Task's `Parameters`), warm as shared "
+        "functions mostly are: only the model's own function starts cold.",
+        "",
+        "| example | request | stages | fused cold | chained cold | shared cold | fused warm | chained warm "
+        "| shared warm | fused p99 | chained p99 | shared p99 | documents between stages, B | same body |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for r in rows:
-        f, c = r["fused"], r["chained"]
+        f, c, sh = r["fused"], r["chained"], r.get("shared")
+
+        def cell(mode: dict[str, Any] | None, key: str, digits: int) -> str:
+            return "-" if mode is None else f"{mode[key]:.{digits}f}"
+
         lines.append(
-            f"| {r['name']} | {r['what']} | {r['stages']} | {f['cold']:.0f} | {c['cold']:.0f} | "
-            f"{f['warm']:.2f} | {c['warm']:.2f} | {f['p99']:.2f} | {c['p99']:.2f} | "
-            f"{c['warm'] - f['warm']:+.2f} | {', '.join(map(str, r['docs'])) or '-'} | "
-            f"{'yes' if r['same'] else 'NO'} |"
+            f"| {r['name']} | {r['what']} | {r['stages']} | {cell(f, 'cold', 0)} | {cell(c, 'cold', 0)} | "
+            f"{cell(sh, 'cold', 0)} | {cell(f, 'warm', 2)} | {cell(c, 'warm', 2)} | {cell(sh, 'warm', 2)} | "
+            f"{cell(f, 'p99', 2)} | {cell(c, 'p99', 2)} | {cell(sh, 'p99', 2)} | "
+            f"{', '.join(map(str, r['docs'])) or '-'} | {'yes' if r['same'] else 'NO'} |"
         )
     lines += [
         "",

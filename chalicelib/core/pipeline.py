@@ -9,10 +9,12 @@ give. Lambda's transient errors are retried with backoff; anything else is caugh
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from typing import Any, Literal
 
 from chalicelib.core.errors import ConfigError
 from chalicelib.core.manifest import ModelConfigFile
+from chalicelib.core.steps import BUILTIN_STEPS
 
 Role = Literal["pre", "model", "post"]
 Mode = Literal["fused", "chained"]
@@ -64,18 +66,24 @@ SFN_STATE_LIMIT = 256 * 1024
 """Bytes Step Functions carries per state input or output (a fused function takes Lambda's 6 MB)."""
 
 
-def auto_decision(manifest: ModelConfigFile) -> tuple[Mode, str]:
+def step_packages(manifest: ModelConfigFile) -> set[str]:
+    """The packages the model's built-in steps add to its environment (matplotlib, pillow)."""
+    refs = (*manifest.processing.pre, *manifest.processing.post)
+    return {p for ref in refs if ref.step in BUILTIN_STEPS for p in BUILTIN_STEPS[ref.step].packages}
+
+
+def auto_decision(manifest: ModelConfigFile, *, shared_stages: bool = False) -> tuple[Mode, str]:
     """``pipeline: auto``, with the reason: fused, unless chaining gains something (docs/pipelines.md).
 
     Measured (bench/RESULTS.md, "Fused against chained"): the answers are byte-identical, a warm chain
-    pays a Lambda invoke and a Task state per extra stage, and a cold chain starts one interpreter per
-    stage one after another (each imports the runtime and pydantic). What a chain could save is the model
-    function's cold start without the step packages (iris-onnx: the model role inits in about a tenth of
-    the fused function's time, matplotlib's import and font cache being the rest) - but only when the
-    pre/post functions are warm while the model's is cold. Every stage runs the model version's own image,
-    so they are new, and cold, exactly when the model function is: nothing is saved and the chain is
-    slower cold and warm. So auto chains nothing until stage functions are shared across versions
-    (docs/pipelines.md, "Not yet"). The reasons are checked in order, the first that applies is given.
+    pays a Lambda invoke and a Task state per extra stage (~1.2 ms each locally), and a cold chain of the
+    version's own functions starts one interpreter per stage one after another, so it is slower cold and
+    warm and saves nothing. What a chain can save is the model function's cold start without the step
+    packages - iris-onnx's model role inits in a third of the fused function's time, matplotlib's import and
+    font list being the rest - when the pre/post functions are warm while the model's is cold: shared stage
+    functions (``shared_stages``; iris-onnx cold 296 ms shared-chained against 580 ms fused). So with shared
+    stages a model whose steps need matplotlib is chained; without them nothing is. The reasons are checked
+    in order, the first that applies is given.
     """
     user = user_code_steps(manifest)
     if user:
@@ -87,9 +95,16 @@ def auto_decision(manifest: ModelConfigFile) -> tuple[Mode, str]:
             f"the request is an encoded image: Step Functions carries {SFN_STATE_LIMIT // 1024} KiB per "
             "state, a fused function takes 6 MB"
         )
-    return "fused", (
-        "every stage would run this version's own image, cold when the model function is: a chain adds a "
-        "cold interpreter per stage and a hop per warm call, and saves nothing"
+    if not shared_stages:
+        return "fused", (
+            "every stage would run this version's own image, cold when the model function is: a chain adds "
+            "a cold interpreter per stage and a hop per warm call, and saves nothing"
+        )
+    if "matplotlib" not in step_packages(manifest):
+        return "fused", "the steps need no plotting packages: a shared stage saves less than its hops cost"
+    return "chained", (
+        "the steps need matplotlib: on warm shared stage functions the model's own function starts without "
+        "it, about half the fused cold start"
     )
 
 
@@ -98,11 +113,22 @@ def auto_mode(manifest: ModelConfigFile) -> Mode:
     return auto_decision(manifest)[0]
 
 
-def _task(function_arn: str, next_state: str) -> dict[str, Any]:
+def shared_config_text(manifest: ModelConfigFile) -> str:
+    """The model config a shared stage function gets in its Task's Parameters: the file without its
+    container and deployment slots (a shared function runs no image of the model), as compact JSON text
+    (a string, so Step Functions never reads its keys as paths)."""
+    data = manifest.model_copy(update={"container": None, "deployment": None}).to_data()
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+def _task(function_arn: str, next_state: str, shared_config: str | None = None) -> dict[str, Any]:
+    payload: dict[str, Any] = (
+        {"Payload.$": "$"} if shared_config is None else {"Payload": {"model": shared_config, "input.$": "$"}}
+    )
     return {
         "Type": "Task",
         "Resource": "arn:aws:states:::lambda:invoke",
-        "Parameters": {"FunctionName": function_arn, "Payload.$": "$"},
+        "Parameters": {"FunctionName": function_arn, **payload},
         "OutputPath": "$.Payload",
         "Retry": [
             {
@@ -117,9 +143,16 @@ def _task(function_arn: str, next_state: str) -> dict[str, Any]:
     }
 
 
-def state_machine_definition(manifest: ModelConfigFile, function_arns: dict[Role, str]) -> dict[str, Any]:
-    """The Amazon States Language document for ``manifest``'s chain; ARNs are placed as values only."""
+def state_machine_definition(
+    manifest: ModelConfigFile, function_arns: dict[Role, str], *, shared: Collection[Role] = ()
+) -> dict[str, Any]:
+    """The Amazon States Language document for ``manifest``'s chain; ARNs are placed as values only.
+    The stages in ``shared`` run on functions shared across models: their Tasks pass the model's config
+    along with the document (``shared_config_text``)."""
     roles = stages_of(manifest)
+    if "model" in shared:
+        raise ValueError("the model stage runs the model's own image; only pre and post can be shared")
+    config = shared_config_text(manifest) if shared else None
     missing = [r for r in roles if r not in function_arns]
     if missing:
         raise ValueError(f"no function for stage(s) {', '.join(missing)}")
@@ -128,14 +161,14 @@ def state_machine_definition(manifest: ModelConfigFile, function_arns: dict[Role
         name = STATE_NAMES[role]
         if i + 1 < len(roles):
             check = f"{name}Answered"
-            states[name] = _task(function_arns[role], check)
+            states[name] = _task(function_arns[role], check, config if role in shared else None)
             states[check] = {
                 "Type": "Choice",
                 "Choices": [{"Variable": "$.status", "NumericGreaterThanEquals": 400, "Next": "Answered"}],
                 "Default": STATE_NAMES[roles[i + 1]],
             }
         else:
-            states[name] = _task(function_arns[role], "Answered")
+            states[name] = _task(function_arns[role], "Answered", config if role in shared else None)
     states["Answered"] = {"Type": "Succeed"}
     states["StageFailed"] = {
         "Type": "Fail",

@@ -16,8 +16,13 @@ import time
 _STARTED = time.perf_counter()
 
 import base64
+import contextlib
+import hashlib
+import importlib
 import logging
 import os
+import tempfile
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
@@ -417,6 +422,13 @@ def load(
         raise ModelLoadError(f"cannot read the model config file {path}: {exc.strerror or exc}") from None
     except ValidationError as exc:
         raise ModelLoadError(f"{path} is not a valid model config file: {exc}") from None
+    return from_manifest(manifest, model_dir, role, warm=warm, started=t0)
+
+
+def from_manifest(
+    manifest: ModelConfigFile, model_dir: Path, role: Role, *, warm: bool = True, started: float
+) -> Runtime:
+    """``role``'s runtime of ``manifest`` (see ``load``); its files are in ``model_dir``."""
     chain = stages_of(manifest)
     if role != "fused" and role not in chain:
         raise ModelLoadError(f"{manifest.name} has no {role} stage (its chain: {', '.join(chain)})")
@@ -432,22 +444,104 @@ def load(
     runtime = Runtime(manifest, model, pre, post, init_ms=0.0, role=role)
     if warm:
         runtime.warm_up()
-    runtime.init_ms = round((time.perf_counter() - t0) * 1000, 3)
+    runtime.init_ms = round((time.perf_counter() - started) * 1000, 3)
     return runtime
+
+
+SHARED_ENV = "MODELPORT_SHARED_STAGE"
+"""``1``: this pre or post function has no model of its own; each event brings the model's config."""
+
+
+class SharedStage:
+    """A pre or post function shared by every model of a step environment (docs/pipelines.md).
+
+    Its events are ``{"model": "<model config file, JSON text>", "input": <the stage's input>}``: the state
+    machine's Task puts the model's config in its ``Parameters``. Each config is validated and its steps
+    bound once, on its first request (reported as that request's ``init_ms``), then kept, the most recently
+    used ``capacity`` of them. Only built-in steps run here: user code never leaves its model's image.
+    """
+
+    def __init__(self, role: Role, *, capacity: int = 32) -> None:
+        if role not in ("pre", "post"):
+            raise ModelLoadError(f"{SHARED_ENV}=1 is for pre and post functions, not {role}")
+        self.role: Role = role
+        self.capacity = capacity
+        self.cache: OrderedDict[str, Runtime] = OrderedDict()
+        self._scratch = Path(tempfile.mkdtemp(prefix="modelport-shared-"))  # no files: built-ins only
+        _preload(role)
+
+    def handle(self, event: Any) -> dict[str, Any]:
+        try:
+            if (
+                not isinstance(event, Mapping)
+                or not isinstance(event.get("model"), str)
+                or "input" not in event
+            ):
+                raise IntermediateError(
+                    "a shared stage takes {model: <model config JSON>, input: ...} from its Task's Parameters"
+                )
+            runtime = self._runtime(event["model"])
+        except IntermediateError as exc:
+            log.error("bad shared-stage event: %s", exc)
+            body = {"code": "PipelineError", "message": str(exc), "stage": self.role}
+            return {**_reply(500, body), "timings": _ordered(dict.fromkeys(STAGES, 0.0))}
+        return runtime.handle(event["input"])
+
+    def _runtime(self, text: str) -> Runtime:
+        key = hashlib.sha256(text.encode()).hexdigest()
+        runtime = self.cache.get(key)
+        if runtime is not None:
+            self.cache.move_to_end(key)
+            return runtime
+        t0 = time.perf_counter()
+        try:
+            manifest = ModelConfigFile.model_validate_json(text)
+        except ValidationError as exc:
+            raise IntermediateError(f"the model config in the event is not valid: {exc}") from None
+        user = [r.step for r in (*manifest.processing.pre, *manifest.processing.post) if r.is_user_code]
+        if user:
+            raise IntermediateError(f"a shared stage runs built-in steps only, not {', '.join(user)}")
+        try:
+            runtime = from_manifest(manifest, self._scratch, self.role, warm=False, started=t0)
+        except ModelLoadError as exc:
+            raise IntermediateError(str(exc)) from None
+        self.cache[key] = runtime
+        if len(self.cache) > self.capacity:
+            self.cache.popitem(last=False)
+        return runtime
 
 
 def model_dir_from_env() -> Path:
     return Path(os.environ.get(MODEL_DIR_ENV) or DEFAULT_MODEL_DIR)
 
 
-_runtime: Runtime | None = None
+def _preload(role: Role) -> None:
+    """Import the step packages (and let matplotlib build its font list) during init, as a model's own
+    function does when it binds its steps, rather than in the first request of the first model."""
+    for module in ("PIL.Image", "PIL.ImageDraw", "matplotlib.figure", "matplotlib.backends.backend_agg"):
+        if role == "post" or module.startswith("PIL"):
+            with contextlib.suppress(ImportError):
+                importlib.import_module(module)
+    if role == "post":
+        with contextlib.suppress(ImportError):
+            importlib.import_module("matplotlib.font_manager").findfont("DejaVu Sans")
+
+
+def load_from_env(started: float) -> Runtime | SharedStage:
+    """What this function runs, from its environment: a shared stage, or the model in its directory."""
+    if os.environ.get(SHARED_ENV) == "1":
+        return SharedStage(role_from_env())
+    return load(model_dir_from_env(), started=started)
+
+
+_runtime: Runtime | SharedStage | None = None
 if os.environ.get("AWS_LAMBDA_RUNTIME_API"):  # in a Lambda environment: load during the init phase
-    _runtime = load(model_dir_from_env(), started=_STARTED)
+    _runtime = load_from_env(_STARTED)
 
 
 def handler(event: Any, context: Any) -> dict[str, Any]:
     """The Lambda entry point."""
     global _runtime
     if _runtime is None:
-        _runtime = load(model_dir_from_env(), started=time.perf_counter())
+        _runtime = load_from_env(time.perf_counter())
     return _runtime.handle(event)

@@ -4,6 +4,8 @@ mode), the state machine on moto behind the edge, ``StartSyncExecution``: the sa
 from __future__ import annotations
 
 import json
+import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,16 +18,20 @@ from chalicelib.aws.invoke import LambdaInvoker
 from chalicelib.core.errors import FunctionFailed
 from chalicelib.core.manifest import ContainerAssociation, ModelConfigFile
 from chalicelib.core.pipeline import STATE_NAMES, Role, stages_of, state_machine_definition
+from chalicelib.local.launchers import ProcessImage
+from chalicelib.local.runtime_api import REPO_ROOT
 from chalicelib.services.intake import manifest_for_dir
 from tests.functional.local_stack import (
     BROKEN,
     ECHO,
     EXAMPLES,
+    IRIS,
     ROLE,
     Stack,
     create,
     echo_event,
     invoke,
+    iris_event,
     start_stack,
 )
 
@@ -211,3 +217,55 @@ def test_a_chain_of_one_and_a_stage_that_cannot_load(stack: Stack) -> None:
     }
     with pytest.raises(FunctionFailed, match="pipeline failed: ModelportStageFailed"):
         invoker.invoke(deployment, event)
+
+
+# --------------------------------------------------------------------------- shared stage functions
+
+
+def test_shared_stage_functions_serve_two_models_through_the_local_stack(stack: Stack) -> None:
+    """One pre and one post function (an image without any model) for iris-onnx and diabetes-lightgbm;
+    each model's own function runs only the model. Same answers as fused; the shared ones start once."""
+    steps_image = "modelport/steps:test"
+    empty = Path(tempfile.mkdtemp(prefix="steps-image-"))
+    stack.images.register(
+        steps_image, ProcessImage(Path(sys.executable), empty, REPO_ROOT, digest="sha256:" + "1" * 64)
+    )
+    lam = stack.client("lambda")
+    sfn = stack.client("stepfunctions", inject_host_prefix=False)
+    shared: dict[Role, str] = {
+        role: create(
+            lam,
+            _name(f"steps-{role}"),
+            steps_image,
+            Environment={"Variables": {"MODELPORT_ROLE": role, "MODELPORT_SHARED_STAGE": "1"}},
+        )["FunctionArn"]
+        for role in ("pre", "post")
+    }
+    patients = EXAMPLES / "diabetes-lightgbm" / "samples" / "patients.csv"
+    cases = [
+        (IRIS, EXAMPLES / "iris-onnx", iris_event()),
+        (DIABETES, EXAMPLES / "diabetes-lightgbm", _csv_event(patients, "image/png")),
+    ]
+    for image, src, event in cases:
+        manifest: ModelConfigFile = manifest_for_dir(src)
+        model_arn = create(
+            lam, _name("model"), image, Environment={"Variables": {"MODELPORT_ROLE": "model"}}
+        )["FunctionArn"]
+        definition = state_machine_definition(
+            manifest, {**shared, "model": model_arn}, shared=("pre", "post")
+        )
+        machine = sfn.create_state_machine(
+            name=_name("shared"), definition=json.dumps(definition), roleArn=ROLE, type="EXPRESS"
+        )["stateMachineArn"]
+        fused = _name("fused")
+        create(lam, fused, image)
+        for _ in range(2):
+            _, want = invoke(lam, fused, event)
+            synced = sfn.start_sync_execution(stateMachineArn=machine, input=json.dumps(event))
+            assert synced["status"] == "SUCCEEDED", synced
+            got = json.loads(synced["output"])
+            assert want["status"] == 200
+            assert {k: got[k] for k in ("status", "content_type", "body")} == {
+                k: want[k] for k in ("status", "content_type", "body")
+            }
+    assert [stack.emulator.started(arn) for arn in shared.values()] == [1, 1]

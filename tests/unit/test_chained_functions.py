@@ -118,3 +118,16 @@ def test_auto_runs_every_example_fused_and_says_why(example: str, reason: str) -
     processing = Processing.model_validate({"pre": ["steps/clean.py:clean"]})
     user = manifest.model_copy(update={"processing": processing})
     assert auto_decision(user) == ("fused", "user-code steps (steps/clean.py:clean) run only fused")
+
+
+def test_with_shared_stage_functions_auto_chains_models_whose_steps_plot() -> None:
+    for example in ("iris-onnx", "iris-skops", "diabetes-lightgbm"):
+        mode, why = auto_decision(_manifest(example, "auto"), shared_stages=True)
+        assert (mode, why.startswith("the steps need matplotlib")) == ("chained", True), why
+    labels_only = _manifest("iris-onnx", "auto")
+    labels_only = labels_only.model_copy(
+        update={"processing": Processing.model_validate({"pre": ["tabular"], "post": ["labels"]})}
+    )
+    assert auto_decision(labels_only, shared_stages=True)[0] == "fused"
+    assert auto_decision(_manifest("digits-onnx", "auto"), shared_stages=True)[0] == "fused"  # an image
+    assert auto_decision(_manifest("sentiment-predictor", "auto"), shared_stages=True)[0] == "fused"

@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from chalicelib.core.pipeline import stages_of
-from chalicelib.runtime.handler import ROLE_ENV, Runtime, load
+from chalicelib.core.config import Processing
+from chalicelib.core.pipeline import shared_config_text, stages_of
+from chalicelib.runtime.handler import ROLE_ENV, Runtime, SharedStage, load
 from chalicelib.runtime.intermediate import (
     IntermediateError,
     decode_invocation,
@@ -218,3 +219,45 @@ def test_a_detector_with_an_overlay_composes_like_fused(
                 k: v for k, v in want.items() if k != "timings"
             }
             assert list(got["timings"]) == list(want["timings"])
+
+
+def test_shared_pre_and_post_functions_serve_every_example_like_fused(
+    model_dirs: Callable[[str], Path],
+) -> None:
+    """One pre and one post function for all models: the Task hands them the model's config with the
+    document (as ``state_machine_definition(..., shared=...)`` writes it); the model runs in its own."""
+    shared = {role: SharedStage(role, capacity=2) for role in ("pre", "post")}
+    for _ in range(2):  # the second round finds some configs evicted (capacity 2 < 4 models with steps)
+        for name in NAMES:
+            directory = model_dirs(name)
+            fused = load(directory)
+            config = shared_config_text(fused.manifest)
+            roles = stages_of(fused.manifest)
+            model = load(directory, role="model")
+            for event in _events(fused, EXAMPLES / name):
+                want = fused.handle(event)
+                doc: Any = event
+                for role in roles:
+                    stage = model if role == "model" else shared[role]
+                    given = doc if role == "model" else {"model": config, "input": doc}
+                    doc = json.loads(json.dumps(stage.handle(given), allow_nan=False))
+                    if doc["status"] >= 400:
+                        break
+                assert {k: doc[k] for k in want if k != "timings"} == {
+                    k: v for k, v in want.items() if k != "timings"
+                }, (name, event)
+                assert set(doc["timings"]) - {"init_ms"} == set(want["timings"]) - {"init_ms"}
+    assert len(shared["post"].cache) == 2
+
+
+def test_a_shared_stage_refuses_what_it_cannot_run(model_dirs: Callable[[str], Path]) -> None:
+    stage = SharedStage("pre")
+    event = {"body": "{}", "content_type": "application/json"}
+    manifest = load(model_dirs("iris-onnx"), warm=False).manifest
+    processing = Processing.model_validate({"pre": ["steps/clean.py:clean"], "post": ["labels"]})
+    user = shared_config_text(manifest.model_copy(update={"processing": processing}))
+    for given in (event, {"model": "{}", "input": event}, {"model": user, "input": event}):
+        answer = stage.handle(given)
+        assert answer["status"] == 500 and json.loads(answer["body"])["code"] == "PipelineError"
+    with pytest.raises(ModelLoadError, match="pre and post"):
+        SharedStage("model")
