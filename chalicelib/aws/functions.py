@@ -18,6 +18,7 @@ nothing of Step Functions: the control plane invokes the default version's ``sta
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -71,32 +72,66 @@ def state_machine_name(model_name: str, version: int) -> str:
     return f"modelport-{model_name}-v{version}"
 
 
-def function_specs(manifest: ModelConfigFile, mode: Mode | None = None) -> list[FunctionSpec]:
+SHARED_PREFIX = "modelport-steps-"
+SHARED_STAGE_MEMORY_MB = 1024
+SHARED_STAGE_TIMEOUT_S = 60
+"""Shared stage functions serve many models, so they are not sized by one: 1 GB and a minute cover the
+built-in steps (a chart is ~6 ms; a 40-megapixel image decode is the largest pre step)."""
+
+
+def shared_function_name(steps_image: str, architecture: str, role: Role) -> str:
+    """The shared stage function of a steps image: every model whose steps run in it uses this one."""
+    digest = hashlib.sha256(f"{steps_image}\0{architecture}".encode()).hexdigest()[:16]
+    return f"{SHARED_PREFIX}{digest}-{role}"
+
+
+def function_specs(
+    manifest: ModelConfigFile, mode: Mode | None = None, *, steps_image: str | None = None
+) -> list[FunctionSpec]:
     """The functions of ``manifest``'s deployment: one fused function running the whole chain, or (chained)
-    one per stage, all from the same image, each told its stage by ``MODELPORT_ROLE``. ``mode`` defaults
-    to ``core.pipeline.pipeline_mode``."""
+    one per stage, all from the same image, each told its stage by ``MODELPORT_ROLE``. With a
+    ``steps_image``, a chain's pre and post stages are the shared stage functions of that image (same
+    spec for every model, so deploying one model never changes them for another). ``mode`` defaults to
+    ``core.pipeline.pipeline_mode``."""
     if manifest.container is None:
         raise FunctionFailed(
             f"{manifest.name} v{manifest.version} has no image yet: build it before deploying"
         )
-    mode = pipeline_mode(manifest) if mode is None else mode
+    if mode is None:
+        mode = pipeline_mode(manifest, shared_stages=steps_image is not None)
     env = manifest.environment
     base = {"MODELPORT_MODEL": manifest.name, "MODELPORT_VERSION": str(manifest.version)}
     roles: list[Literal["fused"] | Role] = ["fused"] if mode == "fused" else list(stages_of(manifest))
-    return [
-        FunctionSpec(
-            role=role,
-            name=function_name(manifest.name, role),
-            image_uri=manifest.container.image_uri,
-            memory_mb=env.memory_mb,
-            timeout_s=env.timeout_s,
-            architecture=env.architecture,
-            environment=base if role == "fused" else {**base, "MODELPORT_ROLE": role},
-            description=f"Modelport {manifest.name} v{manifest.version}"
-            + ("" if role == "fused" else f" ({role} stage)"),
+    specs = []
+    for role in roles:
+        if steps_image is not None and role in ("pre", "post"):
+            specs.append(
+                FunctionSpec(
+                    role=role,
+                    name=shared_function_name(steps_image, env.architecture, role),
+                    image_uri=steps_image,
+                    memory_mb=SHARED_STAGE_MEMORY_MB,
+                    timeout_s=SHARED_STAGE_TIMEOUT_S,
+                    architecture=env.architecture,
+                    environment={"MODELPORT_ROLE": role, "MODELPORT_SHARED_STAGE": "1"},
+                    description=f"Modelport shared {role} stage",
+                )
+            )
+            continue
+        specs.append(
+            FunctionSpec(
+                role=role,
+                name=function_name(manifest.name, role),
+                image_uri=manifest.container.image_uri,
+                memory_mb=env.memory_mb,
+                timeout_s=env.timeout_s,
+                architecture=env.architecture,
+                environment=base if role == "fused" else {**base, "MODELPORT_ROLE": role},
+                description=f"Modelport {manifest.name} v{manifest.version}"
+                + ("" if role == "fused" else f" ({role} stage)"),
+            )
         )
-        for role in roles
-    ]
+    return specs
 
 
 class LambdaFunctionManager:
@@ -105,8 +140,11 @@ class LambdaFunctionManager:
     ``sfn_client`` (a boto3 Step Functions client) is needed by chained deployments only;
     ``states_role_arn`` is the role their state machines run as (allowed ``lambda:InvokeFunction`` on the
     model functions); without it the functions' role is used, which must then trust
-    ``states.amazonaws.com`` too. ``wait_s`` bounds each wait (for Active, for an update to finish, for a
-    conflicting call to clear); ``sleep`` is injected so tests need not wait.
+    ``states.amazonaws.com`` too. ``steps_image`` gives a model's steps image (runtime and step packages,
+    no model), or None when it has none: with one, a chained model's pre and post run on the shared stage
+    functions of that image, and ``pipeline: auto`` may choose chained. ``wait_s`` bounds each wait (for
+    Active, for an update to finish, for a conflicting call to clear); ``sleep`` is injected so tests need
+    not wait.
     """
 
     def __init__(
@@ -116,6 +154,7 @@ class LambdaFunctionManager:
         *,
         sfn_client: Any | None = None,
         states_role_arn: str | None = None,
+        steps_image: Callable[[ModelConfigFile], str | None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         wait_s: float = 300.0,
         attempts: int = 5,
@@ -124,6 +163,7 @@ class LambdaFunctionManager:
         self.role_arn = role_arn
         self.sfn = sfn_client
         self.states_role_arn = states_role_arn or role_arn
+        self.steps_image = steps_image
         self.sleep = sleep
         self.wait_s = wait_s
         self.attempts = attempts
@@ -131,20 +171,27 @@ class LambdaFunctionManager:
     # ----------------------------------------------------------------------- the port
 
     def deploy(self, manifest: ModelConfigFile, progress: Progress) -> Deployment:
-        mode = pipeline_mode(manifest)
+        steps_image = self.steps_image(manifest) if self.steps_image is not None else None
+        mode = pipeline_mode(manifest, shared_stages=steps_image is not None)
         if mode == "chained" and self.sfn is None:
             raise FunctionFailed(
                 f"{manifest.name} runs chained, but this function manager has no Step Functions client"
             )
-        functions = tuple(self._deploy(spec, progress) for spec in function_specs(manifest, mode))
+        if mode == "fused":
+            steps_image = None
+        specs = function_specs(manifest, mode, steps_image=steps_image)
+        functions = tuple(self._deploy(spec, progress) for spec in specs)
         if mode == "fused":
             return Deployment(mode="fused", functions=functions)
         arn = self._state_machine(manifest, functions, progress)
         return Deployment(mode="chained", functions=functions, state_machine_arn=arn)
 
     def promote(self, deployment: Deployment) -> None:
-        """Point each function's ``live`` alias at this deployment's published version."""
+        """Point each function's ``live`` alias at this deployment's published version (shared stage
+        functions have no alias: each machine names the version it was deployed with)."""
         for function in deployment.functions:
+            if function.function_name.startswith(SHARED_PREFIX):
+                continue  # it serves many models; their machines name its versions
             if not function.version:
                 raise FunctionFailed(f"{function.function_name} has no published version to promote")
             self._point_alias(function.function_name, function.version)
@@ -162,7 +209,10 @@ class LambdaFunctionManager:
         }
         sfn = self.sfn
         assert sfn is not None  # deploy checked
-        definition = definition_text(state_machine_definition(manifest, arns))
+        shared = [
+            f.role for f in functions if f.function_name.startswith(SHARED_PREFIX) and f.role != "fused"
+        ]
+        definition = definition_text(state_machine_definition(manifest, arns, shared=shared))
         name = state_machine_name(manifest.name, manifest.version)
         parts = functions[0].function_arn.split(":")  # arn:PARTITION:lambda:REGION:ACCOUNT:function:NAME
         partition, region, account = parts[1], parts[3], parts[4]
@@ -252,7 +302,7 @@ class LambdaFunctionManager:
             "Architectures": [spec.architecture],
             "Environment": {"Variables": spec.environment},
             "Publish": False,
-            "Tags": {"modelport:model": spec.environment["MODELPORT_MODEL"]},
+            "Tags": {"modelport:model": spec.environment.get("MODELPORT_MODEL", "shared")},
         }
 
     def _update(self, spec: FunctionSpec, current: dict[str, Any], progress: Progress) -> None:

@@ -43,8 +43,9 @@ def user_code_steps(manifest: ModelConfigFile) -> list[str]:
     return [ref.step for ref in (*manifest.processing.pre, *manifest.processing.post) if ref.is_user_code]
 
 
-def pipeline_mode(manifest: ModelConfigFile) -> Mode:
-    """How ``manifest``'s version runs: what its config says, ``auto`` decided by ``auto_mode``.
+def pipeline_mode(manifest: ModelConfigFile, *, shared_stages: bool = False) -> Mode:
+    """How ``manifest``'s version runs: what its config says, ``auto`` decided by ``auto_decision``
+    (``shared_stages``: the deployment can put pre/post on shared stage functions).
 
     Chained mode refuses user-code steps: what user code returns need not be data the intermediate
     document between stages can carry (docs/pipelines.md)."""
@@ -59,7 +60,7 @@ def pipeline_mode(manifest: ModelConfigFile) -> Mode:
                 hint="use pipeline: fused (or auto), or built-in steps only",
             )
         return "chained"
-    return auto_mode(manifest)
+    return auto_decision(manifest, shared_stages=shared_stages)[0]
 
 
 SFN_STATE_LIMIT = 256 * 1024
@@ -108,9 +109,9 @@ def auto_decision(manifest: ModelConfigFile, *, shared_stages: bool = False) -> 
     )
 
 
-def auto_mode(manifest: ModelConfigFile) -> Mode:
+def auto_mode(manifest: ModelConfigFile, *, shared_stages: bool = False) -> Mode:
     """``pipeline: auto``: see ``auto_decision``."""
-    return auto_decision(manifest)[0]
+    return auto_decision(manifest, shared_stages=shared_stages)[0]
 
 
 def shared_config_text(manifest: ModelConfigFile) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from chalicelib.aws.functions import LambdaFunctionManager
 from chalicelib.aws.invoke import LambdaInvoker
@@ -269,3 +270,64 @@ def test_shared_stage_functions_serve_two_models_through_the_local_stack(stack: 
                 k: want[k] for k in ("status", "content_type", "body")
             }
     assert [stack.emulator.started(arn) for arn in shared.values()] == [1, 1]
+
+
+def test_the_function_manager_puts_models_that_plot_on_shared_stage_functions(stack: Stack) -> None:
+    """Given a steps image, ``auto`` chains the models whose steps plot, on one shared pre/post pair for
+    all of them; the others stay fused. Answers as fused; promotion leaves the shared pair alone."""
+    steps_image = "modelport/steps:manager"
+    empty = Path(tempfile.mkdtemp(prefix="steps-image-"))
+    stack.images.register(
+        steps_image, ProcessImage(Path(sys.executable), empty, REPO_ROOT, digest="sha256:" + "2" * 64)
+    )
+    stack.images.register("modelport/iris-onnx:shared", stack.images.resolve(IRIS))
+    lam = stack.client("lambda")
+    sfn = stack.client("stepfunctions", inject_host_prefix=False)
+    manager = LambdaFunctionManager(
+        lam, ROLE, sfn_client=sfn, steps_image=lambda manifest: steps_image, wait_s=30
+    )
+    invoker = LambdaInvoker(lam, sfn)
+
+    def auto(src: Path, image: str, version: int = 1) -> ModelConfigFile:
+        container = ContainerAssociation(
+            environment_image="env", image_uri=image, image_digest="sha256:" + "0" * 64, size_bytes=1
+        )
+        manifest: ModelConfigFile = manifest_for_dir(src)
+        update = {"name": _name(src.name), "version": version, "container": container}
+        return manifest.model_copy(update=update)
+
+    iris = manager.deploy(auto(EXAMPLES / "iris-onnx", "modelport/iris-onnx:shared"), lambda line: None)
+    diabetes = manager.deploy(auto(EXAMPLES / "diabetes-lightgbm", DIABETES), lambda line: None)
+    for deployment in (iris, diabetes):
+        assert deployment.mode == "chained"
+        pre, model, post = deployment.functions
+        assert pre.function_name.startswith("modelport-steps-") and pre.function_name.endswith("-pre")
+        assert post.function_name.startswith("modelport-steps-") and post.function_name.endswith("-post")
+        assert model.function_name.endswith("-model") and not model.function_name.startswith(
+            "modelport-steps"
+        )
+    assert [f.function_name for f in iris.functions if f.role != "model"] == [
+        f.function_name for f in diabetes.functions if f.role != "model"
+    ]  # one shared pair
+    assert [f.version for f in iris.functions if f.role != "model"] == [
+        f.version for f in diabetes.functions if f.role != "model"
+    ]  # the second deploy changed nothing of it
+    sentiment = manager.deploy(auto(EXAMPLES / "sentiment-predictor", ECHO), lambda line: None)
+    assert sentiment.mode == "fused"
+
+    patients = EXAMPLES / "diabetes-lightgbm" / "samples" / "patients.csv"
+    for deployment, image, event in (
+        (iris, IRIS, iris_event()),
+        (diabetes, DIABETES, _csv_event(patients, "application/json")),
+    ):
+        fused = _name("fused")
+        create(lam, fused, image)
+        _, want = invoke(lam, fused, event)
+        got = invoker.invoke(deployment, event)
+        assert (got["status"], got["content_type"], got["body"]) == (200, want["content_type"], want["body"])
+    assert stack.emulator.started(iris.functions[2].function_arn) == 1  # one post function, started once
+
+    manager.promote(iris)
+    with pytest.raises(ClientError):
+        lam.get_alias(FunctionName=iris.functions[0].function_name, Name="live")
+    assert lam.get_alias(FunctionName=iris.functions[1].function_name, Name="live")["FunctionVersion"] == "1"

@@ -131,3 +131,21 @@ def test_with_shared_stage_functions_auto_chains_models_whose_steps_plot() -> No
     assert auto_decision(labels_only, shared_stages=True)[0] == "fused"
     assert auto_decision(_manifest("digits-onnx", "auto"), shared_stages=True)[0] == "fused"  # an image
     assert auto_decision(_manifest("sentiment-predictor", "auto"), shared_stages=True)[0] == "fused"
+
+
+def test_shared_stage_specs_are_the_same_for_every_model() -> None:
+    steps = "123456789012.dkr.ecr.us-east-1.amazonaws.com/modelport/steps:py3.11"
+    iris = function_specs(_manifest("iris-onnx", "auto"), steps_image=steps)
+    diabetes = function_specs(_manifest("diabetes-lightgbm", "auto", version=7), steps_image=steps)
+    assert [s.role for s in iris] == ["pre", "model", "post"]  # auto chains: the steps plot
+    assert [iris[0], iris[2]] == [diabetes[0], diabetes[2]]
+    assert iris[0].image_uri == steps and iris[0].name.startswith("modelport-steps-")
+    assert iris[0].environment == {"MODELPORT_ROLE": "pre", "MODELPORT_SHARED_STAGE": "1"}
+    assert (iris[1].name, iris[1].image_uri, diabetes[1].environment["MODELPORT_VERSION"]) == (
+        "modelport-iris-onnx-model",
+        IMAGE,
+        "7",
+    )
+    assert [s.role for s in function_specs(_manifest("digits-onnx", "auto"), steps_image=steps)] == ["fused"]
+    other = function_specs(_manifest("iris-onnx", "chained"), steps_image=steps + "-2")
+    assert other[0].name != iris[0].name  # another steps image, another shared pair
