@@ -44,6 +44,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from chalicelib.local import asl
 from chalicelib.local.emulator import Invocation, LambdaEmulator, LambdaError
+from chalicelib.local.runtime_api import end_headers_with_body
 
 log = logging.getLogger("modelport.local.edge")
 
@@ -270,9 +271,7 @@ class _EdgeHandler(BaseHTTPRequestHandler):
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if body and self.command != "HEAD":
-            self.wfile.write(body)
+        end_headers_with_body(self, body)
 
     def _send_json(self, status: int, doc: Any, headers: Mapping[str, str] | None = None) -> None:
         body = b"" if doc is None else json.dumps(doc).encode()
