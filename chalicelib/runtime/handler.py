@@ -187,11 +187,18 @@ class Runtime:
             else:
                 with clock(f"{self.role}_ms"):
                     doc = read_document(event, self.role)
-                    timings.update({k: float(v) for k, v in doc["timings"].items()})
                     accept, passed = doc["accept"], doc["invocation"]
-                    value = decode_value(doc["value"])
-                    if "post" in self.runs:
-                        inv = decode_invocation(passed)
+                    try:
+                        timings.update({k: float(v) for k, v in doc["timings"].items()})
+                        value = decode_value(doc["value"])
+                        if "post" in self.runs:
+                            inv = decode_invocation(passed)
+                    except IntermediateError:
+                        raise
+                    except (KeyError, TypeError, ValueError, OSError) as exc:  # OSError: PIL's bad PNG
+                        raise IntermediateError(
+                            f"the intermediate document cannot be read: {exc!r}"
+                        ) from None
             if "pre" in self.runs:
                 assert inv is not None
                 with clock("pre_ms"):
@@ -216,7 +223,7 @@ class Runtime:
                     response = self._encode(value, accept)
             else:
                 with clock(f"{self.role}_ms"):
-                    response = self._hand_on(value, inv, passed, accept, timings)
+                    response = self._hand_on(value, inv, passed, accept)
         except RequestError as exc:
             response = _reply(exc.status, exc.body())
         except ModelFailure as exc:
@@ -236,10 +243,9 @@ class Runtime:
         inv: Invocation | None,
         passed: dict[str, Any],
         accept: str,
-        timings: dict[str, float],
     ) -> dict[str, Any]:
-        """The intermediate document for the next stage; a value that cannot cross stages is the
-        failure of whoever produced it (the last pre step, or the model)."""
+        """The intermediate document for the next stage (``handle`` adds the timings); a value that
+        cannot cross stages is the failure of whoever produced it (the last pre step, or the model)."""
         assert self.next is not None
         state = encode_invocation(inv, image=self.carry_image) if inv is not None else passed
         try:

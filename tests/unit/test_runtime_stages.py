@@ -120,7 +120,18 @@ def test_a_stage_takes_only_the_document_meant_for_it(model_dirs: Callable[[str]
         assert body["code"] == "PipelineError" and body["stage"] == stage.role, body
     handed = pre.handle(event)
     assert (handed["status"], handed["next"]) == (200, "model")
-    assert post.handle(model.handle(handed))["status"] == 200
+    to_post = model.handle(handed)
+    assert post.handle(to_post)["status"] == 200
+    corrupt = [
+        (model, {**handed, "value": {"input": {"$tensor": {"dtype": "float32"}}}}),  # no shape
+        (model, {**handed, "value": {"$tensor": {"dtype": "float32", "shape": [1], "data": "%%"}}}),
+        (model, {**handed, "timings": {"pre_ms": "soon"}}),
+        (post, {**to_post, "invocation": {"image_png": base64.b64encode(b"not a png").decode()}}),
+        (post, {**to_post, "value": {"$unknown": 1}}),
+    ]
+    for stage, doc in corrupt:
+        answer = stage.handle(doc)
+        assert (answer["status"], json.loads(answer["body"])["code"]) == (500, "PipelineError"), doc
 
 
 def test_the_role_comes_from_the_environment_at_load(
