@@ -1,12 +1,13 @@
 """Fused against chained, per example, through the local stack in process mode.
 
-Each example is deployed twice with the real function manager against the edge (Lambda emulator running
-the runtime as processes, moto's Step Functions executing the state machine): ``pipeline: fused`` (one
-function, ``Invoke``) and ``pipeline: chained`` (a function per stage behind an EXPRESS machine,
-``StartSyncExecution``). Cold = the first call of a newly deployed version (every environment starts);
-warm = the same request ``--calls`` times afterwards. Wall times are the client's. Also the size of the
-intermediate documents between stages (what Step Functions carries, limit 256 KiB). Writes its section
-into bench/RESULTS.md between its markers, keeping the others.
+Each example is deployed with the real function manager against the edge (Lambda emulator running the
+runtime as processes; moto keeps the state machines, the edge runs ``StartSyncExecution``): ``pipeline:
+fused`` (one function, ``Invoke``), ``pipeline: chained`` (a function per stage behind an EXPRESS
+machine), and *shared*: chained on one pre/post pair shared by every model, which stays warm while each
+model's own function starts cold. Cold = the first call of a newly deployed version; warm = the same
+request ``--calls`` times afterwards. Wall times are the client's. Also each role's init in a fresh
+interpreter and the size of the intermediate documents between stages (what Step Functions carries,
+limit 256 KiB). Writes its section into bench/RESULTS.md between its markers, keeping the others.
 """
 
 from __future__ import annotations
@@ -273,8 +274,9 @@ def main() -> None:
         f"`python bench/pipelines.py --calls {args.calls} --cold {args.cold}` on {platform.machine()}, "
         f"CPython {platform.python_version()}, {time.strftime('%Y-%m-%d')}. Each example deployed by "
         "`LambdaFunctionManager` against the edge: fused = one function, `Invoke`; chained = one function "
-        "per stage behind an EXPRESS state machine, `StartSyncExecution` (moto's interpreter calling the "
-        "emulator). Cold = first call of a new version (every environment starts, median of "
+        "per stage behind an EXPRESS state machine, `StartSyncExecution` (the edge's in-process ASL "
+        "interpreter, `chalicelib/local/asl.py`, calling the emulator). Cold = first call of a new "
+        "version (every environment starts, median of "
         f"{args.cold}); warm = median and p99 of {args.calls} calls after it. Client wall time, ms. "
         f"Load average (1 min) {load_before:.1f} before, {load_after:.1f} after, on {os.cpu_count()} cores.",
         "",
