@@ -340,6 +340,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             edge_http = Http(stack["edge"].url)
             invoke_path = f"/2015-03-31/functions/{fn['function_name']}/invocations?Qualifier={version}"
             invoker = LambdaInvoker(lam, stack["sfn"])
+            boto3_invoker = LambdaInvoker(lam, stack["sfn"], direct=False)
             fused_dep = Deployment.model_validate(fused)
             api = Http(stack["api"].url)
             api_headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
@@ -375,6 +376,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 (Series("edge http", "keep-alive POST .../invocations to the edge"), edge_call),
                 (Series("boto3", "boto3 lambda.invoke through the edge"), boto3_call),
                 (Series("invoker", "LambdaInvoker.invoke (fused)"), lambda: invoker.invoke(fused_dep, event)),
+                (Series("invoker via boto3", "the same through boto3 (direct=False)"),
+                 lambda: boto3_invoker.invoke(fused_dep, event)),
                 (Series("api", "POST /v1/models/iris-fused/invoke"), api_call("iris-fused", api)),
             ]  # fmt: skip
             if chained:
@@ -386,6 +389,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                      lambda: sfn.start_sync_execution(stateMachineArn=machine, input=json.dumps(event))),
                     (Series("invoker chained", "LambdaInvoker.invoke (chained)"),
                      lambda: invoker.invoke(chained_deployment, event)),
+                    (Series("invoker chained via boto3", "the same through boto3 (direct=False)"),
+                     lambda: boto3_invoker.invoke(chained_deployment, event)),
                     (Series("api chained", "POST /v1/models/iris-chained/invoke"),
                      api_call("iris-chained", api)),
                 ]  # fmt: skip
@@ -415,6 +420,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
             out["calls_per_api_invoke"] = count_calls(stack["container"], api_call("iris-fused", api))
             url = stack["api"].url
+            out["c8_child"] = {
+                f"api {mode}": load_in_child(url, f"/v1/models/iris-{mode}/invoke", key, body_bytes, args)
+                for mode in (("fused", "chained") if chained else ("fused",))
+            }
+            with api_process(stack["edge"].url) as split_url:
+                out["c8_split"] = {
+                    f"api {mode}": load_in_child(
+                        split_url, f"/v1/models/iris-{mode}/invoke", key, body_bytes, args
+                    )
+                    for mode in (("fused", "chained") if chained else ("fused",))
+                }
             out["c8"] = {
                 "api fused": concurrent(
                     lambda: api_call("iris-fused", Http(url)), 8, args.c8_requests, args.seconds / 2
@@ -432,6 +448,97 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
     out["load_after"] = os.getloadavg()
     return out
+
+
+def load_in_child(url: str, path: str, key: str, body: bytes, args: argparse.Namespace) -> dict[str, float]:
+    """Concurrency 8 from a process of its own, as real clients are: the load generator's own Python
+    then does not share the stack's GIL. ``stack_cpu_ms``: this process's CPU (the API server, the
+    invoker, the edge, the emulator, the Runtime API servers) per request."""
+    import resource
+    import subprocess
+
+    command = [
+        sys.executable, __file__, "--load", url, path, "--c8-requests", str(args.c8_requests),
+        "--seconds", str(args.seconds / 2),
+    ]  # fmt: skip
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    done = subprocess.run(
+        command, input=json.dumps({"key": key, "body": body.decode()}), capture_output=True, text=True,
+        timeout=args.seconds + 60, check=True,
+    )  # fmt: skip
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    result = dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    result["stack_cpu_ms"] = cpu_s * 1000 / max(1, result["requests"] + 80)  # + the warm-up calls
+    return result
+
+
+@contextmanager
+def api_process(edge_url: str) -> Iterator[str]:
+    """The control plane's API served by a process of its own (its own adapters, pointed at the same
+    edge, so the same tables), as on AWS, where the API and the model run in different Lambdas."""
+    import subprocess
+
+    child = subprocess.Popen(
+        [sys.executable, __file__, "--serve-api", edge_url],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert child.stdout is not None
+        url = child.stdout.readline().strip()
+        if not url.startswith("http://127.0.0.1:"):
+            raise RuntimeError(f"the API process did not start: {url!r}")
+        yield url
+    finally:
+        if child.stdin is not None:
+            child.stdin.close()  # its signal to stop
+        try:
+            child.wait(20)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def _serve_api(edge_url: str) -> int:
+    from dataclasses import replace
+
+    os.environ.update(
+        {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    )
+    from chalicelib import wiring
+    from chalicelib.local.api import ApiServer
+
+    wiring.override(wiring.aws_container(replace(wiring.Settings(), endpoint_url=edge_url)))
+    import app as app_module
+
+    with ApiServer(app_module.app) as server:
+        print(server.url, flush=True)
+        sys.stdin.read()  # until the bench closes our stdin
+    return 0
+
+
+def _child(url: str, path: str, args: argparse.Namespace) -> int:
+    given = json.loads(sys.stdin.read())
+    headers = {"Authorization": f"Bearer {given['key']}", "Content-Type": "application/json"}
+    body = given["body"].encode()
+
+    def make() -> Callable[[], object]:
+        conn = Http(url)
+
+        def call() -> object:
+            status, answer = conn.call("POST", path, body, headers)
+            if status != 200:
+                raise RuntimeError(f"{status}: {answer[:300]!r}")
+            return answer
+
+        return call
+
+    print(json.dumps(concurrent(make, 8, args.c8_requests, args.seconds)))
+    return 0
 
 
 def _boto3_call(url: str, arn: str, version: str, payload: bytes) -> Callable[[], object]:
@@ -458,7 +565,7 @@ def count_calls(container: Any, call: Callable[[], object]) -> dict[str, int]:
     finally:
         for client in clients.values():
             client.meta.events.unregister("before-call", hook)
-    return {k: v // 10 for k, v in sorted(counts.items())}
+    return {k: v // 10 for k, v in sorted(counts.items()) if v // 10}
 
 
 def _clients(obj: Any, depth: int = 0) -> Iterator[Any]:
@@ -497,15 +604,26 @@ def section(out: dict[str, Any], args: argparse.Namespace, label: str) -> str:
             f"| {name} | {what} | {row['n']} | {row['p50']:.3f} | {row['p99']:.3f} | {row['p999']:.3f} "
             f"| {row['cpu']:.3f} |"
         )
-    lines += ["", "Concurrency 8 (8 threads, a keep-alive connection each, bounded count and time):", ""]
     lines += [
-        "| path | requests | s | req/s | p50 ms | p99 ms | failures |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "",
+        "Concurrency 8 (8 threads, a keep-alive connection each, after 10 calls each all at once; bounded "
+        "count and time). `own process`: the load generator runs in a process of its own, as clients do; "
+        "`in process`: its threads share the stack's interpreter (and GIL); `API in its own process too`: "
+        "the Chalice app served by a second process (its own adapters, the same edge and tables), as on "
+        "AWS where the API and the model are different Lambdas (stack CPU then excludes the API's):",
+        "",
     ]
-    for name, c in out["c8"].items():
+    lines += [
+        "| path | requests | s | req/s | p50 ms | p99 ms | failures | stack CPU ms/request |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    runs = [(f"{k} (own process)", v) for k, v in out["c8_child"].items()]
+    runs += [(f"{k} (API in its own process too)", v) for k, v in out.get("c8_split", {}).items()]
+    runs += [(f"{k} (in process)", v) for k, v in out["c8"].items()]
+    for name, c in runs:
         lines.append(
             f"| {name} | {c['requests']} | {c['seconds']:.1f} | {c['rps']:.0f} | {c['p50']:.2f} "
-            f"| {c['p99']:.2f} | {c['failures']} |"
+            f"| {c['p99']:.2f} | {c['failures']} | {c.get('stack_cpu_ms', float('nan')):.2f} |"
         )
     fused_p50 = rows["api"]["p50"]
     overhead_us = (rows["runtime"]["p50"] - rows["raw"]["p50"]) * 1000
@@ -518,7 +636,8 @@ def section(out: dict[str, Any], args: argparse.Namespace, label: str) -> str:
     ]
     lines.append(f"| fused p50 through the API | ≤ 1.5 ms (1 ms) | {fused_p50:.2f} ms |")
     lines.append(
-        f"| req/s at concurrency 8, fused API | ≥ 800 (1200) | {out['c8']['api fused']['rps']:.0f} |"
+        f"| req/s at concurrency 8, fused API | ≥ 800 (1200) | {out['c8_child']['api fused']['rps']:.0f} "
+        f"(stack in one process); {out['c8_split']['api fused']['rps']:.0f} (API in its own process) |"
     )
     lines.append(
         f"| function overhead over the raw model call (runtime - raw, p50) | ≤ 50 µs | {overhead_us:.0f} µs |"
@@ -530,8 +649,13 @@ def section(out: dict[str, Any], args: argparse.Namespace, label: str) -> str:
         lines.append(
             "| chained p50 ÷ fused p50 (API) | ≤ 3x | TODO: chained mode not in the tree when measured |"
         )
-    calls = ", ".join(f"{k} x{v}" for k, v in out["calls_per_api_invoke"].items())
-    lines += ["", f"AWS calls per API invoke (botocore before-call events): {calls}.", ""]
+    calls = ", ".join(f"{k} x{v}" for k, v in out["calls_per_api_invoke"].items()) or "none"
+    lines += [
+        "",
+        f"boto3 calls per warm API invoke (botocore before-call events): {calls}; the Lambda Invoke itself "
+        "goes through LambdaInvoker's own signed request when the client allows it (not a boto3 call).",
+        "",
+    ]
     lines += where_the_time_goes(rows)
     lines.append(end)
     return "\n".join(lines)
@@ -548,16 +672,20 @@ def where_the_time_goes(rows: dict[str, dict[str, float]]) -> list[str]:
         "- the Runtime API round trip + emulator (awslambdaric in its own process): "
         f"{d('emulator', 'runtime')} ms",
         f"- the edge's HTTP hop: {d('edge http', 'emulator')} ms",
-        f"- boto3 over a raw HTTP request (signing, serializing, parsing; client CPU "
+        f"- boto3's lambda.invoke over a raw HTTP request (signing, serializing, parsing; client CPU "
         f"{rows['boto3']['cpu']:.3f} ms vs {rows['edge http']['cpu']:.3f} ms): {d('boto3', 'edge http')} ms",
-        f"- the LambdaInvoker over boto3: {d('invoker', 'boto3')} ms",
+        f"- LambdaInvoker (its own signed request; JSON of the event and the answer) over a raw HTTP "
+        f"request: {d('invoker', 'edge http')} ms (client CPU {rows['invoker']['cpu']:.3f} ms); the same "
+        f"through boto3 takes {d('invoker via boto3', 'invoker')} ms more "
+        f"(client CPU {rows['invoker via boto3']['cpu']:.3f} ms)",
         f"- the Chalice app over the invoker (HTTP, LocalGateway, authorizer and its DynamoDB reads, grant "
         f"check, validation): {d('api', 'invoker')} ms",
     ]
     if "api chained" in rows:
         text.append(
             f"- chained: the state machine through the edge {rows['sfn sync']['p50']:.3f} ms p50 "
-            f"(three Lambda invokes in process); the API adds {d('api chained', 'invoker chained')} ms"
+            f"(three Lambda invokes in process); the API adds {d('api chained', 'invoker chained')} ms; "
+            f"boto3's start_sync_execution would add {d('invoker chained via boto3', 'invoker chained')} ms"
         )
     return [*text, ""]
 
@@ -571,7 +699,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label", default="", help="a note in the section (e.g. before/after)")
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
     parser.add_argument("--no-write", action="store_true", help="print, do not touch bench/RESULTS.md")
+    parser.add_argument("--load", nargs=2, metavar=("URL", "PATH"), help=argparse.SUPPRESS)
+    parser.add_argument("--serve-api", metavar="EDGE_URL", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.serve_api:  # the API process of api_process
+        return _serve_api(args.serve_api)
+    if args.load:  # the load generator of load_in_child
+        return _child(*args.load, args)
     out = run(args)
     text = section(out, args, args.label or "current")
     print(text)
