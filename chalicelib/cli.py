@@ -553,16 +553,19 @@ def invoke_cmd(
 @click.option("-f", "--follow", is_flag=True, help="keep printing new lines")
 @_friendly
 def logs_cmd(name: str, since_min: float, follow: bool) -> None:
-    """Print the log lines of model NAME's functions (CloudWatch Logs, /aws/lambda/modelport-NAME*)."""
+    """Print the log lines of model NAME's functions (CloudWatch Logs, /aws/lambda/<function>).
+
+    Shared pre/post stage functions serve other models too: their lines are all shown."""
     import time
     from datetime import UTC, datetime
 
     import boto3
 
-    from chalicelib.client import connection, log_lines
+    from chalicelib.client import Client, connection, function_names, log_lines
     from chalicelib.local.stack import LOCAL_CREDENTIALS
 
     conn = connection()
+    functions = function_names(Client(conn), name)
     options: dict[str, Any] = {"endpoint_url": conn.endpoint_url}
     if conn.endpoint_url is not None:  # the local stack: send no real credentials there
         options.update(LOCAL_CREDENTIALS, region_name="us-east-1")
@@ -570,7 +573,7 @@ def logs_cmd(name: str, since_min: float, follow: bool) -> None:
     since_ms = int((time.time() - since_min * 60) * 1000)
     shown = False
     try:
-        for function, at, line in log_lines(logs, name, since_ms=since_ms, follow=follow):
+        for function, at, line in log_lines(logs, functions, since_ms=since_ms, follow=follow):
             stamp = datetime.fromtimestamp(at / 1000, UTC).strftime("%H:%M:%S.%f")[:-3]
             click.echo(f"{stamp} {function}  {line}")
             shown = True

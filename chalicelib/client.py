@@ -295,23 +295,41 @@ def invoke(
     return client.request("POST", path, body, headers)
 
 
-def function_names(model_name: str) -> tuple[str, ...]:
-    """The model's functions: fused, and the chained stages."""
+def function_names(client: Client | None, model_name: str) -> tuple[str, ...]:
+    """The functions of the model's default version (shared stage functions included, as its deployment
+    names them); without one, the names its own functions would have (fused, chained stages)."""
+    if client is not None:
+        try:
+            model = client.json("GET", f"/v1/models/{model_name}")
+            if model.get("default_version"):
+                config = client.json(
+                    "GET", f"/v1/models/{model_name}/versions/{model['default_version']}/config"
+                )
+                deployed = [f["function_name"] for f in (config.get("deployment") or {}).get("functions", [])]
+                if deployed:
+                    return tuple(deployed)
+        except ApiError:
+            pass
     base = f"modelport-{model_name}"
     return (base, f"{base}-pre", f"{base}-model", f"{base}-post")
 
 
 def log_lines(
-    logs_client: Any, model_name: str, *, since_ms: int = 0, follow: bool = False, poll_s: float = 1.0
+    logs_client: Any,
+    functions: tuple[str, ...],
+    *,
+    since_ms: int = 0,
+    follow: bool = False,
+    poll_s: float = 1.0,
 ) -> Iterator[tuple[str, int, str]]:
-    """(function, timestamp ms, line) of the model's functions, oldest first; ``follow`` keeps polling."""
+    """(function, timestamp ms, line) of ``functions``, oldest first; ``follow`` keeps polling."""
     from botocore.exceptions import ClientError
 
     seen: set[str] = set()
     start = since_ms
     while True:
         batch: list[tuple[str, int, str]] = []
-        for function in function_names(model_name):
+        for function in functions:
             kwargs: dict[str, Any] = {"logGroupName": f"/aws/lambda/{function}", "startTime": start}
             try:
                 for page in logs_client.get_paginator("filter_log_events").paginate(**kwargs):

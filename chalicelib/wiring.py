@@ -55,6 +55,9 @@ class Settings:
     """``lambda`` creates the model functions through the Lambda API (AWS or the local stack's emulator);
     ``memory`` is the twin."""
     function_role: str = "arn:aws:iam::000000000000:role/modelport-functions"
+    states_role: str | None = None
+    """The role chained pipelines' state machines run as (``MODELPORT_STATES_ROLE``; it may invoke the
+    ``modelport-*`` functions); unset: ``function_role``, which must then trust states.amazonaws.com."""
     cache_ttl_s: float = 2.0
     """How long a process keeps a verified key and the version a request resolves to (0: not at all);
     changes made through the same process are seen at once, others within this time."""
@@ -85,6 +88,7 @@ class Settings:
             registry=get("registry", None),
             functions=get("functions", defaults.functions),
             function_role=get("function_role", defaults.function_role),
+            states_role=get("states_role", None),
             cache_ttl_s=float(get("cache_ttl_s", defaults.cache_ttl_s)),
         )
 
@@ -140,17 +144,23 @@ def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
 
         ecr = EcrRegistry(session.client("ecr", endpoint_url=settings.endpoint_url, config=quick))
         images = DockerImageBuilder(
-            registry=settings.registry, associations=associations, clock=clock, ecr=ecr
+            registry=settings.registry, associations=associations, clock=clock, ecr=ecr, shared_stages=True
         )
     elif settings.image_builder == "process":
         from chalicelib.local.images import ProcessImageBuilder
 
-        images = ProcessImageBuilder()
+        images = ProcessImageBuilder(shared_stages=True)
     functions: FunctionManager = MemoryFunctionManager()
     if settings.functions == "lambda":
         from chalicelib.aws.functions import LambdaFunctionManager
 
-        functions = LambdaFunctionManager(lambda_client, settings.function_role, sfn_client=sfn)
+        functions = LambdaFunctionManager(
+            lambda_client,
+            settings.function_role,
+            sfn_client=sfn,
+            states_role_arn=settings.states_role,
+            steps_image=lambda manifest: manifest.container.steps_image if manifest.container else None,
+        )
     return Container(
         settings=settings,
         clock=clock,

@@ -14,7 +14,7 @@ import re
 from pydantic import Field
 
 from chalicelib.core.config import Environment as EnvironmentConfig
-from chalicelib.core.config import ModelConfig
+from chalicelib.core.config import ModelConfig, Processing
 from chalicelib.core.native import Framework
 from chalicelib.core.protocol import Frozen
 from chalicelib.core.steps import BUILTIN_STEPS
@@ -110,3 +110,36 @@ def resolve_environment(config: ModelConfig, framework: Framework) -> ResolvedEn
             base_image=base, python=env.python, architecture=env.architecture, packages=packages
         ),
     )
+
+
+def split_environment(
+    env: ResolvedEnvironment, processing: Processing
+) -> tuple[ResolvedEnvironment, ResolvedEnvironment]:
+    """(the model's environment, the steps' environment) of a chained pipeline with shared stages.
+
+    The model's is ``env`` without what only the built-in steps brought (pillow, matplotlib at their
+    pinned versions: a user who asked for another version keeps it); the steps' is ``ALWAYS`` plus the
+    steps' packages. Each gets its own fingerprint, so every model with the same steps shares one."""
+    step_names = {
+        name
+        for ref in (*processing.pre, *processing.post)
+        if (step := BUILTIN_STEPS.get(ref.step)) is not None
+        for name in step.packages
+    }
+    pinned = {f"{name}=={PINS[name]}" for name in step_names - set(ALWAYS)}
+    model = tuple(p for p in env.packages if p not in pinned)
+    by_name = {canonical_name(p): p for p in env.packages}
+    steps = tuple(sorted({by_name.get(n, f"{n}=={PINS[n]}") for n in (*ALWAYS, *step_names)}))
+
+    def with_packages(packages: tuple[str, ...]) -> ResolvedEnvironment:
+        return env.model_copy(
+            update={
+                "packages": packages,
+                "fingerprint": fingerprint(
+                    base_image=env.base_image, python=env.python, architecture=env.architecture,
+                    packages=packages,
+                ),
+            }
+        )  # fmt: skip
+
+    return with_packages(model), with_packages(steps)

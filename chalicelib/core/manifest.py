@@ -43,6 +43,12 @@ class ContainerAssociation(Frozen):
     image_uri: str
     image_digest: str
     size_bytes: int
+    steps_image: str | None = Field(
+        default=None,
+        description="the shared steps image (runtime and step packages, no model) that a chained pipeline's "
+        "pre and post functions run; the model image then carries no step packages",
+        exclude_if=lambda value: value is None,
+    )
 
 
 class DeployedFunction(Frozen):

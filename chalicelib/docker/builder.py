@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -28,9 +29,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from chalicelib.core.config import REQUIREMENT
-from chalicelib.core.environment import AWS_BASE_IMAGE, canonical_name
+from chalicelib.core.environment import AWS_BASE_IMAGE, ResolvedEnvironment, canonical_name, split_environment
 from chalicelib.core.errors import ArtifactError, ConfigError
 from chalicelib.core.manifest import ContainerAssociation, ModelConfigFile
+from chalicelib.core.pipeline import pipeline_mode
 from chalicelib.core.ports import AssociationStore, Clock, ImageBuilder, Progress
 from chalicelib.core.records import EnvironmentImage
 from chalicelib.docker import (
@@ -58,6 +60,7 @@ from chalicelib.docker.dockerfile import (
     environment_labels,
     model_dockerfile,
     model_labels,
+    steps_dockerfile,
 )
 from chalicelib.docker.wheelhouse import (
     REQUIREMENTS,
@@ -70,6 +73,7 @@ from chalicelib.docker.wheelhouse import (
 # The runtime imports chalicelib.core (pydantic models, YAML): the versions of requirements.txt.
 RUNTIME_PACKAGES: tuple[str, ...] = ("pydantic==2.13.4", "PyYAML==6.0.3")
 ENV_REPOSITORY = "modelport/env"
+STEPS_REPOSITORY = "modelport-steps"
 # glibc of the AWS Lambda Python base images: Amazon Linux 2 (3.11) and Amazon Linux 2023 (3.12, 3.13).
 AWS_GLIBC: dict[str, tuple[int, int]] = {"3.11": (2, 26), "3.12": (2, 34), "3.13": (2, 34)}
 _AWS_BASE = re.compile(
@@ -91,6 +95,14 @@ class BaseChoice:
     glibc: tuple[int, int]
     path: str
     note: str | None = None
+
+
+@dataclass(frozen=True)
+class _EnvironmentImage:
+    tag: str
+    info: dict[str, Any]
+    built: bool
+    wheels: int
 
 
 @dataclass(frozen=True)
@@ -133,7 +145,10 @@ class DockerImageBuilder:
         clock: Clock = _utc_now,
         ecr: Any = None,
         compile_code: bool = True,
+        shared_stages: bool = False,
     ) -> None:
+        """``shared_stages``: a model that ``pipeline_mode`` chains on shared stage functions gets a model
+        image without the step packages and a shared steps image (``ContainerAssociation.steps_image``)."""
         self.client = client if client is not None else docker_client()
         self.registry = registry.rstrip("/") if registry else None
         if self.registry not in (None, "ecr") and not REGISTRY_HOST.fullmatch(self.registry or ""):
@@ -145,6 +160,7 @@ class DockerImageBuilder:
         self.clock = clock
         self.ecr = ecr
         self.compile_code = compile_code
+        self.shared_stages = shared_stages
         self._unreachable: set[str] = set()
         self._probed: dict[str, tuple[str, tuple[int, int]]] = {}
 
@@ -161,44 +177,20 @@ class DockerImageBuilder:
         base = self._choose_base(manifest, progress)
         timings["base_s"] = time.perf_counter() - started
 
-        t = time.perf_counter()
-        house = resolve_wheels(
-            self.packages(manifest),
-            python=env.python,
-            architecture=env.architecture,
-            cache_dir=self.cache_dir,
-            glibc=base.glibc,
-            progress=progress,
-        )
-        timings["wheels_s"] = time.perf_counter() - t
+        model_env, steps_env = env, None
+        if self.shared_stages and pipeline_mode(manifest, shared_stages=True) == "chained":
+            model_env, steps_env = split_environment(env, manifest.processing)
+            progress("chained pipeline: the model image without the step packages, pre/post on a steps image")
 
         t = time.perf_counter()
-        recipe = self._environment_recipe(house, base)
-        fingerprint = resolved_fingerprint(
-            env.fingerprint,
-            house.wheels,
-            base_image=base.image_id,
-            recipe=recipe({"dev.modelport.recipe": "1"}).render(),
-        )
-        env_tag = f"{ENV_REPOSITORY}:{fingerprint.removeprefix('sha256:')[:16]}"
-        built_env = not image_exists(self.client, env_tag)
-        if built_env:
-            progress(f"building environment image {env_tag} on {base.image}")
-            labels = environment_labels(
-                manifest, fingerprint=fingerprint, base_image=base.image, packages=self.packages(manifest)
-            )
-            self._build_environment(recipe(labels), house, env_tag, progress)
-        else:
-            progress(f"environment image {env_tag} exists: reused")
-        env_info = self.client.api.inspect_image(env_tag)
-        self._record_environment(manifest, env_tag, env_info)
+        environment = self._environment(manifest, model_env, base, progress)
         timings["environment_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        repository, auth = self._repository(manifest, progress)
+        repository, auth = self._repository(f"modelport-{manifest.name}", progress)
         tag = f"v{manifest.version}"
         image_ref = f"{repository}:{tag}"
-        image_id = self._build_model(manifest, bundle_dir, env_tag, image_ref, progress)
+        image_id = self._build_model(manifest, bundle_dir, environment.tag, image_ref, progress)
         info = self.client.api.inspect_image(image_id)
         layers = len(info.get("RootFS", {}).get("Layers", []))
         timings["model_s"] = time.perf_counter() - t
@@ -210,40 +202,117 @@ class DockerImageBuilder:
             digest = self._push(repository, tag, auth, progress)
             pushed = True
             timings["push_s"] = time.perf_counter() - t
+        steps_image = None
+        if steps_env is not None:
+            t = time.perf_counter()
+            steps_image = self._steps_image(manifest, steps_env, base, progress)
+            timings["steps_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - started
         association = ContainerAssociation(
-            environment_image=env_tag,
+            environment_image=environment.tag,
             image_uri=image_ref,
             image_digest=digest,
             size_bytes=int(info["Size"]),
+            steps_image=steps_image,
         )
         progress(f"built {image_ref} ({info['Size'] / 1e6:.0f} MB, {layers} layers)")
         return BuildReport(
             association=association,
             image_id=image_id,
             layers=layers,
-            environment_image=env_tag,
-            environment_built=built_env,
-            environment_size_bytes=int(env_info["Size"]),
+            environment_image=environment.tag,
+            environment_built=environment.built,
+            environment_size_bytes=int(environment.info["Size"]),
             base_image=base.image,
             base_note=base.note,
-            wheels=len(house.wheels),
+            wheels=environment.wheels,
             pushed=pushed,
             timings=timings,
         )
 
+    def _environment(
+        self, manifest: ModelConfigFile, env: ResolvedEnvironment, base: BaseChoice, progress: Progress
+    ) -> _EnvironmentImage:
+        """The environment image of ``env`` on ``base``: found by its resolved fingerprint, else built."""
+        packages = self.packages_of(env)
+        house = resolve_wheels(
+            packages,
+            python=env.python,
+            architecture=env.architecture,
+            cache_dir=self.cache_dir,
+            glibc=base.glibc,
+            progress=progress,
+        )
+        recipe = self._environment_recipe(house, base)
+        fingerprint = resolved_fingerprint(
+            env.fingerprint,
+            house.wheels,
+            base_image=base.image_id,
+            recipe=recipe({"dev.modelport.recipe": "1"}).render(),
+        )
+        env_tag = f"{ENV_REPOSITORY}:{fingerprint.removeprefix('sha256:')[:16]}"
+        built = not image_exists(self.client, env_tag)
+        described = manifest.model_copy(update={"environment": env})
+        if built:
+            progress(f"building environment image {env_tag} on {base.image}")
+            labels = environment_labels(
+                described, fingerprint=fingerprint, base_image=base.image, packages=packages
+            )
+            self._build_environment(recipe(labels), house, env_tag, progress)
+        else:
+            progress(f"environment image {env_tag} exists: reused")
+        info = self.client.api.inspect_image(env_tag)
+        self._record_environment(described, env_tag, info)
+        return _EnvironmentImage(env_tag, info, built, len(house.wheels))
+
+    def _steps_image(
+        self, manifest: ModelConfigFile, env: ResolvedEnvironment, base: BaseChoice, progress: Progress
+    ) -> str:
+        """The shared steps image: the steps' environment + the runtime code, no model. Its tag is a digest
+        of both, so every model with these steps (and this Modelport) names the same image."""
+        environment = self._environment(manifest, env, base, progress)
+        code = hashlib.sha256(environment.tag.encode())
+        for rel, path in _runtime_files():
+            code.update(rel.encode() + b"\0" + path.read_bytes())
+        tag = code.hexdigest()[:16]
+        repository, auth = self._repository(STEPS_REPOSITORY, progress)
+        ref = f"{repository}:{tag}"
+        if image_exists(self.client, ref):
+            progress(f"steps image {ref} exists: reused")
+            return ref
+        labels = {"dev.modelport.steps": "1", "dev.modelport.environment-image": environment.tag}
+        dockerfile = steps_dockerfile(environment_image=environment.tag, labels=labels)
+        compile_for = env.python if self.compile_code else None
+        with (
+            tempfile.TemporaryDirectory(prefix="modelport-steps-") as tmp,
+            tempfile.TemporaryFile() as context,
+        ):
+            with _context_tar(context, level=6) as tar:
+                _add_bytes(tar, "Dockerfile", dockerfile.render().encode())
+                _add_runtime_code(tar, Path(tmp) / "pyc", compile_for)
+            context.seek(0)
+            progress(f"building steps image {ref} on {environment.tag}")
+            self.run_build(context, ref, progress, what="steps")
+        if self.registry is not None:
+            self._push(repository, tag, auth, progress)
+        return ref
+
     # ------------------------------------------------------------------ environment
 
+    @classmethod
+    def packages(cls, manifest: ModelConfigFile) -> tuple[str, ...]:
+        return cls.packages_of(manifest.environment)
+
     @staticmethod
-    def packages(manifest: ModelConfigFile) -> tuple[str, ...]:
-        """The manifest's packages plus what the runtime imports (unless the user pinned those too)."""
-        for requirement in manifest.environment.packages:
+    def packages_of(env: ResolvedEnvironment) -> tuple[str, ...]:
+        """The environment's packages plus what the runtime imports (unless the user pinned those too)."""
+        for requirement in env.packages:
             if not isinstance(requirement, str) or not REQUIREMENT.fullmatch(requirement):
                 raise ConfigError(
                     f"{requirement!r} is not a package requirement", path="environment.packages"
                 )
         chosen = {canonical_name(p): p for p in RUNTIME_PACKAGES}
-        chosen.update({canonical_name(p): p for p in manifest.environment.packages})
+        chosen.update({canonical_name(p): p for p in env.packages})
         return tuple(chosen[name] for name in sorted(chosen))
 
     def _check_architecture(self, architecture: str) -> None:
@@ -487,11 +556,10 @@ class DockerImageBuilder:
 
     # ------------------------------------------------------------------ registry
 
-    def _repository(self, manifest: ModelConfigFile, progress: Progress) -> tuple[str, dict[str, str] | None]:
-        """The repository to tag the model image with, and the push credentials (ECR) if any."""
-        name = f"modelport-{manifest.name}"
+    def _repository(self, name: str, progress: Progress) -> tuple[str, dict[str, str] | None]:
+        """The repository to tag an image ``modelport-<what>`` with, and the push credentials (ECR) if any."""
         if self.registry is None:
-            return f"modelport/{manifest.name}", None
+            return f"modelport/{name.removeprefix('modelport-')}", None
         from chalicelib.aws.ecr import is_ecr_registry
 
         if self.registry != "ecr" and not is_ecr_registry(self.registry):

@@ -308,6 +308,18 @@ def model_dockerfile(*, environment_image: str, labels: Mapping[str, str]) -> Do
     )
 
 
+def steps_dockerfile(*, environment_image: str, labels: Mapping[str, str]) -> Dockerfile:
+    """Environment + runtime code + entry point, no model: the image of shared pre/post functions."""
+    return (
+        Dockerfile()
+        .from_(environment_image)
+        .copy([f"{CODE_CONTEXT}/"], f"{CODE_DIR}/")
+        .label(labels)
+        .entrypoint(list(ENTRYPOINT))
+        .cmd([HANDLER])
+    )
+
+
 def model_labels(manifest: ModelConfigFile, *, environment_image: str) -> dict[str, str]:
     """The model image's labels: identity, config file digest, fingerprint and a one-line description."""
     description = " ".join(manifest.description.split())

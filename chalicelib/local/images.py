@@ -11,6 +11,7 @@ with the fix (a docker engine).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -18,13 +19,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+from chalicelib.core.environment import ResolvedEnvironment, split_environment
 from chalicelib.core.errors import ArtifactError
 from chalicelib.core.manifest import ContainerAssociation, ModelConfigFile
+from chalicelib.core.pipeline import pipeline_mode
 from chalicelib.core.ports import Progress
 from chalicelib.docker import ImageError, cache_root
 from chalicelib.docker.builder import DockerImageBuilder, _runtime_files
 from chalicelib.docker.wheelhouse import parse_glibc, resolve_wheels
-from chalicelib.local.launchers import ProcessImages
+from chalicelib.local.launchers import PROCESS_IMAGE_FILE, ProcessImages
 
 HOST_PYTHON = f"{sys.version_info[0]}.{sys.version_info[1]}"
 ENV_MARKER = ".modelport-env"
@@ -40,13 +43,23 @@ def host_glibc() -> tuple[int, int]:
 
 
 class ProcessImageBuilder:
-    """Builds process images under ``images.root`` and environments under ``<cache>/process-envs``."""
+    """Builds process images under ``images.root`` and environments under ``<cache>/process-envs``.
+
+    ``shared_stages`` as for ``DockerImageBuilder``: a chained model's image leaves the step packages out
+    and the association names a shared steps image (its environment and the runtime code, no model)."""
 
     kind = "process"
 
-    def __init__(self, images: ProcessImages | None = None, *, cache_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        images: ProcessImages | None = None,
+        *,
+        cache_dir: Path | None = None,
+        shared_stages: bool = False,
+    ) -> None:
         self.cache_dir = cache_dir if cache_dir is not None else cache_root()
         self.images = images if images is not None else ProcessImages(self.cache_dir / "process-images")
+        self.shared_stages = shared_stages
 
     def build(self, manifest: ModelConfigFile, bundle_dir: Path, progress: Progress) -> ContainerAssociation:
         env = manifest.environment
@@ -56,28 +69,13 @@ class ProcessImageBuilder:
                 f"python {HOST_PYTHON} can run it",
                 hint="start a docker engine, or set environment.python to " + HOST_PYTHON,
             )
-        packages = DockerImageBuilder.packages(manifest)
-        house = resolve_wheels(
-            packages,
-            python=env.python,
-            architecture=env.architecture,
-            cache_dir=self.cache_dir,
-            glibc=host_glibc(),
-            progress=progress,
-        )
-        key = hashlib.sha256("\n".join(sorted(w.sha256 for w in house.wheels)).encode()).hexdigest()[:16]
-        venv = self._environment(key, house.dir, house.requirements, progress)
+        model_env, steps_env = env, None
+        if self.shared_stages and pipeline_mode(manifest, shared_stages=True) == "chained":
+            model_env, steps_env = split_environment(env, manifest.processing)
+        key, venv = self._venv(model_env, progress)
         image_uri = f"modelport/{manifest.name}:v{manifest.version}"
-        target = self.images.root / self.images.key(image_uri)
-        code = target / "code"
-        shutil.rmtree(code, ignore_errors=True)
-        code_hash = hashlib.sha256()
-        for rel, path in _runtime_files():
-            dest = code / "chalicelib" / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, dest)
-            code_hash.update(rel.encode() + b"\0" + path.read_bytes())
-        digest = hashlib.sha256(f"{key}\n{code_hash.hexdigest()}\n{manifest.digest}".encode()).hexdigest()
+        code, code_hash = self._code(self.images.root / self.images.key(image_uri))
+        digest = hashlib.sha256(f"{key}\n{code_hash}\n{manifest.digest}".encode()).hexdigest()
         try:
             image = self.images.write(
                 image_uri,
@@ -96,7 +94,60 @@ class ProcessImageBuilder:
             image_uri=image_uri,
             image_digest=f"sha256:{digest}",
             size_bytes=size,
+            steps_image=None if steps_env is None else self._steps_image(steps_env, progress),
         )
+
+    def _venv(self, env: ResolvedEnvironment, progress: Progress) -> tuple[str, Path]:
+        house = resolve_wheels(
+            DockerImageBuilder.packages_of(env),
+            python=env.python,
+            architecture=env.architecture,
+            cache_dir=self.cache_dir,
+            glibc=host_glibc(),
+            progress=progress,
+        )
+        key = hashlib.sha256("\n".join(sorted(w.sha256 for w in house.wheels)).encode()).hexdigest()[:16]
+        return key, self._environment(key, house.dir, house.requirements, progress)
+
+    @staticmethod
+    def _code(target: Path) -> tuple[Path, str]:
+        """The runtime code as the image's ``/var/task`` holds it, and a digest of it."""
+        code = target / "code"
+        shutil.rmtree(code, ignore_errors=True)
+        digest = hashlib.sha256()
+        for rel, path in _runtime_files():
+            dest = code / "chalicelib" / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, dest)
+            digest.update(rel.encode() + b"\0" + path.read_bytes())
+        return code, digest.hexdigest()
+
+    def _steps_image(self, env: ResolvedEnvironment, progress: Progress) -> str:
+        """The shared steps process image: the steps' virtualenv and the runtime code, no model."""
+        key, venv = self._venv(env, progress)
+        self.images.root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".steps-", dir=self.images.root))
+        try:
+            _, code_hash = self._code(staging)
+            tag = hashlib.sha256(f"{key}\n{code_hash}".encode()).hexdigest()[:16]
+            image_uri = f"modelport/steps:{tag}"
+            target = self.images.root / self.images.key(image_uri)
+            if (target / PROCESS_IMAGE_FILE).is_file():
+                progress(f"steps process image {image_uri} exists: reused")
+                return image_uri
+            (staging / "model").mkdir()
+            doc = {"python": str(venv / "bin" / "python"), "pythonpath": "code", "model_dir": "model",
+                   "digest": f"sha256:{tag}"}  # fmt: skip
+            (staging / PROCESS_IMAGE_FILE).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+            try:
+                staging.rename(target)
+            except OSError:  # another build made it first
+                if not (target / PROCESS_IMAGE_FILE).is_file():
+                    raise
+            progress(f"built steps process image {image_uri} (environment {key})")
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return image_uri
 
     def _environment(
         self, key: str, wheelhouse: Path, requirements: tuple[str, ...], progress: Progress

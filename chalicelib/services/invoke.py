@@ -34,6 +34,7 @@ from chalicelib.services.cache import TtlCache
 from chalicelib.services.models import ModelService
 
 MAX_SYNC_PAYLOAD = 6 * 1024 * 1024  # Lambda's synchronous invocation limit, request and response
+MAX_STATE_PAYLOAD = 256 * 1024  # Step Functions' limit for a state's input: a chained pipeline's request
 IMAGE_MAGIC = {
     "image/png": (b"\x89PNG\r\n\x1a\n",),
     "image/jpeg": (b"\xff\xd8\xff",),
@@ -158,6 +159,13 @@ class InvokeService:
             "accept": answer_as,
         }
         assert manifest.deployment is not None
+        if manifest.deployment.mode == "chained":
+            size = len(json.dumps(event, separators=(",", ":")))
+            if size > MAX_STATE_PAYLOAD:
+                raise TooLarge(
+                    f"request of {size} bytes is over the 256 KB a chained pipeline's state can carry",
+                    hint="send a smaller request, or deploy the model with pipeline: fused (6 MB)",
+                )
         reply = self.invoker.invoke(manifest.deployment, event)
         return _result(reply)
 

@@ -26,7 +26,16 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from chalicelib.client import ApiError, Client, Connection, deploy, invoke, log_lines, post_form
+from chalicelib.client import (
+    ApiError,
+    Client,
+    Connection,
+    deploy,
+    function_names,
+    invoke,
+    log_lines,
+    post_form,
+)
 from chalicelib.local.stack import LOCAL_CREDENTIALS, LocalStack
 from chalicelib.services.demo import run_demo
 from tests.functional.local_stack import ECHO_PREDICT
@@ -107,18 +116,46 @@ def png_size(data: bytes) -> tuple[int, int]:
     return width, height
 
 
-def test_an_uploaded_model_is_deployed_as_a_container_image_function(
+def test_an_uploaded_model_is_deployed_as_chained_container_image_functions(
     stack: LocalStack, iris: dict[str, Any], aws: Any
 ) -> None:
-    fn = iris["deployment"]["functions"][0]
-    assert iris["deployment"]["mode"] == "fused" and fn["function_name"] == "modelport-iris-onnx"
-    got = aws("lambda").get_function(FunctionName=fn["function_name"], Qualifier="live")
-    assert got["Configuration"]["PackageType"] == "Image"
-    assert got["Configuration"]["Version"] == fn["version"] == "1"
-    assert got["Code"]["ImageUri"] == iris["container"]["image_uri"]
-    assert got["Configuration"]["MemorySize"] == iris["environment"]["memory_mb"]
+    deployment, container = iris["deployment"], iris["container"]
+    assert deployment["mode"] == "chained"  # auto: its post steps draw a chart, shared stages are there
+    roles = {f["role"]: f for f in deployment["functions"]}
+    assert set(roles) == {"pre", "model", "post"}
+    assert roles["model"]["function_name"] == "modelport-iris-onnx-model"
+    assert roles["pre"]["function_name"].startswith("modelport-steps-")
+    for role, fn in roles.items():
+        got = aws("lambda").get_function(FunctionName=fn["function_name"], Qualifier=fn["version"])
+        assert got["Configuration"]["PackageType"] == "Image"
+        want = container["image_uri"] if role == "model" else container["steps_image"]
+        assert got["Code"]["ImageUri"] == want
+    live = aws("lambda").get_alias(FunctionName="modelport-iris-onnx-model", Name="live")
+    assert live["FunctionVersion"] == roles["model"]["version"]
+    machine = aws("stepfunctions").describe_state_machine(stateMachineArn=deployment["state_machine_arn"])
+    states = json.loads(machine["definition"])["States"]  # (moto reports every machine as STANDARD)
+    tasks = [states[n]["Parameters"]["FunctionName"] for n in ("Preprocess", "Predict", "Postprocess")]
+    assert tasks == [f"{roles[r]['function_arn']}:{roles[r]['version']}" for r in ("pre", "model", "post")]
+    # the model's image carries no plotting or imaging packages; the shared steps image does
+    model_packages = environment_packages(stack, container["environment_image"])
+    assert "onnxruntime" in model_packages and not {"matplotlib", "pillow"} & model_packages
     association = aws("dynamodb").scan(TableName="modelport-associations")["Items"]
-    assert any(item.get("image_uri", {}).get("S") == iris["container"]["image_uri"] for item in association)
+    assert any(item.get("image_uri", {}).get("S") == container["image_uri"] for item in association)
+
+
+def environment_packages(stack: LocalStack, environment_image: str) -> set[str]:
+    if stack.launcher == "container":
+        import docker
+
+        labels = docker.from_env().images.get(environment_image).labels
+        text = labels["dev.modelport.packages"]
+    else:
+        from chalicelib.docker import cache_root
+        from chalicelib.local.images import ENV_MARKER
+
+        key = environment_image.removeprefix("process-env/")
+        text = (cache_root() / "process-envs" / key / ENV_MARKER).read_text()
+    return {req.split("==")[0].lower() for req in text.split()}
 
 
 def test_invoke_answers_json_and_the_picture_through_every_hop(iris: dict[str, Any], admin: Client) -> None:
@@ -140,7 +177,8 @@ def test_invoke_answers_json_and_the_picture_through_every_hop(iris: dict[str, A
 def test_a_bad_request_is_refused_before_any_function_runs(
     stack: LocalStack, iris: dict[str, Any], admin: Client, aws: Any
 ) -> None:
-    before = _report_lines(aws, "modelport-iris-onnx")
+    time.sleep(1.0)  # the log shipper's interval: earlier tests' lines are in
+    before = _report_lines(aws, "modelport-iris-onnx-model")
     with pytest.raises(ApiError) as err:
         invoke(admin, "iris-onnx", rows([5.1, 3.5]), content_type="application/json")
     assert err.value.status == 400 and "/rows/0" in str(err.value)
@@ -150,21 +188,27 @@ def test_a_bad_request_is_refused_before_any_function_runs(
     with pytest.raises(ApiError) as err:
         invoke(admin, "iris-onnx", rows([1, 2, 3, 4]), content_type="application/json", accept="text/html")
     assert err.value.status == 406
+    with pytest.raises(ApiError) as err:  # a chained pipeline's state carries 256 KB, not 6 MB
+        invoke(admin, "iris-onnx", b"5.1,3.5,1.4,0.2\n" * 20_000, content_type="text/csv")
+    assert err.value.status == 413 and "256 KB" in str(err.value)
     time.sleep(1.0)  # the log shipper's interval: nothing new must arrive
-    assert _report_lines(aws, "modelport-iris-onnx") == before
+    assert _report_lines(aws, "modelport-iris-onnx-model") == before
 
 
 def test_function_output_reaches_cloudwatch_logs(iris: dict[str, Any], admin: Client, aws: Any) -> None:
     invoke(admin, "iris-onnx", rows([5.1, 3.5, 1.4, 0.2]), content_type="application/json")
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not _report_lines(aws, "modelport-iris-onnx"):
+    while time.monotonic() < deadline and not _report_lines(aws, "modelport-iris-onnx-model"):
         time.sleep(0.2)
-    lines = _report_lines(aws, "modelport-iris-onnx")
+    lines = _report_lines(aws, "modelport-iris-onnx-model")
     assert lines and "Duration:" in lines[-1] and "Memory Size: 512 MB" in lines[-1]
+    assert function_names(admin, "iris-onnx") == tuple(
+        f["function_name"] for f in iris["deployment"]["functions"]
+    )
 
 
 def _report_lines(aws: Any, function: str) -> list[str]:
-    found = log_lines(aws("logs"), function.removeprefix("modelport-"))
+    found = log_lines(aws("logs"), (function,))
     return [line for fn, _, line in found if fn == function and line.startswith("REPORT")]
 
 
@@ -259,6 +303,11 @@ def test_the_demo_deploys_and_answers_every_example(stack: LocalStack, admin: Cl
     problems = {row.name: row.problem or [a.problem for a in row.answers] for row in demo if not row.ok}
     assert not problems
     assert {row.name for row in demo} == {d.name for d in dirs}
+    modes = {row.name: row.mode for row in demo}
+    assert modes == {
+        "diabetes-lightgbm": "chained", "digits-onnx": "fused",  # image requests stay fused (6 MB)
+        "iris-onnx": "chained", "iris-skops": "chained", "sentiment-predictor": "fused",
+    }  # fmt: skip
     for row in demo:
         assert row.answers and all(a.status == 200 and a.path and a.path.is_file() for a in row.answers)
         assert len(row.warm_ms) == 3
