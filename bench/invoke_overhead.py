@@ -420,17 +420,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
             out["calls_per_api_invoke"] = count_calls(stack["container"], api_call("iris-fused", api))
             url = stack["api"].url
-            out["c8_child"] = {
-                f"api {mode}": load_in_child(url, f"/v1/models/iris-{mode}/invoke", key, body_bytes, args)
-                for mode in (("fused", "chained") if chained else ("fused",))
-            }
+            modes = ("fused", "chained") if chained else ("fused",)
             with api_process(stack["edge"].url) as split_url:
-                out["c8_split"] = {
-                    f"api {mode}": load_in_child(
-                        split_url, f"/v1/models/iris-{mode}/invoke", key, body_bytes, args
-                    )
-                    for mode in (("fused", "chained") if chained else ("fused",))
-                }
+                # the one-process stack and the split one take turns, so that both see the same load
+                rounds: dict[str, list[dict[str, float]]] = {}
+                per_round = argparse.Namespace(
+                    **{**vars(args), "c8_requests": max(200, args.c8_requests // args.rounds)}
+                )
+                warm_up = argparse.Namespace(**{**vars(args), "c8_requests": 400})
+                for mode in modes:  # a round not counted: environments up to the concurrency start here
+                    for target in (url, split_url):
+                        load_in_child(target, f"/v1/models/iris-{mode}/invoke", key, body_bytes, warm_up)
+                for _ in range(args.rounds):
+                    for mode in modes:
+                        for kind, target in (("c8_child", url), ("c8_split", split_url)):
+                            run_ = load_in_child(
+                                target, f"/v1/models/iris-{mode}/invoke", key, body_bytes, per_round
+                            )
+                            rounds.setdefault(f"{kind}/api {mode}", []).append(run_)
+            out["environments"] = {
+                f["function_name"]: emulator.started(f["function_name"])
+                for dep in (fused, chained)
+                if dep
+                for f in dep["functions"]
+            }
+            for name, runs_ in rounds.items():
+                kind, label = name.split("/")
+                out.setdefault(kind, {})[label] = combine(runs_)
             out["c8"] = {
                 "api fused": concurrent(
                     lambda: api_call("iris-fused", Http(url)), 8, args.c8_requests, args.seconds / 2
@@ -448,6 +464,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
     out["load_after"] = os.getloadavg()
     return out
+
+
+def combine(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Rounds of one configuration: the totals, the median round's req/s and latency."""
+    middle = sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
+    return {
+        "requests": sum(r["requests"] for r in runs),
+        "seconds": sum(r["seconds"] for r in runs),
+        "rps": middle["rps"],
+        "rps_all": [round(r["rps"]) for r in runs],
+        "p50": middle["p50"],
+        "p99": middle["p99"],
+        "failures": sum(r["failures"] for r in runs),
+        "stack_cpu_ms": statistics.median(r["stack_cpu_ms"] for r in runs),
+    }
 
 
 def load_in_child(url: str, path: str, key: str, body: bytes, args: argparse.Namespace) -> dict[str, float]:
@@ -621,10 +652,14 @@ def section(out: dict[str, Any], args: argparse.Namespace, label: str) -> str:
     runs += [(f"{k} (API in its own process too)", v) for k, v in out.get("c8_split", {}).items()]
     runs += [(f"{k} (in process)", v) for k, v in out["c8"].items()]
     for name, c in runs:
+        if "rps_all" in c:
+            name += f" (median of rounds {'/'.join(str(r) for r in c['rps_all'])} req/s)"
         lines.append(
             f"| {name} | {c['requests']} | {c['seconds']:.1f} | {c['rps']:.0f} | {c['p50']:.2f} "
             f"| {c['p99']:.2f} | {c['failures']} | {c.get('stack_cpu_ms', float('nan')):.2f} |"
         )
+    started = ", ".join(f"{k} {v}" for k, v in out.get("environments", {}).items())
+    lines += ["", f"Execution environments started per function by the end (cold starts): {started}."]
     fused_p50 = rows["api"]["p50"]
     overhead_us = (rows["runtime"]["p50"] - rows["raw"]["p50"]) * 1000
     lines += [
@@ -695,6 +730,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=2000, help="calls per layer at concurrency 1")
     parser.add_argument("--moto-requests", type=int, default=30, help="calls of the moto-interpreter path")
     parser.add_argument("--c8-requests", type=int, default=2000, help="requests per concurrency-8 run")
+    parser.add_argument("--rounds", type=int, default=3, help="turns of each concurrency-8 configuration")
     parser.add_argument("--seconds", type=float, default=120.0, help="time bound of the concurrency-1 runs")
     parser.add_argument("--label", default="", help="a note in the section (e.g. before/after)")
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
