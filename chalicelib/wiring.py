@@ -60,7 +60,8 @@ class Settings:
     ``modelport-*`` functions); unset: ``function_role``, which must then trust states.amazonaws.com."""
     cache_ttl_s: float = 2.0
     """How long a process keeps a verified key and the version a request resolves to (0: not at all);
-    changes made through the same process are seen at once, others within this time."""
+    changes made through the same process are seen at once, others within twice this time (an expired
+    entry is answered once more while a background lookup refreshes it)."""
     """The execution role of model functions (``MODELPORT_FUNCTION_ROLE``; on AWS, the stage's role)."""
 
     @classmethod

@@ -21,17 +21,51 @@ class Clock:
         return self.now
 
 
-def test_a_value_is_kept_for_its_ttl_then_loaded_again() -> None:
-    clock, loads = Clock(), Counter[str]()
-    cache: TtlCache[str, int] = TtlCache(2.0, clock=clock)
+class Later:
+    """Runs the cache's background refreshes when told to."""
+
+    def __init__(self) -> None:
+        self.pending: list[Any] = []
+
+    def __call__(self, work: Any) -> None:
+        self.pending.append(work)
+
+    def run(self) -> None:
+        while self.pending:
+            self.pending.pop(0)()
+
+
+def test_a_value_is_kept_for_its_ttl_then_refreshed_in_the_background() -> None:
+    clock, loads, later = Clock(), Counter[str](), Later()
+    cache: TtlCache[str, int] = TtlCache(2.0, clock=clock, spawn=later)
 
     def load(key: str) -> int:
         loads[key] += 1
         return loads[key]
 
     assert [cache.get("a", lambda: load("a")) for _ in range(3)] == [1, 1, 1]
-    clock.now += 2.5
+    clock.now += 2.5  # expired, within the grace: the old value, and one refresh
+    assert [cache.get("a", lambda: load("a")) for _ in range(3)] == [1, 1, 1]
+    assert len(later.pending) == 1 and loads["a"] == 1
+    later.run()
     assert cache.get("a", lambda: load("a")) == 2
+    clock.now += 5.0  # past the grace too: looked up before answering
+    assert cache.get("a", lambda: load("a")) == 3 and not later.pending
+
+
+def test_a_refresh_that_fails_drops_the_entry() -> None:
+    clock, later = Clock(), Later()
+    cache: TtlCache[str, int] = TtlCache(2.0, clock=clock, spawn=later)
+    cache.get("key", lambda: 1)
+    clock.now += 2.5
+
+    def revoked() -> int:
+        raise LookupError("revoked")
+
+    assert cache.get("key", revoked) == 1
+    later.run()
+    with pytest.raises(LookupError):
+        cache.get("key", revoked)
 
 
 def test_failures_are_not_kept_and_clear_drops_everything() -> None:
