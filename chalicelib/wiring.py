@@ -94,6 +94,16 @@ class Settings:
         )
 
 
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``settings`` as the variables ``Settings.from_env`` reads back (for a process of the same stack)."""
+    env = {"AWS_REGION": settings.region, "AWS_DEFAULT_REGION": settings.region}
+    for name, value in vars(settings).items():
+        if name == "region" or value is None:
+            continue
+        env["MODELPORT_ENDPOINT_URL" if name == "endpoint_url" else f"MODELPORT_{name.upper()}"] = str(value)
+    return env
+
+
 @dataclass
 class Container:
     settings: Settings

@@ -116,3 +116,36 @@ class ApiServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m chalicelib.local.api``: serve ``app.py`` in a process of its own (the local stack's API,
+    wired from ``MODELPORT_*`` variables like the control-plane Lambda); prints ``listening URL`` once it
+    accepts, and ends on SIGTERM/SIGINT or when the process that started it is gone."""
+    import argparse
+    import os
+    import signal
+
+    from chalicelib.local.stack import load_app
+
+    parser = argparse.ArgumentParser(prog="python -m chalicelib.local.api")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    parent = os.getppid()
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    server = ApiServer(load_app().app, args.host, args.port).start()
+    print(f"listening {server.url}", flush=True)
+    try:
+        while not stopping.wait(1.0):
+            if os.getppid() != parent:  # orphaned: the stack died without stopping us
+                break
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
