@@ -12,6 +12,7 @@ import base64
 import gzip
 import io
 import json
+import os
 import shutil
 import socket
 import tarfile
@@ -123,6 +124,9 @@ def _run_lambda_like(engine: Any, image: str, server: RuntimeApiServer) -> Any:
             "AWS_LAMBDA_RUNTIME_API": server.url,
             "AWS_LAMBDA_FUNCTION_NAME": "modelport-test",
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "512",
+            # The same BLAS kernel as this process (some machines pin OPENBLAS_CORETYPE): answers are
+            # compared to the last bit, and another kernel rounds a dot product differently.
+            **{k: v for k, v in os.environ.items() if k.startswith("OPENBLAS_")},
         },
         **LAMBDA_LIKE,
     )
