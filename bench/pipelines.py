@@ -333,7 +333,8 @@ def main() -> None:
             f"From the images section: iris-onnx's environment is {with_chart:g} MB with its bar chart and "
             f"{without:g} MB without (matplotlib + Pillow are "
             f"{100 * (with_chart - without) / with_chart:.0f}% "
-            "of it); a chained model's image leaves them out and its pre/post run on one steps image shared by every model with those steps (docs/pipelines.md)."
+            "of it); a chained model's image leaves them out and its pre/post run on one steps image "
+            "shared by every model with those steps (docs/pipelines.md)."
         )
     lines.append(MARK_END)
     section = "\n".join(lines)
