@@ -18,6 +18,7 @@ nothing of Step Functions: the control plane invokes the default version's ``sta
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections.abc import Callable
@@ -195,6 +196,28 @@ class LambdaFunctionManager:
             if not function.version:
                 raise FunctionFailed(f"{function.function_name} has no published version to promote")
             self._point_alias(function.function_name, function.version)
+
+    def retire(self, deployment: Deployment) -> None:
+        """Delete what only this deployment uses: its state machine and its own functions' published
+        versions (shared stage functions serve other models and stay). Idempotent: what is gone is skipped;
+        a version an alias still names is kept (it is some model's live version)."""
+        if deployment.state_machine_arn and self.sfn is not None:
+            with contextlib.suppress(ClientError):
+                self._call(
+                    self.sfn.delete_state_machine,
+                    {"StateMachineDoesNotExist"},
+                    stateMachineArn=deployment.state_machine_arn,
+                )
+        for function in deployment.functions:
+            if function.function_name.startswith(SHARED_PREFIX) or not function.version:
+                continue
+            with contextlib.suppress(ClientError):
+                self._call(
+                    self.client.delete_function,
+                    {"ResourceNotFoundException", "ResourceConflictException"},
+                    FunctionName=function.function_name,
+                    Qualifier=function.version,
+                )
 
     # ----------------------------------------------------------------------- the state machine
 

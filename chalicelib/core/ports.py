@@ -152,6 +152,10 @@ class FunctionManager(Protocol):
     def promote(self, deployment: DeployedFunctions) -> None:
         """Point the functions' ``live`` alias at this deployment's versions (a new default version)."""
 
+    def retire(self, deployment: DeployedFunctions) -> None:
+        """Delete what only this deployment runs on (a deleted version's function versions and state
+        machine); idempotent."""
+
 
 class FunctionInvoker(Protocol):
     def invoke(self, deployment: DeployedFunctions, event: dict[str, object]) -> dict[str, object]:

@@ -302,6 +302,7 @@ class MemoryFunctionManager:
         self.fail_with = fail_with
         self.calls: list[ModelConfigFile] = []
         self.promoted: list[DeployedFunctions] = []
+        self.retired: list[DeployedFunctions] = []
         self._lock = threading.Lock()
 
     def deploy(self, manifest: ModelConfigFile, progress: Progress) -> DeployedFunctions:
@@ -323,6 +324,10 @@ class MemoryFunctionManager:
     def promote(self, deployment: DeployedFunctions) -> None:
         with self._lock:
             self.promoted.append(deployment)
+
+    def retire(self, deployment: DeployedFunctions) -> None:
+        with self._lock:
+            self.retired.append(deployment)
 
 
 Handler = Callable[[dict[str, object]], dict[str, object]]

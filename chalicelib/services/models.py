@@ -162,12 +162,16 @@ class ModelService:
 
     def delete_version(self, caller: Account, name: str, version: int) -> None:
         model = self.owned(caller, name)
-        self.get_version(caller, name, version)
+        record = self.get_version(caller, name, version)
         if model.default_version == version:
             raise Conflict(
                 f"version {version} is the default of {name!r}",
                 hint="make another version the default first",
             )
+        if self.functions is not None and record.manifest:  # what runs it goes first: a retry finishes
+            deployed = ModelConfigFile.model_validate_json(record.manifest).deployment
+            if deployed is not None:
+                self.functions.retire(deployed)
         self.models.delete_version(name, version)
         self.generation += 1
 

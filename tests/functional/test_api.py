@@ -182,6 +182,8 @@ def test_default_version_switch_rollback_and_delete(container: wiring.Container,
     assert [v["version"] for v in alice.call("GET", "/v1/models/iris/versions").json_body] == [1]
     promoted = container.functions.promoted  # type: ignore[attr-defined]
     assert [d.functions[0].version for d in promoted] == ["1", "2", "1"]  # the `live` alias follows
+    retired = container.functions.retired  # type: ignore[attr-defined]
+    assert [d.functions[0].version for d in retired] == ["2"]  # what ran version 2 is deleted with it
 
 
 def test_a_rejected_config_fails_the_deployment_with_the_cores_message(

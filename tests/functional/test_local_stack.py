@@ -315,6 +315,25 @@ def test_the_demo_deploys_and_answers_every_example(stack: LocalStack, admin: Cl
     assert len(pictures) >= 4 and all(png_size(p.read_bytes())[0] == 640 for p in pictures)
 
 
+def test_deleting_a_version_deletes_its_state_machine_and_function_versions(
+    iris: dict[str, Any], admin: Client, aws: Any
+) -> None:
+    outcome = deploy(admin, EXAMPLES / "iris-onnx")  # a second, non-default version
+    assert outcome.status == "READY" and outcome.config is not None
+    deployment = outcome.config["deployment"]
+    model = next(f for f in deployment["functions"] if f["role"] == "model")
+    admin.request("DELETE", f"/v1/models/iris-onnx/versions/{outcome.version}")
+    with pytest.raises(aws("stepfunctions").exceptions.StateMachineDoesNotExist):
+        aws("stepfunctions").describe_state_machine(stateMachineArn=deployment["state_machine_arn"])
+    with pytest.raises(aws("lambda").exceptions.ResourceNotFoundException):
+        aws("lambda").get_function(FunctionName=model["function_name"], Qualifier=model["version"])
+    shared = next(f for f in deployment["functions"] if f["role"] == "pre")  # other models use it
+    assert aws("lambda").get_function(FunctionName=shared["function_name"], Qualifier=shared["version"])
+    assert (
+        invoke(admin, "iris-onnx", rows([5.1, 3.5, 1.4, 0.2]), content_type="application/json").status == 200
+    )
+
+
 def test_concurrent_uploads_reserve_distinct_versions(stack: LocalStack, admin: Client) -> None:
     got: list[int] = []
 
