@@ -156,3 +156,37 @@ def test_the_cli_creates_the_infrastructure_on_any_endpoint(moto_server: str) ->
             deploy_queue=f"{prefix}-deploy",
         )
     )
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_the_iam_policy_allows_every_lambda_and_step_functions_call_of_the_adapters(stage: str) -> None:
+    """Read the calls from the adapters' source, so a new call without its permission fails here."""
+    import ast
+    import re
+
+    policy = json.loads((ROOT / ".chalice" / f"policy-{stage}.json").read_text())
+    allowed = {a for s in policy["Statement"] for a in s["Action"]}
+    receivers = {"client": "lambda", "lambda_client": "lambda", "sfn": "states", "sfn_client": "states"}
+    iam_names = {"invoke": "InvokeFunction", "list_versions_by_function": "ListVersionsByFunction"}
+    called: set[str] = set()
+    for module in ("functions.py", "invoke.py"):
+        tree = ast.parse((ROOT / "chalicelib" / "aws" / module).read_text())
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Attribute):
+                continue
+            owner = node.value  # self.client.<op>, self.sfn.<op>, or a local sfn.<op>
+            if (
+                isinstance(owner, ast.Attribute)
+                and isinstance(owner.value, ast.Name)
+                and owner.value.id == "self"
+            ):
+                name = owner.attr
+            else:
+                name = owner.id if isinstance(owner, ast.Name) and owner.id == "sfn" else ""
+            if name in receivers and not node.attr.startswith(("meta", "exceptions", "_")):
+                op = iam_names.get(node.attr) or "".join(p.title() for p in node.attr.split("_"))
+                called.add(f"{receivers[name]}:{op}")
+    called |= {"lambda:InvokeFunction", "states:StartSyncExecution"}  # the invoker's own signed requests
+    assert {"lambda:CreateFunction", "lambda:PublishVersion", "states:CreateStateMachine"} <= called
+    assert called <= allowed, sorted(called - allowed)
+    assert all(re.fullmatch(r"[a-z0-9]+:[A-Za-z]+", a) for a in allowed)
