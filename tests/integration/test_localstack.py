@@ -1,0 +1,61 @@
+"""Against a LocalStack a user runs (localstack/docker-compose.yml): the same infrastructure code and
+adapters as on AWS. LocalStack cannot run on our machines, so these skip unless one answers at
+``$MODELPORT_LOCALSTACK_URL`` (default http://127.0.0.1:4566) with its health document."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+import uuid
+
+import boto3
+import pytest
+
+from chalicelib.aws.dynamodb import DynamoModelStore
+from chalicelib.aws.infra import create_infrastructure, destroy_infrastructure
+from chalicelib.core.records import ModelRecord
+from chalicelib.wiring import Settings
+
+pytestmark = pytest.mark.localstack
+
+URL = os.environ.get("MODELPORT_LOCALSTACK_URL", "http://127.0.0.1:4566")
+
+
+def _localstack_answers() -> bool:
+    try:
+        with urllib.request.urlopen(f"{URL}/_localstack/health", timeout=2) as answer:
+            return "services" in json.loads(answer.read())
+    except (OSError, ValueError):
+        return False
+
+
+@pytest.fixture(scope="module")
+def settings() -> Settings:
+    if not _localstack_answers():
+        pytest.skip(f"no LocalStack answers at {URL} (see localstack/docker-compose.yml)")
+    prefix = f"ls{uuid.uuid4().hex[:8]}"
+    return Settings(
+        endpoint_url=URL,
+        accounts_table=f"{prefix}-accounts",
+        models_table=f"{prefix}-models",
+        deployments_table=f"{prefix}-deployments",
+        associations_table=f"{prefix}-associations",
+        bundle_bucket=f"{prefix}-bundles",
+        deploy_queue=f"{prefix}-deploy",
+    )
+
+
+def test_the_infrastructure_and_a_store_work_on_localstack(settings: Settings) -> None:
+    session = boto3.session.Session(
+        aws_access_key_id="test", aws_secret_access_key="test", region_name=settings.region
+    )
+    outputs = create_infrastructure(settings, session)
+    try:
+        assert outputs["deploy_dlq_arn"].endswith(f"{settings.deploy_queue}-dlq")
+        store = DynamoModelStore(settings.models_table, session.client("dynamodb", endpoint_url=URL))
+        model = ModelRecord(name="iris", owner="acct_1", created_at="2026-12-01T00:00:00Z")
+        store.create_model(model)
+        assert store.get_model("iris").owner == "acct_1"
+    finally:
+        destroy_infrastructure(settings, session)
