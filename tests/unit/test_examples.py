@@ -162,6 +162,11 @@ def _onnx_equivalent(a: bytes, b: bytes) -> None:
 
     def split(data: bytes) -> tuple[bytes, list[np.ndarray]]:
         model = onnx.load_from_string(data)
+        # skl2onnx lists the opset imports in an order that varies from one process to the next
+        opsets = sorted((o.domain, o.version) for o in model.opset_import)
+        del model.opset_import[:]
+        for domain, version in opsets:
+            model.opset_import.add(domain=domain, version=version)
         weights = []
         for init in model.graph.initializer:
             weights.append(numpy_helper.to_array(init).astype(np.float64).ravel())
