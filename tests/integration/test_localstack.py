@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import urllib.request
-import uuid
 
 import boto3
 import pytest
@@ -16,6 +15,7 @@ from chalicelib.aws.dynamodb import DynamoModelStore
 from chalicelib.aws.infra import create_infrastructure, destroy_infrastructure
 from chalicelib.core.records import ModelRecord
 from chalicelib.wiring import Settings
+from tests.conftest import unique_settings
 
 pytestmark = pytest.mark.localstack
 
@@ -34,16 +34,7 @@ def _localstack_answers() -> bool:
 def settings() -> Settings:
     if not _localstack_answers():
         pytest.skip(f"no LocalStack answers at {URL} (see localstack/docker-compose.yml)")
-    prefix = f"ls{uuid.uuid4().hex[:8]}"
-    return Settings(
-        endpoint_url=URL,
-        accounts_table=f"{prefix}-accounts",
-        models_table=f"{prefix}-models",
-        deployments_table=f"{prefix}-deployments",
-        associations_table=f"{prefix}-associations",
-        bundle_bucket=f"{prefix}-bundles",
-        deploy_queue=f"{prefix}-deploy",
-    )
+    return unique_settings(URL)
 
 
 def test_the_infrastructure_and_a_store_work_on_localstack(settings: Settings) -> None:
