@@ -271,10 +271,7 @@ class DockerImageBuilder:
         """The shared steps image: the steps' environment + the runtime code, no model. Its tag is a digest
         of both, so every model with these steps (and this Modelport) names the same image."""
         environment = self._environment(manifest, env, base, progress)
-        code = hashlib.sha256(environment.tag.encode())
-        for rel, path in _runtime_files():
-            code.update(rel.encode() + b"\0" + path.read_bytes())
-        tag = code.hexdigest()[:16]
+        tag = hashlib.sha256(f"{environment.tag}\n{runtime_code_digest()}".encode()).hexdigest()[:16]
         repository, auth = self._repository(STEPS_REPOSITORY, progress)
         ref = f"{repository}:{tag}"
         if image_exists(self.client, ref):
@@ -656,7 +653,16 @@ def _add_tree(tar: tarfile.TarFile, root: Path, prefix: str) -> None:
             _add_file(tar, f"{prefix}/{rel}", path)
 
 
-def _runtime_files() -> Iterator[tuple[str, Path]]:
+def runtime_code_digest() -> str:
+    """sha256 over the runtime code's paths and bytes: what names a steps image (docker or process)."""
+    digest = hashlib.sha256()
+    for rel, path in runtime_files():
+        digest.update(rel.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def runtime_files() -> Iterator[tuple[str, Path]]:
+    """chalicelib's files the runtime needs (``__init__``, ``py.typed``, ``core/``, ``runtime/``)."""
     for top in RUNTIME_CODE:
         path = CHALICELIB / top
         if path.is_file():
@@ -676,7 +682,7 @@ def _add_runtime_code(tar: tarfile.TarFile, scratch: Path, python: str | None) -
     ``.pyc`` (valid whatever the files' times), so the read-only container never compiles them at start.
     """
     compile_here = python is not None and python == f"{sys.version_info[0]}.{sys.version_info[1]}"
-    files = list(_runtime_files())
+    files = list(runtime_files())
     dirs = sorted({str(Path(rel).parent) for rel, _ in files} - {"."})
     if compile_here:
         dirs = sorted({*dirs, *(f"{d}/__pycache__" for d in dirs), "__pycache__"})

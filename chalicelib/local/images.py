@@ -25,7 +25,7 @@ from chalicelib.core.manifest import ContainerAssociation, ModelConfigFile
 from chalicelib.core.pipeline import pipeline_mode
 from chalicelib.core.ports import Progress
 from chalicelib.docker import ImageError, cache_root
-from chalicelib.docker.builder import DockerImageBuilder, _runtime_files
+from chalicelib.docker.builder import DockerImageBuilder, runtime_code_digest, runtime_files
 from chalicelib.docker.wheelhouse import parse_glibc, resolve_wheels
 from chalicelib.local.launchers import PROCESS_IMAGE_FILE, ProcessImages
 
@@ -114,13 +114,11 @@ class ProcessImageBuilder:
         """The runtime code as the image's ``/var/task`` holds it, and a digest of it."""
         code = target / "code"
         shutil.rmtree(code, ignore_errors=True)
-        digest = hashlib.sha256()
-        for rel, path in _runtime_files():
+        for rel, path in runtime_files():
             dest = code / "chalicelib" / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, dest)
-            digest.update(rel.encode() + b"\0" + path.read_bytes())
-        return code, digest.hexdigest()
+        return code, runtime_code_digest()
 
     def _steps_image(self, env: ResolvedEnvironment, progress: Progress) -> str:
         """The shared steps process image: the steps' virtualenv and the runtime code, no model."""
