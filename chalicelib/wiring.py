@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from chalicelib.core.errors import ConfigError
 from chalicelib.core.ports import (
     AccountStore,
     ArtifactStore,
@@ -23,7 +24,9 @@ from chalicelib.core.ports import (
     FunctionManager,
     ImageBuilder,
     ModelStore,
+    SecretSource,
 )
+from chalicelib.services.accounts import REVOCATION_WINDOW_S
 
 
 def utc_now() -> str:
@@ -46,6 +49,13 @@ class Settings:
     max_bundle_bytes: int = 512 * 1024 * 1024
     upload_expires_s: int = 900
     admin_key: str | None = field(default=None, repr=False)
+    """The bootstrap admin key in plain text (``MODELPORT_ADMIN_KEY``): stage ``local`` only."""
+    admin_key_secret: str | None = None
+    """A Secrets Manager secret (name or ARN) holding the admin key (``MODELPORT_ADMIN_KEY_SECRET``)."""
+    admin_key_parameter: str | None = None
+    """An SSM SecureString parameter holding the admin key (``MODELPORT_ADMIN_KEY_PARAMETER``)."""
+    secret_ttl_s: float = 300.0
+    """How long a process keeps the admin key it read before reading it again (a rotation lands then)."""
     image_builder: str = "memory"
     """``docker`` builds real images with the engine (CLI, CI, the local stack); ``process`` builds the
     process images the local stack runs without an engine; ``memory`` is the twin."""
@@ -58,11 +68,25 @@ class Settings:
     states_role: str | None = None
     """The role chained pipelines' state machines run as (``MODELPORT_STATES_ROLE``; it may invoke the
     ``modelport-*`` functions); unset: ``function_role``, which must then trust states.amazonaws.com."""
-    cache_ttl_s: float = 2.0
+    cache_ttl_s: float = REVOCATION_WINDOW_S / 2
     """How long a process keeps a verified key and the version a request resolves to (0: not at all);
     changes made through the same process are seen at once, others within twice this time (an expired
     entry is answered once more while a background lookup refreshes it)."""
     """The execution role of model functions (``MODELPORT_FUNCTION_ROLE``; on AWS, the stage's role)."""
+
+    def __post_init__(self) -> None:
+        """A start-up check: a deployed stage never takes the admin key from its environment."""
+        if self.admin_key and self.stage != "local":
+            raise ConfigError(
+                f"MODELPORT_ADMIN_KEY is set on stage {self.stage[:40]!r}: a deployed stage never holds the "
+                "admin key in plain text",
+                hint="store it in Secrets Manager (MODELPORT_ADMIN_KEY_SECRET) or as an SSM SecureString "
+                "(MODELPORT_ADMIN_KEY_PARAMETER) and unset MODELPORT_ADMIN_KEY",
+            )
+        given = [n for n, v in (("MODELPORT_ADMIN_KEY", self.admin_key), ("MODELPORT_ADMIN_KEY_SECRET",
+                 self.admin_key_secret), ("MODELPORT_ADMIN_KEY_PARAMETER", self.admin_key_parameter)) if v]  # fmt: skip
+        if len(given) > 1:
+            raise ConfigError(f"{' and '.join(given)} are both set: name one source of the admin key")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -85,6 +109,9 @@ class Settings:
             max_bundle_bytes=int(get("max_bundle_bytes", defaults.max_bundle_bytes)),
             upload_expires_s=int(get("upload_expires_s", defaults.upload_expires_s)),
             admin_key=get("admin_key", None),
+            admin_key_secret=get("admin_key_secret", None),
+            admin_key_parameter=get("admin_key_parameter", None),
+            secret_ttl_s=float(get("secret_ttl_s", defaults.secret_ttl_s)),
             image_builder=get("image_builder", defaults.image_builder),
             registry=get("registry", None),
             functions=get("functions", defaults.functions),
@@ -116,6 +143,8 @@ class Container:
     images: ImageBuilder
     functions: FunctionManager
     invoker: FunctionInvoker
+    admin_key: SecretSource | None = None
+    """Where the bootstrap admin key is read; only the API's authorizer reads it (``AccountService``)."""
 
 
 def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
@@ -130,6 +159,7 @@ def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
     )
     from chalicelib.aws.invoke import LambdaInvoker
     from chalicelib.aws.s3 import S3ArtifactStore
+    from chalicelib.memory.secrets import MemorySecret
     from chalicelib.memory.stores import MemoryFunctionManager, MemoryImageBuilder
 
     session = boto3.session.Session(region_name=settings.region)
@@ -172,6 +202,19 @@ def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
             states_role_arn=settings.states_role,
             steps_image=lambda manifest: manifest.container.steps_image if manifest.container else None,
         )
+    admin_key: SecretSource | None = None
+    if settings.admin_key_secret:
+        from chalicelib.aws.secrets import SecretsManagerSecret
+
+        secrets = session.client("secretsmanager", endpoint_url=settings.endpoint_url, config=quick)
+        admin_key = SecretsManagerSecret(secrets, settings.admin_key_secret)
+    elif settings.admin_key_parameter:
+        from chalicelib.aws.secrets import SsmSecureString
+
+        ssm = session.client("ssm", endpoint_url=settings.endpoint_url, config=quick)
+        admin_key = SsmSecureString(ssm, settings.admin_key_parameter)
+    elif settings.admin_key:
+        admin_key = MemorySecret(settings.admin_key, "MODELPORT_ADMIN_KEY")
     return Container(
         settings=settings,
         clock=clock,
@@ -183,10 +226,12 @@ def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
         images=images,
         functions=functions,
         invoker=LambdaInvoker(lambda_client, sfn),
+        admin_key=admin_key,
     )
 
 
 def memory_container(settings: Settings | None = None, clock: Clock = utc_now) -> Container:
+    from chalicelib.memory.secrets import MemorySecret
     from chalicelib.memory.stores import (
         MemoryAccountStore,
         MemoryArtifactStore,
@@ -198,8 +243,9 @@ def memory_container(settings: Settings | None = None, clock: Clock = utc_now) -
         MemoryModelStore,
     )
 
+    settings = settings or Settings()
     return Container(
-        settings=settings or Settings(),
+        settings=settings,
         clock=clock,
         accounts=MemoryAccountStore(),
         models=MemoryModelStore(),
@@ -209,6 +255,7 @@ def memory_container(settings: Settings | None = None, clock: Clock = utc_now) -
         images=MemoryImageBuilder(clock),
         functions=MemoryFunctionManager(),
         invoker=MemoryInvoker(),
+        admin_key=MemorySecret(settings.admin_key, "MODELPORT_ADMIN_KEY") if settings.admin_key else None,
     )
 
 

@@ -3,6 +3,10 @@
 A missing header is refused by API Gateway itself (401). A key that does not verify is let through
 with the reason in the context and refused by the view with our JSON 401 body, which API Gateway's
 authorizer deny (403, its own body) could not give; either way no view logic runs for it.
+
+API Gateway keeps each answer for ``REVOCATION_WINDOW_S`` (``ttl_seconds``; its default is 300 s), which is
+what bounds how long a revoked key keeps working; the policy allows every route (``*``) because one cached
+answer serves all of them.
 """
 
 from __future__ import annotations
@@ -10,12 +14,13 @@ from __future__ import annotations
 from chalice.app import AuthRequest, AuthResponse, Blueprint
 
 from chalicelib.api.deps import services
-from chalicelib.core.errors import Unauthorized
+from chalicelib.core.errors import Unauthorized, Unavailable
+from chalicelib.services.accounts import REVOCATION_WINDOW_S
 
 blueprint = Blueprint(__name__)
 
 
-@blueprint.authorizer()
+@blueprint.authorizer(ttl_seconds=REVOCATION_WINDOW_S)
 def api_key(auth_request: AuthRequest) -> AuthResponse:
     try:
         account = services().accounts.authenticate(auth_request.token)
@@ -24,7 +29,7 @@ def api_key(auth_request: AuthRequest) -> AuthResponse:
     except Exception as exc:  # the key store did not answer: the view says 503, not "invalid key"
         from chalicelib.aws import outage
 
-        unavailable = outage(exc)
+        unavailable = exc if isinstance(exc, Unavailable) else outage(exc)
         if unavailable is None:
             raise
         return AuthResponse(

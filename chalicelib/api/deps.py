@@ -1,4 +1,8 @@
-"""Services built from the current container, once per container."""
+"""Services built from the current container, once per container.
+
+Building them reads no secret: the deploy handlers use the same services and never need the admin key.
+The accounts service reads it when it first verifies a key (the authorizer), see ``AccountService``.
+"""
 
 from __future__ import annotations
 
@@ -35,9 +39,15 @@ def services() -> Services:
 
 
 def _build(c: wiring.Container) -> Services:
-    accounts = AccountService(c.accounts, c.clock, cache_s=c.settings.cache_ttl_s)
-    if c.settings.admin_key:
-        accounts.bootstrap_admin(c.settings.admin_key)
+    # On AWS, API Gateway keeps the authorizer's answer for REVOCATION_WINDOW_S, so the authorizer reads
+    # the store (a second cache would add its age to the window); locally nothing caches in front of it.
+    accounts = AccountService(
+        c.accounts,
+        c.clock,
+        cache_s=c.settings.cache_ttl_s if c.settings.stage == "local" else 0.0,
+        admin_key=c.admin_key,
+        admin_key_ttl_s=c.settings.secret_ttl_s,
+    )
     models = ModelService(
         c.models,
         c.accounts,

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Literal
+
+import yaml
 
 from chalice.app import Request, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -12,7 +16,8 @@ from chalicelib.api.deps import services
 from chalicelib.api.http import Api, caller, json_response, parse_body, path_int
 from chalicelib.core.errors import NotFound
 from chalicelib.core.ports import PresignedUpload
-from chalicelib.core.records import Deployment, Grant, ModelRecord, VersionRecord
+from chalicelib.core.records import Account, Deployment, Grant, ModelRecord, VersionRecord
+from chalicelib.services.models import no_deployment
 
 api = Api(__name__, "models", api_key)
 blueprint = api.blueprint
@@ -35,17 +40,39 @@ class DefaultVersion(BaseModel):
     version: int = Field(ge=1)
 
 
+DEPLOYMENT_ID = re.compile(r"^[0-9a-f]{32}$")
+OWNERS_ONLY = "owners and admins only (null for a grantee)"
+
+
+class ModelOut(BaseModel):
+    """A model as the caller may see it: a grantee gets its public face, the owner everything."""
+
+    name: str
+    description: str = ""
+    default_version: int | None = None
+    owner: str | None = Field(default=None, description=OWNERS_ONLY)
+    latest_version: int | None = Field(default=None, description=OWNERS_ONLY)
+    created_at: str | None = Field(default=None, description=OWNERS_ONLY)
+
+    @classmethod
+    def of(cls, model: ModelRecord, who: Account) -> ModelOut:
+        if services().models.is_owner(who, model):
+            return cls.model_validate(model.model_dump())
+        return cls(name=model.name, description=model.description, default_version=model.default_version)
+
+
 class VersionOut(BaseModel):
     name: str
     version: int
     status: str
     created_at: str
-    deployment_id: str | None = None
-    reason: str | None = None
+    deployment_id: str | None = Field(default=None, description=OWNERS_ONLY)
+    reason: str | None = Field(default=None, description=OWNERS_ONLY)
 
     @classmethod
-    def of(cls, record: VersionRecord) -> VersionOut:
-        return cls.model_validate(record.model_dump(exclude={"manifest", "upload_key"}))
+    def of(cls, record: VersionRecord, *, owner: bool = True) -> VersionOut:
+        hidden = {"manifest", "upload_key"} | (set() if owner else {"deployment_id", "reason"})
+        return cls.model_validate(record.model_dump(exclude=hidden))
 
 
 class CreatedVersion(BaseModel):
@@ -57,23 +84,26 @@ def _request() -> Request:
     return blueprint.current_request
 
 
-@api.route("/v1/models", summary="Models you own or were granted", response=ModelRecord, list_response=True)
+@api.route("/v1/models", summary="Models you own or were granted", response=ModelOut, list_response=True)
 def list_models() -> Response:
-    return json_response(services().models.list_models(caller(_request())))
+    who = caller(_request())
+    return json_response([ModelOut.of(m, who) for m in services().models.list_models(who)])
 
 
 @api.route(
-    "/v1/models", "POST", summary="Create a model", body=NewModel, response=ModelRecord, status=201,
+    "/v1/models", "POST", summary="Create a model", body=NewModel, response=ModelOut, status=201,
     errors=(409,),
 )  # fmt: skip
 def create_model() -> Response:
     body = parse_body(_request(), NewModel)
-    return json_response(services().models.create_model(caller(_request()), body.name, body.description), 201)
+    who = caller(_request())
+    return json_response(ModelOut.of(services().models.create_model(who, body.name, body.description), who), 201)
 
 
-@api.route("/v1/models/{name}", summary="Get a model", response=ModelRecord, errors=(404,))
+@api.route("/v1/models/{name}", summary="Get a model", response=ModelOut, errors=(404,))
 def get_model(name: str) -> Response:
-    return json_response(services().models.visible(caller(_request()), name))
+    who = caller(_request())
+    return json_response(ModelOut.of(services().models.visible(who, name), who))
 
 
 @api.route(
@@ -94,16 +124,18 @@ def new_version(name: str) -> Response:
     errors=(404,),
 )  # fmt: skip
 def list_versions(name: str) -> Response:
-    records = services().models.list_versions(caller(_request()), name)
-    return json_response([VersionOut.of(r) for r in records])
+    who, models = caller(_request()), services().models
+    owner = models.is_owner(who, models.visible(who, name))
+    return json_response([VersionOut.of(r, owner=owner) for r in models.list_versions(who, name)])
 
 
 @api.route(
     "/v1/models/{name}/versions/{version}", summary="Get a version", response=VersionOut, errors=(404,)
 )
 def get_version(name: str, version: str) -> Response:
-    record = services().models.get_version(caller(_request()), name, path_int(version, "version"))
-    return json_response(VersionOut.of(record))
+    who, models, number = caller(_request()), services().models, path_int(version, "version")
+    owner = models.is_owner(who, models.visible(who, name))
+    return json_response(VersionOut.of(models.get_version(who, name, number), owner=owner))
 
 
 @api.route(
@@ -117,24 +149,33 @@ def delete_version(name: str, version: str) -> Response:
 
 @api.route(
     "/v1/models/{name}/versions/{version}/config",
-    summary="The version's model config file (YAML with Accept: application/yaml, else JSON)",
+    summary="The version's model config file (YAML with Accept: application/yaml, else JSON); a grantee "
+    "reads its public part: name, version, description, native, labels, protocol",
     errors=(404, 409),
 )  # fmt: skip
 def get_config_file(name: str, version: str) -> Response:
-    doc = services().models.get_config_file(caller(_request()), name, path_int(version, "version"))
-    accept: str = _request().headers.get("accept") or ""
-    if "yaml" in accept:
-        return Response(body=doc.to_yaml(), headers={"Content-Type": "application/yaml"})
-    return Response(body=doc.to_json(), headers={"Content-Type": "application/json"})
+    doc, fields = services().models.config_file(caller(_request()), name, path_int(version, "version"))
+    yaml_wanted = "yaml" in (_request().headers.get("accept") or "")
+    if fields is None:  # the owner: the file itself
+        text = doc.to_yaml() if yaml_wanted else doc.to_json()
+    else:
+        data = {k: v for k, v in doc.to_data().items() if k in fields}
+        text = (
+            yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+            if yaml_wanted
+            else json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+        )
+    return Response(body=text, headers={"Content-Type": "application/yaml" if yaml_wanted else "application/json"})
 
 
 @api.route(
     "/v1/models/{name}/default", "PUT", summary="Make a READY version the default (rollback too)",
-    body=DefaultVersion, response=ModelRecord, errors=(403, 404, 409),
+    body=DefaultVersion, response=ModelOut, errors=(403, 404, 409),
 )  # fmt: skip
 def set_default(name: str) -> Response:
     body = parse_body(_request(), DefaultVersion)
-    return json_response(services().models.set_default_version(caller(_request()), name, body.version))
+    who = caller(_request())
+    return json_response(ModelOut.of(services().models.set_default_version(who, name, body.version), who))
 
 
 @api.route(
@@ -163,23 +204,26 @@ def revoke_grant(name: str, account_id: str) -> Response:
 
 
 @api.route(
-    "/v1/models/{name}/deployments", summary="Deployments of the model, newest first", response=Deployment,
-    list_response=True, errors=(404,),
+    "/v1/models/{name}/deployments", summary="Deployments of the model, newest first (owners only)",
+    response=Deployment, list_response=True, errors=(404,),
 )  # fmt: skip
 def list_deployments(name: str) -> Response:
-    services().models.visible(caller(_request()), name)
+    services().models.owned_view(caller(_request()), name)
     return json_response(services().deployments.for_model(name))
 
 
 @api.route(
-    "/v1/deployments/{deployment_id}", summary="A deployment with its stage timings", response=Deployment,
-    errors=(404,),
+    "/v1/deployments/{deployment_id}", summary="A deployment with its stage timings (owners only)",
+    response=Deployment, errors=(404,),
 )  # fmt: skip
 def get_deployment(deployment_id: str) -> Response:
+    """Unknown, malformed, another account's or a granted model's: one 404, the same bytes."""
     who, s = caller(_request()), services()
+    if not DEPLOYMENT_ID.fullmatch(deployment_id):
+        raise no_deployment()
     try:
         deployment = s.deployments.get(deployment_id)
-        s.models.visible(who, deployment.model_name)
+        s.models.owned_view(who, deployment.model_name)
     except NotFound:
-        raise NotFound(f"no deployment {deployment_id!r}") from None
+        raise no_deployment() from None
     return json_response(deployment)

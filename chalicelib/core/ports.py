@@ -164,3 +164,9 @@ class FunctionInvoker(Protocol):
         Returns the runtime's response document; raises ``FunctionFailed`` when the function crashed
         or could not start and ``FunctionTimedOut`` when it ran out of time.
         """
+
+
+class SecretSource(Protocol):
+    def read(self) -> str:
+        """The secret's current value. ``ConfigError`` if it does not exist, is empty or may not be read;
+        ``Unavailable`` if its service does not answer."""

@@ -2,7 +2,10 @@
 
 Visibility is one rule: an account sees the models it owns and the ones granted to it (admins see all).
 Anything else is answered exactly like a model that does not exist, so names of private models don't leak
-through the invoke, read or version endpoints.
+through the invoke, read or version endpoints. Every miss of one kind (model, version, deployment, grant,
+account) is one fixed error that does not echo the id: the bodies for "does not exist" and "is another
+account's" are byte-identical. A grantee sees what invoking needs (``public_config``); what runs the
+model (functions, images, deployment records) is the owner's.
 """
 
 from __future__ import annotations
@@ -21,9 +24,30 @@ from chalicelib.core.ports import (
     PresignedUpload,
 )
 from chalicelib.core.records import Account, Grant, ModelRecord, VersionRecord
+from chalicelib.services.accounts import no_account
 from chalicelib.services.deployments import mb, upload_key
 
 BundleFormat = Literal["tar.gz", "zip"]
+
+PUBLIC_CONFIG_FIELDS = frozenset({"schema_version", "name", "version", "description", "native", "labels", "protocol"})
+"""What of a config file a grantee reads: the contract it invokes, nothing of the owner's artifact,
+environment, steps, image or functions."""
+
+
+def no_model() -> NotFound:
+    return NotFound("no such model", hint="list the models you may see: GET /v1/models")
+
+
+def no_version() -> NotFound:
+    return NotFound("no such version", hint="list the versions: GET /v1/models/{name}/versions")
+
+
+def no_deployment() -> NotFound:
+    return NotFound("no such deployment")
+
+
+def no_grant() -> NotFound:
+    return NotFound("no such grant")
 
 
 class ModelService:
@@ -52,21 +76,31 @@ class ModelService:
     # ------------------------------------------------------------------ visibility
 
     def visible(self, caller: Account, name: str) -> ModelRecord:
+        if not SLUG.fullmatch(name):  # no model has such a name: the store is not asked
+            raise no_model()
         try:
             model = self.models.get_model(name)
         except NotFound:
-            raise NotFound(f"no model {name!r}") from None
-        if (
-            model.owner == caller.account_id
-            or caller.is_admin
-            or self.accounts.has_grant(name, caller.account_id)
-        ):
+            raise no_model() from None
+        if self.is_owner(caller, model) or self.accounts.has_grant(name, caller.account_id):
             return model
-        raise NotFound(f"no model {name!r}")
+        raise no_model()
+
+    @staticmethod
+    def is_owner(caller: Account, model: ModelRecord) -> bool:
+        """Owners and admins see everything of a model; grantees its public face."""
+        return model.owner == caller.account_id or caller.is_admin
+
+    def owned_view(self, caller: Account, name: str) -> ModelRecord:
+        """A model only its owner may look into (its deployments): anyone else gets the plain 404."""
+        model = self.visible(caller, name)
+        if not self.is_owner(caller, model):
+            raise no_model()
+        return model
 
     def owned(self, caller: Account, name: str) -> ModelRecord:
         model = self.visible(caller, name)
-        if model.owner != caller.account_id and not caller.is_admin:
+        if not self.is_owner(caller, model):
             raise Forbidden(f"only the owner of {name!r} can change it")
         return model
 
@@ -127,7 +161,7 @@ class ModelService:
         try:
             return self.models.get_version(name, version)
         except NotFound:
-            raise NotFound(f"model {name!r} has no version {version}") from None
+            raise no_version() from None
 
     def resolve_version(self, caller: Account, name: str, version: int | None) -> VersionRecord:
         """A given version, or the default one."""
@@ -138,14 +172,18 @@ class ModelService:
             version = model.default_version
         return self.get_version(caller, name, version)
 
-    def get_config_file(self, caller: Account, name: str, version: int) -> ModelConfigFile:
+    def config_file(
+        self, caller: Account, name: str, version: int
+    ) -> tuple[ModelConfigFile, frozenset[str] | None]:
+        """The version's config file and the fields ``caller`` may read of it: None (all) for its owner,
+        ``PUBLIC_CONFIG_FIELDS`` for a grantee."""
+        model = self.visible(caller, name)
+        owner = self.is_owner(caller, model)
         record = self.get_version(caller, name, version)
-        if record.manifest is None:
-            raise Conflict(
-                f"version {version} of {name!r} has no config file: it is {record.status}"
-                + (f" ({record.reason})" if record.reason else "")
-            )
-        return ModelConfigFile.model_validate_json(record.manifest)
+        if record.manifest is None:  # why it failed is the owner's business (it may quote the bundle)
+            why = f" ({record.reason})" if owner and record.reason else ""
+            raise Conflict(f"version {version} of {name!r} has no config file: it is {record.status}{why}")
+        return ModelConfigFile.model_validate_json(record.manifest), None if owner else PUBLIC_CONFIG_FIELDS
 
     def set_default_version(self, caller: Account, name: str, version: int) -> ModelRecord:
         self.owned(caller, name)
@@ -179,14 +217,20 @@ class ModelService:
 
     def grant(self, caller: Account, name: str, grantee: str) -> Grant:
         self.owned(caller, name)
-        self.accounts.get_account(grantee)  # NotFound for an unknown account
+        try:
+            self.accounts.get_account(grantee)
+        except NotFound:
+            raise no_account() from None
         grant = Grant(model_name=name, grantee=grantee, granted_by=caller.account_id, created_at=self.clock())
         self.accounts.put_grant(grant)
         return grant
 
     def revoke_grant(self, caller: Account, name: str, grantee: str) -> None:
         self.owned(caller, name)
-        self.accounts.delete_grant(name, grantee)
+        try:
+            self.accounts.delete_grant(name, grantee)
+        except NotFound:
+            raise no_grant() from None
         self.generation += 1
 
     def list_grants(self, caller: Account, name: str) -> list[Grant]:

@@ -212,7 +212,7 @@ def test_a_rejected_config_fails_the_deployment_with_the_cores_message(
         ("POST", "/v1/models/iris/versions", {"size_bytes": "big"}, 400, "/size_bytes"),
         ("POST", "/v1/models/iris/versions", {"size_bytes": 11 * 1024 * 1024}, 413, "over the 10.0 MB limit"),
         ("POST", "/v1/models/iris/versions", {"size_bytes": 10, "format": "rar"}, 400, "/format"),
-        ("GET", "/v1/models/nope", None, 404, "no model 'nope'"),
+        ("GET", "/v1/models/nope", None, 404, "no such model"),
         ("GET", "/v1/models/nope/versions/x", None, 400, "version must be a positive integer"),
         ("PUT", "/v1/models/nope/default", {"version": 0}, 400, "/version"),
     ],
