@@ -18,9 +18,12 @@ from chalicelib.core.errors import Unauthorized, Unavailable
 from chalicelib.services.accounts import REVOCATION_WINDOW_S
 
 blueprint = Blueprint(__name__)
+AUTHORIZER = "authorizer"
+"""Its name (and its function's, ``modelport-<stage>-authorizer``): not ``api_key``, which Chalice's swagger
+takes for API Gateway's own API keys (``x-api-key``) and would replace this authorizer with."""
 
 
-@blueprint.authorizer(ttl_seconds=REVOCATION_WINDOW_S)
+@blueprint.authorizer(ttl_seconds=REVOCATION_WINDOW_S, name=AUTHORIZER)
 def api_key(auth_request: AuthRequest) -> AuthResponse:
     try:
         account = services().accounts.authenticate(auth_request.token)

@@ -1,0 +1,296 @@
+"""Keys and secrets: how long a revoked key lives, rotating the admin key, where the admin key is kept, and
+which functions can reach it."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from chalice.test import Client
+
+from app import app
+from chalicelib import wiring
+from chalicelib.aws.secrets import SecretsManagerSecret, SsmSecureString
+from chalicelib.core.errors import ConfigError, Unauthorized
+from chalicelib.memory.secrets import MemorySecret
+from chalicelib.memory.stores import MemoryAccountStore
+from chalicelib.services.accounts import BOOTSTRAP_ADMIN_ID, REVOCATION_WINDOW_S, AccountService, generate_key
+from tests.conftest import Infra
+from tests.support import ROOT, Api, bundle, new_account
+
+NOW = "2026-12-01T00:00:00.000Z"
+
+
+class Monotonic:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Deferred:
+    """Background refreshes that run only when told: the slowest a refresh can be."""
+
+    def __init__(self) -> None:
+        self.pending: list[Callable[[], None]] = []
+
+    def __call__(self, work: Callable[[], None]) -> None:
+        self.pending.append(work)
+
+
+# --------------------------------------------------------------------------- the revocation window
+
+
+@pytest.mark.parametrize("cache_s", [REVOCATION_WINDOW_S / 2, 60.0])
+def test_a_key_revoked_elsewhere_is_refused_within_the_stated_window(cache_s: float) -> None:
+    """Another instance revokes; this one has just verified the key. Whatever MODELPORT_CACHE_TTL_S says,
+    the key is refused REVOCATION_WINDOW_S later (a refresh that never ran does not extend it)."""
+    store, clock, later = MemoryAccountStore(), Monotonic(), Deferred()
+    here = AccountService(store, lambda: NOW, cache_s=cache_s, monotonic=clock, spawn=later)
+    elsewhere = AccountService(store, lambda: NOW)
+    admin = elsewhere.bootstrap_admin(generate_key())
+    alice, token = elsewhere.create_account(admin, "alice")
+    assert here.authenticate(token) == alice
+    (key,) = elsewhere.list_keys(admin, alice.account_id)
+    elsewhere.revoke_key(admin, key.key_id)
+    clock.now += REVOCATION_WINDOW_S - 0.01
+    here.authenticate(token)  # may still pass: the window is what README promises, not zero
+    clock.now += 0.01
+    with pytest.raises(Unauthorized, match="invalid API key"):
+        here.authenticate(token)
+
+
+def test_the_authorizer_asks_api_gateway_to_cache_for_the_stated_window_and_readme_states_it() -> None:
+    """What ``chalice package``/``deploy`` writes: the authorizer's TTL in the generated swagger."""
+    from chalice.deploy.swagger import TemplatedSwaggerGenerator
+
+    doc = TemplatedSwaggerGenerator().generate_swagger(app)
+    authorizer = doc["securityDefinitions"]["authorizer"]["x-amazon-apigateway-authorizer"]
+    assert authorizer["authorizerResultTtlInSeconds"] == REVOCATION_WINDOW_S
+    assert wiring.Settings().cache_ttl_s * 2 <= REVOCATION_WINDOW_S
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert re.search(rf"within {REVOCATION_WINDOW_S} s\b", readme)
+
+
+# --------------------------------------------------------------------------- rotation
+
+
+@pytest.fixture
+def shared() -> Iterator[wiring.Container]:
+    container = wiring.memory_container(wiring.Settings(admin_key=generate_key()))
+    wiring.override(container)
+    yield container
+    wiring.override(None)
+
+
+def _cold_start(previous: wiring.Container, admin_key: str) -> wiring.Container:
+    """A new process of the same stack with another MODELPORT_ADMIN_KEY: same stores, new settings."""
+    settings = replace(previous.settings, admin_key=admin_key)
+    c = replace(previous, settings=settings, admin_key=MemorySecret(admin_key, "MODELPORT_ADMIN_KEY"))
+    wiring.override(c)
+    return c
+
+
+def test_rotating_the_admin_key_revokes_the_previous_one(shared: wiring.Container) -> None:
+    assert shared.settings.admin_key is not None
+    old, new = shared.settings.admin_key, generate_key()
+    with Client(app) as client:
+        assert Api(client, old).call("GET", "/v1/accounts/me").json_body["account_id"] == BOOTSTRAP_ADMIN_ID
+        alice, _ = new_account(Api(client, old), "alice")
+        _cold_start(shared, new)
+        assert Api(client, new).call("GET", "/v1/accounts/me").status_code == 200
+        refused = Api(client, old).call("GET", "/v1/accounts/me")
+        assert (refused.status_code, refused.json_body["message"]) == (401, "invalid API key")
+        assert alice.call("GET", "/v1/accounts/me").status_code == 200  # other keys are untouched
+        keys = Api(client, new).call("GET", f"/v1/accounts/{BOOTSTRAP_ADMIN_ID}/keys").json_body
+        assert [k["revoked_at"] is not None for k in keys if k["key_id"] == old[3:15]] == [True]
+
+
+def test_a_rotated_secret_takes_effect_without_a_cold_start(shared: wiring.Container) -> None:
+    old, new = shared.settings.admin_key or "", generate_key()
+    secret = MemorySecret(old, "modelport/admin-key")
+    wiring.override(replace(shared, settings=replace(shared.settings, secret_ttl_s=0.0), admin_key=secret))
+    with Client(app) as client:
+        assert Api(client, old).call("GET", "/v1/accounts/me").status_code == 200
+        secret.value = new
+        assert Api(client, new).call("GET", "/v1/accounts/me").status_code == 200
+        assert Api(client, old).call("GET", "/v1/accounts/me").status_code == 401
+
+
+def test_bootstrap_is_idempotent_concurrent_and_never_revokes_a_newer_key() -> None:
+    store = MemoryAccountStore()
+    times = iter(f"2026-12-01T00:00:{s:02d}.000Z" for s in range(60))
+    service = AccountService(store, lambda: next(times))
+    first, second = generate_key(), generate_key()
+    errors: list[BaseException] = []
+
+    def boot() -> None:
+        try:
+            AccountService(store, lambda: NOW).bootstrap_admin(first)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=boot) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert service.authenticate(first).account_id == BOOTSTRAP_ADMIN_ID
+    service.bootstrap_admin(second)
+    service.bootstrap_admin(first)  # a stale process with the old key: it stays revoked, the new one works
+    with pytest.raises(Unauthorized):
+        service.authenticate(first)
+    assert service.authenticate(second).account_id == BOOTSTRAP_ADMIN_ID
+    assert len(store.list_keys(BOOTSTRAP_ADMIN_ID)) == 2
+    with pytest.raises(ConfigError, match="malformed"):
+        service.bootstrap_admin("mp_short")
+
+
+def test_an_admin_key_that_cannot_be_read_does_not_stop_other_keys() -> None:
+    store, clock = MemoryAccountStore(), Monotonic()
+    boot = AccountService(store, lambda: NOW)
+    alice, token = boot.create_account(boot.bootstrap_admin(generate_key()), "alice")
+    missing = MemorySecret(None, "modelport/admin-key")
+    service = AccountService(store, lambda: NOW, admin_key=missing, monotonic=clock)
+    assert service.authenticate(token) == alice
+    assert service.authenticate(token) == alice
+    assert missing.reads == 1  # retried later, not on every request
+    clock.now += 11
+    service.authenticate(token)
+    assert missing.reads == 2
+
+
+# --------------------------------------------------------------------------- where the admin key is kept
+
+
+def _secret_name() -> str:
+    return f"modelport/admin-key-{uuid.uuid4().hex[:8]}"
+
+
+def test_the_admin_key_is_read_from_secrets_manager_and_ssm_securestring(infra: Infra) -> None:
+    token = generate_key()
+    secrets, ssm = infra.client("secretsmanager"), infra.client("ssm")
+    name = _secret_name()
+    secrets.create_secret(Name=name, SecretString=token + "\n")
+    ssm.put_parameter(Name=f"/{name}", Value=token, Type="SecureString")
+    ssm.put_parameter(Name=f"/{name}/plain", Value=token, Type="String")
+    assert SecretsManagerSecret(secrets, name).read() == token
+    assert SsmSecureString(ssm, f"/{name}").read() == token
+    with pytest.raises(ConfigError, match="does not exist"):
+        SecretsManagerSecret(secrets, name + "-nope").read()
+    with pytest.raises(ConfigError, match="does not exist"):
+        SsmSecureString(ssm, f"/{name}/nope").read()
+    with pytest.raises(ConfigError, match="not a SecureString"):
+        SsmSecureString(ssm, f"/{name}/plain").read()
+    with pytest.raises(ConfigError, match="does not exist"):
+        MemorySecret(None, name).read()
+
+
+@pytest.mark.parametrize("source", ["secret", "parameter"])
+def test_the_api_bootstraps_the_admin_key_from_its_secret(infra: Infra, source: str) -> None:
+    token, name = generate_key(), _secret_name()
+    if source == "secret":
+        infra.client("secretsmanager").create_secret(Name=name, SecretString=token)
+        settings = replace(infra.settings, stage="dev", admin_key_secret=name)
+    else:
+        infra.client("ssm").put_parameter(Name=f"/{name}", Value=token, Type="SecureString")
+        settings = replace(infra.settings, stage="dev", admin_key_parameter=f"/{name}")
+    wiring.override(wiring.aws_container(settings))
+    try:
+        with Client(app) as client:
+            me = Api(client, token).call("GET", "/v1/accounts/me")
+            assert (me.status_code, me.json_body["account_id"]) == (200, BOOTSTRAP_ADMIN_ID)
+    finally:
+        wiring.override(None)
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_a_deployed_stage_with_a_plain_admin_key_refuses_to_start(
+    stage: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MODELPORT_STAGE", stage)
+    monkeypatch.setenv("MODELPORT_ADMIN_KEY", generate_key())
+    wiring.override(None)
+    with pytest.raises(ConfigError) as refused:
+        wiring.container()  # what every handler calls first
+    message = str(refused.value)
+    assert "MODELPORT_ADMIN_KEY is set on stage" in message and "MODELPORT_ADMIN_KEY_SECRET" in message
+    assert "\n" not in message
+    monkeypatch.setenv("MODELPORT_STAGE", "local")  # the local stack keeps its plain variable
+    assert wiring.Settings.from_env().admin_key
+    with pytest.raises(ConfigError, match="name one source"):
+        wiring.Settings(admin_key=generate_key(), admin_key_secret="modelport/admin-key")
+
+
+class Untouchable:
+    """A secret source that fails the test when read."""
+
+    def read(self) -> str:
+        raise AssertionError("the deploy path read the admin key")
+
+
+def test_the_deploy_handler_runs_without_the_admin_key(shared: wiring.Container) -> None:
+    with Client(app) as client:
+        alice, _ = new_account(Api(client, shared.settings.admin_key), "alice")
+        config = (ROOT / "examples/iris-onnx/modelport.yaml").read_text().replace("name: iris-onnx", "name: iris")
+        data = bundle(config=config)
+        upload = alice.call("POST", "/v1/models/iris/versions", {"size_bytes": len(data)}).json_body["upload"]
+        info = shared.artifacts.put(upload["key"], data)
+        # The deploy function: no admin key in its settings, and a source that must never be read.
+        wiring.override(replace(shared, settings=replace(shared.settings, admin_key=None), admin_key=Untouchable()))
+        body = json.dumps({"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Post", "s3": {
+            "bucket": {"name": shared.settings.bundle_bucket},
+            "object": {"key": info.key, "size": info.size_bytes, "eTag": info.etag}}}]})  # fmt: skip
+        event = client.events.generate_sqs_event(message_bodies=[body], queue_name="modelport-deploy")
+        client.lambda_.invoke("on_bundle_uploaded", event)
+    assert shared.models.get_version("iris", 1).status == "READY"
+
+
+# --------------------------------------------------------------------------- what chalice deploys
+
+
+def _functions(stage: str) -> dict[str, Any]:
+    from chalice.cli.factory import CLIFactory
+    from chalice.deploy.appgraph import ApplicationGraphBuilder
+
+    config = CLIFactory(project_dir=str(ROOT)).create_config_obj(chalice_stage_name=stage)  # as `chalice package`
+    graph = ApplicationGraphBuilder().build(config, stage)
+    found: dict[str, Any] = {}
+
+    def walk(resource: Any) -> None:
+        if type(resource).__name__ == "LambdaFunction":
+            found[resource.resource_name] = resource
+        for child in resource.dependencies():
+            walk(child)
+
+    walk(graph)
+    return found
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_only_the_authorizer_can_reach_the_admin_key(stage: str) -> None:
+    functions = _functions(stage)
+    assert {"api_handler", "authorizer", "on_bundle_uploaded", "on_bundle_abandoned"} <= set(functions)
+    for name, function in functions.items():
+        env = function.environment_variables
+        assert "MODELPORT_ADMIN_KEY" not in env, name
+        policy = json.loads((ROOT / ".chalice" / function.role.policy.filename.split("/")[-1]).read_text())
+        actions = {a for s in policy["Statement"] for a in s["Action"]}
+        reads_secret = "secretsmanager:GetSecretValue" in actions
+        if name == "authorizer":
+            assert env["MODELPORT_ADMIN_KEY_SECRET"] == "modelport/admin-key" and reads_secret
+            (statement,) = [s for s in policy["Statement"] if "secretsmanager:GetSecretValue" in s["Action"]]
+            assert statement["Action"] == ["secretsmanager:GetSecretValue"]
+            assert statement["Resource"] == ["arn:aws:secretsmanager:*:*:secret:modelport/admin-key-??????"]
+            assert not any(a.startswith(("lambda:", "s3:", "ecr:", "states:", "iam:", "sqs:")) for a in actions)
+        else:
+            assert "MODELPORT_ADMIN_KEY_SECRET" not in env and not reads_secret, name
+            assert not any(a.startswith(("secretsmanager:", "ssm:", "kms:")) for a in actions), name
