@@ -83,8 +83,12 @@ class Settings:
                 hint="store it in Secrets Manager (MODELPORT_ADMIN_KEY_SECRET) or as an SSM SecureString "
                 "(MODELPORT_ADMIN_KEY_PARAMETER) and unset MODELPORT_ADMIN_KEY",
             )
-        given = [n for n, v in (("MODELPORT_ADMIN_KEY", self.admin_key), ("MODELPORT_ADMIN_KEY_SECRET",
-                 self.admin_key_secret), ("MODELPORT_ADMIN_KEY_PARAMETER", self.admin_key_parameter)) if v]  # fmt: skip
+        sources = {
+            "MODELPORT_ADMIN_KEY": self.admin_key,
+            "MODELPORT_ADMIN_KEY_SECRET": self.admin_key_secret,
+            "MODELPORT_ADMIN_KEY_PARAMETER": self.admin_key_parameter,
+        }
+        given = [name for name, value in sources.items() if value]
         if len(given) > 1:
             raise ConfigError(f"{' and '.join(given)} are both set: name one source of the admin key")
 

@@ -7,7 +7,6 @@ import re
 from typing import Literal
 
 import yaml
-
 from chalice.app import Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -97,7 +96,9 @@ def list_models() -> Response:
 def create_model() -> Response:
     body = parse_body(_request(), NewModel)
     who = caller(_request())
-    return json_response(ModelOut.of(services().models.create_model(who, body.name, body.description), who), 201)
+    return json_response(
+        ModelOut.of(services().models.create_model(who, body.name, body.description), who), 201
+    )
 
 
 @api.route("/v1/models/{name}", summary="Get a model", response=ModelOut, errors=(404,))
@@ -165,7 +166,9 @@ def get_config_file(name: str, version: str) -> Response:
             if yaml_wanted
             else json.dumps(data, indent=2, ensure_ascii=False) + "\n"
         )
-    return Response(body=text, headers={"Content-Type": "application/yaml" if yaml_wanted else "application/json"})
+    return Response(
+        body=text, headers={"Content-Type": "application/yaml" if yaml_wanted else "application/json"}
+    )
 
 
 @api.route(

@@ -16,7 +16,9 @@ class MemorySecret:
     def read(self) -> str:
         self.reads += 1
         if self.value is None:
-            raise ConfigError(f"secret {self.name} does not exist", hint="create it, or fix the setting that names it")
+            raise ConfigError(
+                f"secret {self.name} does not exist", hint="create it, or fix the setting that names it"
+            )
         if not self.value.strip():
             raise ConfigError(f"secret {self.name} holds no text", hint="store the key as a plain string")
         return self.value.strip()

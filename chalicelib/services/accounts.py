@@ -188,7 +188,9 @@ class AccountService:
             self.store.put_key(key)
         except Conflict:
             key = self.store.get_key(key.key_id)
-            if key.account_id != BOOTSTRAP_ADMIN_ID or not hmac.compare_digest(key.secret_hash, hash_key(token)):
+            if key.account_id != BOOTSTRAP_ADMIN_ID or not hmac.compare_digest(
+                key.secret_hash, hash_key(token)
+            ):
                 raise Conflict("the admin key id is taken by another key") from None
         if key.revoked_at is not None:
             log.warning("the configured admin key %s was revoked; it stays revoked", key.key_id)
@@ -223,7 +225,9 @@ class AccountService:
                     self._admin_token = token
                 self._admin_due = now + self.admin_key_ttl_s
             except Exception as exc:
-                log.error("the admin key was not bootstrapped (next attempt in %.0f s): %s", ADMIN_RETRY_S, exc)
+                log.error(
+                    "the admin key was not bootstrapped (next attempt in %.0f s): %s", ADMIN_RETRY_S, exc
+                )
                 self._admin_due = now + min(ADMIN_RETRY_S, self.admin_key_ttl_s)
 
     @staticmethod

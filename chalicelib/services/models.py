@@ -29,7 +29,9 @@ from chalicelib.services.deployments import mb, upload_key
 
 BundleFormat = Literal["tar.gz", "zip"]
 
-PUBLIC_CONFIG_FIELDS = frozenset({"schema_version", "name", "version", "description", "native", "labels", "protocol"})
+PUBLIC_CONFIG_FIELDS = frozenset(
+    {"schema_version", "name", "version", "description", "native", "labels", "protocol"}
+)
 """What of a config file a grantee reads: the contract it invokes, nothing of the owner's artifact,
 environment, steps, image or functions."""
 

@@ -240,12 +240,16 @@ class Untouchable:
 def test_the_deploy_handler_runs_without_the_admin_key(shared: wiring.Container) -> None:
     with Client(app) as client:
         alice, _ = new_account(Api(client, shared.settings.admin_key), "alice")
-        config = (ROOT / "examples/iris-onnx/modelport.yaml").read_text().replace("name: iris-onnx", "name: iris")
+        config = (
+            (ROOT / "examples/iris-onnx/modelport.yaml").read_text().replace("name: iris-onnx", "name: iris")
+        )
         data = bundle(config=config)
         upload = alice.call("POST", "/v1/models/iris/versions", {"size_bytes": len(data)}).json_body["upload"]
         info = shared.artifacts.put(upload["key"], data)
         # The deploy function: no admin key in its settings, and a source that must never be read.
-        wiring.override(replace(shared, settings=replace(shared.settings, admin_key=None), admin_key=Untouchable()))
+        wiring.override(
+            replace(shared, settings=replace(shared.settings, admin_key=None), admin_key=Untouchable())
+        )
         body = json.dumps({"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Post", "s3": {
             "bucket": {"name": shared.settings.bundle_bucket},
             "object": {"key": info.key, "size": info.size_bytes, "eTag": info.etag}}}]})  # fmt: skip
@@ -261,7 +265,8 @@ def _functions(stage: str) -> dict[str, Any]:
     from chalice.cli.factory import CLIFactory
     from chalice.deploy.appgraph import ApplicationGraphBuilder
 
-    config = CLIFactory(project_dir=str(ROOT)).create_config_obj(chalice_stage_name=stage)  # as `chalice package`
+    # the config `chalice package` and `chalice deploy` build
+    config = CLIFactory(project_dir=str(ROOT)).create_config_obj(chalice_stage_name=stage)
     graph = ApplicationGraphBuilder().build(config, stage)
     found: dict[str, Any] = {}
 
@@ -290,7 +295,9 @@ def test_only_the_authorizer_can_reach_the_admin_key(stage: str) -> None:
             (statement,) = [s for s in policy["Statement"] if "secretsmanager:GetSecretValue" in s["Action"]]
             assert statement["Action"] == ["secretsmanager:GetSecretValue"]
             assert statement["Resource"] == ["arn:aws:secretsmanager:*:*:secret:modelport/admin-key-??????"]
-            assert not any(a.startswith(("lambda:", "s3:", "ecr:", "states:", "iam:", "sqs:")) for a in actions)
+            assert not any(
+                a.startswith(("lambda:", "s3:", "ecr:", "states:", "iam:", "sqs:")) for a in actions
+            )
         else:
             assert "MODELPORT_ADMIN_KEY_SECRET" not in env and not reads_secret, name
             assert not any(a.startswith(("secretsmanager:", "ssm:", "kms:")) for a in actions), name

@@ -29,7 +29,9 @@ def world() -> Iterator[dict[str, Any]]:
         alice, alice_id = new_account(admin, "alice")
         bob, bob_id = new_account(admin, "bob")
         carol, carol_id = new_account(admin, "carol")
-        config = (ROOT / "examples/iris-onnx/modelport.yaml").read_text().replace("name: iris-onnx", "name: iris")
+        config = (
+            (ROOT / "examples/iris-onnx/modelport.yaml").read_text().replace("name: iris-onnx", "name: iris")
+        )
         done = deploy(container, alice, "iris", bundle(config=config))
         assert done["deployment"].state == "READY", done["deployment"].reason
         assert alice.call("PUT", f"/v1/models/iris/grants/{carol_id}").status_code == 200
