@@ -79,6 +79,35 @@ def test_the_authorizer_asks_api_gateway_to_cache_for_the_stated_window_and_read
     assert re.search(rf"within {REVOCATION_WINDOW_S} s\b", readme)
 
 
+class CountingStore(MemoryAccountStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.key_reads = 0
+
+    def get_key(self, key_id: str) -> Any:
+        self.key_reads += 1
+        return super().get_key(key_id)
+
+
+@pytest.mark.parametrize(("stage", "reads"), [("local", 1), ("dev", 3)])
+def test_behind_api_gateway_the_authorizer_keeps_no_second_cache(stage: str, reads: int) -> None:
+    """API Gateway's cache is the window on AWS; a process cache behind it would add its own age."""
+    from chalicelib.api.deps import services
+
+    store = CountingStore()
+    wiring.override(replace(wiring.memory_container(wiring.Settings(stage=stage)), accounts=store))
+    try:
+        accounts = services().accounts
+        admin = accounts.bootstrap_admin(generate_key())
+        _, token = accounts.create_account(admin, "alice")
+        store.key_reads = 0
+        for _ in range(3):
+            accounts.authenticate(token)
+        assert store.key_reads == reads
+    finally:
+        wiring.override(None)
+
+
 # --------------------------------------------------------------------------- rotation
 
 
