@@ -71,7 +71,9 @@ class Settings:
     cache_ttl_s: float = REVOCATION_WINDOW_S / 2
     """How long a process keeps a verified key and the version a request resolves to (0: not at all);
     changes made through the same process are seen at once, others within twice this time (an expired
-    entry is answered once more while a background lookup refreshes it)."""
+    entry is answered once more while a background lookup refreshes it). Verified keys are kept at most
+    ``REVOCATION_WINDOW_S / 2`` whatever this says, and on a deployed stage not at all: there API Gateway
+    keeps the authorizer's answer for ``REVOCATION_WINDOW_S``."""
     """The execution role of model functions (``MODELPORT_FUNCTION_ROLE``; on AWS, the stage's role)."""
 
     def __post_init__(self) -> None:
