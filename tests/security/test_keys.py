@@ -330,3 +330,24 @@ def test_only_the_authorizer_can_reach_the_admin_key(stage: str) -> None:
         else:
             assert "MODELPORT_ADMIN_KEY_SECRET" not in env and not reads_secret, name
             assert not any(a.startswith(("secretsmanager:", "ssm:", "kms:")) for a in actions), name
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_the_deploy_handlers_cannot_touch_accounts_or_keys(stage: str) -> None:
+    """They open tenant bundles: their role reads no secret and cannot write an account or a key; the rest of
+    what they may do is the API's policy (which the adapter-call tests check), statement for statement."""
+    functions = _functions(stage)
+    api = json.loads((ROOT / ".chalice" / f"policy-{stage}.json").read_text())
+    for name in ("on_bundle_uploaded", "on_bundle_abandoned"):
+        filename = functions[name].role.policy.filename.split("/")[-1]
+        assert filename == f"policy-deploy-{stage}.json"
+        deploy = json.loads((ROOT / ".chalice" / filename).read_text())
+        resources = {r for st in deploy["Statement"] for r in st["Resource"]}
+        assert not any("modelport-accounts" in r or "secret" in r for r in resources), resources
+        allowed = {(a, r) for st in api["Statement"] for a in st["Action"] for r in st["Resource"]}
+        granted = {(a, r) for st in deploy["Statement"] for a in st["Action"] for r in st["Resource"]}
+        assert granted <= allowed
+        lambda_and_states = {
+            (a, r) for a, r in allowed if a.startswith(("lambda:", "states:", "iam:", "ecr:"))
+        }
+        assert lambda_and_states <= granted
