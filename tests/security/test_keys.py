@@ -153,8 +153,16 @@ def test_a_rotated_secret_takes_effect_without_a_cold_start(shared: wiring.Conta
         assert Api(client, old).call("GET", "/v1/accounts/me").status_code == 401
 
 
-def test_bootstrap_is_idempotent_concurrent_and_never_revokes_a_newer_key() -> None:
-    store = MemoryAccountStore()
+@pytest.fixture(params=["memory", pytest.param("dynamodb", marks=pytest.mark.functional)])
+def account_store(request: pytest.FixtureRequest) -> Any:
+    if request.param == "memory":
+        return MemoryAccountStore()
+    infra: Infra = request.getfixturevalue("infra")
+    return wiring.aws_container(infra.settings).accounts
+
+
+def test_bootstrap_is_idempotent_concurrent_and_never_revokes_a_newer_key(account_store: Any) -> None:
+    store = account_store
     times = iter(f"2026-12-01T00:00:{s:02d}.000Z" for s in range(60))
     service = AccountService(store, lambda: next(times))
     first, second = generate_key(), generate_key()
