@@ -23,6 +23,7 @@ from chalicelib.core.ports import (
     FunctionManager,
     ImageBuilder,
     ModelStore,
+    Sandbox,
 )
 
 
@@ -63,6 +64,12 @@ class Settings:
     changes made through the same process are seen at once, others within twice this time (an expired
     entry is answered once more while a background lookup refreshes it)."""
     """The execution role of model functions (``MODELPORT_FUNCTION_ROLE``; on AWS, the stage's role)."""
+    sandbox: str | None = None
+    """Where pickles and trusted-type .skops files are opened: ``docker`` (a locked-down container),
+    ``lambda`` (the probe function), ``none`` (refused); unset: ``docker`` with the docker image builder,
+    else ``none``."""
+    probe_role: str = "arn:aws:iam::000000000000:role/modelport-probe"
+    """The probe function's execution role (``MODELPORT_PROBE_ROLE``): one that grants nothing."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -91,6 +98,8 @@ class Settings:
             function_role=get("function_role", defaults.function_role),
             states_role=get("states_role", None),
             cache_ttl_s=float(get("cache_ttl_s", defaults.cache_ttl_s)),
+            sandbox=get("sandbox", None),
+            probe_role=get("probe_role", defaults.probe_role),
         )
 
 
@@ -116,6 +125,41 @@ class Container:
     images: ImageBuilder
     functions: FunctionManager
     invoker: FunctionInvoker
+    sandbox: Sandbox = field(default_factory=lambda: _no_sandbox())
+
+
+def _no_sandbox(why: str = "none is configured here") -> Sandbox:
+    from chalicelib.memory.sandbox import NoSandbox
+
+    return NoSandbox(why)
+
+
+def _sandbox(settings: Settings, images: ImageBuilder, lambda_client: Any, s3: Any) -> Sandbox:
+    """The ``Sandbox`` settings name; ``ConfigError`` for one that cannot work with this image builder."""
+    from chalicelib.core.errors import ConfigError
+
+    kind = settings.sandbox or ("docker" if settings.image_builder == "docker" else "none")
+    if kind == "none":
+        return _no_sandbox()
+    from chalicelib.docker.builder import DockerImageBuilder
+
+    if kind not in ("docker", "lambda") or not isinstance(images, DockerImageBuilder):
+        raise ConfigError(
+            f"MODELPORT_SANDBOX={kind[:20]} needs MODELPORT_IMAGE_BUILDER=docker (it builds the probe image)",
+            hint="set MODELPORT_SANDBOX to docker, lambda or none",
+        )
+    if kind == "docker":
+        from chalicelib.docker.sandbox import DockerSandbox
+
+        return DockerSandbox(images)
+    from chalicelib.aws.sandbox import LambdaSandbox, S3Staging
+
+    return LambdaSandbox(
+        lambda_client,
+        settings.probe_role,
+        probe_image=images.probe_image,
+        staging=S3Staging(s3, settings.bundle_bucket),
+    )
 
 
 def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
@@ -183,6 +227,7 @@ def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
         images=images,
         functions=functions,
         invoker=LambdaInvoker(lambda_client, sfn),
+        sandbox=_sandbox(settings, images, lambda_client, s3),
     )
 
 
