@@ -106,7 +106,7 @@ def failure(rel: str, kind: Failure, *, excerpt: str | bytes = "") -> ArtifactEr
     error_id = uuid.uuid4().hex[:12]
     log.warning("sandbox probe of %s %s (error id %s): %s", rel, kind, error_id, sanitize(excerpt))
     return ArtifactError(
-        f"{rel}: the sandboxed loader {FAILURES[kind]} (error id {error_id})",
+        f"{rel} {FAILURES[kind]} in the sandbox (error id {error_id})",
         hint="check that it is a plain fitted estimator saved with the environment's packages",
     )
 
