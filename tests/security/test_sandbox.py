@@ -135,8 +135,8 @@ for entry in os.listdir("/proc"):
         except OSError:
             pass
 obs["proc_environ"] = "leak" if leaks else "clean"
-obs["host_pid_visible"] = str(os.path.exists(f"/proc/{HOST_PID}/cmdline") and
-                              "pytest" in open(f"/proc/{HOST_PID}/cmdline", "rb").read().decode(errors="replace"))
+host_cmdline = f"/proc/{HOST_PID}/cmdline"
+obs["host_pid_visible"] = str(os.path.exists(host_cmdline) and b"pytest" in open(host_cmdline, "rb").read())
 for label, path in (("root", "/spy"), ("probe", "/probe/spy"), ("code", "/var/task/spy"),
                     ("host", HOST_FILE), ("tmp", "/tmp/spy")):
     try:
@@ -200,7 +200,10 @@ NOISY = """
 import os, sys
 sys.stderr.write("MODELPORT_ADMIN_KEY=" + os.environ.get("MODELPORT_ADMIN_KEY", "unset") + "\\n")
 print("stdout is not the channel either")
-open(HOST_FILE, "w").write("ran")
+try:
+    open(HOST_FILE, "w").write("ran")
+except OSError:
+    pass
 """
 
 
@@ -282,7 +285,10 @@ def test_the_parent_accepts_only_a_contract_or_a_known_error_code() -> None:
 
 
 def test_the_logged_excerpt_is_bounded_printable_and_has_no_env_like_tokens() -> None:
-    text = "Traceback\x1b[31m\nAWS_SECRET_ACCESS_KEY=wJalrXUt ValueError: bad \u00e9 value TOKEN=abc " + "y" * 900
+    text = (
+        "Traceback\x1b[31m\nAWS_SECRET_ACCESS_KEY=wJalrXUt ValueError: bad \u00e9 value TOKEN=abc "
+        + "y" * 900
+    )
     out = sanitize(text)
     assert len(out) <= 300 and out.isascii() and out.isprintable()
     assert "wJalrXUt" not in sanitize(text[:200]) and "abc" not in sanitize(text[:200])
@@ -299,5 +305,7 @@ def test_the_refusing_twin_names_the_artifact_and_why() -> None:
         rel="model.skops",
         format="skops",
     )
-    with pytest.raises(SandboxUnavailable, match=r"^model\.skops is a \.skops file with trusted_types: it can"):
+    with pytest.raises(
+        SandboxUnavailable, match=r"^model\.skops is a \.skops file with trusted_types: it can"
+    ):
         NoSandbox().probe(request)
