@@ -40,8 +40,8 @@ def inspect_skops(path: Path, rel: str, config: ModelConfig, sandbox: Sandbox) -
         shown = ", ".join(t[:120] for t in refused[:10]) + (", ..." if len(refused) > 10 else "")
         raise UnsafeArtifact(
             f"{rel} contains types skops does not trust by default: {shown}",
-            hint="save the model with scikit-learn's own estimators; only classes of scikit-learn, numpy, "
-            "scipy, LightGBM and XGBoost may be listed in trusted_types:",
+            hint="save the model with scikit-learn's own estimators; trusted_types: may list only "
+            "classes of scikit-learn, numpy, scipy, LightGBM and XGBoost",
         )
     if untrusted:  # trusted by the config, not by skops: constructing them is the tenant's code
         return sandbox.probe(ProbeRequest(config=config, artifact=path, rel=rel, format="skops"))

@@ -142,7 +142,7 @@ def test_the_refusal_of_untrusted_types_no_longer_invites_trusting_them(tmp_path
     message = str(caught.value)
     assert message.startswith("model.skops contains types skops does not trust by default: tests.security.")
     assert "if you trust them" not in message
-    assert "only classes of scikit-learn, numpy, scipy, LightGBM and XGBoost" in message
+    assert "may list only classes of scikit-learn, numpy, scipy, LightGBM and XGBoost)" in message
     with pytest.raises(ConfigError, match=r"'tests\.security\.test_skops_types\.Doubler' is refused"):
         parse_config({"name": "m", "trusted_types": [f"{Doubler.__module__}.Doubler"]})
 
