@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from chalicelib.core.environment import resolve_environment
-from chalicelib.core.errors import ModelportError, SandboxUnavailable
+from chalicelib.core.errors import ModelportError
 from chalicelib.core.native import NativeContract
 from chalicelib.core.ports import Progress, Sandbox
 from chalicelib.core.probe import EXCERPT_CHARS, MAX_OUTPUT, TIMEOUT_S, ProbeRequest, failure, read_result
 from chalicelib.docker import EngineUnavailable, _first_line
 from chalicelib.docker.dockerfile import RUNTIME_UID, TASK_ROOT, VENV
-from chalicelib.memory.sandbox import WHERE
+from chalicelib.memory.sandbox import NoSandbox
 
 LABEL = "dev.modelport.probe"
 PROBE_DIR = "/probe"
@@ -61,21 +61,18 @@ class DockerSandbox:
         self.progress = progress
         self._lock = threading.Lock()
 
-    def builder(self, rel: str = "this artifact") -> Any:
+    def builder(self, request: ProbeRequest) -> Any:
         with self._lock:
             if isinstance(self._builder, type) or not hasattr(self._builder, "probe_image"):
                 factory: Callable[[], Any] = self._builder
                 try:
                     self._builder = factory()
                 except EngineUnavailable:
-                    raise SandboxUnavailable(
-                        f"{rel} can only be opened in a sandbox ({WHERE}), and no docker engine answers here",
-                        hint="start docker, or convert the model to .skops with skops' default types",
-                    ) from None
+                    NoSandbox("no docker engine answers here").probe(request)  # raises SandboxUnavailable
             return self._builder
 
     def probe(self, request: ProbeRequest) -> NativeContract:
-        builder = self.builder(request.rel)
+        builder = self.builder(request)
         env = resolve_environment(request.config, "sklearn")
         image = builder.probe_image(env, self.progress)
         with tempfile.TemporaryDirectory(prefix="modelport-probe-") as tmp:

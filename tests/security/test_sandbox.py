@@ -12,6 +12,8 @@ import os
 import pickle
 import re
 import socket
+import subprocess
+import sys
 import tarfile
 import uuid
 from collections.abc import Iterator
@@ -309,3 +311,54 @@ def test_the_refusing_twin_names_the_artifact_and_why() -> None:
         SandboxUnavailable, match=r"^model\.skops is a \.skops file with trusted_types: it can"
     ):
         NoSandbox().probe(request)
+
+
+# ----------------------------------------------------------------------------- the CLI
+
+
+def _pickle_dir(tmp_path: Path) -> Path:
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    model = tmp_path / "model"
+    model.mkdir()
+    iris = load_iris()
+    fitted = LogisticRegression(max_iter=300).fit(iris.data, iris.target)
+    (model / "model.pkl").write_bytes(pickle.dumps(fitted))
+    (model / "modelport.yaml").write_text("name: m\nallow_pickle: true\n")
+    return model
+
+
+def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    root = Path(__file__).resolve().parents[2]
+    return subprocess.run(
+        [sys.executable, "-m", "chalicelib.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(root), **env},
+        timeout=600,
+        check=False,
+    )
+
+
+def test_cli_without_an_engine_refuses_a_pickle_in_one_line(tmp_path: Path) -> None:
+    model = _pickle_dir(tmp_path)
+    result = _cli("manifest", str(model), DOCKER_HOST=f"unix://{tmp_path}/no-such-docker.sock")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "error: model.pkl is a pickle: it can only be opened in a sandbox (a docker engine locally, the "
+        "probe function on AWS), and no docker engine answers here (convert it to .skops with skops' "
+        "default types, or deploy where a sandbox runs)"
+    ]
+
+
+@pytest.mark.docker
+def test_cli_inspects_a_pickle_in_the_docker_sandbox(
+    tmp_path: Path, engine: Any, docker_sandbox: Any
+) -> None:
+    result = _cli("inspect", str(_pickle_dir(tmp_path)))
+    assert result.returncode == 0, result.stderr
+    assert "type:      sklearn.linear_model.LogisticRegression" in result.stdout
+    assert "format: pickle" in result.stdout
+    assert _probe_containers(engine) == []
