@@ -40,7 +40,11 @@ class Staging(Protocol):
 
 
 class S3Staging:
-    """Stages artifacts under ``probes/`` of the bundle bucket, for a few minutes."""
+    """Stages artifacts under ``probes/`` of the bundle bucket behind a URL valid for a few minutes.
+
+    The control plane may not delete objects (its policy grants no ``s3:DeleteObject``), so the staged
+    copies are left to the bucket's lifecycle rule for ``probes/``.
+    """
 
     def __init__(self, s3: Any, bucket: str, *, expires_in: int = 300) -> None:
         self.s3 = s3
@@ -55,10 +59,7 @@ class S3Staging:
             "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=self.expires_in
         )
 
-        def cleanup() -> None:
-            self.s3.delete_object(Bucket=self.bucket, Key=key)
-
-        return str(url), cleanup
+        return str(url), lambda: None
 
 
 def _quiet(_: str) -> None:
