@@ -2,9 +2,9 @@
 
 The container runs the model's own environment image plus the runtime code (``DockerImageBuilder.
 probe_image``) with no network, a read-only root, a small tmpfs ``/tmp`` as its only writable place, uid
-1000, no host environment, a PID and memory limit, no capabilities, ``no-new-privileges``, and the artifact
-(a private copy of just that file) bind-mounted read-only. It is killed at the timeout and always removed,
-so nothing it started survives: its PID namespace ends with it.
+1000, no host environment, a PID, CPU and memory limit, no capabilities, ``no-new-privileges``, and the
+artifact (a private copy of just that file) bind-mounted read-only. It is killed at the timeout and always
+removed, so nothing it started survives: its PID namespace ends with it.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ class DockerSandbox:
         timeout_s: float = TIMEOUT_S,
         memory: str = "1g",
         pids_limit: int = 64,
+        cpus: float = 1.0,
         tmpfs_size: str = "64m",
         progress: Progress = _quiet,
     ) -> None:
@@ -57,6 +58,7 @@ class DockerSandbox:
         self.timeout_s = timeout_s
         self.memory = memory
         self.pids_limit = pids_limit
+        self.cpus = cpus
         self.tmpfs_size = tmpfs_size
         self.progress = progress
         self._lock = threading.Lock()
@@ -110,6 +112,7 @@ class DockerSandbox:
                 mem_limit=self.memory,
                 memswap_limit=self.memory,
                 pids_limit=self.pids_limit,
+                nano_cpus=int(self.cpus * 1e9),
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges"],
                 ipc_mode="private",
