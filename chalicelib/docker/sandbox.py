@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from chalicelib.core.environment import resolve_environment
-from chalicelib.core.errors import ModelportError
+from chalicelib.core.errors import Unavailable
 from chalicelib.core.native import NativeContract
 from chalicelib.core.ports import Progress, Sandbox
 from chalicelib.core.probe import EXCERPT_CHARS, MAX_OUTPUT, TIMEOUT_S, ProbeRequest, failure, read_result
@@ -79,8 +79,8 @@ class DockerSandbox:
         image = builder.probe_image(env, self.progress)
         with tempfile.TemporaryDirectory(prefix="modelport-probe-") as tmp:
             # A private, world-readable copy of just the artifact: uid 1000 must read it, and it sees no
-            # other file of the bundle.
-            name = "artifact" + "".join(request.artifact.suffixes[-1:])
+            # other file of the bundle; its name holds no tenant text.
+            name = "artifact.skops" if request.format == "skops" else "artifact.pkl"
             staged = Path(tmp) / name
             shutil.copyfile(request.artifact, staged)
             staged.chmod(0o444)
@@ -124,7 +124,7 @@ class DockerSandbox:
                 detach=True,
             )
         except docker.errors.DockerException as exc:
-            raise ModelportError(f"cannot start the sandbox: {_first_line(exc)}") from None
+            raise Unavailable(f"cannot start the sandbox: {_first_line(exc)}") from None
         try:
             container.start()
             timed_out = False
