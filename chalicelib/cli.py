@@ -39,6 +39,17 @@ def _friendly(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _local_sandbox() -> Any:
+    """The docker sandbox of the engine here, connected only when an artifact needs it (else refused)."""
+    from chalicelib.docker.sandbox import local_sandbox
+
+    def progress(line: str) -> None:
+        if line.startswith(("building ", "pulling ", "no registry")):
+            click.echo(f"sandbox: {line}", err=True)
+
+    return local_sandbox(progress)
+
+
 model_dir_arg = click.argument("model_dir", type=click.Path(file_okay=False, path_type=Path), metavar="DIR")
 
 
@@ -56,7 +67,7 @@ def inspect(model_dir: Path, fmt: str) -> None:
     """Show the framework and native inputs/outputs of the model in DIR."""
     from chalicelib.services.intake import inspect_dir
 
-    _, native = inspect_dir(model_dir)
+    _, native = inspect_dir(model_dir, _local_sandbox())
     if fmt == "json":
         click.echo(native.model_dump_json(indent=2))
         return
@@ -89,7 +100,7 @@ def manifest(model_dir: Path, fmt: str, version: int, output: Path | None) -> No
     """Print the model config file of the model in DIR."""
     from chalicelib.services.intake import manifest_for_dir
 
-    doc = manifest_for_dir(model_dir, version=version)
+    doc = manifest_for_dir(model_dir, version=version, sandbox=_local_sandbox())
     text = doc.to_yaml() if fmt == "yaml" else doc.to_json()
     if output is None:
         click.echo(text, nl=False)
@@ -106,7 +117,7 @@ def openapi(model_dir: Path) -> None:
     from chalicelib.core.openapi import openapi_document
     from chalicelib.services.intake import manifest_for_dir
 
-    click.echo(json.dumps(openapi_document(manifest_for_dir(model_dir)), indent=2))
+    click.echo(json.dumps(openapi_document(manifest_for_dir(model_dir, sandbox=_local_sandbox())), indent=2))
 
 
 @cli.command()
@@ -236,7 +247,7 @@ def build(model_dir: Path, registry: str | None, base_image: str | None, version
     from chalicelib.docker.builder import DockerImageBuilder
     from chalicelib.services.intake import manifest_for_dir
 
-    doc = manifest_for_dir(model_dir, version=version)
+    doc = manifest_for_dir(model_dir, version=version, sandbox=_local_sandbox())
     builder = DockerImageBuilder(registry=registry, base_image=base_image)
     progress = _BuildProgress(verbose=verbose)
     try:

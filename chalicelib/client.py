@@ -221,10 +221,14 @@ def deploy(
     """Check the directory here (so a mistake costs no upload), upload it as a new version, and follow
     the deployment until READY or FAILED; ``progress`` gets a line per stage reached, ``tick`` a status
     line at every poll (what the deployment is at, for how long)."""
-    from chalicelib.services.intake import manifest_for_dir
+    from chalicelib.core.errors import SandboxUnavailable
+    from chalicelib.services.intake import load_config, manifest_for_dir
 
     started = time.monotonic()
-    name = manifest_for_dir(model_dir).name
+    try:
+        name = manifest_for_dir(model_dir).name
+    except SandboxUnavailable:  # a pickle: only the deployment's sandbox opens it
+        name = load_config(model_dir).name
     data = make_bundle(model_dir)
     created = client.json("POST", f"/v1/models/{name}/versions", {"size_bytes": len(data)})
     version = int(created["version"]["version"])

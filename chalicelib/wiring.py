@@ -24,6 +24,7 @@ from chalicelib.core.ports import (
     FunctionManager,
     ImageBuilder,
     ModelStore,
+    Sandbox,
     SecretSource,
 )
 from chalicelib.services.accounts import REVOCATION_WINDOW_S
@@ -75,6 +76,12 @@ class Settings:
     ``REVOCATION_WINDOW_S / 2`` whatever this says, and on a deployed stage not at all: there API Gateway
     keeps the authorizer's answer for ``REVOCATION_WINDOW_S``."""
     """The execution role of model functions (``MODELPORT_FUNCTION_ROLE``; on AWS, the stage's role)."""
+    sandbox: str | None = None
+    """Where pickles and trusted-type .skops files are opened: ``docker`` (a locked-down container),
+    ``lambda`` (the probe function), ``none`` (refused); unset: ``docker`` with the docker image builder,
+    else ``none``."""
+    probe_role: str = "arn:aws:iam::000000000000:role/modelport-probe"
+    """The probe function's execution role (``MODELPORT_PROBE_ROLE``): one that grants nothing."""
 
     def __post_init__(self) -> None:
         """A start-up check: a deployed stage never takes the admin key from its environment."""
@@ -124,6 +131,8 @@ class Settings:
             function_role=get("function_role", defaults.function_role),
             states_role=get("states_role", None),
             cache_ttl_s=float(get("cache_ttl_s", defaults.cache_ttl_s)),
+            sandbox=get("sandbox", None),
+            probe_role=get("probe_role", defaults.probe_role),
         )
 
 
@@ -151,6 +160,41 @@ class Container:
     invoker: FunctionInvoker
     admin_key: SecretSource | None = None
     """Where the bootstrap admin key is read; only the API's authorizer reads it (``AccountService``)."""
+    sandbox: Sandbox = field(default_factory=lambda: _no_sandbox())
+
+
+def _no_sandbox(why: str = "none is configured here") -> Sandbox:
+    from chalicelib.memory.sandbox import NoSandbox
+
+    return NoSandbox(why)
+
+
+def _sandbox(settings: Settings, images: ImageBuilder, lambda_client: Any, s3: Any) -> Sandbox:
+    """The ``Sandbox`` settings name; ``ConfigError`` for one that cannot work with this image builder."""
+    from chalicelib.core.errors import ConfigError
+
+    kind = settings.sandbox or ("docker" if settings.image_builder == "docker" else "none")
+    if kind == "none":
+        return _no_sandbox()
+    from chalicelib.docker.builder import DockerImageBuilder
+
+    if kind not in ("docker", "lambda") or not isinstance(images, DockerImageBuilder):
+        raise ConfigError(
+            f"MODELPORT_SANDBOX={kind[:20]} needs MODELPORT_IMAGE_BUILDER=docker (it builds the probe image)",
+            hint="set MODELPORT_SANDBOX to docker, lambda or none",
+        )
+    if kind == "docker":
+        from chalicelib.docker.sandbox import DockerSandbox
+
+        return DockerSandbox(images)
+    from chalicelib.aws.sandbox import LambdaSandbox, S3Staging
+
+    return LambdaSandbox(
+        lambda_client,
+        settings.probe_role,
+        probe_image=images.probe_image,
+        staging=S3Staging(s3, settings.bundle_bucket),
+    )
 
 
 def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
@@ -233,6 +277,7 @@ def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
         functions=functions,
         invoker=LambdaInvoker(lambda_client, sfn),
         admin_key=admin_key,
+        sandbox=_sandbox(settings, images, lambda_client, s3),
     )
 
 

@@ -144,3 +144,12 @@ def engine() -> Any:
             pytest.fail(f"CI must have a docker engine (.ci/run starts dockerd): {exc}")
         pytest.skip(f"no docker engine answers: {exc}")
     return client
+
+
+@pytest.fixture(scope="session")
+def docker_sandbox(engine: Any) -> Any:
+    """The docker sandbox on the test engine (its probe image is built once, then cached by the engine)."""
+    from chalicelib.docker.builder import DockerImageBuilder
+    from chalicelib.docker.sandbox import DockerSandbox
+
+    return DockerSandbox(DockerImageBuilder(engine))

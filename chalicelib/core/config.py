@@ -221,6 +221,41 @@ class Environment(Strict):
         return value
 
 
+# skops' trusted_types: constructing a listed type runs its code in the probe, so only classes of the model
+# libraries may be listed. Config validation never imports anything (core is pure, and importing is itself
+# running code), so the rule is by name: an allowlisted top-level module, no test/FFI/build sub-module, and
+# a CapWords last segment (a class; a lowercase name such as numpy.load is a function). numpy's lowercase
+# scalar classes (numpy.float64, numpy.dtype) are trusted by skops already and need no listing.
+TRUSTED_MODULES = ("sklearn", "numpy", "scipy", "lightgbm", "xgboost")
+TRUSTED_EXTRA = ("collections.OrderedDict",)
+_DENIED_SEGMENTS = frozenset(
+    {"testing", "tests", "conftest", "ctypeslib", "f2py", "distutils", "_pytesttester"}
+)
+_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+$")
+_CLASS_NAME = re.compile(r"^_*[A-Z][A-Za-z0-9_]*$")
+MAX_TRUSTED_TYPES = 50
+TRUSTED_TYPES_RULE = (
+    "trusted_types may name only classes (CapWords names) of scikit-learn, numpy, scipy, LightGBM or "
+    "XGBoost (or collections.OrderedDict), never builtins or functions"
+)
+
+
+def refused_trusted_type(name: str) -> str | None:
+    """Why ``name`` may not be trusted, or None when it may (see ``TRUSTED_MODULES``)."""
+    if name in TRUSTED_EXTRA:
+        return None
+    if len(name) > 200 or not _DOTTED.fullmatch(name):
+        return "not a dotted module.Class name"
+    parts = name.split(".")
+    if parts[0] not in TRUSTED_MODULES:
+        return f"{parts[0]} is not a model library"
+    if _DENIED_SEGMENTS.intersection(parts[1:-1]):
+        return "test, FFI and build modules are not model code"
+    if not _CLASS_NAME.fullmatch(parts[-1]):
+        return f"{parts[-1]} is lowercase, so a function, not a class"
+    return None
+
+
 class ModelConfig(Strict):
     """The configuration parameters of one model (``modelport.yaml``)."""
 
@@ -268,6 +303,22 @@ class ModelConfig(Strict):
                 raise PydanticCustomError("artifacts", "artifacts must list at least one file", {})
             for path in value:
                 safe_relative_path(path, "artifact")
+        return value
+
+    @field_validator("trusted_types")
+    @classmethod
+    def _trusted_types(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(value) > MAX_TRUSTED_TYPES:
+            raise PydanticCustomError("trusted_types", "at most {n} trusted_types", {"n": MAX_TRUSTED_TYPES})
+        for name in value:
+            why = refused_trusted_type(name)
+            if why is not None:
+                shown = repr(name) if len(name) <= 120 else repr(name[:117]) + "..."
+                raise PydanticCustomError(
+                    "trusted_type",
+                    "{name} is refused: {why}; " + TRUSTED_TYPES_RULE,
+                    {"name": shown, "why": why},
+                )
         return value
 
     @field_validator("labels")

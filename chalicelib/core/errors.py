@@ -57,6 +57,10 @@ class UnsafeArtifact(ModelportError):
     code = "UnsafeArtifact"
 
 
+class SandboxUnavailable(UnsafeArtifact):
+    """The artifact needs code to open and no sandbox runs here to open it in."""
+
+
 class ProtocolError(ModelportError):
     """The pre-processing -> model -> post-processing chain cannot fit together."""
 

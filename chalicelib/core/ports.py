@@ -12,6 +12,8 @@ from typing import Protocol
 
 from chalicelib.core.manifest import ContainerAssociation, ModelConfigFile
 from chalicelib.core.manifest import Deployment as DeployedFunctions
+from chalicelib.core.native import NativeContract
+from chalicelib.core.probe import ProbeRequest
 from chalicelib.core.protocol import Frozen
 from chalicelib.core.records import (
     Account,
@@ -170,3 +172,10 @@ class SecretSource(Protocol):
     def read(self) -> str:
         """The secret's current value. ``ConfigError`` if it does not exist, is empty or may not be read;
         ``Unavailable`` if its service does not answer."""
+
+
+class Sandbox(Protocol):
+    def probe(self, request: ProbeRequest) -> NativeContract:
+        """Open an artifact that needs code to open (a pickle, a trusted-type .skops) in isolation and return
+        its native contract, validated here; ``UnsafeArtifact`` when no sandbox is configured, an
+        ``ArtifactError`` with a fixed message (failure class, error id) when the probe fails."""

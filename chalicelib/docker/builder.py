@@ -174,7 +174,7 @@ class DockerImageBuilder:
         started = time.perf_counter()
         env = manifest.environment
         self._check_architecture(env.architecture)
-        base = self._choose_base(manifest, progress)
+        base = self._choose_base(env, progress)
         timings["base_s"] = time.perf_counter() - started
 
         model_env, steps_env = env, None
@@ -183,7 +183,7 @@ class DockerImageBuilder:
             progress("chained pipeline: the model image without the step packages, pre/post on a steps image")
 
         t = time.perf_counter()
-        environment = self._environment(manifest, model_env, base, progress)
+        environment = self._environment(model_env, base, progress)
         timings["environment_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -205,7 +205,7 @@ class DockerImageBuilder:
         steps_image = None
         if steps_env is not None:
             t = time.perf_counter()
-            steps_image = self._steps_image(manifest, steps_env, base, progress)
+            steps_image = self._steps_image(steps_env, base, progress)
             timings["steps_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - started
         association = ContainerAssociation(
@@ -230,8 +230,14 @@ class DockerImageBuilder:
             timings=timings,
         )
 
+    def probe_image(self, env: ResolvedEnvironment, progress: Progress = lambda _: None) -> str:
+        """The image the sandboxed probe runs in: ``env``'s environment image + the runtime code (the
+        steps image of ``env``, pushed where model images go), built once per environment and Modelport."""
+        self._check_architecture(env.architecture)
+        return self._steps_image(env, self._choose_base(env, progress), progress)
+
     def _environment(
-        self, manifest: ModelConfigFile, env: ResolvedEnvironment, base: BaseChoice, progress: Progress
+        self, env: ResolvedEnvironment, base: BaseChoice, progress: Progress
     ) -> _EnvironmentImage:
         """The environment image of ``env`` on ``base``: found by its resolved fingerprint, else built."""
         packages = self.packages_of(env)
@@ -252,25 +258,22 @@ class DockerImageBuilder:
         )
         env_tag = f"{ENV_REPOSITORY}:{fingerprint.removeprefix('sha256:')[:16]}"
         built = not image_exists(self.client, env_tag)
-        described = manifest.model_copy(update={"environment": env})
         if built:
             progress(f"building environment image {env_tag} on {base.image}")
             labels = environment_labels(
-                described, fingerprint=fingerprint, base_image=base.image, packages=packages
+                env, fingerprint=fingerprint, base_image=base.image, packages=packages
             )
             self._build_environment(recipe(labels), house, env_tag, progress)
         else:
             progress(f"environment image {env_tag} exists: reused")
         info = self.client.api.inspect_image(env_tag)
-        self._record_environment(described, env_tag, info)
+        self._record_environment(env, env_tag, info)
         return _EnvironmentImage(env_tag, info, built, len(house.wheels))
 
-    def _steps_image(
-        self, manifest: ModelConfigFile, env: ResolvedEnvironment, base: BaseChoice, progress: Progress
-    ) -> str:
+    def _steps_image(self, env: ResolvedEnvironment, base: BaseChoice, progress: Progress) -> str:
         """The shared steps image: the steps' environment + the runtime code, no model. Its tag is a digest
         of both, so every model with these steps (and this Modelport) names the same image."""
-        environment = self._environment(manifest, env, base, progress)
+        environment = self._environment(env, base, progress)
         tag = hashlib.sha256(f"{environment.tag}\n{runtime_code_digest()}".encode()).hexdigest()[:16]
         repository, auth = self._repository(STEPS_REPOSITORY, progress)
         ref = f"{repository}:{tag}"
@@ -324,15 +327,15 @@ class DockerImageBuilder:
                 hint="build on a machine (or engine) of that architecture",
             )
 
-    def _choose_base(self, manifest: ModelConfigFile, progress: Progress) -> BaseChoice:
-        python = manifest.environment.python
+    def _choose_base(self, env: ResolvedEnvironment, progress: Progress) -> BaseChoice:
+        python = env.python
         note = None
         if self.base_override is not None:
             image = self.base_override
             if not self._available(image, progress):
                 raise BaseImageError(f"base image {image} is neither in the engine nor pullable")
         else:
-            image = check_image(manifest.environment.base_image)
+            image = check_image(env.base_image)
             aws_default = AWS_BASE_IMAGE.format(python=python)
             if not self._available(image, progress):
                 if image != aws_default:
@@ -361,13 +364,13 @@ class DockerImageBuilder:
                 f"base image {image} has python {found_python}, the model's environment needs {python}",
                 hint="pick a base of that python with --base-image, or change environment.python",
             )
-        env = dict(_split_env(info.get("Config", {}).get("Env") or []))
+        image_env = dict(_split_env(info.get("Config", {}).get("Env") or []))
         return BaseChoice(
             image=image,
             image_id=str(info["Id"]),
             python=found_python,
             glibc=glibc,
-            path=env.get("PATH", DEFAULT_PATH),
+            path=image_env.get("PATH", DEFAULT_PATH),
             note=note,
         )
 
@@ -456,10 +459,10 @@ class DockerImageBuilder:
             context.seek(0)
             self.run_build(context, tag, progress, what="environment")
 
-    def _record_environment(self, manifest: ModelConfigFile, tag: str, info: dict[str, Any]) -> None:
+    def _record_environment(self, env: ResolvedEnvironment, tag: str, info: dict[str, Any]) -> None:
         if self.associations is None:
             return
-        fingerprint = manifest.environment.fingerprint
+        fingerprint = env.fingerprint
         known = self.associations.get_environment_image(fingerprint)
         if known is not None and known.image_uri == tag and known.image_digest == info["Id"]:
             return

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from chalicelib.core.environment import ResolvedEnvironment
 from chalicelib.core.errors import ConfigError
 from chalicelib.core.manifest import ModelConfigFile
 
@@ -336,10 +337,9 @@ def model_labels(manifest: ModelConfigFile, *, environment_image: str) -> dict[s
 
 
 def environment_labels(
-    manifest: ModelConfigFile, *, fingerprint: str, base_image: str, packages: Sequence[str]
+    env: ResolvedEnvironment, *, fingerprint: str, base_image: str, packages: Sequence[str]
 ) -> dict[str, str]:
     """The environment image's labels: its resolved and requested fingerprints, python, base, packages."""
-    env = manifest.environment
     return {
         "dev.modelport.environment": fingerprint,
         "dev.modelport.requested-fingerprint": env.fingerprint,

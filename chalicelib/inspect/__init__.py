@@ -16,6 +16,7 @@ from chalicelib.core.native import FRAMEWORKS, Framework, NativeContract
 
 if TYPE_CHECKING:
     from chalicelib.core.config import ModelConfig
+    from chalicelib.core.ports import Sandbox
     from chalicelib.core.steps import UserSignature
 
 __all__ = ["ACCEPTED", "detect", "inspect_model", "inspect_user_steps"]
@@ -173,8 +174,11 @@ def detect(model_dir: Path, config: ModelConfig) -> tuple[Framework, tuple[str, 
         raise ArtifactError(f"cannot read {model_dir}: {exc.strerror or exc}") from None
 
 
-def inspect_model(model_dir: Path, config: ModelConfig) -> NativeContract:
-    """Read the native contract of the model in ``model_dir``; never imports or runs its code."""
+def inspect_model(model_dir: Path, config: ModelConfig, sandbox: Sandbox | None = None) -> NativeContract:
+    """Read the native contract of the model in ``model_dir``; never imports or runs its code here.
+
+    Artifacts that need code to open go to ``sandbox``; without one they are refused.
+    """
     framework, artifacts = detect(model_dir, config)
     suffixes = _SUFFIXES[framework]
     rel = next(a for a in artifacts if Path(a).suffix.lower() in suffixes)
@@ -186,10 +190,12 @@ def inspect_model(model_dir: Path, config: ModelConfig) -> NativeContract:
             return inspect_onnx(path, rel)
         if framework == "sklearn":
             from chalicelib.inspect import sklearn
+            from chalicelib.memory.sandbox import NoSandbox
 
+            chosen = sandbox if sandbox is not None else NoSandbox()
             if path.suffix.lower() in PICKLE_SUFFIXES:
-                return sklearn.inspect_pickle(path, rel, config)
-            return sklearn.inspect_skops(path, rel, config)
+                return sklearn.inspect_pickle(path, rel, config, chosen)
+            return sklearn.inspect_skops(path, rel, config, chosen)
         if framework == "xgboost":
             from chalicelib.inspect.xgboost import inspect_xgboost
 

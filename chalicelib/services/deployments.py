@@ -141,7 +141,7 @@ class _Attempt:
     def inspected(self) -> tuple[ModelConfig, NativeContract]:
         if self._inspected is None:
             root = self.bundle_root()
-            config, native = inspect_dir(root)
+            config, native = inspect_dir(root, self.service.container.sandbox)
             name = self.dep.model_name
             if config.name != name:
                 raise ConfigError(

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from chalicelib import inspect as inspectors
 from chalicelib.core.config import CONFIG_FILE, ModelConfig, parse_config_yaml
 from chalicelib.core.errors import ArtifactError, ConfigError
 from chalicelib.core.manifest import ArtifactFile, ModelConfigFile, build_manifest
 from chalicelib.core.native import NativeContract
+
+if TYPE_CHECKING:
+    from chalicelib.core.ports import Sandbox
 
 MAX_CONFIG_BYTES = 256 * 1024
 
@@ -50,15 +54,15 @@ def artifact_files(model_dir: Path, paths: tuple[str, ...]) -> tuple[ArtifactFil
     return tuple(files)
 
 
-def inspect_dir(model_dir: Path) -> tuple[ModelConfig, NativeContract]:
+def inspect_dir(model_dir: Path, sandbox: Sandbox | None = None) -> tuple[ModelConfig, NativeContract]:
     config = load_config(model_dir)
-    return config, inspectors.inspect_model(model_dir, config)
+    return config, inspectors.inspect_model(model_dir, config, sandbox)
 
 
-def manifest_for_dir(model_dir: Path, *, version: int = 1) -> ModelConfigFile:
+def manifest_for_dir(model_dir: Path, *, version: int = 1, sandbox: Sandbox | None = None) -> ModelConfigFile:
     config = load_config(model_dir)
     _, paths = inspectors.detect(model_dir, config)
-    native = inspectors.inspect_model(model_dir, config)
+    native = inspectors.inspect_model(model_dir, config, sandbox)
     user_steps = inspectors.inspect_user_steps(model_dir, config)
     files = artifact_files(model_dir, paths)
     return build_manifest(config, native, files, version=version, user_steps=user_steps)

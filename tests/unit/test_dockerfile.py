@@ -350,7 +350,7 @@ def _fuzzed(
 
 def _render_both(manifest: ModelConfigFile) -> tuple[list[tuple[str, str]], list[tuple[str, str]], Any]:
     env_labels = environment_labels(
-        manifest,
+        manifest.environment,
         fingerprint=FINGERPRINT,
         base_image=manifest.environment.base_image,
         packages=DockerImageBuilder.packages(manifest),

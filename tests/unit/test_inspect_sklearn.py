@@ -1,9 +1,9 @@
-"""scikit-learn inspector: .skops in-process, pickles only in the isolated probe process."""
+"""scikit-learn inspector: default-type .skops in process; pickles and trusted types only in the sandbox."""
 
 from __future__ import annotations
 
-import os
 import pickle
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -21,11 +21,13 @@ from sklearn.svm import SVC
 from sklearn.tree import DecisionTreeRegressor
 
 from chalicelib.core.config import ModelConfig, parse_config
-from chalicelib.core.errors import ArtifactError, UnsafeArtifact
+from chalicelib.core.errors import ArtifactError, ConfigError, SandboxUnavailable, UnsafeArtifact
 from chalicelib.core.native import NativeContract
 from chalicelib.core.protocol import Tensors, TensorSpec
+from chalicelib.docker.sandbox import DockerSandbox
 from chalicelib.inspect import inspect_model
 from chalicelib.inspect.sklearn import inspect_pickle
+from chalicelib.runtime.contract import contract_from_estimator
 
 IRIS = load_iris()
 DIABETES = load_diabetes()
@@ -109,7 +111,8 @@ def test_regressors(tmp_path: Path) -> None:
     assert contract.n_features == 10
     two = np.c_[DIABETES.target, -DIABETES.target]
     tree = DecisionTreeRegressor(max_depth=2).fit(DIABETES.data, two)
-    contract = skops_contract(tmp_path, tree, trusted_types=["sklearn.tree._tree.Tree"])
+    # a tree's .skops needs a trusted type, so only the sandbox opens it; the contract is the same function's
+    contract = contract_from_estimator(tree, rel="model.skops", fmt="skops")
     assert outputs(contract)[0].shape == ("batch", 2)
     contract = skops_contract(tmp_path, LinearRegression().fit(DIABETES.data, two))
     assert outputs(contract)[0].shape == ("batch", 2)
@@ -147,12 +150,13 @@ def test_not_an_estimator(tmp_path: Path) -> None:
 def test_untrusted_type_is_refused_until_trusted(tmp_path: Path) -> None:
     model = Doubler().fit(DIABETES.data, DIABETES.target)
     name = f"{Doubler.__module__}.Doubler"
-    with pytest.raises(UnsafeArtifact, match=rf"{name}.*add them to trusted_types: in modelport"):
+    with pytest.raises(UnsafeArtifact, match=rf"{name}.*may list only classes of scikit-learn, numpy, scipy"):
         skops_contract(tmp_path, model)
-    contract = inspect_model(tmp_path, cfg(trusted_types=[name]))
-    assert contract.task == "regressor"
-    assert contract.model_type == name
-    assert contract.n_features == 10
+    with pytest.raises(ConfigError, match=rf"{name!r} is refused: tests is not a model library"):
+        cfg(trusted_types=[name])
+    sio.dump(DecisionTreeRegressor(max_depth=2).fit(DIABETES.data, DIABETES.target), tmp_path / "model.skops")
+    with pytest.raises(SandboxUnavailable, match=r"model\.skops is a \.skops file with trusted_types"):
+        inspect_model(tmp_path, cfg(trusted_types=["sklearn.tree._tree.Tree"]))
 
 
 def test_corrupt_skops(tmp_path: Path) -> None:
@@ -169,16 +173,24 @@ def test_pickle_needs_opt_in(tmp_path: Path) -> None:
         inspect_model(tmp_path, cfg())
 
 
-@pytest.mark.functional
-def test_pickle_is_inspected_like_skops(tmp_path: Path) -> None:
+@pytest.mark.docker
+def test_pickle_is_inspected_like_skops(tmp_path: Path, docker_sandbox: DockerSandbox) -> None:
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500))
     model.fit(IRIS.data, IRIS.target_names[IRIS.target])
     joblib.dump(model, tmp_path / "model.joblib")
-    from_pickle = inspect_model(tmp_path, cfg(allow_pickle=True))
+    from_pickle = inspect_model(tmp_path, cfg(allow_pickle=True), docker_sandbox)
     (tmp_path / "model.joblib").unlink()
     from_skops = skops_contract(tmp_path, model)
     assert from_pickle.metadata["format"] == "pickle"
     assert from_pickle.model_copy(update={"metadata": {}}) == from_skops.model_copy(update={"metadata": {}})
+
+
+def test_pickle_without_a_sandbox_is_refused(tmp_path: Path) -> None:
+    joblib.dump(LinearRegression().fit(IRIS.data, IRIS.target), tmp_path / "model.joblib")
+    with pytest.raises(
+        SandboxUnavailable, match=r"^model\.joblib is a pickle: it can only be opened in a sandbox"
+    ):
+        inspect_model(tmp_path, cfg(allow_pickle=True))
 
 
 def write_payload(tmp_path: Path, code: str, name: str = "model.pkl") -> Path:
@@ -186,54 +198,67 @@ def write_payload(tmp_path: Path, code: str, name: str = "model.pkl") -> Path:
     return tmp_path / name
 
 
-@pytest.mark.functional
-def test_pickle_runs_only_in_the_probe_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.docker
+def test_pickle_runs_only_in_the_sandbox(tmp_path: Path, docker_sandbox: DockerSandbox) -> None:
     witness = tmp_path / "witness"
-    witness.mkdir()
-    monkeypatch.chdir(tmp_path)
     code = (
-        "__import__('pathlib').Path("
-        f"{str(witness)!r}, str(__import__('os').getpid())).write_text(__import__('os').getcwd())"
+        f"(__import__('os').makedirs({str(tmp_path)!r}, exist_ok=True), "
+        f"__import__('pathlib').Path({str(witness)!r}).write_text('ran'), 7)[2]"
     )
     path = write_payload(tmp_path, code)
-    with pytest.raises(ArtifactError, match=r"model\.pkl holds a builtins\.int, not a scikit-learn"):
-        inspect_pickle(path, "model.pkl", cfg(allow_pickle=True))
-    (record,) = witness.iterdir()
-    assert int(record.name) != os.getpid()
-    probe_cwd = Path(record.read_text())
-    assert probe_cwd != tmp_path and not probe_cwd.exists()  # a throw-away directory
+    with pytest.raises(ArtifactError, match=r"^model\.pkl holds a builtins\.int, not a scikit-learn"):
+        inspect_pickle(path, "model.pkl", cfg(allow_pickle=True), docker_sandbox)
+    assert not witness.exists()  # it ran, in the container's own /tmp/pytest-... (gone with it)
 
 
-@pytest.mark.functional
-def test_pickle_printing_to_stdout_cannot_forge_the_contract(tmp_path: Path) -> None:
+@pytest.mark.docker
+def test_pickle_printing_to_stdout_cannot_forge_the_contract(
+    tmp_path: Path, docker_sandbox: DockerSandbox
+) -> None:
     code = (
-        '(print(\'{"framework": "onnx"}\'), '
+        '(print(\'{"contract": {"framework": "onnx"}}\'), '
         "__import__('sklearn.dummy', fromlist=['_']).DummyClassifier().fit([[0], [1]], [0, 1]))[1]"
     )
-    contract = inspect_pickle(write_payload(tmp_path, code), "model.pkl", cfg(allow_pickle=True))
+    contract = inspect_pickle(
+        write_payload(tmp_path, code), "model.pkl", cfg(allow_pickle=True), docker_sandbox
+    )
     assert contract.framework == "sklearn"
     assert contract.model_type == "sklearn.dummy.DummyClassifier"
     assert contract.classes == (0, 1)
 
 
-@pytest.mark.functional
-def test_pickle_failure_reports_the_probe_error(tmp_path: Path) -> None:
+@pytest.mark.docker
+def test_pickle_failure_is_a_fixed_message(tmp_path: Path, docker_sandbox: DockerSandbox) -> None:
     path = write_payload(tmp_path, "exec('raise RuntimeError(\"boom\")')")
-    with pytest.raises(ArtifactError, match=r"could not be loaded in isolation: RuntimeError: boom$"):
-        inspect_pickle(path, "model.pkl", cfg(allow_pickle=True))
+    with pytest.raises(ArtifactError) as caught:
+        inspect_pickle(path, "model.pkl", cfg(allow_pickle=True), docker_sandbox)
+    assert re.fullmatch(
+        r"model\.pkl could not be loaded in the sandbox \(error id [0-9a-f]{12}\) \(check that it is a plain "
+        r"fitted estimator saved with the environment's packages\)",
+        str(caught.value),
+    )
 
 
-@pytest.mark.functional
-def test_pickle_memory_is_capped(tmp_path: Path) -> None:
-    path = write_payload(tmp_path, "bytearray(4 * 1024**3)")
-    with pytest.raises(ArtifactError, match="MemoryError"):
-        inspect_pickle(path, "model.pkl", cfg(allow_pickle=True))
+@pytest.mark.docker
+def test_pickle_memory_is_capped(tmp_path: Path, engine: Any) -> None:
+    from chalicelib.docker.builder import DockerImageBuilder
+
+    small = DockerSandbox(DockerImageBuilder(engine), memory="384m")
+    path = write_payload(tmp_path, "bytearray(2 * 1024**3)")
+    with pytest.raises(
+        ArtifactError, match=r"^model\.pkl (ran out of memory|could not be loaded) in the sandbox"
+    ):
+        inspect_pickle(path, "model.pkl", cfg(allow_pickle=True), small)
 
 
-@pytest.mark.functional
-def test_pickle_timeout(tmp_path: Path) -> None:
-    path = write_payload(tmp_path, "__import__('time').sleep(60)")
+@pytest.mark.docker
+def test_pickle_timeout(tmp_path: Path, engine: Any, docker_sandbox: DockerSandbox) -> None:
+    from chalicelib.docker.builder import DockerImageBuilder
+
+    quick = DockerSandbox(DockerImageBuilder(engine), timeout_s=2)
+    path = write_payload(tmp_path, "__import__('time').sleep(600)")
     start = time.monotonic()
-    with pytest.raises(ArtifactError, match=r"took longer than 1\.5 s and was stopped"):
-        inspect_pickle(path, "model.pkl", cfg(allow_pickle=True), timeout_s=1.5)
-    assert time.monotonic() - start < 15
+    with pytest.raises(ArtifactError, match=r"^model\.pkl timed out in the sandbox \(error id"):
+        inspect_pickle(path, "model.pkl", cfg(allow_pickle=True), quick)
+    assert time.monotonic() - start < 60
+    assert engine.containers.list(all=True, filters={"label": "dev.modelport.probe"}) == []

@@ -21,6 +21,8 @@ import pytest
 from PIL import Image
 
 from chalicelib.core.manifest import ModelConfigFile
+from chalicelib.core.native import NativeContract
+from chalicelib.core.probe import ProbeRequest, read_result
 from chalicelib.runtime.codecs import Problems, check_schema, negotiate
 from chalicelib.runtime.handler import Runtime, load
 from chalicelib.runtime.layout import MODEL_CONFIG, LayoutError, prepare_model_dir
@@ -464,6 +466,16 @@ def test_a_model_without_steps_takes_and_gives_named_tensors(
     }
 
 
+class InProcessProbe:
+    """Stands in for the sandbox with this test's own benign pickle: the probe's code, in this process."""
+
+    def probe(self, request: ProbeRequest) -> NativeContract:
+        from chalicelib.runtime.probe import probe
+
+        doc = probe(request.artifact, request.rel, request.format, request.config.trusted_types)
+        return read_result(json.dumps(doc).encode(), request.rel)
+
+
 def test_pickles_load_only_when_the_config_allows_them(
     tmp_path: Path, prepare: Callable[[Path], Path]
 ) -> None:
@@ -474,7 +486,7 @@ def test_pickles_load_only_when_the_config_allows_them(
     src.mkdir()
     joblib.dump(sio.load(EXAMPLES / "iris-skops" / "model.skops", trusted=[]), src / "model.joblib")
     (src / "modelport.yaml").write_text("name: iris-pickle\nallow_pickle: true\n")
-    allowed = prepare(src)
+    allowed = prepare_model_dir(src, manifest_for_dir(src, sandbox=InProcessProbe()), tmp_path / "image")
     assert ok(call(load(allowed), {"inputs": {"input": IRIS_ROWS}}))["outputs"]["label"] == [
         "setosa",
         "versicolor",

@@ -1,0 +1,43 @@
+"""Which sandbox the composition root picks from settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from chalicelib.core.errors import ConfigError
+from chalicelib.memory.sandbox import NoSandbox
+from chalicelib.wiring import Settings, aws_container, memory_container
+
+
+def test_settings_read_the_sandbox_and_the_probe_role() -> None:
+    settings = Settings.from_env(
+        {"MODELPORT_SANDBOX": "lambda", "MODELPORT_PROBE_ROLE": "arn:aws:iam::1:role/p"}
+    )
+    assert (settings.sandbox, settings.probe_role) == ("lambda", "arn:aws:iam::1:role/p")
+    assert Settings.from_env({}).sandbox is None
+
+
+def test_without_the_docker_builder_there_is_no_sandbox() -> None:
+    assert isinstance(aws_container(Settings()).sandbox, NoSandbox)
+    assert isinstance(aws_container(Settings(image_builder="process")).sandbox, NoSandbox)
+    assert isinstance(memory_container().sandbox, NoSandbox)
+
+
+@pytest.mark.parametrize("kind", ["docker", "lambda", "chroot"])
+def test_a_sandbox_the_image_builder_cannot_serve_is_a_config_error(kind: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^MODELPORT_SANDBOX={kind} needs MODELPORT_IMAGE_BUILDER=docker"):
+        aws_container(Settings(sandbox=kind))
+
+
+@pytest.mark.docker
+def test_the_docker_builder_brings_the_docker_sandbox(engine: Any) -> None:
+    from chalicelib.aws.sandbox import LambdaSandbox
+    from chalicelib.docker.sandbox import DockerSandbox
+
+    assert isinstance(aws_container(Settings(image_builder="docker")).sandbox, DockerSandbox)
+    assert isinstance(aws_container(Settings(image_builder="docker", sandbox="none")).sandbox, NoSandbox)
+    lambda_sandbox = aws_container(Settings(image_builder="docker", sandbox="lambda")).sandbox
+    assert isinstance(lambda_sandbox, LambdaSandbox)
+    assert lambda_sandbox.role_arn == Settings().probe_role
