@@ -39,6 +39,7 @@ from chalice.local import (
 from chalicelib.core.errors import Unauthorized
 from chalicelib.local.runtime_api import end_headers_with_body
 
+MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
 NO_ROUTE_BODY = b'{"message":"Missing Authentication Token"}'
 """API Gateway's answer (403) for a path or method no route defines; the same for every request."""
 MISSING_KEY_BODY = json.dumps(
@@ -66,12 +67,17 @@ class _NoDelayHandler(ChaliceRequestHandler):
             return
         super()._generic_handle()
 
-    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = do_OPTIONS = _generic_handle
+    # chalice's do_* are bound to its own _generic_handle: point them at this one
+    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = do_OPTIONS = _generic_handle  # noqa: N815
 
     def _read_body(self) -> None:
-        """Drains the body a refused request carries, so the connection stays usable (keep-alive)."""
+        """Drains the body a refused request carries, so the connection stays usable (keep-alive); one
+        over API Gateway's 10 MB payload limit, or of no stated length, is left unread and the
+        connection closed."""
         length = self.headers.get("content-length", "0")
-        if length.isdigit() and int(length) > 0:
+        if not length.isdigit() or int(length) > MAX_PAYLOAD_BYTES or "transfer-encoding" in self.headers:
+            self.close_connection = True  # and _answer says so
+        elif int(length) > 0:
             self.rfile.read(int(length))
 
     def _send_error_response(self, error: LocalGatewayException) -> None:
@@ -81,7 +87,10 @@ class _NoDelayHandler(ChaliceRequestHandler):
         super()._send_error_response(error)
 
     def _answer(self, code: int, headers: dict[str, Any], body: bytes) -> None:
-        self._send_http_response_with_body(code, {"Content-Type": "application/json", **headers}, body)
+        closing = {"Connection": "close"} if self.close_connection else {}
+        self._send_http_response_with_body(
+            code, {"Content-Type": "application/json", **headers, **closing}, body
+        )
 
     def log_message(self, format: str, *args: Any) -> None:  # one stderr line per request otherwise
         pass

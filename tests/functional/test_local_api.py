@@ -151,3 +151,15 @@ def test_no_authorization_header_is_refused_before_the_authorizer_with_our_error
         "code": "Unauthorized", "message": "missing API key", "hint": "send Authorization: Bearer mp_..."
     }  # fmt: skip
     assert not served["fake"].events  # nothing reached the function
+
+
+def test_a_refused_request_with_an_oversized_body_is_answered_without_reading_it(
+    served: dict[str, Any],
+) -> None:
+    conn = served["conn"]
+    conn.putrequest("TRACE", "/v1/health")
+    conn.putheader("Content-Length", str(1 << 40))  # a terabyte announced, nothing sent
+    conn.endheaders()
+    response = conn.getresponse()
+    assert response.status == 403 and json.loads(response.read()) == NO_ROUTE
+    assert response.getheader("connection", "").lower() == "close"
