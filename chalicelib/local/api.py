@@ -7,11 +7,19 @@ a handler that sets TCP_NODELAY and a threading server, so keep-alive clients ge
 answers. Requests run on a thread each; the app's ``current_request`` is made thread-local (chalice's
 ``LocalChalice``), as ``chalice local`` does.
 
+Where chalice's gateway departs from API Gateway (REST) the handler answers as API Gateway does: a
+method a route does not define (TRACE, HEAD, OPTIONS without CORS, ...) or a path no route matches is
+403 ``{"message": "Missing Authentication Token"}`` (chalice: 501 from ``http.server``, 405 from the app,
+a 200 preflight, or a 403 that echoes the Authorization header back). A request with no Authorization
+header on an authorized route is refused before the authorizer runs, as API Gateway does, but with our
+documented error body (``code`` + ``message``) instead of ``{"message": "Unauthorized"}``.
+
 This module needs chalice by nature; nothing else in ``chalicelib.local`` imports it.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 from http.server import ThreadingHTTPServer
@@ -19,15 +27,70 @@ from typing import Any
 
 from chalice.app import Chalice
 from chalice.config import Config
-from chalice.local import ChaliceRequestHandler, LocalChalice, LocalDevServer
+from chalice.local import (
+    ChaliceRequestHandler,
+    LocalChalice,
+    LocalDevServer,
+    LocalGatewayException,
+    NotAuthorizedError,
+    RouteMatcher,
+)
 
+from chalicelib.core.errors import Unauthorized
 from chalicelib.local.runtime_api import end_headers_with_body
+
+MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
+NO_ROUTE_BODY = b'{"message":"Missing Authentication Token"}'
+"""API Gateway's answer (403) for a path or method no route defines; the same for every request."""
+MISSING_KEY_BODY = json.dumps(
+    Unauthorized("missing API key", hint="send Authorization: Bearer mp_...").to_dict()
+).encode()
+"""Our 401 for a request without an Authorization header (API Gateway's UNAUTHORIZED gateway response)."""
 
 
 class _NoDelayHandler(ChaliceRequestHandler):
     """chalice's handler with Nagle off (``StreamRequestHandler.setup`` sets TCP_NODELAY)."""
 
     disable_nagle_algorithm = True
+    server: _Server
+
+    def __getattr__(self, name: str) -> Any:
+        """Every method reaches the gateway (``http.server`` answers 501 for a ``do_*`` it lacks)."""
+        if name.startswith("do_"):
+            return self._generic_handle
+        raise AttributeError(name)
+
+    def _generic_handle(self) -> None:
+        if not self.server.routes.defines(self.command, self.path):
+            self._read_body()
+            self._answer(403, {"x-amzn-ErrorType": "MissingAuthenticationTokenException"}, NO_ROUTE_BODY)
+            return
+        super()._generic_handle()
+
+    # chalice's do_* are bound to its own _generic_handle: point them at this one
+    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = do_OPTIONS = _generic_handle  # noqa: N815
+
+    def _read_body(self) -> None:
+        """Drains the body a refused request carries, so the connection stays usable (keep-alive); one
+        over API Gateway's 10 MB payload limit, or of no stated length, is left unread and the
+        connection closed."""
+        length = self.headers.get("content-length", "0")
+        if not length.isdigit() or int(length) > MAX_PAYLOAD_BYTES or "transfer-encoding" in self.headers:
+            self.close_connection = True  # and _answer says so
+        elif int(length) > 0:
+            self.rfile.read(int(length))
+
+    def _send_error_response(self, error: LocalGatewayException) -> None:
+        if isinstance(error, NotAuthorizedError):  # no Authorization header: refused before the authorizer
+            self._answer(401, error.headers, MISSING_KEY_BODY)
+            return
+        super()._send_error_response(error)
+
+    def _answer(self, code: int, headers: dict[str, Any], body: bytes) -> None:
+        closing = {"Connection": "close"} if self.close_connection else {}
+        self._send_http_response_with_body(
+            code, {"Content-Type": "application/json", **headers, **closing}, body
+        )
 
     def log_message(self, format: str, *args: Any) -> None:  # one stderr line per request otherwise
         pass
@@ -45,9 +108,28 @@ class _NoDelayHandler(ChaliceRequestHandler):
         end_headers_with_body(self, data)
 
 
+class _Routes:
+    """Which (method, path) pairs the app defines, as API Gateway's resources and methods would."""
+
+    def __init__(self, app: Chalice) -> None:
+        self.app = app
+        self.matcher = RouteMatcher(list(app.routes))
+
+    def defines(self, method: str, path: str) -> bool:
+        try:
+            route = self.matcher.match_route(path).route
+        except ValueError:
+            return False
+        views = self.app.routes[route]
+        if method == "OPTIONS" and "OPTIONS" not in views:  # API Gateway answers a preflight only with CORS
+            return any(view.cors is not None for view in views.values())
+        return method in views
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    routes: _Routes
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         if not isinstance(sys.exc_info()[1], ConnectionError):  # a client hanging up is not our error
@@ -95,6 +177,7 @@ class ApiServer:
         self._dev = LocalDevServer(
             self.app, self.config, self.host, self.port, handler_cls=_NoDelayHandler, server_cls=_Server
         )
+        self._dev.server.routes = _Routes(self.app)
         self._thread = threading.Thread(target=self._dev.server.serve_forever, name="api", daemon=True)
         self._thread.start()
         return self

@@ -103,3 +103,63 @@ def test_keep_alive_answers_have_no_nagle_stall(served: dict[str, Any]) -> None:
         durations.append(time.perf_counter() - began)
         assert status == 200
     assert statistics.median(durations) < 0.020, durations
+
+
+NO_ROUTE = {"message": "Missing Authentication Token"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers"),
+    [
+        ("TRACE", "/v1/health", {}),  # http.server: 501 for a method it has no do_* for
+        ("PROPFIND", "/v1/models/digits-onnx", {}),
+        ("PUT", "/v1/health", {}),  # chalice: 405 from the app
+        ("OPTIONS", "/v1/health", {}),  # chalice: a 200 preflight, though no route has CORS
+        ("GET", "/v1/no/such/path", {"Authorization": "Bearer mp_\u00e9"}),  # chalice: echoes the header
+    ],
+)
+def test_what_no_route_defines_is_403_missing_authentication_token_as_on_api_gateway(
+    served: dict[str, Any], method: str, path: str, headers: dict[str, str]
+) -> None:
+    conn = served["conn"]
+    status, answer, body = _call(
+        conn, method, path, b'{"a": 1}', {"Content-Type": "application/json", **headers}
+    )
+    assert status == 403 and json.loads(body) == NO_ROUTE
+    assert answer["x-amzn-errortype"] == "MissingAuthenticationTokenException"
+    status, _, body = _call(conn, "GET", "/v1/health", None, {})  # the refused body was read: same connection
+    assert status == 200 and json.loads(body) == {"status": "ok"}
+
+
+def test_head_is_403_without_a_body(served: dict[str, Any]) -> None:
+    status, answer, body = _call(served["conn"], "HEAD", "/v1/health", None, {})
+    assert (
+        status == 403
+        and body == b""
+        and int(answer["content-length"]) == len(json.dumps(NO_ROUTE, separators=(",", ":")))
+    )
+
+
+def test_no_authorization_header_is_refused_before_the_authorizer_with_our_error_body(
+    served: dict[str, Any],
+) -> None:
+    status, answer, body = _call(
+        served["conn"], "POST", "/v1/models/digits-onnx/invoke", DIGIT, {"Content-Type": "image/png"}
+    )
+    assert status == 401 and answer["x-amzn-errortype"] == "UnauthorizedException"
+    assert json.loads(body) == {
+        "code": "Unauthorized", "message": "missing API key", "hint": "send Authorization: Bearer mp_..."
+    }  # fmt: skip
+    assert not served["fake"].events  # nothing reached the function
+
+
+def test_a_refused_request_with_an_oversized_body_is_answered_without_reading_it(
+    served: dict[str, Any],
+) -> None:
+    conn = served["conn"]
+    conn.putrequest("TRACE", "/v1/health")
+    conn.putheader("Content-Length", str(1 << 40))  # a terabyte announced, nothing sent
+    conn.endheaders()
+    response = conn.getresponse()
+    assert response.status == 403 and json.loads(response.read()) == NO_ROUTE
+    assert response.getheader("connection", "").lower() == "close"
