@@ -67,8 +67,12 @@ def openapi_document(manifest: ModelConfigFile) -> dict[str, Any]:
         "401": _error("missing or invalid API key"),
         "404": _error("no such model or version (or not visible to this account)"),
         "406": _error("no acceptable response content type"),
+        "409": _error("the version is not READY (still deploying, or FAILED)"),
+        "413": _error("the request or its answer is over Lambda's limit"),
         "415": _error("unsupported request content type"),
         "502": _error("the model failed while predicting"),
+        "503": _error("a backing service did not answer; try again"),
+        "504": _error("the model ran out of time"),
     }
     invoke = {
         "summary": f"Invoke {manifest.name}",
@@ -123,7 +127,7 @@ def openapi_document(manifest: ModelConfigFile) -> dict[str, Any]:
                             "description": "model metadata",
                             "content": {"application/json": {"example": proto.oip.model_dump(mode="json")}},
                         },
-                        "404": errors["404"],
+                        **{code: errors[code] for code in ("401", "404", "503")},
                     },
                 }
             },
