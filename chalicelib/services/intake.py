@@ -6,12 +6,10 @@ import hashlib
 from pathlib import Path
 
 from chalicelib import inspect as inspectors
-from chalicelib.core.config import CONFIG_FILE, ModelConfig, parse_config_yaml
+from chalicelib.core.config import CONFIG_FILE, MAX_CONFIG_BYTES, ModelConfig, parse_config_yaml
 from chalicelib.core.errors import ArtifactError, ConfigError
 from chalicelib.core.manifest import ArtifactFile, ModelConfigFile, build_manifest
 from chalicelib.core.native import NativeContract
-
-MAX_CONFIG_BYTES = 256 * 1024
 
 
 def load_config(model_dir: Path) -> ModelConfig:
