@@ -13,7 +13,8 @@ from chalicelib.core.errors import Unavailable
 from tests.unit.test_deployments import NAME, World, bundle
 
 GENERIC = re.compile(
-    r"internal error while (?P<doing>[a-z ]+) \(error id (?P<id>[0-9a-f]{16})\); the operators have been notified"
+    r"internal error while (?P<doing>[a-z ]+) \(error id (?P<id>[0-9a-f]{16})\); "
+    r"the operators have been notified"
 )
 SECRET = "/proc/1/environ MODELPORT_ADMIN_KEY=mp_admin_0123456789"
 
