@@ -14,6 +14,7 @@ from its end record and refused before ``zipfile`` builds an object per entry.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import os
 import stat
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from chalicelib.core.errors import UnsafeBundle
+from chalicelib.core.errors import TooLarge, UnsafeBundle
 
 _CHUNK = 1 << 20
 _TAR_SLACK = 64 * 1024
@@ -131,7 +132,15 @@ class _Extractor:
                 self.check_total(name, self.total + size, "actual")
                 self.check_ratio(name, size, next(compressed), "the member")
                 self.check_ratio(name, self.total + size, self.archive_size, "the bundle")
-                out.write(chunk)
+                try:
+                    out.write(chunk)
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                        raise
+                    raise TooLarge(
+                        f"bundle member {name!r}: the bundle does not fit the deploy worker's disk "
+                        f"({_mb(self.total + size)} extracted)"
+                    ) from None
         self.total += size
         self.written.append(rel)
         return size
