@@ -228,7 +228,7 @@ class Environment(Strict):
     @classmethod
     def _requirements(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for req in value:
-            if not REQUIREMENT.fullmatch(req):
+            if len(req) > 200 or not REQUIREMENT.fullmatch(req):
                 raise PydanticCustomError(
                     "requirement",
                     "{req} is not a package requirement like 'name' or 'name==1.2' "
