@@ -22,10 +22,12 @@ NAME = "iris-onnx"
 
 
 def alias_bomb(name: str = NAME) -> str:
-    """Nine levels of nine aliases: 9**9 (387 million) strings from ~350 bytes."""
+    """Nine levels of nine aliases, the last as a step's parameters: 9**9 (387 million) strings from
+    ~380 bytes, which main rendered into the error message (90 s, 5.6 GB, SIGABRT)."""
     lines = [f"name: {name}", 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
-    for prev, level in zip("abcdefgh", "bcdefghi", strict=True):
+    for prev, level in zip("abcdefg", "bcdefgh", strict=True):
         lines.append(f"{level}: &{level} [" + ",".join([f"*{prev}"] * 9) + "]")
+    lines.append("processing: {pre: [{tabular: [" + ",".join(["*h"] * 9) + "]}]}")
     return "\n".join(lines) + "\n"
 
 
