@@ -143,7 +143,8 @@ def main() -> None:
             "| --- | --- | ---: | ---: | --- |",
             *rows,
             "",
-            "Before (main at aeb40e6, same script and inputs): the alias bomb took 81.5 s and 657 MB under "
+            "Before (main at aeb40e6, same inputs; the first two measured with equivalent one-off scripts, "
+            "the rest with this one): the alias bomb took 81.5 s and 657 MB under "
             "a 1 GB RLIMIT_AS (5.6 GB and SIGABRT without one, per issue 10); the UBJSON bomb 114.9 s and "
             "523 MB; detection of the 30 MB data.json 13.4 s and 689 MB (it was parsed in full); the pax "
             "bundle 3.5 s, accepted (tarfile read the whole 64 MB header into memory); the 200,000-member "
