@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import re
 import reprlib
+from collections import Counter
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -302,7 +303,7 @@ class ModelConfig(Strict):
         if value is not None:
             if not value:
                 raise PydanticCustomError("labels", "labels must not be empty", {})
-            dupes = sorted({v for v in value if value.count(v) > 1})
+            dupes = sorted(v for v, n in Counter(value).items() if n > 1)  # linear: labels may be many
             if dupes:
                 raise PydanticCustomError(
                     "labels",
