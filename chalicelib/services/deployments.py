@@ -14,10 +14,10 @@ a user can act on. S3 notifications arrive through SQS at least once, so:
 
 How a failed stage ends:
 
-* a transient outage -- ``Unavailable`` (a table, the bucket, Lambda did not answer; see
-  ``chalicelib.aws.outage``, also applied to raw botocore errors an adapter let through) or
-  ``DeploymentBusy`` -- is recorded on the deployment and re-raised, so SQS redelivers and the next
-  attempt resumes; after ``max_attempts`` the deployment ends FAILED;
+* a transient outage -- a domain error answering 503 (``Unavailable``: a table, the bucket, Lambda did
+  not answer; ``EngineUnavailable``: the docker engine did not), a raw botocore error that
+  ``chalicelib.aws.outage`` classifies as one, or ``DeploymentBusy`` -- is recorded on the deployment
+  and re-raised, so SQS redelivers and the next attempt resumes; after ``max_attempts`` it ends FAILED;
 * any other domain error (``ModelportError``) ends the deployment FAILED at once with its one-line
   message, and the version with it;
 * anything else (``RecursionError``, ``TypeError``, ``OSError``, ``MemoryError``...) is a bug or a
@@ -187,6 +187,11 @@ class _Attempt:
 
     def progress(self, line: str) -> None:
         log.info("deployment %s: %s", self.dep.deployment_id, line)
+
+
+def _transient(err: ModelportError) -> bool:
+    """A 503 (``Unavailable``, the docker engine not answering) says "try again": nothing to fix."""
+    return err.http_status == 503
 
 
 def _outage(exc: BaseException) -> Unavailable | None:
@@ -360,9 +365,11 @@ class DeploymentService:
                 started = self.clock()
                 try:
                     self._stages[stage](attempt)
-                except (DeploymentBusy, Unavailable):
+                except DeploymentBusy:
                     raise
                 except ModelportError as err:
+                    if _transient(err):
+                        raise
                     return self._fail(attempt.dep, attempt.scrub(str(err)))
                 record = StageRecord(stage=stage, started_at=started, finished_at=self.clock())
                 terminal = {"lease_until": None, "reason": None} if stage == "READY" else {}
@@ -373,7 +380,7 @@ class DeploymentService:
         except DeploymentBusy:
             raise
         except Exception as exc:
-            unavailable = exc if isinstance(exc, Unavailable) else _outage(exc)
+            unavailable = exc if isinstance(exc, ModelportError) and _transient(exc) else _outage(exc)
             if unavailable is None:
                 return self._internal_error(attempt, stage)
             reason = f"attempt {attempt.dep.attempts} failed: {attempt.scrub(str(unavailable))}"

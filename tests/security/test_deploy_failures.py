@@ -10,6 +10,7 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from chalicelib.core.errors import Unavailable
+from chalicelib.docker import EngineUnavailable
 from tests.unit.test_deployments import NAME, World, bundle
 
 GENERIC = re.compile(
@@ -69,6 +70,7 @@ def test_a_bug_fails_on_the_first_attempt_with_an_error_id(
     ids=["unavailable", "endpoint", "client-5xx"],
 )
 def test_an_outage_is_raised_for_a_retry_and_the_retry_resumes(world: World, outage: Exception) -> None:
+    """A service that did not answer may answer the redelivery: the attempt is recorded, not failed."""
     world.functions.fail_with = outage
     event = world.upload(bundle())
     with pytest.raises(type(outage)):
@@ -77,4 +79,16 @@ def test_an_outage_is_raised_for_a_retry_and_the_retry_resumes(world: World, out
     assert dep.state == "IMAGE_BUILT" and dep.lease_until is None
     assert dep.reason is not None and dep.reason.startswith("attempt 1 failed: a backing service")
     world.functions.fail_with = None
+    assert world.deploy(event).state == "READY"
+
+
+def test_a_docker_engine_that_does_not_answer_is_retried(world: World) -> None:
+    world.images.fail_with = EngineUnavailable("the docker engine does not answer: connection refused")
+    event = world.upload(bundle())
+    with pytest.raises(EngineUnavailable):
+        world.deploy(event)
+    (dep,) = world.service.for_model(NAME)
+    assert dep.state == "CONFIG_GENERATED" and dep.lease_until is None
+    assert dep.reason == "attempt 1 failed: the docker engine does not answer: connection refused"
+    world.images.fail_with = None
     assert world.deploy(event).state == "READY"
