@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import difflib
 import re
+import reprlib
+from collections import Counter
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -25,6 +27,13 @@ from chalicelib.core.protocol import Text
 from chalicelib.core.steps import BUILTIN_STEPS, Stage, Step, UserStep
 
 CONFIG_FILE = "modelport.yaml"
+MAX_CONFIG_BYTES = 256 * 1024
+"""``modelport.yaml`` (or the same document as an API body) is refused past this, before parsing."""
+MAX_YAML_NODES = 10_000
+MAX_YAML_DEPTH = 32
+MAX_REPR = 80
+"""No message quotes more than this many characters of a user's value."""
+MAX_ERRORS = 10
 
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,46}[a-z0-9])?$")
 USER_STEP = re.compile(r"^(?P<path>[A-Za-z0-9_./-]+\.py):(?P<function>[A-Za-z_][A-Za-z0-9_]*)$")
@@ -35,6 +44,24 @@ REQUIREMENT = re.compile(
     rf"(?:\s*{_SPEC}(?:\s*,\s*{_SPEC})*)?$"
 )
 IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._\-/:]*(?:@sha256:[a-f0-9]{64})?$")
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = MAX_REPR
+_REPR.maxlevel = 3
+
+
+def short(value: object, limit: int = MAX_REPR) -> str:
+    """``repr(value)``, cut to ``limit`` characters with an ellipsis: messages never embed unbounded input."""
+    try:
+        text = _REPR.repr(value)
+    except ValueError:  # an int past Python's digit limit for str()
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _cut(text: str, limit: int = MAX_REPR) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class Strict(BaseModel):
@@ -54,7 +81,7 @@ def safe_relative_path(value: str, what: str) -> str:
         raise PydanticCustomError(
             "unsafe_path",
             "{what} {value} must be a relative path inside the model directory",
-            {"what": what, "value": repr(value)},
+            {"what": what, "value": short(value)},
         )
     return value
 
@@ -93,7 +120,7 @@ class StepRef(Strict):
                 raise PydanticCustomError(
                     "step_form",
                     "a step is a name or a mapping with exactly one key (the step's name), got keys {keys}",
-                    {"keys": ", ".join(map(str, data))},
+                    {"keys": _cut(", ".join(short(k, 40) for k in list(data)[:5]))},
                 )
             ((name, params),) = data.items()
             if params is None:
@@ -101,8 +128,8 @@ class StepRef(Strict):
             if not isinstance(params, dict):
                 raise PydanticCustomError(
                     "step_form",
-                    "parameters of step {name} must be a mapping, got {got!r}",
-                    {"name": name, "got": params},
+                    "parameters of step {name} must be a mapping, got {got}",
+                    {"name": _cut(str(name), 40), "got": short(params)},
                 )
             return {"step": name, "params": params}
         return data
@@ -120,14 +147,14 @@ class StepRef(Strict):
         if cls is None:
             close = difflib.get_close_matches(self.step, list(BUILTIN_STEPS), n=1)
             hint = (
-                f"did you mean {close[0]!r}?"
+                f"did you mean {short(close[0])}?"
                 if close
                 else "built-in steps: " + ", ".join(sorted(BUILTIN_STEPS))
             )
             raise PydanticCustomError(
                 "unknown_step",
                 "unknown step {step}: {hint} (user code is written 'path/file.py:function')",
-                {"step": repr(self.step), "hint": hint},
+                {"step": short(self.step), "hint": hint},
             )
         try:
             params = cls.params_model.model_validate(self.params)
@@ -202,12 +229,12 @@ class Environment(Strict):
     @classmethod
     def _requirements(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for req in value:
-            if not REQUIREMENT.fullmatch(req):
+            if len(req) > 200 or not REQUIREMENT.fullmatch(req):
                 raise PydanticCustomError(
                     "requirement",
                     "{req} is not a package requirement like 'name' or 'name==1.2' "
                     "(no URLs, options or markers)",
-                    {"req": repr(req)},
+                    {"req": short(req)},
                 )
         return value
 
@@ -216,7 +243,7 @@ class Environment(Strict):
     def _image_ref(cls, value: str | None) -> str | None:
         if value is not None and (len(value) > 255 or not IMAGE_REF.fullmatch(value)):
             raise PydanticCustomError(
-                "image_ref", "{value} is not an image reference", {"value": repr(value)}
+                "image_ref", "{value} is not an image reference", {"value": short(value)}
             )
         return value
 
@@ -291,7 +318,7 @@ class ModelConfig(Strict):
                 "slug",
                 "{value} is not a slug: use 1-48 lowercase letters, digits and '-', "
                 "starting and ending with a letter or digit{hint}",
-                {"value": repr(value), "hint": f" ({hint})" if hint else ""},
+                {"value": short(value), "hint": f" ({hint})" if hint else ""},
             )
         return value
 
@@ -327,9 +354,13 @@ class ModelConfig(Strict):
         if value is not None:
             if not value:
                 raise PydanticCustomError("labels", "labels must not be empty", {})
-            dupes = sorted({v for v in value if value.count(v) > 1})
+            dupes = sorted(v for v, n in Counter(value).items() if n > 1)  # linear: labels may be many
             if dupes:
-                raise PydanticCustomError("labels", "labels repeat {dupes}", {"dupes": ", ".join(dupes)})
+                raise PydanticCustomError(
+                    "labels",
+                    "labels repeat {dupes}",
+                    {"dupes": _cut(", ".join(_cut(d, 40) for d in dupes[:5]))},
+                )
         return value
 
 
@@ -344,7 +375,7 @@ def _loc_text(loc: tuple[int | str, ...]) -> str:
         elif part in ("StepRef", "function-after[_validate(), StepRef]"):
             continue
         else:
-            text += ("." if text else "") + str(part)
+            text += ("." if text else "") + _cut(str(part), 40)
     return text
 
 
@@ -378,15 +409,16 @@ def _model_in(annotation: Any) -> Any:
 def describe_errors(exc: ValidationError, model: type[BaseModel]) -> str:
     """Turn pydantic's report into one line a person can act on."""
     lines = []
-    for err in exc.errors(include_url=False):
+    errors = exc.errors(include_url=False)
+    for err in errors[:MAX_ERRORS]:
         loc = tuple(err["loc"])
         where = _loc_text(loc)
         if err["type"] == "extra_forbidden":
             key = str(loc[-1])
             known = _fields_at(model, loc[:-1])
-            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            close = difflib.get_close_matches(key[:64], known, n=1, cutoff=0.6)
             scope = f" in {_loc_text(loc[:-1])}" if loc[:-1] else ""
-            msg = f"unknown key {key!r}{scope}"
+            msg = f"unknown key {short(key, 40)}{scope}"
             if close:
                 msg += f": did you mean {close[0]!r}?"
             elif known:
@@ -396,12 +428,14 @@ def describe_errors(exc: ValidationError, model: type[BaseModel]) -> str:
         msg = err["msg"]
         ctx = err.get("ctx", {})
         if err["type"] in ("greater_than_equal", "greater_than"):
-            msg = f"{err['input']!r} is too small (at least {ctx.get('ge', ctx.get('gt'))})"
+            msg = f"{short(err['input'])} is too small (at least {ctx.get('ge', ctx.get('gt'))})"
         elif err["type"] in ("less_than_equal", "less_than"):
-            msg = f"{err['input']!r} is too large (at most {ctx.get('le', ctx.get('lt'))})"
+            msg = f"{short(err['input'])} is too large (at most {ctx.get('le', ctx.get('lt'))})"
         for prefix in ("Value error, ", "Assertion failed, "):
             msg = msg.removeprefix(prefix)
-        lines.append(f"{where}: {msg}" if where else msg)
+        lines.append(_cut(f"{where}: {msg}" if where else msg, 400))
+    if len(errors) > MAX_ERRORS:
+        lines.append(f"and {len(errors) - MAX_ERRORS} more problems")
     return "; ".join(lines)
 
 
@@ -414,14 +448,66 @@ def parse_config(data: Any, *, source: str = CONFIG_FILE) -> ModelConfig:
         raise ConfigError(f"{source}: {describe_errors(exc, ModelConfig)}") from None
 
 
+class _Refused(yaml.YAMLError):
+    def __init__(self, problem: str, mark: yaml.Mark | None, hint: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.problem_mark = mark
+        self.hint = hint
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """SafeLoader that refuses anchors and aliases and bounds node count and depth.
+
+    A config file has no use for aliases, and they are how a few hundred bytes expand into gigabytes
+    ("billion laughs"), so they are refused outright rather than counted after expansion.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._nodes = 0
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise _Refused(
+                "YAML anchors (&) and aliases (*) are not allowed",
+                event.start_mark,
+                "write the value out in full; modelport.yaml refuses aliases so a small file cannot "
+                "expand into a huge one",
+            )
+        self._nodes += 1
+        if self._nodes > MAX_YAML_NODES:
+            raise _Refused(
+                f"more than {MAX_YAML_NODES} YAML values", event.start_mark, "a config file is small"
+            )
+        self._depth += 1
+        if self._depth > MAX_YAML_DEPTH:
+            raise _Refused(
+                f"YAML nested more than {MAX_YAML_DEPTH} levels deep", event.start_mark, "flatten it"
+            )
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
 def parse_config_yaml(text: str, *, source: str = CONFIG_FILE) -> ModelConfig:
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{source} is larger than {MAX_CONFIG_BYTES // 1024} KiB")
+    loader = _ConfigLoader(text)
     try:
-        data = yaml.safe_load(text)
+        data = loader.get_single_data()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "not valid YAML"
-        raise ConfigError(f"{source}: {problem}{where}") from None
+        raise ConfigError(f"{source}: {_cut(problem, 200)}{where}", hint=getattr(exc, "hint", None)) from None
+    except (ValueError, OverflowError) as exc:  # e.g. an int past Python's digit limit, a bad date
+        raise ConfigError(f"{source}: a value cannot be read: {_cut(str(exc).split(';')[0], 120)}") from None
+    finally:
+        loader.dispose()
     return parse_config(data, source=source)
 
 

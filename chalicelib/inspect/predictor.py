@@ -1,5 +1,9 @@
 """Python predictor inspector: the contract comes from ``predict.py``'s source (``ast``), never from
 importing it, because the control plane must not run user code.
+
+The source is hostile too: it is size-capped before parsing, a parse that runs out of stack or memory
+(deeply nested expressions) is an ``ArtifactError``, annotations are followed at most
+``MAX_ANNOTATION_DEPTH`` levels, and messages quote at most 80 characters of the source.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ _SCALARS: dict[str, dict[str, Any]] = {
         "contentMediaType": "application/octet-stream",
     },
 }
+MAX_SOURCE_BYTES = 1024 * 1024
+MAX_ANNOTATION_DEPTH = 32
 _NULL = {"type": "null"}
 _LITERAL_TYPES = {str: "string", bool: "boolean", int: "integer", float: "number"}
 _INPUT_KEYS = {"description": "description", "ge": "minimum", "le": "maximum"}
@@ -53,6 +59,30 @@ def _any_of(schemas: list[dict[str, Any]]) -> dict[str, Any]:
     return unique[0] if len(unique) == 1 else {"anyOf": unique}
 
 
+def parse_source(source: bytes | str, rel: str, *, mode: str = "exec") -> Any:
+    """``ast.parse`` of user source, every way it can fail as an ``ArtifactError``."""
+    if len(source) > MAX_SOURCE_BYTES:
+        raise ArtifactError(f"{rel} is larger than {MAX_SOURCE_BYTES // (1024 * 1024)} MiB")
+    try:
+        return ast.parse(source, filename=rel, mode=mode)
+    except SyntaxError as exc:
+        raise ArtifactError(
+            f"{rel}: syntax error at line {exc.lineno}: {exc.msg}", hint="fix it; it must parse"
+        ) from None
+    except (RecursionError, MemoryError):
+        raise ArtifactError(f"{rel}: the source is nested too deeply to read", hint="simplify it") from None
+    except ValueError as exc:  # e.g. NUL bytes
+        raise ArtifactError(f"{rel} is not Python source: {exc}") from None
+
+
+def _source_text(node: ast.AST) -> str:
+    try:
+        text = ast.unparse(node)
+    except RecursionError:
+        return "<nested too deeply>"
+    return text if len(text) <= 80 else text[:79] + "…"
+
+
 class _Schemas:
     """Annotation -> JSON Schema, knowing the classes ``predict.py`` defines."""
 
@@ -60,20 +90,30 @@ class _Schemas:
         self.rel = rel
         self.classes = classes
         self.expanding: list[str] = []
+        self.depth = 0
 
     def fail(self, where: str, node: ast.expr, why: str = "") -> ArtifactError:
-        text = ast.unparse(node)
+        text = _source_text(node)
         return ArtifactError(
             f"{self.rel}: {where}: unsupported type annotation {text!r}{why}",
             hint=f"use {_SUPPORTED}",
         )
 
     def schema(self, node: ast.expr, where: str) -> dict[str, Any]:
+        self.depth += 1
+        try:
+            if self.depth > MAX_ANNOTATION_DEPTH:
+                raise ArtifactError(
+                    f"{self.rel}: {where}: type annotation nested over {MAX_ANNOTATION_DEPTH} levels deep",
+                    hint="flatten the type",
+                )
+            return self._schema(node, where)
+        finally:
+            self.depth -= 1
+
+    def _schema(self, node: ast.expr, where: str) -> dict[str, Any]:
         if isinstance(node, ast.Constant) and isinstance(node.value, str):  # "forward" reference
-            try:
-                node = ast.parse(node.value, mode="eval").body
-            except SyntaxError:
-                raise self.fail(where, node) from None
+            node = self.forward(node, where)
         if isinstance(node, ast.Constant) and node.value is None:
             return dict(_NULL)
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
@@ -86,6 +126,13 @@ class _Schemas:
         if isinstance(node, ast.Subscript):
             return self.generic(node, where)
         raise self.fail(where, node)
+
+    def forward(self, node: ast.Constant, where: str) -> ast.expr:
+        """The annotation a string spells; a string that does not parse is an unsupported annotation."""
+        try:
+            return parse_source(str(node.value), self.rel, mode="eval").body  # type: ignore[no-any-return]
+        except ArtifactError:
+            raise self.fail(where, node) from None
 
     def generic(self, node: ast.Subscript, where: str) -> dict[str, Any]:
         base = _name(node.value)
@@ -159,7 +206,7 @@ def _literal(node: ast.expr, what: str, rel: str) -> Any:
         return ast.literal_eval(node)
     except ValueError:
         raise ArtifactError(
-            f"{rel}: {what} must be a literal, got {ast.unparse(node)!r}",
+            f"{rel}: {what} must be a literal, got {_source_text(node)!r}",
             hint="write the value itself, not a name or expression",
         ) from None
 
@@ -232,14 +279,9 @@ def _pick_class(tree: ast.Module, rel: str) -> ast.ClassDef:
 
 
 def inspect_predictor(path: Path, rel: str) -> NativeContract:
-    try:
-        tree = ast.parse(path.read_bytes(), filename=rel)
-    except SyntaxError as exc:
-        raise ArtifactError(
-            f"{rel}: syntax error at line {exc.lineno}: {exc.msg}", hint="fix it; it must parse"
-        ) from None
-    except ValueError as exc:  # e.g. NUL bytes
-        raise ArtifactError(f"{rel} is not Python source: {exc}") from None
+    if path.stat().st_size > MAX_SOURCE_BYTES:
+        raise ArtifactError(f"{rel} is larger than {MAX_SOURCE_BYTES // (1024 * 1024)} MiB")
+    tree = parse_source(path.read_bytes(), rel)
     cls = _pick_class(tree, rel)
     classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
     schemas = _Schemas(rel, classes)

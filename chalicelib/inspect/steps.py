@@ -19,12 +19,11 @@ from typing import TYPE_CHECKING
 
 from chalicelib.core.errors import ArtifactError
 from chalicelib.core.steps import UserSignature, UserType
-from chalicelib.inspect.predictor import _name, _Schemas
+from chalicelib.inspect.predictor import MAX_SOURCE_BYTES, _name, _Schemas, parse_source
 
 if TYPE_CHECKING:
     from chalicelib.core.config import ModelConfig
 
-MAX_SOURCE_BYTES = 1024 * 1024
 _ARRAYS = ("ndarray", "NDArray", "ArrayLike")
 _MAPPINGS = ("dict", "Dict", "Mapping", "MutableMapping")
 
@@ -37,10 +36,7 @@ def _is_array(node: ast.expr) -> bool:
 
 def _user_type(node: ast.expr, schemas: _Schemas, where: str) -> UserType:
     if isinstance(node, ast.Constant) and isinstance(node.value, str):  # a string annotation
-        try:
-            node = ast.parse(node.value, mode="eval").body
-        except SyntaxError:
-            raise schemas.fail(where, node) from None
+        node = schemas.forward(node, where)
     if _is_array(node):
         return UserType(kind="tensor")
     if isinstance(node, ast.Subscript) and _name(node.value) in _MAPPINGS:
@@ -73,12 +69,7 @@ def inspect_user_step(model_dir: Path, ref: str) -> UserSignature:
         source = path.read_bytes()
     except OSError as exc:
         raise ArtifactError(f"user step {ref}: cannot read {rel}: {exc.strerror or exc}") from None
-    try:
-        tree = ast.parse(source, filename=rel)
-    except SyntaxError as exc:
-        raise ArtifactError(f"{rel}: syntax error at line {exc.lineno}: {exc.msg}") from None
-    except ValueError as exc:
-        raise ArtifactError(f"{rel} is not Python source: {exc}") from None
+    tree = parse_source(source, rel)
     fn = _function(tree, name)
     if fn is None:
         raise ArtifactError(

@@ -1,6 +1,13 @@
 """Gradient-boosting inspectors that read the saved files themselves: XGBoost JSON/UBJSON and
 LightGBM model text. Neither library is imported, so neither needs to be installed.
 
+Both parsers run on untrusted files in the control plane, so every count a file declares is budgeted by
+the file's own size before anything is allocated: a UBJSON container may claim at most as many elements as
+bytes remain, the whole document at most ``_ELEMENTS_PER_BYTE`` elements per byte, nesting at most
+``MAX_DEPTH`` levels; a JSON document at most one container per ``_JSON_BYTES_PER_CONTAINER`` bytes;
+class, target and feature counts at most one per byte of the file, LightGBM header lines at most
+``_MAX_LINE`` bytes. A file over budget is refused with ``ArtifactError`` naming it and the budget.
+
 Outputs describe what the native booster's ``predict`` returns (not the sklearn wrappers):
 ``binary:logistic``/``binary`` give P(class 1) per row as ``probability`` (batch,), ``multi:softprob``/
 ``multiclass`` give ``probabilities`` (batch, num_class), ``multi:softmax``/``binary:hinge`` a class
@@ -21,6 +28,17 @@ from chalicelib.core.protocol import DataType, Dim, Tensors, TensorSpec
 
 # --------------------------------------------------------------------------- UBJSON
 
+MAX_DEPTH = 64
+_ELEMENTS_PER_BYTE = 2
+_JSON_BYTES_PER_CONTAINER = 16
+_MAX_LINE = 16 * 1024 * 1024
+_MAX_HEADER_LINES = 10_000
+
+
+class BudgetExceeded(ValueError):
+    """A file declares more than its size can hold."""
+
+
 _NUMBERS = {"i": "b", "U": "B", "I": "h", "l": "i", "L": "q", "d": "f", "D": "d"}
 _INTS = frozenset("iUIlL")
 
@@ -31,6 +49,9 @@ class _Ubj:
     def __init__(self, data: bytes) -> None:
         self.data = data
         self.pos = 0
+        self.depth = 0
+        self.elements = 0
+        self.budget = _ELEMENTS_PER_BYTE * len(data) + 64
 
     def take(self, n: int) -> bytes:
         if n < 0 or self.pos + n > len(self.data):
@@ -49,10 +70,22 @@ class _Ubj:
     def length(self, m: str | None = None) -> int:
         m = m or self.marker()
         n = self.value(m) if m in _INTS else -1
-        # Elements take at least a byte, except typed T/F/Z ones: the slack keeps those legal.
-        if n < 0 or n > len(self.data) - self.pos + (1 << 20):
+        if n < 0:
             raise ValueError(f"bad length at byte {self.pos}")
+        remaining = len(self.data) - self.pos
+        if n > remaining:  # even zero-byte T/F/Z elements are budgeted at one a byte
+            raise BudgetExceeded(
+                f"unexpected end of data: length {n} at byte {self.pos} exceeds the {remaining} bytes left"
+            )
         return int(n)
+
+    def charge(self, n: int) -> None:
+        self.elements += n
+        if self.elements > self.budget:
+            raise BudgetExceeded(
+                f"more than {self.budget} elements ({_ELEMENTS_PER_BYTE} per byte of the file) "
+                f"by byte {self.pos}"
+            )
 
     def value(self, m: str) -> Any:
         if m in _NUMBERS:
@@ -65,7 +98,13 @@ class _Ubj:
         if m in "TFZ":
             return {"T": True, "F": False, "Z": None}[m]
         if m in "[{":
-            return self.container(m == "{")
+            self.depth += 1
+            if self.depth > MAX_DEPTH:
+                raise BudgetExceeded(f"nested more than {MAX_DEPTH} levels deep at byte {self.pos - 1}")
+            try:
+                return self.container(m == "{")
+            finally:
+                self.depth -= 1
         raise ValueError(f"unknown marker {m!r} at byte {self.pos - 1}")
 
     def container(self, keyed: bool) -> Any:
@@ -79,6 +118,7 @@ class _Ubj:
         if self.peek() == "#":
             self.pos += 1
             count = self.length()
+            self.charge(count)
         if typ in _NUMBERS and count is not None and not keyed:
             fmt = _NUMBERS[typ]
             return list(struct.unpack(f">{count}{fmt}", self.take(count * struct.calcsize(fmt))))
@@ -88,6 +128,8 @@ class _Ubj:
             m = self.marker() if keyed or typ is None else typ
             if count is None and m == ("}" if keyed else "]"):
                 break
+            if count is None:
+                self.charge(1)
             if keyed:
                 key = self.take(self.length(m)).decode()
                 fields[key] = self.value(typ or self.marker())
@@ -111,13 +153,37 @@ def decode_ubjson(data: bytes) -> Any:
 # --------------------------------------------------------------------------- shared
 
 
-def _int(value: Any, what: str, rel: str) -> int:
+def _int(value: Any, what: str, rel: str, size: int) -> int:
+    """A count the file declares; at most one per byte of the file, since each needs some of it."""
     try:
-        return int(float(value))
-    except (TypeError, ValueError):
+        n = int(float(value))
+    except (TypeError, ValueError, OverflowError):
         raise ArtifactError(
-            f"{rel}: {what} is {value!r}, not a number", hint="save the model again"
+            f"{rel}: {what} is {_short(value)}, not a number", hint="save the model again"
         ) from None
+    if n > size:
+        raise ArtifactError(
+            f"{rel}: {what}={n} exceeds the file's budget of one per byte ({size} bytes)",
+            hint="save the model again",
+        )
+    return n
+
+
+def _short(value: Any) -> str:
+    text = repr(value) if not isinstance(value, str) else repr(value[:80])
+    return text if len(text) <= 80 else text[:79] + "…"
+
+
+def _loads_json(raw: bytes) -> Any:
+    """``json.loads`` once the container count fits the budget (empty ``[]``s cost ~20x their bytes)."""
+    budget = len(raw) // _JSON_BYTES_PER_CONTAINER + 1024
+    containers = raw.count(b"[") + raw.count(b"{")  # an upper bound: brackets in strings count too
+    if containers > budget:
+        raise BudgetExceeded(
+            f"{containers} arrays/objects exceed the budget of {budget} "
+            f"(one per {_JSON_BYTES_PER_CONTAINER} bytes)"
+        )
+    return json.loads(raw)
 
 
 def _contract(
@@ -175,21 +241,26 @@ def _xgb_task(objective: str) -> tuple[Task, str]:
 def inspect_xgboost(path: Path, rel: str) -> NativeContract:
     ubj = path.suffix.lower() == ".ubj"
     hint = "save it with booster.save_model('model.json') or 'model.ubj'"
+    kind = "UBJSON" if ubj else "JSON"
     try:
         raw = path.read_bytes()
-        doc = decode_ubjson(raw) if ubj else json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        kind = "UBJSON" if ubj else "JSON"
+        doc = decode_ubjson(raw) if ubj else _loads_json(raw)
+    except BudgetExceeded as exc:
+        raise ArtifactError(f"{rel} exceeds the parsing budget of an XGBoost {kind} model: {exc}") from None
+    except RecursionError:
+        raise ArtifactError(f"{rel}: XGBoost {kind} nested too deeply", hint=hint) from None
+    except (ValueError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{rel} is not a valid XGBoost {kind} model: {exc}", hint=hint) from None
+    size = len(raw)
     learner = doc.get("learner") if isinstance(doc, dict) else None
     if not isinstance(learner, dict):
         raise ArtifactError(f"{rel} is not an XGBoost model (no top-level 'learner')", hint=hint)
     param = learner.get("learner_model_param")
     if not isinstance(param, dict) or "num_feature" not in param:
         raise ArtifactError(f"{rel} lacks learner.learner_model_param.num_feature", hint=hint)
-    n_features = _int(param["num_feature"], "num_feature", rel)
-    num_class = _int(param.get("num_class", 0), "num_class", rel)
-    num_target = _int(param.get("num_target", 1), "num_target", rel)
+    n_features = _int(param["num_feature"], "num_feature", rel, size)
+    num_class = _int(param.get("num_class", 0), "num_class", rel, size)
+    num_target = _int(param.get("num_target", 1), "num_target", rel, size)
     objective_doc = learner.get("objective")
     objective = str(objective_doc.get("name", "")) if isinstance(objective_doc, dict) else ""
     task, head = _xgb_task(objective)
@@ -205,7 +276,7 @@ def inspect_xgboost(path: Path, rel: str) -> NativeContract:
         metadata["booster"] = str(booster["name"])
     version = doc.get("version")
     if isinstance(version, list) and version:
-        metadata["xgboost_version"] = ".".join(str(v) for v in version)
+        metadata["xgboost_version"] = ".".join(str(v) for v in version[:4])
     return _contract(
         "xgboost",
         task=task,
@@ -243,12 +314,24 @@ def _lgb_task(name: str) -> tuple[Task, str]:
 def inspect_lightgbm(path: Path, rel: str) -> NativeContract:
     hint = "save it with booster.save_model('model.txt')"
     header: dict[str, str] = {}
+    size = path.stat().st_size
     with path.open("rb") as fh:
         if fh.readline(64).strip() != b"tree":
             raise ArtifactError(
                 f"{rel} is not a LightGBM model file (its first line must be 'tree')", hint=hint
             )
-        for raw in fh:
+        for count in range(_MAX_HEADER_LINES + 1):
+            raw = fh.readline(_MAX_LINE + 1)
+            if not raw:
+                break
+            if len(raw) > _MAX_LINE:
+                raise ArtifactError(
+                    f"{rel}: a header line exceeds the parsing budget of {_MAX_LINE // (1024 * 1024)} MiB"
+                )
+            if count == _MAX_HEADER_LINES:
+                raise ArtifactError(
+                    f"{rel}: the header exceeds the parsing budget of {_MAX_HEADER_LINES} lines"
+                )
             line = raw.decode(errors="replace").strip()
             if line.startswith("Tree=") or line == "end of trees" or (not line and header):
                 break
@@ -257,8 +340,8 @@ def inspect_lightgbm(path: Path, rel: str) -> NativeContract:
                 header[key] = value
     if "max_feature_idx" not in header:
         raise ArtifactError(f"{rel} is not a LightGBM model file (no max_feature_idx)", hint=hint)
-    n_features = _int(header["max_feature_idx"], "max_feature_idx", rel) + 1
-    num_class = _int(header.get("num_class", 1), "num_class", rel)
+    n_features = _int(header["max_feature_idx"], "max_feature_idx", rel, size) + 1
+    num_class = _int(header.get("num_class", 1), "num_class", rel, size)
     objective = header.get("objective", "").strip()
     name = objective.split(" ", 1)[0]
     task, head = _lgb_task(name)

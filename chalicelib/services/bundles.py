@@ -4,10 +4,18 @@ A bundle comes from anyone holding an upload URL, so every member is treated as 
 leave the directory, links, device files, too many members and decompression bombs are refused with a
 message naming the member. Sizes in headers are only used to refuse early; the bytes actually produced
 are counted while copying and the copy stops at the limit, because headers can lie.
+
+Nothing is decompressed or parsed beyond a budget either: a tar stream is decompressed here, and the
+reader tarfile pulls from refuses to go further than the data of the members accepted so far plus
+``_HEADER_BUDGET`` (so a pax or GNU long-name header cannot claim gigabytes of memory before any member
+is seen, nor a skipped member make us inflate data nobody writes); a zip's central directory is sized
+from its end record and refused before ``zipfile`` builds an object per entry.
 """
 
 from __future__ import annotations
 
+import errno
+import gzip
 import os
 import stat
 import tarfile
@@ -18,11 +26,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from chalicelib.core.errors import UnsafeBundle
+from chalicelib.core.errors import TooLarge, UnsafeBundle
 
 _CHUNK = 1 << 20
 _TAR_SLACK = 64 * 1024
 """Bytes the tar stream may have buffered ahead of a member; a ratio estimate must not hinge on them."""
+_HEADER_BUDGET = 1024 * 1024
+"""Decompressed tar bytes allowed beyond the accepted members' data: headers, pax records, read-ahead."""
+_ZIP_ENTRY_BUDGET = 4096
+"""Central-directory bytes allowed per member (46 fixed + name + extra + comment)."""
 
 
 @dataclass(frozen=True)
@@ -120,16 +132,50 @@ class _Extractor:
                 self.check_total(name, self.total + size, "actual")
                 self.check_ratio(name, size, next(compressed), "the member")
                 self.check_ratio(name, self.total + size, self.archive_size, "the bundle")
-                out.write(chunk)
+                try:
+                    out.write(chunk)
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                        raise
+                    raise TooLarge(
+                        f"bundle member {name!r}: the bundle does not fit the deploy worker's disk "
+                        f"({_mb(self.total + size)} extracted)"
+                    ) from None
         self.total += size
         self.written.append(rel)
         return size
 
 
-def _extract_tar(fh: IO[bytes], mode: str, ex: _Extractor) -> None:
-    with tarfile.open(fileobj=fh, mode=mode) as tf:  # type: ignore[call-overload]
+class _TarBudget:
+    """The decompressed tar stream, refusing to deliver past ``allowed`` (raised as members are accepted)."""
+
+    def __init__(self, source: IO[bytes] | gzip.GzipFile) -> None:
+        self.source = source
+        self.pos = 0
+        self.allowed = _HEADER_BUDGET
+
+    def read(self, size: int = -1) -> bytes:
+        want = self.allowed - self.pos + 1
+        data = self.source.read(want if size < 0 else min(size, want))
+        self.pos += len(data)
+        if self.pos > self.allowed:
+            raise UnsafeBundle(
+                f"the bundle's headers or skipped data exceed {_mb(_HEADER_BUDGET)} at byte {self.allowed}"
+            )
+        return data
+
+
+def _blocks(size: int) -> int:
+    return -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+
+
+def _extract_tar(fh: IO[bytes], compressed: bool, ex: _Extractor) -> None:
+    stream: IO[bytes] | gzip.GzipFile = gzip.GzipFile(fileobj=fh, mode="rb") if compressed else fh
+    budget = _TarBudget(stream)
+    with tarfile.open(fileobj=budget, mode="r|") as tf:  # type: ignore[call-overload]
         for member in tf:
             name = member.name
+            budget.allowed = member.offset_data + _HEADER_BUDGET
             ex.count(name)
             rel = safe_member_path(name)
             if member.issym() or member.islnk():
@@ -142,6 +188,7 @@ def _extract_tar(fh: IO[bytes], mode: str, ex: _Extractor) -> None:
             if not member.isreg():
                 raise _unsafe(name, "only regular files and directories are allowed")
             ex.check_total(name, ex.total + member.size, "declared")
+            budget.allowed = member.offset_data + _blocks(member.size) + _HEADER_BUDGET
             source = tf.extractfile(member)
             if source is None:  # pragma: no cover - isreg() members always have data
                 raise _unsafe(name, "has no data")
@@ -155,7 +202,25 @@ def _extract_tar(fh: IO[bytes], mode: str, ex: _Extractor) -> None:
             ex.copy(name, rel, source, consumed())
 
 
+def _zip_directory(fh: IO[bytes], limits: BundleLimits) -> None:
+    """Refuse a zip whose end record announces more members, or a bigger directory, than allowed."""
+    end = zipfile._EndRecData(fh)  # type: ignore[attr-defined]
+    if end is None:
+        raise zipfile.BadZipFile("no end of central directory record")
+    entries = int(end[4])  # _ECD_ENTRIES_TOTAL
+    size = int(end[5])  # _ECD_SIZE
+    if entries > limits.max_files:
+        raise UnsafeBundle(f"the bundle has more than {limits.max_files} members ({entries})")
+    if size > max(entries, 1) * _ZIP_ENTRY_BUDGET:
+        raise UnsafeBundle(
+            f"the zip's central directory is {_mb(size)} for {entries} members, "
+            f"over {_ZIP_ENTRY_BUDGET} bytes a member"
+        )
+    fh.seek(0)
+
+
 def _extract_zip(fh: IO[bytes], ex: _Extractor) -> None:
+    _zip_directory(fh, ex.limits)
     with zipfile.ZipFile(fh) as zf:
         infos = zf.infolist()
         if len(infos) > ex.limits.max_files:
@@ -205,14 +270,21 @@ def extract_bundle(archive: Path, dest: Path, limits: BundleLimits | None = None
         fh.seek(0)
         try:
             if head[:2] == b"\x1f\x8b":
-                _extract_tar(fh, "r|gz", ex)
+                _extract_tar(fh, True, ex)
             elif head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
                 _extract_zip(fh, ex)
             elif head[257:262] == b"ustar":
-                _extract_tar(fh, "r|", ex)
+                _extract_tar(fh, False, ex)
             else:
                 raise UnsafeBundle("not a tar.gz or zip archive")
-        except (tarfile.TarError, zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+        except (
+            tarfile.TarError,
+            zipfile.BadZipFile,
+            gzip.BadGzipFile,
+            zlib.error,
+            EOFError,
+            NotImplementedError,
+        ) as exc:
             if ex.current:
                 raise _unsafe(ex.current, f"the archive is corrupt here: {exc}") from None
             raise UnsafeBundle(f"the bundle is not a readable tar.gz or zip archive: {exc}") from None

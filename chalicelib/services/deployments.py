@@ -12,8 +12,17 @@ a user can act on. S3 notifications arrive through SQS at least once, so:
   resumed attempt starts past it, because the previous attempt's temp dir is gone;
 * attempts are counted, so a deployment that keeps crashing ends FAILED instead of looping.
 
-Domain errors (``ModelportError``) end the deployment FAILED with their one-line message, and the version
-with it. Anything else is a bug or a transient outage: it is recorded and re-raised, so SQS retries.
+How a failed stage ends:
+
+* a transient outage -- a domain error answering 503 (``Unavailable``: a table, the bucket, Lambda did
+  not answer; ``EngineUnavailable``: the docker engine did not), a raw botocore error that
+  ``chalicelib.aws.outage`` classifies as one, or ``DeploymentBusy`` -- is recorded on the deployment
+  and re-raised, so SQS redelivers and the next attempt resumes; after ``max_attempts`` it ends FAILED;
+* any other domain error (``ModelportError``) ends the deployment FAILED at once with its one-line
+  message, and the version with it;
+* anything else (``RecursionError``, ``TypeError``, ``OSError``, ``MemoryError``...) is a bug or a
+  hostile input no check caught: retrying replays it, so it ends FAILED at once with a generic message
+  and an error id; the id is logged with the traceback, and the exception's text never reaches ``reason``.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import logging
 import re
 import shutil
 import tempfile
+import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -31,7 +41,7 @@ from typing import Any
 
 from chalicelib import inspect as inspectors
 from chalicelib.core.config import CONFIG_FILE, ModelConfig
-from chalicelib.core.errors import ConfigError, Conflict, ModelportError, NotFound, TooLarge
+from chalicelib.core.errors import ConfigError, Conflict, ModelportError, NotFound, TooLarge, Unavailable
 from chalicelib.core.manifest import ModelConfigFile, build_manifest
 from chalicelib.core.native import NativeContract
 from chalicelib.core.records import (
@@ -54,6 +64,14 @@ UPLOAD_KEY = re.compile(
     r"^uploads/(?P<name>[a-z0-9](?:[a-z0-9-]{0,46}[a-z0-9])?)/v(?P<version>\d{10})/bundle\.(?:tar\.gz|zip)$"
 )
 TERMINAL = ("READY", "FAILED")
+_DOING: dict[str, str] = {
+    "RECEIVED": "receiving the bundle",
+    "INSPECTED": "inspecting the bundle",
+    "CONFIG_GENERATED": "generating the config file",
+    "IMAGE_BUILT": "building the image",
+    "FUNCTIONS_READY": "deploying the functions",
+    "READY": "publishing the version",
+}
 
 
 def upload_key(name: str, version: int, fmt: str = "tar.gz") -> str:
@@ -169,6 +187,18 @@ class _Attempt:
 
     def progress(self, line: str) -> None:
         log.info("deployment %s: %s", self.dep.deployment_id, line)
+
+
+def _transient(err: ModelportError) -> bool:
+    """A 503 (``Unavailable``, the docker engine not answering) says "try again": nothing to fix."""
+    return err.http_status == 503
+
+
+def _outage(exc: BaseException) -> Unavailable | None:
+    """A raw backend error that says a service did not answer, as ``Unavailable``; None for a bug."""
+    from chalicelib.aws import outage  # botocore only where an error might come from it
+
+    return outage(exc)
 
 
 def _model_root(extracted: Path) -> Path:
@@ -329,12 +359,17 @@ class DeploymentService:
     def _run(self, dep: Deployment, etag: str, size: int) -> Deployment:
         workdir = Path(tempfile.mkdtemp(prefix="modelport-deploy-", dir=self.scratch))
         attempt = _Attempt(self, dep, workdir, etag, size)
+        stage: str = attempt.dep.state
         try:
             for stage in DEPLOYMENT_STAGES[DEPLOYMENT_STAGES.index(attempt.dep.state) + 1 :]:
                 started = self.clock()
                 try:
                     self._stages[stage](attempt)
+                except DeploymentBusy:
+                    raise
                 except ModelportError as err:
+                    if _transient(err):
+                        raise
                     return self._fail(attempt.dep, attempt.scrub(str(err)))
                 record = StageRecord(stage=stage, started_at=started, finished_at=self.clock())
                 terminal = {"lease_until": None, "reason": None} if stage == "READY" else {}
@@ -345,8 +380,11 @@ class DeploymentService:
         except DeploymentBusy:
             raise
         except Exception as exc:
-            reason = f"attempt {attempt.dep.attempts} failed: {type(exc).__name__}: {attempt.scrub(str(exc))}"
-            log.exception("deployment %s: %s", dep.deployment_id, reason)
+            unavailable = exc if isinstance(exc, ModelportError) and _transient(exc) else _outage(exc)
+            if unavailable is None:
+                return self._internal_error(attempt, stage)
+            reason = f"attempt {attempt.dep.attempts} failed: {attempt.scrub(str(unavailable))}"
+            log.warning("deployment %s: %s", dep.deployment_id, reason, exc_info=True)
             try:  # release the lease so the redelivery can resume at once
                 self._save(attempt.dep, reason=reason, lease_until=None)
             except Exception:
@@ -354,6 +392,14 @@ class DeploymentService:
             raise
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+
+    def _internal_error(self, attempt: _Attempt, stage: str) -> Deployment:
+        """Fail now with a message that names only the stage and an id; the traceback goes to the log."""
+        error_id = uuid.uuid4().hex[:16]
+        doing = _DOING.get(stage, "deploying")
+        log.exception("deployment %s: error id %s while %s", attempt.dep.deployment_id, error_id, doing)
+        reason = f"internal error while {doing} (error id {error_id}); the operators have been notified"
+        return self._fail(attempt.dep, reason)
 
     def version(self, dep: Deployment) -> VersionRecord:
         try:

@@ -7,15 +7,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from chalicelib import inspect as inspectors
-from chalicelib.core.config import CONFIG_FILE, ModelConfig, parse_config_yaml
+from chalicelib.core.config import CONFIG_FILE, MAX_CONFIG_BYTES, ModelConfig, parse_config_yaml
 from chalicelib.core.errors import ArtifactError, ConfigError
 from chalicelib.core.manifest import ArtifactFile, ModelConfigFile, build_manifest
 from chalicelib.core.native import NativeContract
 
 if TYPE_CHECKING:
     from chalicelib.core.ports import Sandbox
-
-MAX_CONFIG_BYTES = 256 * 1024
 
 
 def load_config(model_dir: Path) -> ModelConfig:

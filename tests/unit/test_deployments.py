@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib.core.errors import Conflict
+from chalicelib.core.errors import Conflict, Unavailable
 from chalicelib.core.manifest import ModelConfigFile
 from chalicelib.core.records import DEPLOYMENT_STAGES, Deployment, ModelRecord
 from chalicelib.memory.stores import MemoryFunctionManager, MemoryImageBuilder
@@ -253,12 +253,12 @@ def test_concurrent_deliveries_of_one_event_deploy_once(world: World) -> None:
 
 def test_a_failed_attempt_is_recorded_and_the_redelivery_resumes(world: World) -> None:
     event = world.upload(bundle())
-    world.functions.fail_with = RuntimeError("Rate exceeded")
-    with pytest.raises(RuntimeError, match="Rate exceeded"):
+    world.functions.fail_with = Unavailable("Lambda did not answer (Rate exceeded)")
+    with pytest.raises(Unavailable, match="Rate exceeded"):
         world.deploy(event)
     (dep,) = world.service.for_model(NAME)
     assert dep.state == "IMAGE_BUILT" and dep.lease_until is None
-    assert dep.reason == "attempt 1 failed: RuntimeError: Rate exceeded"
+    assert dep.reason == "attempt 1 failed: Lambda did not answer (Rate exceeded)"
     assert not any(world.scratch.iterdir())
 
     world.functions.fail_with = None
@@ -289,14 +289,14 @@ def test_a_dead_handler_is_taken_over_once_its_lease_expires(world: World) -> No
 
 def test_a_deployment_that_keeps_crashing_fails_after_three_attempts(world: World) -> None:
     event = world.upload(bundle())
-    world.functions.fail_with = RuntimeError("boom")
+    world.functions.fail_with = Unavailable("Lambda did not answer")
     for _ in range(3):
-        with pytest.raises(RuntimeError):
+        with pytest.raises(Unavailable):
             world.deploy(event)
     reason = world.failed(event)
     assert reason == (
         "deployment did not finish after 3 attempts (last stage: IMAGE_BUILT); "
-        "attempt 3 failed: RuntimeError: boom"
+        "attempt 3 failed: Lambda did not answer"
     )
     assert len(world.functions.calls) == 3
     assert world.deploy(event).state == "FAILED"  # and stays so
