@@ -23,7 +23,8 @@ from chalicelib.core.errors import ArtifactError
 from chalicelib.core.native import NativeContract
 from chalicelib.core.protocol import Frozen
 
-log = logging.getLogger("modelport.sandbox")
+# Not under "modelport": that is the Chalice app's logger, which does not propagate to the root.
+log = logging.getLogger(__name__)
 
 MAX_OUTPUT = 1024 * 1024
 """Bytes of probe stdout the control plane reads; more is "no valid contract"."""

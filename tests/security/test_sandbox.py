@@ -220,7 +220,7 @@ def test_a_failing_probe_reports_a_fixed_reason_and_logs_only_a_sanitized_excerp
         + f"raise RuntimeError('MODELPORT_ADMIN_KEY={canary_env} leaked: ' + 'x' * 50)\n"
     )
     world = World(tmp_path, docker_sandbox)
-    with caplog.at_level(logging.WARNING, logger="modelport.sandbox"):
+    with caplog.at_level(logging.WARNING, logger="chalicelib.core.probe"):
         dep = world.deploy("noisy", hostile_pickle(code))
     assert dep.state == "FAILED"
     assert dep.reason is not None
@@ -228,7 +228,7 @@ def test_a_failing_probe_reports_a_fixed_reason_and_logs_only_a_sanitized_excerp
     assert "could not be loaded" in dep.reason
     for leaked in (canary_env, "RuntimeError", "stdout", "MODELPORT_ADMIN_KEY", "xxxx"):
         assert leaked not in dep.reason
-    (record,) = [r for r in caplog.records if r.name == "modelport.sandbox"]
+    (record,) = [r for r in caplog.records if r.name == "chalicelib.core.probe"]
     logged = record.getMessage()
     assert "RuntimeError" in logged  # the owner's excerpt: the failure's kind ...
     assert canary_env not in logged  # ... but never an environment value
