@@ -149,7 +149,11 @@ def _number(value: Any, where: str, problems: Problems) -> float:
     if not math.isfinite(value):
         problems.add("must be a finite number (no NaN or infinity)", pointer=where)
         return 0.0
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # a 400-digit integer
+        problems.add("is too large for a 64-bit float", pointer=where)
+        return 0.0
 
 
 class TabularRun:
@@ -174,7 +178,28 @@ class TabularRun:
         matrix = self._from_csv(table.csv) if table.csv is not None else self._from_json(table.json)
         if inv is not None:
             inv.table = (self.features, matrix)
-        return {self.input_name: matrix.astype(self.dtype, copy=False)}
+        return {self.input_name: self._cast(matrix)}
+
+    def _cast(self, matrix: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        """The matrix in the model's dtype; a value that does not fit it (1e39 for float32, which would
+        become infinity and NaN scores) is the request's mistake, a 400."""
+        kind = self.dtype.kind
+        if kind in "iu":
+            info = np.iinfo(self.dtype)
+            bad = (matrix < info.min) | (matrix > info.max)
+            out = None
+        else:
+            with np.errstate(over="ignore"):
+                out = matrix.astype(self.dtype, copy=False)
+            bad = ~np.isfinite(out) if kind == "f" else np.zeros(matrix.shape, dtype=bool)
+        if bad.any():
+            i, j = (int(k) for k in np.argwhere(bad)[0])
+            name = self.features[j]
+            raise RequestError(
+                f"row {i + 1}, {name}: {matrix[i, j]:g} does not fit {self.dtype.name}",
+                errors=[{"row": i + 1, "column": name, "message": f"does not fit {self.dtype.name}"}],
+            )
+        return matrix.astype(self.dtype, copy=False) if out is None else out
 
     def _category(self, j: int, value: Any, problems: Problems, **where: Any) -> float:
         mapping = self.categories[j]
