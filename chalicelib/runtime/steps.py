@@ -146,14 +146,15 @@ def _number(value: Any, where: str, problems: Problems) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         problems.add(f"expected a number, got {json_type(value)}", pointer=where)
         return 0.0
-    if not math.isfinite(value):
-        problems.add("must be a finite number (no NaN or infinity)", pointer=where)
-        return 0.0
     try:
-        return float(value)
+        number = float(value)
     except OverflowError:  # a 400-digit integer
         problems.add("is too large for a 64-bit float", pointer=where)
         return 0.0
+    if not math.isfinite(number):
+        problems.add("must be a finite number (no NaN or infinity)", pointer=where)
+        return 0.0
+    return number
 
 
 class TabularRun:

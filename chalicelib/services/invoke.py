@@ -207,7 +207,8 @@ def _lazy_of(keyword: str) -> Any:
         found: list[ValidationError] = []
         valid = 0
         for index, branch in enumerate(branches):
-            errors = list(islice(validator.descend(instance, branch, schema_path=index), MAX_PROBLEMS))
+            wanted = 1 if valid else MAX_PROBLEMS  # after a valid branch, only whether another one is
+            errors = list(islice(validator.descend(instance, branch, schema_path=index), wanted))
             if not errors:
                 valid += 1
                 if keyword == "anyOf":
@@ -251,6 +252,7 @@ SchemaValidator = validators.extend(  # type: ignore[no-untyped-call]
     validators={"oneOf": _lazy_of("oneOf"), "anyOf": _lazy_of("anyOf"), "uniqueItems": _unique_items},
     type_checker=Draft202012Validator.TYPE_CHECKER.redefine("number", _is_number),
 )
+del SchemaValidator.VALIDATORS["format"]  # an annotation here (the dtype's name): not a call per value
 
 
 class RequestValidator:
