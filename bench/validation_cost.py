@@ -4,9 +4,9 @@ Every body goes through ``RequestValidator.validate`` (``chalicelib/services/inv
 ``InvokeService.invoke`` runs before any function is called: the nesting scan, ``json.loads``, then the
 protocol's JSON Schema with lazy, capped error iteration. The model is iris ONNX (records or rows, four
 float32 features: a ``oneOf`` of two shapes, the costliest schema the generators emit). Each body is
-~1 MB and ~5 MB; time is the median of ``--runs`` calls, peak memory is tracemalloc's peak over one more
-call (tracemalloc is off while timing); sizes over 1 MB run the LARGE subset. ``--before`` also runs the validation as it was before issue 10
-(``Draft202012Validator.iter_errors`` collected in full, then sorted, 20 kept) on the 1 MB bodies.
+~1 MB or ~5 MB (5 MB: the LARGE subset); time is the median of ``--runs`` calls after a first call
+traced by tracemalloc for the peak memory. ``--before`` also runs the validation as it was before
+issue 10 (``Draft202012Validator.iter_errors`` collected in full, sorted, 20 kept) on the 1 MB bodies.
 """
 
 from __future__ import annotations
@@ -148,11 +148,12 @@ def main() -> None:
             f"{platform.python_version()}, {date.today().isoformat()}. `RequestValidator.validate`, the "
             "check the API runs before any function (nesting scan, `json.loads`, the iris protocol's "
             "JSON Schema: a `oneOf` of records and rows of four float32 features). Median of the runs; "
-            "peak memory is tracemalloc's over one more call; 5 MB runs the slowest valid and invalid bodies only. `× valid` is against the valid records "
+            "peak memory is tracemalloc's over one more call; 5 MB runs the slowest valid and invalid "
+            "bodies only. `ratio` is the time against the valid records "
             "body of the same size. `before` is the validation of main before this change (every "
             "jsonschema error built and sorted, 20 kept), one call.",
             "",
-            "| body | content | problems | ms | × valid | peak MB | before |",
+            "| body | content | problems | ms | ratio | peak MB | before |",
             "| --- | --- | ---: | ---: | ---: | ---: | --- |",
             *rows,
             "",

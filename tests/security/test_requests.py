@@ -174,10 +174,8 @@ def _invoke_text(world: dict[str, Any], model: str, text: str) -> Any:
 
 
 def _record_with(value: str) -> str:
-    return (
-        '{"records": [{"sepal_length": %s, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}]}'
-        % value
-    )
+    """A one-record body with ``value`` as the raw JSON text of sepal_length."""
+    return json.dumps({"records": [{**RECORD, "sepal_length": "@"}]}).replace('"@"', value)
 
 
 def test_a_400_digit_integer_is_a_400(world: dict[str, Any]) -> None:
