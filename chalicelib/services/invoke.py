@@ -247,9 +247,45 @@ def _unique_items(validator: Any, unique: Any, instance: Any, schema: Any) -> It
             seen.add(key)
 
 
+DTYPE_VALUE = "x-modelport-dtype-value"
+"""A private keyword: one dtype's ``{type, format, minimum, maximum}`` checked in one call (jsonschema
+would make three per value, a tenth of a record's validation time)."""
+
+
+def _dtype_value(validator: Any, spec: Any, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    kind, name, low, high = spec
+    if not validator.is_type(instance, kind):
+        yield ValidationError(
+            f"{short(instance)} is not of type {kind!r}", validator="type", validator_value=kind
+        )
+    elif not low <= instance <= high:
+        yield ValidationError(
+            f"{short(instance)} does not fit {name}",
+            validator="minimum" if instance < low else "maximum",
+            schema={"format": name, "minimum": low, "maximum": high},
+        )
+
+
+def compile_schema(schema: Any) -> Any:
+    """``schema`` for SchemaValidator: every dtype leaf that ``core/protocol.number_schema`` wrote
+    becomes one DTYPE_VALUE keyword; the rest is unchanged."""
+    if isinstance(schema, list):
+        return [compile_schema(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    if set(schema) == {"type", "format", "minimum", "maximum"} and schema["type"] in ("number", "integer"):
+        return {DTYPE_VALUE: (schema["type"], schema["format"], schema["minimum"], schema["maximum"])}
+    return {k: compile_schema(v) for k, v in schema.items()}
+
+
 SchemaValidator = validators.extend(  # type: ignore[no-untyped-call]
     Draft202012Validator,
-    validators={"oneOf": _lazy_of("oneOf"), "anyOf": _lazy_of("anyOf"), "uniqueItems": _unique_items},
+    validators={
+        "oneOf": _lazy_of("oneOf"),
+        "anyOf": _lazy_of("anyOf"),
+        "uniqueItems": _unique_items,
+        DTYPE_VALUE: _dtype_value,
+    },
     type_checker=Draft202012Validator.TYPE_CHECKER.redefine("number", _is_number),
 )
 del SchemaValidator.VALIDATORS["format"]  # an annotation here (the dtype's name): not a call per value
@@ -264,7 +300,7 @@ class RequestValidator:
 
     def __init__(self, manifest: ModelConfigFile) -> None:
         self.manifest = manifest
-        self.schema = SchemaValidator(manifest.protocol.request.json_schema)
+        self.schema = SchemaValidator(compile_schema(manifest.protocol.request.json_schema))
 
     def problems(self, doc: Any) -> list[dict[str, str]]:
         """Up to MAX_PROBLEMS ``{pointer, message}`` of a parsed JSON request, in document order."""
