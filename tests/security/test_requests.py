@@ -313,3 +313,38 @@ def test_an_over_size_reply_read_by_the_lambda_invoker_is_a_clear_error(fake_lam
     fake_lambda.script = [(200, {}, huge)]
     with pytest.raises(ResponseTooLarge, match=f"answered {len(huge)} bytes"):
         invoker.invoke(DEPLOYMENT, {})
+
+
+def test_the_nesting_scan_agrees_with_the_parsed_depth() -> None:
+    """``too_deep`` reads raw text: brackets inside strings (escaped quotes too) do not count."""
+    import random
+
+    from chalicelib.core.jsontext import too_deep
+
+    def depth(value: Any) -> int:
+        if isinstance(value, list):
+            return 1 + max((depth(v) for v in value), default=0)
+        if isinstance(value, dict):
+            return 1 + max((depth(v) for v in value.values()), default=0)
+        return 0
+
+    rng = random.Random(10)
+
+    def make(level: int) -> Any:
+        """A chain ``level`` deep with a few short side branches and strings full of brackets."""
+        leaf = rng.choice([1, 2.5, None, '[{"\\\\', 'x"]]]', "[[[[", "}}"])
+        if level == 0:
+            return leaf
+        inner = make(level - 1)
+        side = [[leaf]] if rng.random() < 0.3 else []
+        if rng.random() < 0.5:
+            return [*side, inner] if rng.random() < 0.5 else [inner, *side]
+        return {rng.choice(["a", "[", '"{', "\\"]): inner, "s": side}
+
+    for _ in range(300):
+        doc = make(rng.randint(0, 70))
+        text = json.dumps(doc).encode()
+        for limit in (depth(doc) - 1, depth(doc), 64):
+            assert too_deep(text, max(limit, 0)) == (depth(doc) > max(limit, 0)), text[:200]
+    assert too_deep(b"[" * 65, 64)  # unbalanced: judged by what it could reach
+    assert not too_deep(b"[" * 10 + b"]" * 20, 64)
