@@ -174,6 +174,10 @@ class TabularRun:
         self.dtype = np.dtype(dtype)
         self.categories = {self.index[n]: dict(m) for n, m in (categories or {}).items()}
         self.category_names = {name for m in self.categories.values() for name in m}
+        info = np.iinfo(self.dtype) if self.dtype.kind in "iu" else None
+        if info is None and self.dtype.kind == "f" and self.dtype.itemsize < 8:
+            info = np.finfo(self.dtype)  # type: ignore[assignment]
+        self._range = None if info is None else (float(info.min), float(info.max))
 
     def __call__(self, table: Table, inv: Invocation | None = None) -> dict[str, npt.NDArray[Any]]:
         matrix = self._from_csv(table.csv) if table.csv is not None else self._from_json(table.json)
@@ -183,24 +187,18 @@ class TabularRun:
 
     def _cast(self, matrix: npt.NDArray[Any]) -> npt.NDArray[Any]:
         """The matrix in the model's dtype; a value that does not fit it (1e39 for float32, which would
-        become infinity and NaN scores) is the request's mistake, a 400."""
-        kind = self.dtype.kind
-        if kind in "iu":
-            info = np.iinfo(self.dtype)
-            bad = (matrix < info.min) | (matrix > info.max)
-            out = None
-        else:
-            with np.errstate(over="ignore"):
-                out = matrix.astype(self.dtype, copy=False)
-            bad = ~np.isfinite(out) if kind == "f" else np.zeros(matrix.shape, dtype=bool)
-        if bad.any():
-            i, j = (int(k) for k in np.argwhere(bad)[0])
-            name = self.features[j]
-            raise RequestError(
-                f"row {i + 1}, {name}: {matrix[i, j]:g} does not fit {self.dtype.name}",
-                errors=[{"row": i + 1, "column": name, "message": f"does not fit {self.dtype.name}"}],
-            )
-        return matrix.astype(self.dtype, copy=False) if out is None else out
+        become infinity and NaN scores) is the request's mistake, a 400. The cells are finite float64
+        already: two reductions, no cast to look at (a few µs for one row)."""
+        if self._range is not None and matrix.size:
+            low, high = self._range
+            if matrix.min() < low or matrix.max() > high:
+                i, j = (int(k) for k in np.argwhere((matrix < low) | (matrix > high))[0])
+                name, dtype = self.features[j], self.dtype.name
+                raise RequestError(
+                    f"row {i + 1}, {name}: {matrix[i, j]:g} does not fit {dtype}",
+                    errors=[{"row": i + 1, "column": name, "message": f"does not fit {dtype}"}],
+                )
+        return matrix.astype(self.dtype, copy=False)
 
     def _category(self, j: int, value: Any, problems: Problems, **where: Any) -> float:
         mapping = self.categories[j]
