@@ -365,15 +365,16 @@ def _message(err: ValidationError) -> str:
 
 ENVELOPE_BYTES = 1024
 """More than the keys and media types of an invocation event add to its body."""
-ESCAPED_BYTES_PER_CHAR = 6
-"""The most one character of a body grows to in the event's JSON: ``\u001f`` (ASCII escapes)."""
+ESCAPED_BYTES_PER_CHAR = 12
+"""The most one character of a body grows to in the event's JSON (ASCII escapes): an emoji is one
+character and ``\\ud83d\\ude00``."""
 
 
 def event_size(event: dict[str, object], *, exact: bool = False) -> int:
     """The bytes of ``event`` as the invoker sends it (``json.dumps``, ASCII, compact separators).
 
     A body whose worst-case escaping still fits is not serialized here (the invoker does it once):
-    that is every request under ~1 MB, so the hot path pays a ``len``. Larger ones, and ``exact``,
+    that is every request under ~0.5 MB, so the hot path pays a ``len``. Larger ones, and ``exact``,
     are serialized to measure."""
     body = event.get("body")
     if isinstance(body, str) and not exact:

@@ -169,7 +169,7 @@ def test_a_name_that_breaks_the_naming_rule_is_a_404_without_a_store_read(
 # --------------------------------------------------------------------------- numbers
 
 
-def _invoke_text(world: dict[str, Any], model: str, text: str) -> Any:
+def _invoke_text(world: dict[str, Any], model: str, text: str | bytes) -> Any:
     return world["alice"].call("POST", f"/v1/models/{model}/invoke", text)
 
 
@@ -348,3 +348,10 @@ def test_the_nesting_scan_agrees_with_the_parsed_depth() -> None:
             assert too_deep(text, max(limit, 0)) == (depth(doc) > max(limit, 0)), text[:200]
     assert too_deep(b"[" * 65, 64)  # unbalanced: judged by what it could reach
     assert not too_deep(b"[" * 10 + b"]" * 20, 64)
+
+
+def test_a_2_mb_body_of_emoji_is_a_413_for_its_12_mb_event(world: dict[str, Any]) -> None:
+    """Each emoji is 4 bytes of UTF-8 and 12 in the event (a surrogate pair of ASCII escapes)."""
+    body = json.dumps({"records": [{**RECORD, "sepal_length": "\U0001f600" * 550_000}]}, ensure_ascii=False)
+    assert len(body.encode()) < 2_300_000
+    _refused(_invoke_text(world, "iris-onnx", body.encode()), 413, "TooLarge", "becomes a Lambda event of")
