@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import reprlib
 from typing import Any
 
 MAX_DEPTH = 64
@@ -81,9 +82,12 @@ def pointer(*parts: str | int, limit: int = 64) -> str:
     return out
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxdict, _SHORT.maxlist, _SHORT.maxstring, _SHORT.maxother = 2, 4, 4, 40, 40
+
+
 def short(value: Any, limit: int = 60) -> str:
-    """``repr`` of a client value for a message, cut to ``limit`` characters."""
-    if isinstance(value, str | bytes | list | dict) and len(value) > limit:
-        value = value[:limit] if not isinstance(value, dict) else dict(list(value.items())[:4])
-    text = repr(value)
+    """``repr`` of a client value for a message, at most ``limit`` characters, in time bounded by that
+    too (``reprlib`` looks at a few items of a few levels, not at a 5 MB document)."""
+    text = repr(value) if isinstance(value, bool | float | None) else _SHORT.repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
