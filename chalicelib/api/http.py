@@ -16,7 +16,16 @@ from chalice.app import Blueprint, Request, Response
 from pydantic import BaseModel, ValidationError
 
 from chalicelib.api.errors import error_response
-from chalicelib.core.errors import InvalidRequest, ModelportError, Unauthorized, Unavailable
+from chalicelib.core.config import SLUG
+from chalicelib.core.errors import (
+    InvalidRequest,
+    ModelportError,
+    NotFound,
+    TooLarge,
+    Unauthorized,
+    Unavailable,
+)
+from chalicelib.core.jsontext import JsonTextError, loads, pointer, short
 from chalicelib.core.records import Account
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -101,33 +110,54 @@ def domain_errors(view: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+MAX_PROBLEMS = 20
+
+
 def parse_body(request: Request, model: type[M]) -> M:
-    """The JSON body as ``model``; 400 with a JSON pointer per problem otherwise."""
+    """The JSON body as ``model``; 400 with a JSON pointer per problem otherwise. Size and nesting are
+    checked before the text is parsed; pointers and messages carry no long user value."""
     raw = request.raw_body or b""
     if len(raw) > MAX_JSON_BYTES:
-        raise InvalidRequest(f"request body over {MAX_JSON_BYTES // 1024} KiB")
+        raise TooLarge(f"request body of {len(raw)} bytes is over {MAX_JSON_BYTES // 1024} KiB")
     try:
-        data = json.loads(raw or b"{}")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"malformed JSON: {exc}", hint="send a JSON object") from None
+        data = loads(raw or b"{}")
+    except JsonTextError as exc:
+        raise InvalidRequest(
+            exc.message, errors=[{"pointer": exc.pointer, "message": exc.message}], hint="send a JSON object"
+        ) from None
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         problems = [
-            {"pointer": "/" + "/".join(str(p) for p in err["loc"]), "message": err["msg"]}
-            for err in exc.errors(include_url=False)
+            {"pointer": pointer(*err["loc"]), "message": err["msg"]}
+            for err in exc.errors(include_url=False, include_input=False, include_context=False)[
+                :MAX_PROBLEMS
+            ]
         ]
-        summary = "; ".join(f"{p['pointer']}: {p['message']}" for p in problems)
+        summary = "; ".join(f"{p['pointer']}: {p['message']}" for p in problems[:3])
         raise InvalidRequest(f"invalid request body: {summary}", errors=problems) from None
 
 
+MAX_VERSION_DIGITS = 9
+
+
 def path_int(value: str, name: str) -> int:
-    if not value.isdigit() or int(value) < 1:
+    """A positive version number from the path: ASCII digits only (``'²'.isdigit()`` is true, and
+    ``int()`` takes ``'٣'``), at most MAX_VERSION_DIGITS of them, so ``int()`` never sees 5,000 digits."""
+    if not (value.isascii() and value.isdigit() and len(value) <= MAX_VERSION_DIGITS) or int(value) < 1:
         raise InvalidRequest(
-            f"{name} must be a positive integer, got {value!r}",
+            f"{name} must be a positive integer of at most {MAX_VERSION_DIGITS} digits, got {short(value)}",
             errors=[{"pointer": f"/{name}", "message": "not a positive integer"}],
         )
     return int(value)
+
+
+def path_name(value: str) -> str:
+    """A model name from the path; one that breaks the naming rule (``core/config.py``'s SLUG) cannot
+    exist, so it is answered as an unknown model is, without asking a store."""
+    if not SLUG.match(value):
+        raise NotFound(f"no model {short(value)}")
+    return value
 
 
 def caller(request: Request) -> Account:

@@ -8,11 +8,12 @@ from chalice.app import Request, Response
 
 from chalicelib.api.auth import api_key
 from chalicelib.api.deps import services
-from chalicelib.api.http import Api, caller, json_response, path_int
-from chalicelib.core.errors import InvalidRequest
+from chalicelib.api.http import Api, caller, json_response, path_int, path_name
+from chalicelib.core.errors import InvalidRequest, TooLarge
+from chalicelib.core.jsontext import JsonTextError, loads
 from chalicelib.core.openapi import openapi_document
-from chalicelib.services.invoke import InvokeResult
-from chalicelib.services.oip import to_oip_response, to_public_request
+from chalicelib.services.invoke import MAX_SYNC_PAYLOAD, InvokeResult
+from chalicelib.services.oip import request_id, to_oip_response, to_public_request
 
 api = Api(__name__, "invoke", api_key)
 blueprint = api.blueprint
@@ -34,7 +35,7 @@ def _invoke(name: str, version: int | None) -> Response:
     request = _request()
     result = services().invoke.invoke(
         caller(request),
-        name,
+        path_name(name),
         version,
         body=_raw(request),
         content_type=request.headers.get("content-type"),
@@ -74,7 +75,7 @@ def invoke_version(name: str, version: str) -> Response:
     "/v1/models/{name}/openapi.json", summary="OpenAPI 3.1 of the model's invoke endpoints", errors=(404, 409)
 )
 def model_openapi(name: str) -> Response:
-    manifest = services().invoke.manifest(caller(_request()), name, None)
+    manifest = services().invoke.manifest(caller(_request()), path_name(name), None)
     return json_response(openapi_document(manifest))
 
 
@@ -85,7 +86,7 @@ def oip_ready() -> Response:
 
 @api.route("/v2/models/{name}", summary="Open Inference Protocol model metadata", errors=(404, 409))
 def oip_metadata(name: str) -> Response:
-    manifest = services().invoke.manifest(caller(_request()), name, None)
+    manifest = services().invoke.manifest(caller(_request()), path_name(name), None)
     return json_response(manifest.protocol.oip)
 
 
@@ -94,14 +95,18 @@ def oip_infer(name: str) -> Response:
     request = _request()
     who = caller(request)
     s = services()
-    manifest = s.invoke.manifest(who, name, None)
+    manifest = s.invoke.manifest(who, path_name(name), None)
+    raw = _raw(request)
+    if len(raw) > MAX_SYNC_PAYLOAD:
+        raise TooLarge(f"request body of {len(raw)} bytes is over Lambda's 6 MB synchronous limit")
     try:
-        oip_request = json.loads(_raw(request) or b"{}")
-    except ValueError as exc:
-        raise InvalidRequest(f"malformed JSON: {exc}") from None
+        oip_request = loads(raw or b"{}")
+    except JsonTextError as exc:
+        raise InvalidRequest(exc.message, errors=[{"pointer": exc.pointer, "message": exc.message}]) from None
     if not isinstance(oip_request, dict):
         raise InvalidRequest("an OIP request is a JSON object with inputs")
     public = to_public_request(manifest, oip_request)
+    answer_id = request_id(oip_request)
     result = s.invoke.invoke(
         who,
         name,
@@ -112,5 +117,5 @@ def oip_infer(name: str) -> Response:
     )
     if result.status != 200:
         return _response(result)
-    answer = to_oip_response(manifest, json.loads(result.body), oip_request.get("id"))
+    answer = to_oip_response(manifest, json.loads(result.body), answer_id)
     return json_response(answer, headers=result.headers)

@@ -25,7 +25,7 @@ from urllib.parse import quote, urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
-from chalicelib.core.errors import FunctionFailed, FunctionTimedOut
+from chalicelib.core.errors import FunctionFailed, FunctionTimedOut, ResponseTooLarge
 from chalicelib.core.manifest import Deployment as DeployedFunctions
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -38,6 +38,7 @@ RETRYABLE_CODES = frozenset(
         "EC2ThrottledException",
     }
 )
+MAX_RESPONSE_PAYLOAD = 6 * 1024 * 1024
 _STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 
 
@@ -82,6 +83,11 @@ class LambdaInvoker:
             function_error, body = response.get("FunctionError"), response["Payload"].read()
         if function_error:
             raise _function_error(body)
+        if len(body) > MAX_RESPONSE_PAYLOAD:  # Lambda refuses these; an emulator may not
+            raise ResponseTooLarge(
+                f"the model's function answered {len(body)} bytes, over Lambda's 6 MB "
+                f"({MAX_RESPONSE_PAYLOAD} bytes) limit for a synchronous response"
+            )
         return _document(body)
 
     def _execute(self, arn: str, payload: str) -> dict[str, object]:
@@ -327,6 +333,10 @@ def _function_error(body: bytes) -> Exception:
         doc = {}
     kind = str(doc.get("errorType", "Unhandled"))
     message = str(doc.get("errorMessage", body[:200].decode(errors="replace")))
+    if kind == "Function.ResponseSizeTooLarge":
+        return ResponseTooLarge(
+            f"the model's answer is over Lambda's 6 MB limit for a synchronous response: {message}"
+        )
     if kind == "Sandbox.Timedout" or "timed out" in message:
         return FunctionTimedOut(f"the model's function timed out: {message}")
     return FunctionFailed(f"the model's function failed: {kind}: {message}")

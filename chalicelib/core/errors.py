@@ -127,6 +127,13 @@ class FunctionFailed(ModelportError):
     code = "FunctionFailed"
 
 
+class ResponseTooLarge(ModelportError):
+    """The model's answer is over what a synchronous invocation can carry back (Lambda's 6 MB)."""
+
+    http_status = 502
+    code = "ResponseTooLarge"
+
+
 class FunctionTimedOut(ModelportError):
     http_status = 504
     code = "FunctionTimedOut"

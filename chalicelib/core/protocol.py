@@ -289,14 +289,31 @@ def _object_fits(produced: dict[str, Any], expected: dict[str, Any]) -> bool:
 # --------------------------------------------------------------------------- wire forms
 
 
+DTYPE_RANGES: dict[str, tuple[float, float]] = {
+    "FP16": (-65504.0, 65504.0),
+    "FP32": (-3.4028234663852886e38, 3.4028234663852886e38),
+    "FP64": (-1.7976931348623157e308, 1.7976931348623157e308),
+    **{f"INT{b}": (-(2 ** (b - 1)), 2 ** (b - 1) - 1) for b in (8, 16, 32, 64)},
+    **{f"UINT{b}": (0, 2**b - 1) for b in (8, 16, 32, 64)},
+}
+"""The finite values each numeric datatype holds: a request value outside is refused (a 400), not cast
+to infinity or wrapped around."""
+
+
+def number_schema(datatype: DataType) -> dict[str, Any]:
+    """The JSON Schema of one value of a numeric ``datatype``: its type, range and numpy name as
+    ``format`` (an annotation; validators use the bounds, messages the name)."""
+    low, high = DTYPE_RANGES[datatype]
+    kind = "number" if datatype in FLOAT_TYPES else "integer"
+    return {"type": kind, "format": dtype_name(datatype), "minimum": low, "maximum": high}
+
+
 def _nested_array(datatype: DataType | None, rank: int) -> dict[str, Any]:
     if datatype is None:
         return {}
     leaf: dict[str, Any]
-    if datatype in FLOAT_TYPES:
-        leaf = {"type": "number"}
-    elif datatype in INT_TYPES:
-        leaf = {"type": "integer"}
+    if datatype in FLOAT_TYPES or datatype in INT_TYPES:
+        leaf = number_schema(datatype)
     elif datatype == "BOOL":
         leaf = {"type": "boolean"}
     else:
@@ -529,10 +546,10 @@ def schema_example(schema: dict[str, Any]) -> Any:
         return {k: schema_example(v) for k, v in props.items() if k in required}
     if kind == "array":
         return [schema_example(schema.get("items", {}))] * max(1, schema.get("minItems", 1))
-    if kind == "number":
-        return float(schema.get("minimum", 0.0))
-    if kind == "integer":
-        return int(schema.get("minimum", 0))
+    if kind in ("number", "integer"):
+        low, high = schema.get("minimum"), schema.get("maximum")
+        value = low if low is not None and low > 0 else high if high is not None and high < 0 else 0
+        return float(value) if kind == "number" else int(value)  # the allowed value nearest zero
     if kind == "boolean":
         return False
     if kind == "string":

@@ -19,9 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from chalicelib.core.jsontext import JsonTextError, loads
 from chalicelib.core.protocol import FLOAT_TYPES, INT_TYPES, Tensors, TensorSpec, dtype_name, is_fixed
 from chalicelib.runtime.predictor import File, Image
 
+FLOAT64_MAX = 1.7976931348623157e308
 MAX_ERRORS = 20
 """Problems listed per response: enough to fix a request, bounded for a million-row batch."""
 
@@ -164,19 +166,18 @@ def event_body(event: Mapping[str, Any]) -> bytes:
 
 
 def parse_json(data: bytes) -> Any:
-    """Parse a JSON body; NaN/Infinity literals are let through so validators can point at them."""
+    """Parse a JSON body, nesting bounded before parsing (``core/jsontext.py``); NaN/Infinity literals
+    are let through so validators can point at them."""
     if not data.strip():
         raise invalid("the body is empty; send a JSON document")
     try:
-        text = data.decode("utf-8")
+        data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise invalid(f"the body is not UTF-8 text (byte {exc.start})") from None
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise invalid(f"malformed JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
-    except RecursionError:
-        raise invalid("malformed JSON: nested too deeply") from None
+        return loads(data)
+    except JsonTextError as exc:
+        raise invalid(exc.message, exc.pointer) from None
 
 
 def object_with(doc: Any, keys: tuple[str, ...], what: str) -> tuple[str, Any]:
@@ -247,7 +248,7 @@ def _tensor(value: Any, tensor: TensorSpec) -> tuple[Any, str]:
     wrong_values = f"expected a nested list of {_leaf(datatype)} ({tensor.describe()})"
     try:
         raw = np.asarray(value)
-    except (ValueError, TypeError):  # ragged nesting
+    except (ValueError, TypeError, OverflowError):  # ragged nesting; [1.5, 10**400]
         return None, wrong_values
     if raw.ndim != len(tensor.shape):
         return (
@@ -346,6 +347,14 @@ def check_schema(value: Any, schema: Mapping[str, Any], where: str, problems: Pr
     if isinstance(value, float) and not math.isfinite(value):
         problems.add("must be a finite number (no NaN or infinity)", pointer=where)
     elif isinstance(value, int | float) and not isinstance(value, bool):
+        if (
+            isinstance(value, int)
+            and kinds is not None
+            and "integer" not in kinds
+            and abs(value) > FLOAT64_MAX
+        ):
+            problems.add("is too large for a 64-bit float", pointer=where)
+            return value
         _check_bounds(value, schema, where, problems)
     elif isinstance(value, str):
         _check_string(value, schema, where, problems)

@@ -19,6 +19,7 @@ import base64
 import contextlib
 import hashlib
 import importlib
+import json
 import logging
 import os
 import tempfile
@@ -123,6 +124,33 @@ def _ordered(timings: dict[str, float]) -> dict[str, float]:
     head = [*STAGES, "init_ms"]
     keys = [k for k in head if k in timings] + [k for k in timings if k not in head]
     return {k: round(timings[k], 3) for k in keys}
+
+
+MAX_RESPONSE_BYTES = 6 * 1024 * 1024 - 4096
+"""Lambda's 6 MB for a synchronous response, less room for the timings added after the check."""
+_ESCAPED_BYTES_PER_CHAR = 6  # the most one character grows to as a JSON string: ``\u001f``
+
+
+def response_size(response: dict[str, Any]) -> int:
+    """Bytes of ``response`` as the Lambda runtime client sends it (JSON, UTF-8, ``ensure_ascii=False``).
+    A body that fits even at worst-case escaping is not serialized (every answer under ~1 MB): the
+    common case costs a ``len``."""
+    body = response.get("body")
+    if not isinstance(body, str):
+        return 0  # an intermediate document between stages: Step Functions bounds those
+    per_char = 1 if response.get("body_encoding") == "base64" else _ESCAPED_BYTES_PER_CHAR
+    if len(body) * per_char + 1024 <= MAX_RESPONSE_BYTES:
+        return len(body)
+    return len(json.dumps(response, ensure_ascii=False).encode("utf-8", errors="surrogatepass"))
+
+
+def too_large(size: int) -> dict[str, Any]:
+    return {
+        "code": "ResponseTooLarge",
+        "message": f"the response would be {size} bytes, over the {MAX_RESPONSE_BYTES} bytes a synchronous "
+        "Lambda answer can carry; ask for less per request",
+        "stage": "encode",
+    }
 
 
 def _reply(status: int, body: Any, content_type: str = "application/json") -> dict[str, Any]:
@@ -234,6 +262,10 @@ class Runtime:
             response = _reply(500, {"code": "PipelineError", "message": str(exc), "stage": self.role})
         if cold:  # a chain adds up the cold starts it waited for
             timings["init_ms"] = timings.get("init_ms", 0.0) + self.init_ms
+        size = response_size(response)
+        if size > MAX_RESPONSE_BYTES:
+            log.error("the response of %d bytes is over Lambda's limit", size)
+            response = _reply(502, too_large(size))
         response["timings"] = _ordered(timings)
         return response
 

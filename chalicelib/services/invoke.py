@@ -13,19 +13,22 @@ import json
 import math
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
-from jsonschema import Draft202012Validator, ValidationError
+from jsonschema import Draft202012Validator, ValidationError, validators
 
 from chalicelib.core.errors import (
     Conflict,
     InvalidRequest,
     NotAcceptable,
+    ResponseTooLarge,
     TooLarge,
     UnsupportedMediaType,
 )
+from chalicelib.core.jsontext import JsonTextError, loads, pointer, short
 from chalicelib.core.manifest import ModelConfigFile
 from chalicelib.core.ports import FunctionInvoker
 from chalicelib.core.protocol import Records
@@ -91,7 +94,7 @@ class InvokeService:
         """``cache_s``: how long which version an account's request resolves to is kept."""
         self.models = models
         self.invoker = invoker
-        self._manifests: dict[tuple[str, int], tuple[ModelConfigFile, Draft202012Validator]] = {}
+        self._manifests: dict[tuple[str, int], tuple[ModelConfigFile, RequestValidator]] = {}
         self._resolved: TtlCache[tuple[int, str, bool, str, int | None], tuple[str, int]] = TtlCache(cache_s)
         self._lock = threading.Lock()
 
@@ -100,7 +103,7 @@ class InvokeService:
 
     def _ready(
         self, caller: Account, name: str, version: int | None
-    ) -> tuple[ModelConfigFile, Draft202012Validator]:
+    ) -> tuple[ModelConfigFile, RequestValidator]:
         asked = (self.models.generation, caller.account_id, caller.is_admin, name, version)
         key = self._resolved.get(asked, lambda: self._resolve(caller, name, version))
         with self._lock:
@@ -113,7 +116,7 @@ class InvokeService:
         manifest = ModelConfigFile.model_validate_json(record.manifest)
         if manifest.deployment is None:
             raise Conflict(f"version {record.version} of {name!r} has no deployed function")
-        entry = (manifest, Draft202012Validator(manifest.protocol.request.json_schema))
+        entry = (manifest, RequestValidator(manifest))
         with self._lock:  # versions never change once READY: cache for the process's life
             self._manifests[key] = entry
         return entry
@@ -149,49 +152,184 @@ class InvokeService:
                 hint="send one of " + ", ".join(proto.request.content_types),
             )
         answer_as = negotiate(accept, proto.response.content_types)
-        if len(body) * (1 if media in TEXT_TYPES else 4 / 3) > MAX_SYNC_PAYLOAD:
+        text = media in TEXT_TYPES
+        if len(body) > MAX_SYNC_PAYLOAD:  # before anything reads it
             raise TooLarge(f"request body of {len(body)} bytes is over Lambda's 6 MB synchronous limit")
-        _validate(media, body, validator, manifest)
+        try:
+            sent = body.decode() if text else base64.b64encode(body).decode()
+        except UnicodeDecodeError as exc:
+            raise InvalidRequest(f"the body is not UTF-8 text (byte {exc.start})") from None
         event: dict[str, object] = {
-            "body": body.decode() if media in TEXT_TYPES else base64.b64encode(body).decode(),
-            "body_encoding": "utf8" if media in TEXT_TYPES else "base64",
+            "body": sent,
+            "body_encoding": "utf8" if text else "base64",
             "content_type": media,
             "accept": answer_as,
         }
         assert manifest.deployment is not None
-        if manifest.deployment.mode == "chained":
-            size = len(json.dumps(event, separators=(",", ":")))
-            if size > MAX_STATE_PAYLOAD:
-                raise TooLarge(
-                    f"request of {size} bytes is over the 256 KB a chained pipeline's state can carry",
-                    hint="send a smaller request, or deploy the model with pipeline: fused (6 MB)",
-                )
+        chained = manifest.deployment.mode == "chained"
+        size = event_size(event, exact=chained)
+        if size > MAX_SYNC_PAYLOAD:
+            raise TooLarge(
+                f"the request becomes a Lambda event of {size} bytes (the body JSON-escaped or base64-encoded"
+                f", in its envelope), over Lambda's 6 MB ({MAX_SYNC_PAYLOAD} bytes) synchronous limit",
+                hint="send a smaller request",
+            )
+        if chained and size > MAX_STATE_PAYLOAD:
+            raise TooLarge(
+                f"request of {size} bytes is over the 256 KB a chained pipeline's state can carry",
+                hint="send a smaller request, or deploy the model with pipeline: fused (6 MB)",
+            )
+        validator.validate(media, body)
         reply = self.invoker.invoke(manifest.deployment, event)
         return _result(reply)
 
 
-def _validate(media: str, body: bytes, validator: Draft202012Validator, manifest: ModelConfigFile) -> None:
-    if media == "application/json":
-        try:
-            doc = json.loads(body or b"null")
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise InvalidRequest(f"malformed JSON: {exc}", hint="send a JSON document") from None
-        errors = sorted(
-            _leaf_errors(validator.iter_errors(doc)), key=lambda e: list(map(str, e.absolute_path))
+MAX_PROBLEMS = 20
+"""Problems listed per refused request; validation stops looking once it has found this many."""
+FLOAT64_MAX = 1.7976931348623157e308
+
+
+def _is_number(checker: Any, value: Any) -> bool:
+    """A JSON number as a model can take it: finite and within a 64-bit float (NaN, Infinity and a
+    400-digit integer are not)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, int) and -FLOAT64_MAX <= value <= FLOAT64_MAX
+
+
+def _lazy_of(keyword: str) -> Any:
+    """``oneOf``/``anyOf`` that keep at most MAX_PROBLEMS errors per branch: jsonschema's own build every
+    error of every branch (and a repr of the whole instance) before one is reported."""
+
+    def check(validator: Any, branches: list[Any], instance: Any, schema: Any) -> Iterator[ValidationError]:
+        found: list[ValidationError] = []
+        valid = 0
+        for index, branch in enumerate(branches):
+            wanted = 1 if valid else MAX_PROBLEMS  # after a valid branch, only whether another one is
+            errors = list(islice(validator.descend(instance, branch, schema_path=index), wanted))
+            if not errors:
+                valid += 1
+                if keyword == "anyOf":
+                    return
+            found.extend(errors)
+        if valid == 0:
+            yield ValidationError(
+                f"{short(instance)} is not valid under any of the given schemas", context=found
+            )
+        elif keyword == "oneOf" and valid > 1:
+            yield ValidationError(f"{short(instance)} is valid under more than one of the given schemas")
+
+    return check
+
+
+def _canonical(value: Any) -> Any:
+    """A hashable stand-in with JSON equality (``1 == 1.0``, ``true != 1``)."""
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, list):
+        return ("list", tuple(_canonical(v) for v in value))
+    if isinstance(value, dict):
+        return ("dict", frozenset((k, _canonical(v)) for k, v in value.items()))
+    return value
+
+
+def _unique_items(validator: Any, unique: Any, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    """uniqueItems in linear time (jsonschema compares unsortable items pairwise)."""
+    if unique and isinstance(instance, list):
+        seen: set[Any] = set()
+        for item in instance:
+            key = _canonical(item)
+            if key in seen:
+                yield ValidationError("has non-unique elements")
+                return
+            seen.add(key)
+
+
+DTYPE_VALUE = "x-modelport-dtype-value"
+"""A private keyword: one dtype's ``{type, format, minimum, maximum}`` checked in one call (jsonschema
+would make three per value, a tenth of a record's validation time)."""
+
+
+def _dtype_value(validator: Any, spec: Any, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    kind, name, low, high = spec
+    if not validator.is_type(instance, kind):
+        yield ValidationError(
+            f"{short(instance)} is not of type {kind!r}", validator="type", validator_value=kind
         )
-        problems = [
-            {"pointer": "/" + "/".join(str(p) for p in err.absolute_path), "message": err.message}
-            for err in errors[:20]
-        ]
-        if problems:
-            summary = "; ".join(f"{p['pointer']}: {p['message']}" for p in problems[:3])
-            raise InvalidRequest(f"request does not match the model's protocol: {summary}", errors=problems)
-    elif media == "text/csv":
-        value = manifest.protocol.request_value
-        assert isinstance(value, Records)
-        _validate_csv(body, [f.name for f in value.features])
-    elif media in IMAGE_MAGIC and not body.startswith(IMAGE_MAGIC[media]):
-        raise InvalidRequest(f"the body is not a {media} image")
+    elif not low <= instance <= high:
+        yield ValidationError(
+            f"{short(instance)} does not fit {name}",
+            validator="minimum" if instance < low else "maximum",
+            schema={"format": name, "minimum": low, "maximum": high},
+        )
+
+
+def compile_schema(schema: Any) -> Any:
+    """``schema`` for SchemaValidator: every dtype leaf that ``core/protocol.number_schema`` wrote
+    becomes one DTYPE_VALUE keyword; the rest is unchanged."""
+    if isinstance(schema, list):
+        return [compile_schema(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    if set(schema) == {"type", "format", "minimum", "maximum"} and schema["type"] in ("number", "integer"):
+        return {DTYPE_VALUE: (schema["type"], schema["format"], schema["minimum"], schema["maximum"])}
+    return {k: compile_schema(v) for k, v in schema.items()}
+
+
+SchemaValidator = validators.extend(  # type: ignore[no-untyped-call]
+    Draft202012Validator,
+    validators={
+        "oneOf": _lazy_of("oneOf"),
+        "anyOf": _lazy_of("anyOf"),
+        "uniqueItems": _unique_items,
+        DTYPE_VALUE: _dtype_value,
+    },
+    type_checker=Draft202012Validator.TYPE_CHECKER.redefine("number", _is_number),
+)
+del SchemaValidator.VALIDATORS["format"]  # an annotation here (the dtype's name): not a call per value
+
+
+class RequestValidator:
+    """The control plane's check of a request against the model's protocol, before any function runs.
+
+    Its cost is bounded by the body's size whether the body is valid or not: nesting is checked before
+    parsing, errors are produced lazily and the search stops at MAX_PROBLEMS, and messages are cut so
+    none carries a large value back (bench/validation_cost.py)."""
+
+    def __init__(self, manifest: ModelConfigFile) -> None:
+        self.manifest = manifest
+        self.schema = SchemaValidator(compile_schema(manifest.protocol.request.json_schema))
+
+    def problems(self, doc: Any) -> list[dict[str, str]]:
+        """Up to MAX_PROBLEMS ``{pointer, message}`` of a parsed JSON request, in document order."""
+        errors = _leaf_errors(islice(self.schema.iter_errors(doc), MAX_PROBLEMS))[:MAX_PROBLEMS]
+        errors.sort(key=lambda e: [str(p) for p in e.absolute_path])
+        return [{"pointer": pointer(*err.absolute_path), "message": _message(err)} for err in errors]
+
+    def validate(self, media: str, body: bytes) -> None:
+        if media == "application/json":
+            try:
+                doc = loads(body or b"null")
+            except JsonTextError as exc:
+                raise InvalidRequest(
+                    exc.message,
+                    errors=[{"pointer": exc.pointer, "message": exc.message}],
+                    hint="send a JSON document",
+                ) from None
+            problems = self.problems(doc)
+            if problems:
+                summary = "; ".join(f"{p['pointer']}: {p['message']}" for p in problems[:3])
+                raise InvalidRequest(
+                    f"request does not match the model's protocol: {summary}", errors=problems
+                )
+        elif media == "text/csv":
+            value = self.manifest.protocol.request_value
+            assert isinstance(value, Records)
+            _validate_csv(body, [f.name for f in value.features])
+        elif media in IMAGE_MAGIC and not body.startswith(IMAGE_MAGIC[media]):
+            raise InvalidRequest(f"the body is not a {media} image")
 
 
 def _leaf_errors(errors: Iterable[ValidationError]) -> list[ValidationError]:
@@ -207,6 +345,45 @@ def _leaf_errors(errors: Iterable[ValidationError]) -> list[ValidationError]:
         else:
             leaves.append(err)
     return leaves
+
+
+def _message(err: ValidationError) -> str:
+    """jsonschema's message, unless it would embed a large value or say less than we know."""
+    value = err.instance
+    if err.validator == "type" and isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number (NaN and Infinity are not JSON numbers)"
+    kinds = err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
+    if err.validator == "type" and type(value) is int and "number" in kinds:
+        return f"{short(value)} is too large for a 64-bit float"
+    schema = err.schema if isinstance(err.schema, dict) else {}
+    if err.validator in ("minimum", "maximum") and "format" in schema:
+        low, high = schema.get("minimum"), schema.get("maximum")
+        return f"{short(value)} does not fit {schema['format']} (from {low} to {high})"
+    text = " ".join(err.message.split())
+    return text if len(text) <= 200 else text[:140] + " … " + text[-57:]
+
+
+ENVELOPE_BYTES = 1024
+"""More than the keys and media types of an invocation event add to its body."""
+ESCAPED_BYTES_PER_CHAR = 12
+"""The most one character of a body grows to in the event's JSON (ASCII escapes): an emoji is one
+character and ``\\ud83d\\ude00``."""
+
+
+def event_size(event: dict[str, object], *, exact: bool = False) -> int:
+    """The bytes of ``event`` as the invoker sends it (``json.dumps``, ASCII, compact separators).
+
+    A body whose worst-case escaping still fits is not serialized here (the invoker does it once):
+    that is every request under ~0.5 MB, so the hot path pays a ``len``. Larger ones, and ``exact``,
+    are serialized to measure."""
+    body = event.get("body")
+    if isinstance(body, str) and not exact:
+        bound = ENVELOPE_BYTES + len(body) * (
+            1 if event.get("body_encoding") == "base64" else ESCAPED_BYTES_PER_CHAR
+        )
+        if bound <= MAX_SYNC_PAYLOAD:
+            return bound
+    return len(json.dumps(event, separators=(",", ":")))
 
 
 def _validate_csv(body: bytes, features: list[str]) -> None:
@@ -249,6 +426,12 @@ def server_timing(timings: Any) -> str:
 def _result(reply: dict[str, Any]) -> InvokeResult:
     encoding = reply.get("body_encoding", "utf8")
     raw = reply.get("body", "")
+    if isinstance(raw, str) and len(raw) > MAX_SYNC_PAYLOAD - ENVELOPE_BYTES:  # what the API can answer
+        raise ResponseTooLarge(
+            f"the model answered {len(raw)} bytes, over Lambda's 6 MB ({MAX_SYNC_PAYLOAD} bytes) limit "
+            "for a synchronous response",
+            hint="ask for less per request (fewer rows, a smaller image)",
+        )
     body = base64.b64decode(raw) if encoding == "base64" else str(raw).encode()
     timing = server_timing(reply.get("timings") or {})
     headers = {"Server-Timing": timing} if timing else {}

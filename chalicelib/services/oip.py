@@ -12,13 +12,17 @@ import math
 from typing import Any
 
 from chalicelib.core.errors import InvalidRequest
+from chalicelib.core.jsontext import MAX_DEPTH, short
 from chalicelib.core.manifest import ModelConfigFile
 from chalicelib.core.protocol import Boxes, EncodedImage, Figure, Json, Labels, Records, Tensors, Value
 
 
 def _reshape(flat: list[Any], shape: list[int], name: str) -> Any:
-    if any(d < 0 for d in shape):
-        raise InvalidRequest(f"input {name!r}: shape {shape} must be concrete in a request")
+    if 0 in shape:
+        raise InvalidRequest(
+            f"input {name!r}: shape {shape} has a zero dimension, so no values to run",
+            errors=[{"pointer": f"/inputs/{name}/shape", "message": "a zero dimension"}],
+        )
     if math.prod(shape) != len(flat):
         raise InvalidRequest(
             f"input {name!r}: shape {shape} holds {math.prod(shape)} values but data has {len(flat)}",
@@ -40,16 +44,50 @@ def _flatten(value: Any) -> tuple[list[Any], list[int]]:
 
 
 def _inputs_by_name(request: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The request's tensors by name, each checked for what OIP v2 requires of an input: a string name
+    and datatype, a shape of non-negative integers, a data list."""
     inputs = request.get("inputs")
-    if not isinstance(inputs, list) or not all(isinstance(t, dict) and "name" in t for t in inputs):
+    if not isinstance(inputs, list) or not all(isinstance(t, dict) for t in inputs):
         raise InvalidRequest("an OIP request has inputs: [{name, datatype, shape, data}, ...]")
-    return {str(t["name"]): t for t in inputs}
+    tensors: dict[str, dict[str, Any]] = {}
+    for i, tensor in enumerate(inputs):
+        name = tensor.get("name")
+        if not isinstance(name, str):
+            raise InvalidRequest(
+                f"input {i} needs a name (a string)",
+                errors=[{"pointer": f"/inputs/{i}/name", "message": "not a string"}],
+            )
+        shape = tensor.get("shape")
+        if (
+            not isinstance(shape, list)
+            or not all(type(d) is int and d >= 0 for d in shape)
+            or len(shape) > MAX_DEPTH
+        ):
+            raise InvalidRequest(
+                f"input {short(name)}: shape must be a list of at most {MAX_DEPTH} non-negative integers",
+                errors=[{"pointer": f"/inputs/{i}/shape", "message": "not a list of non-negative integers"}],
+            )
+        if "datatype" in tensor and not isinstance(tensor["datatype"], str):
+            raise InvalidRequest(
+                f"input {short(name)}: datatype must be a string such as FP32",
+                errors=[{"pointer": f"/inputs/{i}/datatype", "message": "not a string"}],
+            )
+        tensors[name] = tensor
+    return tensors
+
+
+def request_id(request: dict[str, Any]) -> str | None:
+    """The request's ``id``, echoed in the response: a string when present (OIP v2)."""
+    value = request.get("id")
+    if value is not None and not isinstance(value, str):
+        raise InvalidRequest("id must be a string", errors=[{"pointer": "/id", "message": "not a string"}])
+    return value
 
 
 def _data(tensor: dict[str, Any]) -> list[Any]:
     data = tensor.get("data")
     if not isinstance(data, list):
-        raise InvalidRequest(f"input {tensor['name']!r} needs a data list")
+        raise InvalidRequest(f"input {short(tensor['name'])} needs a data list")
     flat, _ = _flatten(data)  # OIP allows nested or flat data
     return flat
 
@@ -71,7 +109,7 @@ def to_public_request(manifest: ModelConfigFile, request: dict[str, Any]) -> dic
     if isinstance(value, Tensors):
         return {
             "inputs": {
-                t.name: _reshape(_data(tensors[t.name]), list(tensors[t.name].get("shape", [])), t.name)
+                t.name: _reshape(_data(tensors[t.name]), tensors[t.name]["shape"], t.name)
                 for t in value.tensors
             }
         }
