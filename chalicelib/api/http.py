@@ -246,7 +246,8 @@ def openapi_document(title: str, version: str) -> dict[str, Any]:
                 schema = {"type": "array", "items": schema}
             ok["content"] = {"application/json": {"schema": schema}}
         entry["responses"][str(op.status)] = ok
-        codes = set(op.errors) | ({400} if op.body else set()) | ({401, 503} if op.auth else set())
+        bad_input = op.body is not None or "{version}" in op.path  # a version that is not a number: 400
+        codes = set(op.errors) | ({400} if bad_input else set()) | ({401, 503} if op.auth else set())
         for code in sorted(codes):
             entry["responses"][str(code)] = {
                 "description": _STATUS_TEXT.get(code, "error"),

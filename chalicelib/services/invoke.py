@@ -111,7 +111,7 @@ class InvokeService:
         if cached is not None:
             return cached
         record = self.models.models.get_version(*key)  # visible and ready: checked by _resolve
-        self._ready_record(record, name)
+        self._ready_record(record, name, with_reason=False)
         assert record.manifest is not None
         manifest = ModelConfigFile.model_validate_json(record.manifest)
         if manifest.deployment is None:
@@ -124,13 +124,17 @@ class InvokeService:
     def _resolve(self, caller: Account, name: str, version: int | None) -> tuple[str, int]:
         """(name, version) a request of ``caller`` runs, once that version is ready to run."""
         record = self.models.resolve_version(caller, name, version)
-        self._ready_record(record, name)
+        if record.status != "READY":  # the reason is the owner's: a grantee learns only the status
+            self._ready_record(
+                record, name, with_reason=self.models.is_owner(caller, self.models.visible(caller, name))
+            )
+        self._ready_record(record, name, with_reason=False)
         return record.name, record.version
 
     @staticmethod
-    def _ready_record(record: VersionRecord, name: str) -> None:
+    def _ready_record(record: VersionRecord, name: str, *, with_reason: bool) -> None:
         if record.status != "READY" or record.manifest is None:
-            reason = f": {record.reason}" if record.reason else ""
+            reason = f": {record.reason}" if record.reason and with_reason else ""
             raise Conflict(f"version {record.version} of {name!r} is {record.status}{reason}")
 
     def invoke(

@@ -199,3 +199,18 @@ def test_the_owner_keeps_the_full_view(world: dict[str, Any]) -> None:
     assert [d["deployment_id"] for d in alice.call("GET", "/v1/models/iris/deployments").json_body] == [
         world["d"]
     ]
+
+
+def test_a_grantee_invoking_a_failed_version_learns_its_status_not_the_owners_reason(
+    world: dict[str, Any],
+) -> None:
+    broken = "name: iris\nframework: onnx\nartifacts: [missing.onnx]\n"
+    failed = deploy(world["container"], world["alice"], "iris", bundle(config=broken))
+    assert failed["deployment"].state == "FAILED" and "missing.onnx" in (failed["deployment"].reason or "")
+    path = f"/v1/models/iris/versions/{failed['version']}/invoke"
+    body = {"rows": [[5.1, 3.5, 1.4, 0.2]]}
+    grantee = world["carol"].call("POST", path, body)
+    assert grantee.status_code == 409
+    assert json.loads(grantee.body)["message"] == f"version {failed['version']} of 'iris' is FAILED"
+    owner = world["alice"].call("POST", path, body)
+    assert owner.status_code == 409 and "missing.onnx" in json.loads(owner.body)["message"]
