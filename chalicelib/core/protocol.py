@@ -292,12 +292,14 @@ def _object_fits(produced: dict[str, Any], expected: dict[str, Any]) -> bool:
 DTYPE_RANGES: dict[str, tuple[float, float]] = {
     "FP16": (-65504.0, 65504.0),
     "FP32": (-3.4028234663852886e38, 3.4028234663852886e38),
-    "FP64": (-1.7976931348623157e308, 1.7976931348623157e308),
+    "FP64": (-3.4028234663852886e38, 3.4028234663852886e38),  # see below
     **{f"INT{b}": (-(2 ** (b - 1)), 2 ** (b - 1) - 1) for b in (8, 16, 32, 64)},
     **{f"UINT{b}": (0, 2**b - 1) for b in (8, 16, 32, 64)},
 }
 """The finite values each numeric datatype holds: a request value outside is refused (a 400), not cast
-to infinity or wrapped around."""
+to infinity or wrapped around. FP64 takes float32's range too: steps, models and charts do arithmetic on
+request values (a scaler's ``(x - mean) / std``, an axis's ``max - min``), which overflows to infinity
+near float64's own limit and would fail the model instead of the request."""
 
 
 def number_schema(datatype: DataType) -> dict[str, Any]:
