@@ -70,6 +70,7 @@ def openapi_document(manifest: ModelConfigFile) -> dict[str, Any]:
         "409": _error("the version is not READY (still deploying, or FAILED)"),
         "413": _error("the request or its answer is over Lambda's limit"),
         "415": _error("unsupported request content type"),
+        "422": _error("the model's result for this input is NaN or infinite (beyond its arithmetic)"),
         "502": _error("the model failed while predicting"),
         "503": _error("a backing service did not answer; try again"),
         "504": _error("the model ran out of time"),

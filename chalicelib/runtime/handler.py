@@ -157,6 +157,22 @@ def _reply(status: int, body: Any, content_type: str = "application/json") -> di
     return {"status": status, "content_type": content_type, "body": dumps(body), "body_encoding": "utf8"}
 
 
+def _refuse_non_finite(outputs: Any) -> None:
+    """A finite request whose outputs are NaN or infinity went past what the model's arithmetic holds
+    (a float32 network near float32's limit): the input cannot be processed, which is the request's
+    422, not a failure of whichever post step or encoder meets the NaN first."""
+    if not isinstance(outputs, dict):
+        return
+    for name, value in outputs.items():
+        if isinstance(value, np.ndarray) and value.dtype.kind in "fc" and not np.all(np.isfinite(value)):
+            raise RequestError(
+                f"the model's output {name!r} is NaN or infinite for this input: its values are beyond what "
+                "the model can compute with",
+                status=422,
+                code="UnprocessableInput",
+            )
+
+
 class Runtime:
     """One loaded model with its pre and post steps, answering invocation events.
 
@@ -241,6 +257,7 @@ class Runtime:
                         raise
                     except Exception as exc:
                         raise ModelFailure("model", exc) from exc
+                    _refuse_non_finite(value)
             if "post" in self.runs:
                 assert inv is not None
                 with clock("post_ms"):

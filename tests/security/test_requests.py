@@ -205,6 +205,21 @@ def test_a_tensor_value_over_float32_is_a_400(world: dict[str, Any]) -> None:
     assert body["errors"][0]["pointer"] == "/inputs/input/0/0"
 
 
+@pytest.mark.parametrize("model", ["iris-onnx", "iris-tensors"])
+def test_a_value_at_float32s_limit_that_overflows_the_model_is_a_422_not_a_502(
+    world: dict[str, Any], model: str
+) -> None:
+    """In range, so the request is valid, but the float32 network's arithmetic overflows to NaN: the answer
+    is that this input cannot be processed, not a 502 from the bar chart that meets the NaN first."""
+    text = (
+        _record_with("3.4028234663852886e38")
+        if model == "iris-onnx"
+        else '{"inputs": {"input": [[0.0, 0.0, 0.0, 3.4028234663852886e38]]}}'
+    )
+    body = _refused(_invoke_text(world, model, text), 422, "UnprocessableInput", "is NaN or infinite")
+    assert "stage" not in body
+
+
 @pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
 def test_non_finite_tokens_are_a_400(world: dict[str, Any], token: str) -> None:
     body = _refused(
