@@ -19,9 +19,11 @@ _ERROR = {
                 "type": "object",
                 "properties": {
                     "pointer": {"type": "string", "description": "JSON pointer into the request"},
+                    "row": {"type": "integer", "description": "CSV or rows: the row (from 1)"},
+                    "column": {"type": "string", "description": "CSV or rows: the feature"},
                     "message": {"type": "string"},
                 },
-                "required": ["pointer", "message"],
+                "required": ["message"],
             },
         },
     },

@@ -416,15 +416,16 @@ def request_wire(value: Value) -> Wire:
         )
     if isinstance(value, Records):
         record = _object({f.name: _feature_schema(f) for f in value.features})
+        columns = [_feature_schema(f) for f in value.features]
         row: dict[str, Any] = {
             "type": "array",
-            "items": {"type": "number"},
+            "items": columns[0] if columns else {"type": "number"},
             "minItems": len(value.features),
             "maxItems": len(value.features),
             "description": "values in this order: " + ", ".join(f.name for f in value.features),
         }
-        if any(f.categories for f in value.features):
-            row["prefixItems"] = [_feature_schema(f) for f in value.features]
+        if any(column != columns[0] for column in columns):  # categories, or mixed dtypes: per column
+            row["prefixItems"] = columns
             row["items"] = False
         schema = {
             "oneOf": [

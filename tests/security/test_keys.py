@@ -9,6 +9,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -145,7 +146,16 @@ def test_rotating_the_admin_key_revokes_the_previous_one(shared: wiring.Containe
 def test_a_rotated_secret_takes_effect_without_a_cold_start(shared: wiring.Container) -> None:
     old, new = shared.settings.admin_key or "", generate_key()
     secret = MemorySecret(old, "modelport/admin-key")
-    wiring.override(replace(shared, settings=replace(shared.settings, secret_ttl_s=0.0), admin_key=secret))
+    # A rotation happens after the key it replaces was made: a clock that ticks a second a call, not one
+    # millisecond for both (bootstrap keys are ordered by when they were made).
+    start, ticks = datetime.now(UTC), iter(range(1, 10**6))
+
+    def clock() -> str:
+        now = start + timedelta(seconds=next(ticks))
+        return now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    settings = replace(shared.settings, secret_ttl_s=0.0)
+    wiring.override(replace(shared, settings=settings, admin_key=secret, clock=clock))
     with Client(app) as client:
         assert Api(client, old).call("GET", "/v1/accounts/me").status_code == 200
         secret.value = new
