@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 import tarfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -63,3 +66,18 @@ def deploy(container: wiring.Container, owner: Api, name: str, data: bytes) -> d
     )
     assert deployment is not None
     return {"version": r.json_body["version"]["version"], "deployment": deployment}
+
+
+def modelport_manifest(directory: Path) -> tuple[subprocess.CompletedProcess[str], float]:
+    """``modelport manifest DIR`` as a user runs it (a process of its own, none of this one's settings),
+    and its wall time."""
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "chalicelib.cli", "manifest", str(directory)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+    )
+    return result, time.perf_counter() - started

@@ -8,13 +8,13 @@ from __future__ import annotations
 import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from chalicelib.core.config import MAX_CONFIG_BYTES, parse_config, parse_config_yaml
 from chalicelib.core.errors import ConfigError
+from tests.support import modelport_manifest
 from tests.unit.test_deployments import World, bundle
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -171,19 +171,6 @@ def test_the_size_limit_comes_before_parsing(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"^modelport.yaml is larger than 256 KiB$"):
         parse_config_yaml(big)
     assert deploy(tmp_path, big) == "modelport.yaml is larger than 256 KiB"
-
-
-def modelport_manifest(directory: Path) -> tuple[subprocess.CompletedProcess[str], float]:
-    started = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-m", "chalicelib.cli", "manifest", str(directory)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
-    )
-    return result, time.perf_counter() - started
 
 
 def test_modelport_manifest_on_the_alias_bomb_exits_2_at_once(tmp_path: Path) -> None:

@@ -4,9 +4,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +18,7 @@ from chalicelib.core.errors import ConfigError, SandboxUnavailable, UnsafeArtifa
 from chalicelib.core.native import NativeContract
 from chalicelib.core.probe import ProbeRequest
 from chalicelib.inspect import inspect_model
+from tests.support import modelport_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 REFUSED = [
@@ -87,27 +85,13 @@ def test_a_huge_type_list_or_name_is_refused_without_echoing_it() -> None:
     assert len(str(caught.value)) < 500
 
 
-def _cli_manifest(model: Path) -> tuple[subprocess.CompletedProcess[str], float]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-m", "chalicelib.cli", "manifest", str(model)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
-    return result, time.monotonic() - started
-
-
 def test_cli_manifest_refuses_os_system_at_once_and_nothing_runs(tmp_path: Path) -> None:
     model = tmp_path / "model"
     model.mkdir()
     canary = tmp_path / "canary"
     sio.dump({"call": os.system, "arg": f"touch {canary}"}, model / "model.skops")
     (model / "modelport.yaml").write_text("name: m\ntrusted_types: [os.system]\n")
-    result, elapsed = _cli_manifest(model)
+    result, elapsed = modelport_manifest(model)
     assert result.returncode == 2, result.stderr
     assert result.stdout == ""
     lines = result.stderr.splitlines()
@@ -119,7 +103,7 @@ def test_cli_manifest_refuses_os_system_at_once_and_nothing_runs(tmp_path: Path)
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "modelport.yaml").write_text("name: m\n")
-    baseline, baseline_s = _cli_manifest(empty)
+    baseline, baseline_s = modelport_manifest(empty)
     assert baseline.returncode == 2 and "no model file found" in baseline.stderr
     assert elapsed < baseline_s + 1.0
 
