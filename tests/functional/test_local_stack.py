@@ -271,6 +271,10 @@ def test_an_environment_killed_mid_invocation_is_502_then_a_fresh_one_serves(
     emulator = stack.edge.emulator if stack.edge else None
     assert emulator is not None
     invoke(admin, "echo", echo_body([0.0]), content_type="application/json")  # warm
+    idle_by = time.monotonic() + 5  # the warm environment is released just after its answer is sent:
+    while any(e.busy for e in emulator.environments("modelport-echo")):  # wait, or the slow call scales
+        assert time.monotonic() < idle_by  # out and the loop below kills the one still releasing
+        time.sleep(0.01)
     started = emulator.started("modelport-echo")
     outcome: dict[str, Any] = {}
 
