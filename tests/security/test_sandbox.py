@@ -268,7 +268,7 @@ def test_the_parent_accepts_only_a_contract_or_a_known_error_code() -> None:
         b"not json",
         b'{"framework": "sklearn"}',  # a bare contract: not the document
         json.dumps({**good, "extra": 1}).encode(),
-        json.dumps({"error": {"code": "pwned", "message": "MODELPORT_ADMIN_KEY=abc"}}).encode(),
+        json.dumps({"error": {"code": "pwned", "message": "MODELPORT_ADMIN_KEY=s3cr3t-key"}}).encode(),
         json.dumps({"error": {"code": "not_loadable", "message": "anything the probe says"}}).encode(),
         b"[" * 100_000,
         b" " * (1024 * 1024 + 1),
@@ -277,7 +277,7 @@ def test_the_parent_accepts_only_a_contract_or_a_known_error_code() -> None:
         with pytest.raises(ArtifactError) as caught:
             read_result(raw, "model.pkl")
         assert FIXED_REASON.match(str(caught.value)), str(caught.value)
-        assert "abc" not in str(caught.value) and "anything" not in str(caught.value)
+        assert "s3cr3t" not in str(caught.value) and "anything" not in str(caught.value)
     with pytest.raises(ArtifactError, match=r"^model\.pkl holds an estimator that is not fitted \(fit it"):
         read_result(b'{"error": {"code": "not_fitted", "message": "ignored"}}', "model.pkl")
     with pytest.raises(ArtifactError, match=r"^model\.pkl holds a builtins\.int, not a scikit-learn"):
