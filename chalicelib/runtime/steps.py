@@ -30,31 +30,16 @@ import numpy.typing as npt
 from chalicelib.core.config import StepRef
 from chalicelib.core.manifest import ModelConfigFile
 from chalicelib.core.protocol import Boxes, EncodedImage, Figure, Json, Labels, Records, Tensors, Value
-from chalicelib.core.steps import (
-    BarChart,
-    BoxesParams,
-    BoxesPlan,
-    BoxesStep,
-    Heatmap,
-    Image,
-    ImageParams,
-    LabelsStep,
-    LineChart,
-    Overlay,
-    Regression,
-    Scale,
-    Softmax,
-    Step,
-    StepContext,
-    Tabular,
-    TextStep,
-    Threshold,
-    UserStep,
-    UserType,
-    _prediction_tensor,
-    _scores_tensor,
-    is_regression,
-)
+from chalicelib.core.steps import Step, StepContext, UserStep, UserType
+from chalicelib.core.steps.boxes import BoxesParams, BoxesPlan, BoxesStep
+from chalicelib.core.steps.charts import BarChart, Heatmap, LineChart
+from chalicelib.core.steps.image import ImageParams, ImageStep
+from chalicelib.core.steps.overlay import Overlay
+from chalicelib.core.steps.regression import Regression, is_regression, prediction_tensor
+from chalicelib.core.steps.scale import Scale
+from chalicelib.core.steps.scores import LabelsStep, Softmax, Threshold, scores_tensor
+from chalicelib.core.steps.tabular import Tabular
+from chalicelib.core.steps.text import TextStep
 from chalicelib.runtime.codecs import (
     Problems,
     RequestError,
@@ -851,7 +836,7 @@ def _bind(
         features = tuple(f.name for f in upstream.features)
         tabular = TabularRun(features, target.name, dtype, step.params.categories)
         return RunStep(stage, tabular, contained=False)
-    if isinstance(step, Image):
+    if isinstance(step, ImageStep):
         assert isinstance(upstream, EncodedImage) and isinstance(produced, Tensors)
         return RunStep(
             stage, ImageRun(step.params, produced.tensors[0].name, upstream.formats), contained=False
@@ -884,7 +869,7 @@ def _bind(
         data = produced.data  # the upstream labels, or the ones the chart computes from scores
         labels = None
         if not isinstance(upstream, Labels):
-            scores = _scores_tensor(upstream, step.name, step.params.output)
+            scores = scores_tensor(upstream, step.name, step.params.output)
             labels = LabelsRun(scores.name, data.labels, data.top_k)
         bars = min(step.params.top_k or data.top_k, data.top_k)
         bar_chart = BarChartRun(title, data.labels, bars, labels)
@@ -896,7 +881,7 @@ def _bind(
             output = None
             unit = upstream.json_schema["items"]["properties"].get("unit", {}).get("const")
         else:
-            output = _prediction_tensor(upstream, step.name, p.output).name
+            output = prediction_tensor(upstream, step.name, p.output).name
             unit = None
         y_label = p.y_label or ("prediction" + (f" ({unit})" if unit else ""))
 
@@ -921,7 +906,7 @@ def _bind(
         return RunStep(stage, overlay, contained=True)
     if isinstance(step, LabelsStep):
         assert isinstance(produced, Labels)
-        scores = _scores_tensor(upstream, step.name, step.params.output)
+        scores = scores_tensor(upstream, step.name, step.params.output)
         return RunStep(stage, LabelsRun(scores.name, produced.labels, produced.top_k), contained=True)
     raise ModelLoadError(f"step {step.name} has no runtime")  # pragma: no cover - every built-in has one
 

@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from chalicelib.core.steps import BoxesParams, BoxesPlan, ImageParams, TextParams, TextStep
+from chalicelib.core.steps.boxes import BoxesParams, BoxesPlan
+from chalicelib.core.steps.image import ImageParams
+from chalicelib.core.steps.text import TextParams, TextStep
 from chalicelib.runtime.codecs import RequestError
 from chalicelib.runtime.handler import Runtime
 from chalicelib.runtime.steps import (

@@ -1,0 +1,43 @@
+"""The ``overlay`` post step: detections drawn on the request's image."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from chalicelib.core.errors import ProtocolError
+from chalicelib.core.protocol import (
+    Boxes,
+    EncodedImage,
+    Figure,
+    Value,
+)
+from chalicelib.core.steps.base import Step, StepContext
+from chalicelib.core.steps.charts import ChartParams
+
+
+class OverlayParams(ChartParams):
+    max_size: int = Field(default=1024, ge=64, le=4096, description="longest side of the picture, pixels")
+    min_size: int = Field(default=320, ge=32, le=4096, description="small images are enlarged to this")
+    line_width: int = Field(default=3, ge=1, le=20)
+    font_size: int = Field(default=14, ge=6, le=72)
+    scores: bool = Field(default=True, description="write each box's score after its label")
+
+
+class Overlay(Step):
+    name = "overlay"
+    stage = "post"
+    params_model = OverlayParams
+    packages = ("pillow",)
+    summary = "detections -> boxes and labels drawn on the request's image (PNG, plus the detections)"
+    params: OverlayParams
+
+    def apply(self, upstream: Value, ctx: StepContext) -> Value:
+        if not isinstance(upstream, Boxes):
+            raise self.refuse(upstream, "boxes (put - boxes before it)")
+        if not isinstance(ctx.request, EncodedImage):
+            got = ctx.request.describe() if ctx.request else "unknown"
+            raise ProtocolError(
+                f"post step overlay draws on the request's image, but the request is {got}",
+                hint="put - image first under processing.pre",
+            )
+        return Figure(chart=self.name, data=upstream)

@@ -1,0 +1,114 @@
+"""The ``tabular`` pre step: records, rows or CSV to the model's float matrix."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from chalicelib.core.errors import ProtocolError
+from chalicelib.core.protocol import (
+    FLOAT_TYPES,
+    DataType,
+    Feature,
+    Records,
+    Tensors,
+    TensorSpec,
+    Text,
+    Value,
+)
+from chalicelib.core.steps.base import Params, Step, StepContext
+
+
+class TabularParams(Params):
+    features: tuple[Text, ...] | None = Field(
+        default=None, description="feature names in the model's order; default: read from the model"
+    )
+    dtype: Literal["auto", "float32", "float64"] = Field(
+        default="auto", description="tensor element type; auto: the model input's"
+    )
+    categories: dict[Text, dict[Text, float]] | None = Field(
+        default=None,
+        description="categorical features: {feature: {name: number}}; a request sends the names",
+    )
+
+    @field_validator("categories")
+    @classmethod
+    def _categories(cls, value: dict[str, dict[str, float]] | None) -> dict[str, dict[str, float]] | None:
+        for feature, mapping in (value or {}).items():
+            if not mapping:
+                raise ValueError(f"categories of {feature!r} must map at least one name to a number")
+            for name, number in mapping.items():
+                if not math.isfinite(number):
+                    raise ValueError(f"categories.{feature}.{name} must be a finite number")
+        return value
+
+
+class Tabular(Step):
+    name = "tabular"
+    stage = "pre"
+    params_model = TabularParams
+    summary = "records, rows or CSV -> a float matrix in the model's feature order"
+    params: TabularParams
+
+    def _features(self, ctx: StepContext) -> tuple[str, ...]:
+        if self.params.features is not None:
+            names = self.params.features
+        elif ctx.native.feature_names:
+            names = ctx.native.feature_names
+        elif ctx.native.n_features is not None:
+            names = tuple(f"f{i}" for i in range(ctx.native.n_features))
+        else:
+            raise ProtocolError(
+                "pre step tabular cannot tell the model's features",
+                hint="list them in processing.pre: - tabular: {features: [...]}",
+            )
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ProtocolError(f"pre step tabular: features repeat {', '.join(dupes)}")
+        unknown = [c for c in self.params.categories or {} if c not in names]
+        if unknown:
+            raise ProtocolError(
+                f"pre step tabular: categories name {', '.join(map(repr, unknown))}, which is not a "
+                f"feature ({', '.join(names)})"
+            )
+        return names
+
+    def _dtype(self, target: TensorSpec) -> DataType:
+        if self.params.dtype != "auto":
+            return "FP32" if self.params.dtype == "float32" else "FP64"
+        if target.datatype not in FLOAT_TYPES:
+            raise ProtocolError(
+                f"pre step tabular produces a float matrix but model input {target.name!r} "
+                f"expects {target.describe()}"
+            )
+        return target.datatype
+
+    def public_input(self, ctx: StepContext) -> Value:
+        dtype = self._dtype(ctx.single_input(self.name))
+        categories = self.params.categories or {}
+        return Records(
+            features=tuple(
+                Feature(
+                    name=n,
+                    datatype=dtype,
+                    categories=tuple(categories[n]) if n in categories else None,
+                )
+                for n in self._features(ctx)
+            )
+        )
+
+    def apply(self, upstream: Value, ctx: StepContext) -> Value:
+        if not isinstance(upstream, Records):
+            raise self.refuse(upstream, "records")
+        target = ctx.single_input(self.name)
+        return Tensors(
+            tensors=(
+                TensorSpec(
+                    name=target.name,
+                    datatype=self._dtype(target),
+                    shape=("batch", len(upstream.features)),
+                ),
+            )
+        )
