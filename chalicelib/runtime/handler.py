@@ -71,7 +71,7 @@ from chalicelib.runtime.intermediate import (
 )
 from chalicelib.runtime.layout import DEFAULT_MODEL_DIR, MODEL_CONFIG, MODEL_DIR_ENV
 from chalicelib.runtime.loaders import Model, ModelLoadError, load_model
-from chalicelib.runtime.steps import FigureValue, Geometry, Invocation, RunStep, Table, build_steps
+from chalicelib.runtime.steps import FigureValue, Geometry, RunStep, StepCall, Table, build_steps
 
 log = logging.getLogger("modelport.runtime")
 
@@ -217,7 +217,7 @@ class Runtime:
         cold, self._cold = self._cold, False
         clock = _Clock(timings)
         try:
-            inv: Invocation | None = None
+            inv: StepCall | None = None
             passed: dict[str, Any] = {}  # the invocation state as the previous stage sent it
             if self.first:
                 if not isinstance(event, Mapping):
@@ -227,7 +227,7 @@ class Runtime:
                 content_type, accept = self._negotiate(event)
                 with clock("decode_ms"):
                     value = self._decode(event, content_type)
-                inv = Invocation()
+                inv = StepCall()
             else:
                 with clock(f"{self.role}_ms"):
                     doc = read_document(event, self.role)
@@ -289,7 +289,7 @@ class Runtime:
     def _hand_on(
         self,
         value: Any,
-        inv: Invocation | None,
+        inv: StepCall | None,
         passed: dict[str, Any],
         accept: str,
     ) -> dict[str, Any]:
@@ -351,7 +351,7 @@ class Runtime:
             return value
         return Table(json=doc)
 
-    def _run(self, step: RunStep, value: Any, inv: Invocation, timings: dict[str, float]) -> Any:
+    def _run(self, step: RunStep, value: Any, inv: StepCall, timings: dict[str, float]) -> Any:
         t0 = time.perf_counter()
         try:
             return step.run(value, inv)
@@ -425,7 +425,7 @@ class Runtime:
         outputs = _zeros(self.manifest.native.outputs)
         if outputs is None:
             return None
-        inv = Invocation()
+        inv = StepCall()
         request = self.protocol.request_value
         if isinstance(request, Records):
             inv.table = (tuple(f.name for f in request.features), np.zeros((1, len(request.features))))

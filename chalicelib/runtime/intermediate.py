@@ -1,7 +1,7 @@
 """The intermediate document: what one stage of a chained pipeline hands the next (docs/pipelines.md).
 
 A chained model runs ``pre``, ``model`` and ``post`` as separate functions; between them the value in
-flight (the model's inputs, or its outputs) and what post steps need of the request (the ``Invocation``)
+flight (the model's inputs, or its outputs) and what post steps need of the request (the ``StepCall``)
 travel as JSON through Step Functions. The encoding is lossless for what the runtime passes: numeric
 arrays keep their dtype, shape and bytes (little-endian, base64), numpy scalars stay numpy scalars,
 tuples stay tuples, dicts with non-string keys (ONNX ZipMap) keep their keys. So ``post`` computes
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from chalicelib.runtime.steps import Geometry, Invocation
+from chalicelib.runtime.steps.base import Geometry, StepCall
 
 KIND = "modelport.intermediate/v1"
 """The ``kind`` of every intermediate document; a stage refuses any other input."""
@@ -119,7 +119,7 @@ def decode_value(doc: Any) -> Any:
 # --------------------------------------------------------------------------- the request's state
 
 
-def encode_invocation(inv: Invocation, *, image: bool) -> dict[str, Any]:
+def encode_invocation(inv: StepCall, *, image: bool) -> dict[str, Any]:
     """What post steps need of the request. The image (only when ``image``: an overlay draws on it)
     travels as an RGB PNG: the overlay converts to RGB first, so the pixels it draws on are the same."""
     doc: dict[str, Any] = {}
@@ -136,8 +136,8 @@ def encode_invocation(inv: Invocation, *, image: bool) -> dict[str, Any]:
     return doc
 
 
-def decode_invocation(doc: Mapping[str, Any]) -> Invocation:
-    inv = Invocation()
+def decode_invocation(doc: Mapping[str, Any]) -> StepCall:
+    inv = StepCall()
     if "table" in doc:
         table = doc["table"]
         inv.table = (tuple(table["features"]), _array(table["rows"]))

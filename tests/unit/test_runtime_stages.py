@@ -25,7 +25,7 @@ from chalicelib.runtime.intermediate import (
 )
 from chalicelib.runtime.layout import prepare_model_dir
 from chalicelib.runtime.loaders import ModelLoadError
-from chalicelib.runtime.steps import Geometry, Invocation
+from chalicelib.runtime.steps.base import Geometry, StepCall
 from chalicelib.services.intake import manifest_for_dir
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -183,7 +183,7 @@ def test_values_cross_stages_with_their_types_and_bytes() -> None:
 def test_the_request_state_crosses_stages() -> None:
     from PIL import Image
 
-    inv = Invocation(
+    inv = StepCall(
         table=(("a", "b"), np.asarray([[1.0, 2.0], [3.0, 4.0]])),
         image=Image.new("L", (5, 3), 128),
         geometry=Geometry(5, 3, 8, 8, scale_x=1.6, dst_y=2.0),

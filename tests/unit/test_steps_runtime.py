@@ -21,17 +21,12 @@ from chalicelib.core.steps.image import ImageParams
 from chalicelib.core.steps.text import TextParams, TextStep
 from chalicelib.runtime.codecs import RequestError
 from chalicelib.runtime.handler import Runtime
-from chalicelib.runtime.steps import (
-    BoxesRun,
-    Geometry,
-    ImageRun,
-    Invocation,
-    ScaleRun,
-    SoftmaxRun,
-    TextRun,
-    ThresholdRun,
-    nms,
-)
+from chalicelib.runtime.steps.base import Geometry, StepCall
+from chalicelib.runtime.steps.boxes import BoxesRun, nms
+from chalicelib.runtime.steps.image import ImageRun
+from chalicelib.runtime.steps.scale import ScaleRun
+from chalicelib.runtime.steps.scores import SoftmaxRun, ThresholdRun
+from chalicelib.runtime.steps.text import TextRun
 from chalicelib.services.invoke import server_timing
 from tests.unit.stepkit import (
     DIABETES_FEATURES,
@@ -217,7 +212,7 @@ def test_image_decodes_every_format_and_lays_out_nchw_and_nhwc(fmt: str) -> None
 
 def test_crop_and_letterbox_remember_how_to_map_back() -> None:
     data = encode(_gradient(96, 48))
-    crop_inv, box_inv = Invocation(), Invocation()
+    crop_inv, box_inv = StepCall(), StepCall()
     crop = ImageRun(ImageParams(size=(24, 24), resize="crop", layout="NHWC"), "x", ("png",))(data, crop_inv)[
         "x"
     ]
@@ -442,7 +437,7 @@ def test_boxes_decode_yolo_style_centres_in_normalized_coordinates() -> None:
     }
     plan = BoxesPlan("output0", None, None, 2)
     params = BoxesParams(layout="combined", format="cxcywh", normalized=True)
-    inv = Invocation(geometry=Geometry(width=640, height=320, model_width=64, model_height=64,
+    inv = StepCall(geometry=Geometry(width=640, height=320, model_width=64, model_height=64,
                                        scale_x=0.1, scale_y=0.1, dst_y=16))  # fmt: skip
     rows = BoxesRun(plan, params, ("cat", "dog"))(outputs, inv)
     # (0.5, 0.5, 0.5, 0.25) of 64 px = x 16..48, y 24..40 in the model; minus 16 bars, / 0.1 in the photo.
@@ -628,7 +623,7 @@ def test_heavy_packages_load_only_for_the_steps_that_need_them(tmp: Path) -> Non
         "from pathlib import Path\n"
         "from chalicelib.runtime.handler import load\n"
         "from chalicelib.runtime.layout import prepare_model_dir\n"
-        "import chalicelib.runtime.steps, chalicelib.runtime.viz\n"
+        "import chalicelib.runtime.steps\n"
         "assert not {'matplotlib', 'PIL'} & set(sys.modules), 'imported at module level'\n"
         "from chalicelib.services.intake import manifest_for_dir\n"
         f"src = Path({str(raw)!r})\n"

@@ -15,7 +15,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from chalicelib.runtime.handler import Runtime
-from chalicelib.runtime.viz import BarChartRun, FeatureChartRun, HeatmapRun, OverlayRun
+from chalicelib.runtime.steps.charts import BarChartRun, FeatureChartRun, HeatmapRun
+from chalicelib.runtime.steps.overlay import OverlayRun
 from tests.unit.stepkit import (
     EXAMPLES,
     IRIS_FEATURES,

@@ -1,26 +1,18 @@
-"""Visualization steps at runtime: PNG pictures of a result, deterministic and readable.
-
-Every renderer gives the same bytes for the same data: a fixed pixel size and DPI, DejaVu Sans (shipped
-with matplotlib) for charts and Pillow's built-in font for drawings on images, no PNG metadata, and no
-state carried from one request to the next except caches keyed by everything they depend on.
-matplotlib (Agg, object API, no pyplot) and Pillow are imported when a step is bound at init, so a model
-without charts never pays for them.
-"""
+"""Charts at runtime: bar chart, line chart and scatter plot, heat map (matplotlib, Agg)."""
 
 from __future__ import annotations
 
-import io
 import math
-import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
 
-if TYPE_CHECKING:
-    from chalicelib.runtime.steps import Invocation, LabelRows, LabelsRun
+from chalicelib.runtime.steps.base import FigureValue, LabelRows, StepCall
+from chalicelib.runtime.steps.drawing import RC, canvas_png, png_of, short
+from chalicelib.runtime.steps.scores import LabelsRun
 
 MAX_BARS = 20
 """More bars than this do not fit 360 pixels of chart legibly."""
@@ -29,53 +21,12 @@ MAX_POINTS = 10_000
 MAX_CELL_VALUES = 12
 """Cells per side up to which a heat map writes each value (more would overlap at a legible size)."""
 
-RC: dict[str, Any] = {
-    "font.family": "DejaVu Sans",
-    "font.size": 10,
-    "text.parse_math": False,  # labels are user text: "$" must not start mathtext
-    "svg.hashsalt": "modelport",
-}
-PALETTE = (
-    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
-)  # fmt: skip
-"""Box colours by class (matplotlib's tab10)."""
-
-
-@dataclass(frozen=True)
-class FigureValue:
-    """A rendered chart travelling with the value it pictures."""
-
-    data: Any
-    png: bytes
-
-
-def png_of(image: Any) -> bytes:
-    """A Pillow image as PNG bytes: RGB, no metadata, zlib level 3 (2x faster than 6, 15% larger)."""
-    buf = io.BytesIO()
-    image.convert("RGB").save(buf, format="PNG", compress_level=3)
-    return buf.getvalue()
-
-
-def canvas_png(canvas: Any) -> bytes:
-    from PIL import Image as PILImage
-
-    canvas.draw()
-    return png_of(PILImage.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba()))
-
-
-def _short(label: str, limit: int = 32) -> str:
-    return label if len(label) <= limit else label[: limit - 1] + "\u2026"
-
 
 def _number(value: float) -> str:
     """A value for a cell or a label: 3 significant digits, no exponent for everyday magnitudes."""
     if value == 0 or 1e-3 <= abs(value) < 1e5:
         return f"{value:.3g}" if abs(value) < 1 else f"{value:,.{max(0, 2 - int(math.log10(abs(value))))}f}"
     return f"{value:.2e}"
-
-
-# --------------------------------------------------------------------------- bar chart
 
 
 class BarChartRun:
@@ -108,7 +59,7 @@ class BarChartRun:
         with self.matplotlib.rc_context(self.RC):
             self.figure = Figure(figsize=(6.4, 3.6), dpi=100)
             self.canvas: Any = FigureCanvasAgg(self.figure)  # Any: the blitting API is untyped
-            left = min(0.45, 0.05 + 0.011 * max(len(_short(n)) for n in names))
+            left = min(0.45, 0.05 + 0.011 * max(len(short(n)) for n in names))
             ax = self.ax = self.figure.add_axes((left, 0.15, 0.95 - left, 0.72))
             ax.set_ylim(self.bars - 0.5, -0.5)  # row 0, the best class, on top
             ax.set_yticks([])
@@ -128,7 +79,7 @@ class BarChartRun:
         self.frame: tuple[tuple[float, float, str], Any, Any] | None = None
         self.patches: dict[tuple[str, str], tuple[Any, int, int]] = {}
 
-    def __call__(self, value: Any, inv: Invocation | None = None) -> FigureValue:
+    def __call__(self, value: Any, inv: StepCall | None = None) -> FigureValue:
         rows: LabelRows = self.labels(value) if self.labels is not None else value
         title = self.title if len(rows) <= 1 else f"{self.title} (row 1 of {len(rows)})"
         return FigureValue(data=rows, png=self.render(rows[0] if rows else [], title))
@@ -194,7 +145,7 @@ class BarChartRun:
         self.canvas.restore_region(self.frame[1])
         if kind == "name":
             artist, anchor = self.name, 0
-            artist.set_text(_short(text))
+            artist.set_text(short(text))
         else:
             artist, anchor = self.value, round(self.canonical_x)
             inside = kind == "in"
@@ -245,8 +196,8 @@ class FeatureChartRun:
                 ax.spines[side].set_visible(False)
             ax.grid(True, color="#dddddd", linewidth=0.8)
             ax.set_axisbelow(True)
-            ax.set_xlabel(_short(feature, 60))
-            ax.set_ylabel(_short(y_label, 60))
+            ax.set_xlabel(short(feature, 60))
+            ax.set_ylabel(short(y_label, 60))
             self.line: Any = None
             self.points: Any = None
             if kind == "line_chart":
@@ -263,7 +214,7 @@ class FeatureChartRun:
                 )
             self.heading = ax.set_title("", fontsize=11)
 
-    def __call__(self, value: Any, inv: Invocation | None = None) -> FigureValue:
+    def __call__(self, value: Any, inv: StepCall | None = None) -> FigureValue:
         y = np.asarray(self.prediction(value), dtype=np.float64).reshape(-1)
         if inv is None or inv.table is None:
             raise ValueError(f"{self.kind} needs the request's rows, which this invocation does not have")
@@ -369,7 +320,7 @@ class HeatmapRun:
             raise ValueError(f"heatmap draws a 2-D output, {self.output!r} has shape {list(array.shape)}")
         return grid, note
 
-    def __call__(self, value: Any, inv: Invocation | None = None) -> FigureValue:
+    def __call__(self, value: Any, inv: StepCall | None = None) -> FigureValue:
         grid, note = self.grid(value)
         return FigureValue(data=value, png=self.render(grid, note))
 
@@ -421,7 +372,7 @@ class HeatmapRun:
             ax.set_xticks(range(1, cols + 1))
             long = max(len(c) for c in classes) > 3
             ax.set_xticklabels(
-                [_short(c, 20) for c in classes],
+                [short(c, 20) for c in classes],
                 rotation=45 if long else 0,
                 ha="right" if long else "center",
                 rotation_mode="anchor",
@@ -450,91 +401,3 @@ class _HeatmapFrame:
     image: Any
     heading: Any
     texts: list[Any]
-
-
-# --------------------------------------------------------------------------- overlay
-
-
-class OverlayRun:
-    """Detections drawn on the request's image with Pillow: a coloured frame per box (colour by
-    class), ``label score`` on a tag above it, and a title band naming the count. The image is
-    shrunk to ``max_size`` or enlarged (nearest neighbour, so pixels stay sharp) to ``min_size``."""
-
-    def __init__(
-        self,
-        title: str,
-        labels: tuple[str, ...] | None,
-        max_size: int,
-        min_size: int,
-        line_width: int,
-        font_size: int,
-        scores: bool,
-    ) -> None:
-        from PIL import Image as PILImage
-        from PIL import ImageDraw, ImageFont
-
-        self.pil = PILImage
-        self.draw_class = ImageDraw
-        self.font = ImageFont.load_default(size=font_size)
-        self.title_font = ImageFont.load_default(size=font_size + 2)
-        self.title = title
-        self.labels = labels
-        self.max_size = max_size
-        self.min_size = min(min_size, max_size)
-        self.line_width = line_width
-        self.font_size = font_size
-        self.scores = scores
-
-    def __call__(self, value: list[list[dict[str, Any]]], inv: Invocation | None = None) -> FigureValue:
-        if inv is None or inv.image is None:
-            raise ValueError("overlay needs the request's image, which this invocation does not have")
-        return FigureValue(data=value, png=self.render(inv.image, value[0] if value else []))
-
-    def colour(self, label: str) -> tuple[int, int, int]:
-        if self.labels is not None and label in self.labels:
-            index = self.labels.index(label)
-        elif label.isdigit():
-            index = int(label)
-        else:
-            index = zlib.crc32(label.encode())
-        return PALETTE[index % len(PALETTE)]
-
-    def render(self, source: Any, detections: Sequence[Mapping[str, Any]]) -> bytes:
-        pil = self.pil
-        image = source.convert("RGB")
-        longest = max(image.size)
-        factor = 1.0
-        if longest > self.max_size:
-            factor = self.max_size / longest
-        elif longest < self.min_size:  # a whole factor, so every source pixel stays a sharp square
-            factor = float(min(math.ceil(self.min_size / longest), self.max_size // longest))
-        if factor != 1.0:
-            size = (max(1, round(image.width * factor)), max(1, round(image.height * factor)))
-            method = pil.Resampling.BOX if factor < 1 else pil.Resampling.NEAREST
-            image = image.resize(size, method)
-        pad = max(4, self.font_size // 3)
-        band = self.font_size + 2 + 2 * pad
-        canvas = pil.new("RGB", (max(image.width, 240), image.height + band), (255, 255, 255))
-        canvas.paste(image, (0, band))
-        draw = self.draw_class.Draw(canvas)
-        count = len(detections)
-        heading = f"{self.title}: {count} object" + ("" if count == 1 else "s")
-        draw.text((pad, pad), heading, fill=(0, 0, 0), font=self.title_font)
-        width = self.line_width
-        for det in reversed(detections):  # the best is drawn last, on top
-            x1, y1, x2, y2 = (float(c) * factor for c in det["box"])
-            y1, y2 = y1 + band, y2 + band
-            colour = self.colour(str(det["label"]))
-            draw.rectangle((x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)), outline=colour, width=width)
-            text = _short(str(det["label"]), 24)
-            if self.scores:
-                text += f" {float(det['score']):.2f}"
-            left, top, right, bottom = draw.textbbox((0, 0), text, font=self.font)
-            tag_w, tag_h = right - left + 2 * pad, bottom - top + pad
-            tx = min(max(0.0, x1), canvas.width - tag_w)
-            ty = y1 - tag_h if y1 - tag_h >= band else y1  # above the box, else just inside it
-            draw.rectangle((tx, ty, tx + tag_w, ty + tag_h), fill=colour)
-            luminance = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
-            ink = (0, 0, 0) if luminance > 150 else (255, 255, 255)
-            draw.text((tx + pad - left, ty + pad // 2 - top), text, fill=ink, font=self.font)
-        return png_of(canvas)

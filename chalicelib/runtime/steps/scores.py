@@ -1,0 +1,76 @@
+"""Post steps on class scores at runtime: softmax, labels and top_k, threshold."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from chalicelib.runtime.steps.base import LabelRows, StepCall
+
+
+class LabelsRun:
+    """Class scores -> per row, the ``top_k`` best ``(label, score)``; scores as the model gives them."""
+
+    def __init__(self, scores: str, labels: tuple[str, ...], top_k: int) -> None:
+        self.scores = scores
+        self.labels = labels
+        self.top_k = top_k
+
+    def __call__(self, outputs: Mapping[str, Any], inv: StepCall | None = None) -> LabelRows:
+        scores = np.asarray(outputs[self.scores], dtype=np.float64)
+        n = len(self.labels)
+        if scores.ndim == 1 and n == 2:  # one probability per row: P(second class)
+            scores = np.stack([1 - scores, scores], axis=1)
+        elif scores.ndim == 1:
+            scores = scores.reshape(-1, 1)
+        if scores.ndim != 2 or scores.shape[1] != n:
+            raise ValueError(
+                f"output {self.scores!r} has shape {list(scores.shape)}, expected [batch, {n}] for {n} labels"
+            )
+        order = np.argsort(-scores, axis=1, kind="stable")[:, : self.top_k]
+        return [
+            [(self.labels[j], float(row[j])) for j in best] for row, best in zip(scores, order, strict=True)
+        ]
+
+
+class SoftmaxRun:
+    """Logits -> probabilities over the last axis (``exp(x / T)`` normalized), in the output's dtype."""
+
+    def __init__(self, name: str, temperature: float) -> None:
+        self.name = name
+        self.temperature = temperature
+
+    def __call__(self, outputs: Mapping[str, Any], inv: StepCall | None = None) -> dict[str, Any]:
+        logits = np.asarray(outputs[self.name])
+        x = logits.astype(np.float64) / self.temperature
+        if not np.all(np.isfinite(x)):
+            raise ValueError(f"output {self.name!r} holds NaN or infinity")
+        e = np.exp(x - x.max(axis=-1, keepdims=True))
+        probabilities = e / e.sum(axis=-1, keepdims=True)
+        return {**outputs, self.name: probabilities.astype(logits.dtype, copy=False)}
+
+
+class ThresholdRun:
+    """Binary scores -> per row ``[(label, score)]``: the second label when P(second) >= threshold,
+    with the probability of the label decided (P or 1 - P)."""
+
+    def __init__(self, name: str, labels: tuple[str, ...], threshold: float) -> None:
+        self.name = name
+        self.negative, self.positive = labels
+        self.threshold = threshold
+
+    def __call__(self, outputs: Mapping[str, Any], inv: StepCall | None = None) -> LabelRows:
+        scores = np.asarray(outputs[self.name], dtype=np.float64)
+        if scores.ndim == 2 and scores.shape[1] == 2:
+            negative, positive = scores[:, 0], scores[:, 1]
+        elif scores.ndim == 1 or (scores.ndim == 2 and scores.shape[1] == 1):
+            positive = scores.reshape(-1)
+            negative = 1 - positive
+        else:
+            raise ValueError(f"output {self.name!r} has shape {list(scores.shape)}, expected [batch, 1 or 2]")
+        return [
+            [(self.positive, float(p))] if p >= self.threshold else [(self.negative, float(n))]
+            for n, p in zip(negative, positive, strict=True)
+        ]
