@@ -2,7 +2,9 @@
 
 The public request is what the first pre step accepts (or the model's own input), the public response is
 what the last post step produces (or the model's own output). Every hand-over between neighbours is
-checked here, at config time, so an impossible chain never reaches a build.
+checked here, at config time, so an impossible chain never reaches a build; and each step resolves its
+run arguments here (``BoundStep``), so the runtime builds its steps from the config file without
+replaying the chain.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from chalicelib.core.protocol import (
     response_wire,
     value_fits,
 )
-from chalicelib.core.steps import Step, StepContext, UserSignature, UserStep
+from chalicelib.core.steps import BoundStep, Stage, Step, StepContext, UserSignature, UserStep
 
 
 class StageSignature(Frozen):
@@ -62,6 +64,11 @@ class Protocol(Frozen):
         description="the types of the user steps, read from their annotations",
         exclude_if=lambda steps: not steps,
     )
+    steps: tuple[BoundStep, ...] = Field(
+        default=(),
+        description="the processing steps in chain order with the arguments their runtime is built from",
+        exclude_if=lambda steps: not steps,
+    )
 
 
 PLATFORMS = {
@@ -85,6 +92,11 @@ def _bind(refs: tuple[StepRef, ...], stage: str) -> list[Step]:
     return [ref.bind("pre" if stage == "pre" else "post") for ref in refs]
 
 
+def _bound(stage: Stage, step: Step, upstream: Value, produced: Value, ctx: StepContext) -> BoundStep:
+    args = step.run_args(upstream, produced, ctx).model_dump(mode="json")
+    return BoundStep(stage=stage, step=step.name, args=args)
+
+
 def resolve_protocol(
     config: ModelConfig,
     native: NativeContract,
@@ -92,8 +104,9 @@ def resolve_protocol(
     version: int,
     user_steps: tuple[UserSignature, ...] = (),
 ) -> Protocol:
-    """The protocol of ``config``'s chain around ``native``; ``user_steps`` are the user steps' types
-    (``chalicelib.inspect.steps.inspect_user_steps``): a user step without them is untyped."""
+    """The protocol of ``config``'s chain around ``native``, with each step's run arguments;
+    ``user_steps`` are the user steps' types (``chalicelib.inspect.steps.inspect_user_steps``): a user
+    step without them is untyped."""
     labels = _labels(config, native)
     if labels is not None and native.classes is not None and len(labels) != len(native.classes):
         raise ProtocolError(
@@ -102,8 +115,9 @@ def resolve_protocol(
         )
     refs = {ref.step for ref in (*config.processing.pre, *config.processing.post) if ref.is_user_code}
     typed = tuple(sorted((s for s in user_steps if s.ref in refs), key=lambda s: s.ref))
-    ctx = StepContext(native=native, labels=labels, user_types={s.ref: s for s in typed})
+    ctx = StepContext(native=native, labels=labels, user_types={s.ref: s for s in typed}, model=config.name)
     chain: list[StageSignature] = []
+    bound: list[BoundStep] = []
 
     pre = _bind(config.processing.pre, "pre")
     model_in: Value = native.inputs
@@ -116,6 +130,7 @@ def resolve_protocol(
         for step in pre:
             produced = step.apply(value, ctx)
             chain.append(_sig("pre", step, value, produced))
+            bound.append(_bound("pre", step, value, produced, ctx))
             value = produced
         untyped = isinstance(pre[-1], UserStep) and value == Json()  # checked by the runtime
         if not untyped and not value_fits(value, model_in):
@@ -128,6 +143,7 @@ def resolve_protocol(
     for step in _bind(config.processing.post, "post"):
         produced = step.apply(value, ctx)
         chain.append(_sig("post", step, value, produced))
+        bound.append(_bound("post", step, value, produced, ctx))
         value = produced
     response_value = value
 
@@ -150,6 +166,7 @@ def resolve_protocol(
         chain=tuple(chain),
         oip=oip,
         user_steps=typed,
+        steps=tuple(bound),
     )
 
 

@@ -16,17 +16,22 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from chalicelib.core.config import Processing
+from chalicelib.core.steps import BUILTIN_STEPS
 from chalicelib.core.steps.boxes import BoxesParams, BoxesPlan
 from chalicelib.core.steps.image import ImageParams
 from chalicelib.core.steps.text import TextParams, TextStep
 from chalicelib.runtime.codecs import RequestError
 from chalicelib.runtime.handler import Runtime
+from chalicelib.runtime.loaders import ModelLoadError
+from chalicelib.runtime.steps import RUNNERS, build_steps
 from chalicelib.runtime.steps.base import Geometry, StepCall
 from chalicelib.runtime.steps.boxes import BoxesRun, nms
 from chalicelib.runtime.steps.image import ImageRun
 from chalicelib.runtime.steps.scale import ScaleRun
 from chalicelib.runtime.steps.scores import SoftmaxRun, ThresholdRun
 from chalicelib.runtime.steps.text import TextRun
+from chalicelib.services.intake import manifest_for_dir
 from chalicelib.services.invoke import server_timing
 from tests.unit.stepkit import (
     DIABETES_FEATURES,
@@ -634,3 +639,21 @@ def test_heavy_packages_load_only_for_the_steps_that_need_them(tmp: Path) -> Non
         [sys.executable, "-c", probe], capture_output=True, text=True, cwd=EXAMPLES.parent, check=True
     )
     assert json.loads(result.stdout.strip().replace("'", '"')) == []
+
+
+def test_every_built_in_step_has_its_run_half_in_the_registry() -> None:
+    assert set(RUNNERS) == set(BUILTIN_STEPS)
+
+
+def test_the_runtime_builds_the_recorded_steps_and_refuses_a_chain_they_do_not_record(tmp: Path) -> None:
+    """The steps come from the config file's record (``protocol.steps``), not from replaying the chain;
+    a file whose processing says otherwise is refused rather than run."""
+    raw = model_dir(tmp, "iris-onnx", {"name": "iris-record", "processing": {"pre": [IRIS_TABULAR]}})
+    manifest = manifest_for_dir(raw)
+    assert [(b.stage, b.step) for b in manifest.protocol.steps] == [("pre", "tabular")]
+    assert manifest.protocol.steps[0].args["features"] == list(IRIS_FEATURES)
+    pre, post = build_steps(manifest, raw)
+    assert [s.stage for s in pre] == ["pre:tabular"] and post == []
+    other = manifest.model_copy(update={"processing": Processing.model_validate({"post": ["softmax"]})})
+    with pytest.raises(ModelLoadError, match="do not match its processing"):
+        build_steps(other, raw)

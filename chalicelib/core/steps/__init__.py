@@ -8,7 +8,7 @@ its class.
 
 from __future__ import annotations
 
-from chalicelib.core.steps.base import Params, Stage, Step, StepContext, UserSignature, UserType
+from chalicelib.core.steps.base import BoundStep, Params, Stage, Step, StepContext, UserSignature, UserType
 from chalicelib.core.steps.boxes import BoxesStep
 from chalicelib.core.steps.charts import BarChart, Heatmap, LineChart, Scatter
 from chalicelib.core.steps.image import ImageStep
@@ -22,6 +22,7 @@ from chalicelib.core.steps.user import UserStep
 
 __all__ = [
     "BUILTIN_STEPS",
+    "BoundStep",
     "Params",
     "Stage",
     "Step",

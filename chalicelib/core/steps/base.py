@@ -7,6 +7,10 @@ the runtime's job (``chalicelib/runtime/steps``); both sides share the parameter
 Stages: ``pre`` steps go from the request to the model, ``post`` steps from the model to the response.
 Visualization steps are post steps that produce a ``Figure`` (a PNG travelling with the structured value
 it pictures); nothing can follow them.
+
+At config time each step also resolves its run arguments (``Step.run_args``: tensor names, feature order,
+labels, chart titles...) into a ``BoundStep`` that the model config file records (``protocol.steps``);
+the runtime builds its run half from them by the step's name, without replaying the chain.
 """
 
 from __future__ import annotations
@@ -71,6 +75,7 @@ class StepContext:
     labels: tuple[str, ...] | None  # from the config, else the model's classes
     user_types: Mapping[str, UserSignature] = field(default_factory=dict)
     request: Value | None = None  # the public request; known to post steps
+    model: str = ""  # the model's name: the default title of a picture
 
     def single_input(self, step: str) -> TensorSpec:
         inputs = self.native.inputs
@@ -109,6 +114,11 @@ class Step(ABC):
     def apply(self, upstream: Value, ctx: StepContext) -> Value:
         """The value this step produces from ``upstream``; raises ProtocolError if it cannot take it."""
 
+    @abstractmethod
+    def run_args(self, upstream: Value, produced: Value, ctx: StepContext) -> Frozen:
+        """What this step's run half (``chalicelib/runtime/steps``) is built from, resolved once here;
+        ``produced`` is what ``apply`` made of ``upstream``."""
+
     def refuse(self, upstream: Value, wants: str) -> ProtocolError:
         hint = None
         if isinstance(upstream, Figure):
@@ -116,3 +126,17 @@ class Step(ABC):
         return ProtocolError(
             f"{self.stage} step {self.name} takes {wants} but receives {upstream.describe()}", hint=hint
         )
+
+
+class BoundStep(Frozen):
+    """One step of the chain with its run arguments, as the model config file records them."""
+
+    stage: Stage
+    step: str = Field(description="the built-in step's name, or 'user' for user code")
+    args: dict[str, Any] = Field(description="the arguments its runtime is built from (Step.run_args)")
+
+
+def title_of(params: Params, ctx: StepContext) -> str:
+    """A picture's title: its ``title`` parameter, else the model's name."""
+    title: str | None = getattr(params, "title", None)
+    return title or ctx.model

@@ -13,6 +13,7 @@ from chalicelib.core.protocol import (
     FLOAT_TYPES,
     INT_TYPES,
     Boxes,
+    Frozen,
     Tensors,
     TensorSpec,
     Value,
@@ -49,6 +50,20 @@ class BoxesPlan:
     scores: str | None
     classes: str | None
     n_classes: int | None  # class-score columns, when the scores are per class
+
+
+class BoxesArgs(Frozen):
+    """What ``BoxesRun`` is built from: the outputs it reads, its parameters and the labels."""
+
+    boxes: str
+    scores: str | None
+    classes: str | None
+    n_classes: int | None
+    params: BoxesParams
+    labels: tuple[str, ...] | None
+
+    def plan(self) -> BoxesPlan:
+        return BoxesPlan(self.boxes, self.scores, self.classes, self.n_classes)
 
 
 def _last(t: TensorSpec) -> int | str:
@@ -195,3 +210,15 @@ class BoxesStep(Step):
     def apply(self, upstream: Value, ctx: StepContext) -> Value:
         self.plan(upstream, ctx)
         return Boxes(labels=ctx.labels, max_detections=self.params.max_detections)
+
+    def run_args(self, upstream: Value, produced: Value, ctx: StepContext) -> BoxesArgs:
+        assert isinstance(produced, Boxes)
+        plan = self.plan(upstream, ctx)
+        return BoxesArgs(
+            boxes=plan.boxes,
+            scores=plan.scores,
+            classes=plan.classes,
+            n_classes=plan.n_classes,
+            params=self.params,
+            labels=produced.labels,
+        )

@@ -11,6 +11,8 @@ from chalicelib.core.protocol import (
     FLOAT_TYPES,
     INT_TYPES,
     Figure,
+    Frozen,
+    Json,
     Labels,
     Records,
     Tensors,
@@ -19,12 +21,47 @@ from chalicelib.core.protocol import (
     Value,
     is_fixed,
 )
-from chalicelib.core.steps.base import Params, Step, StepContext
+from chalicelib.core.steps.base import Params, Step, StepContext, title_of
 from chalicelib.core.steps.regression import is_regression, prediction_tensor
-from chalicelib.core.steps.scores import labels_for
+from chalicelib.core.steps.scores import LabelsArgs, labels_for, scores_tensor
 
 MATPLOTLIB = ("matplotlib", "pillow")
 """Charts drawn with matplotlib (Agg) and written as PNG with Pillow."""
+
+
+class BarChartArgs(Frozen):
+    """What ``BarChartRun`` is built from; ``scores``: how to label raw class scores first (none when
+    the upstream gives labels already)."""
+
+    title: str
+    names: tuple[str, ...]
+    bars: int
+    scores: LabelsArgs | None
+
+
+class FeatureChartArgs(Frozen):
+    """What ``FeatureChartRun`` is built from; ``output`` None: the upstream is a regression result."""
+
+    kind: Literal["line_chart", "scatter"]
+    title: str
+    feature: str
+    y_label: str
+    output: str | None
+
+
+class HeatmapArgs(Frozen):
+    """What ``HeatmapRun`` is built from."""
+
+    title: str
+    output: str
+    labels: tuple[str, ...] | None
+    shape: tuple[int, int] | None
+    x_label: str | None
+    y_label: str | None
+    vmin: float | None
+    vmax: float | None
+    colormap: str
+    values: bool
 
 
 class ChartParams(Params):
@@ -51,6 +88,16 @@ class BarChart(Step):
             k = self.params.top_k
             data = Labels(labels=labels, top_k=min(k, len(labels)) if k else len(labels))
         return Figure(chart=self.name, data=data)
+
+    def run_args(self, upstream: Value, produced: Value, ctx: StepContext) -> BarChartArgs:
+        assert isinstance(produced, Figure) and isinstance(produced.data, Labels)
+        data = produced.data  # the upstream labels, or the ones the chart computes from scores
+        scores = None
+        if not isinstance(upstream, Labels):
+            tensor = scores_tensor(upstream, self.name, self.params.output)
+            scores = LabelsArgs(scores=tensor.name, labels=data.labels, top_k=data.top_k)
+        bars = min(self.params.top_k or data.top_k, data.top_k)
+        return BarChartArgs(title=title_of(self.params, ctx), names=data.labels, bars=bars, scores=scores)
 
 
 class FeatureChartParams(ChartParams):
@@ -86,6 +133,20 @@ class LineChart(Step):
                 f"post step {self.name}: {feature!r} is not a feature of the request ({', '.join(names)})"
             )
         return Figure(chart=self.name, data=upstream)
+
+    def run_args(self, upstream: Value, produced: Value, ctx: StepContext) -> FeatureChartArgs:
+        p = self.params
+        if is_regression(upstream):
+            assert isinstance(upstream, Json)
+            output = None
+            unit = upstream.json_schema["items"]["properties"].get("unit", {}).get("const")
+        else:
+            output = prediction_tensor(upstream, self.name, p.output).name
+            unit = None
+        y_label = p.y_label or ("prediction" + (f" ({unit})" if unit else ""))
+        kind: Literal["line_chart", "scatter"] = "scatter" if self.name == "scatter" else "line_chart"
+        title = title_of(p, ctx)
+        return FeatureChartArgs(kind=kind, title=title, feature=p.feature, y_label=y_label, output=output)
 
 
 class Scatter(LineChart):
@@ -154,3 +215,18 @@ class Heatmap(Step):
     def apply(self, upstream: Value, ctx: StepContext) -> Value:
         self.target(upstream)
         return Figure(chart=self.name, data=upstream)
+
+    def run_args(self, upstream: Value, produced: Value, ctx: StepContext) -> HeatmapArgs:
+        p = self.params
+        return HeatmapArgs(
+            title=title_of(p, ctx),
+            output=self.target(upstream).name,
+            labels=ctx.labels,
+            shape=p.shape,
+            x_label=p.x_label,
+            y_label=p.y_label,
+            vmin=p.vmin,
+            vmax=p.vmax,
+            colormap=p.colormap,
+            values=p.values,
+        )

@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 from chalicelib.core.protocol import (
     DataType,
     EncodedImage,
+    Frozen,
     Tensors,
     TensorSpec,
     Value,
@@ -43,6 +44,14 @@ class ImageParams(Params):
         return self
 
 
+class ImageArgs(Frozen):
+    """What ``ImageRun`` is built from."""
+
+    params: ImageParams
+    input: str
+    formats: tuple[str, ...]
+
+
 class ImageStep(Step):
     name = "image"
     stage = "pre"
@@ -69,3 +78,7 @@ class ImageStep(Step):
         }[p.layout]
         dtype: DataType = "FP32" if p.dtype == "float32" else "FP64"
         return Tensors(tensors=(TensorSpec(name=target.name, datatype=dtype, shape=shape),))
+
+    def run_args(self, upstream: Value, produced: Value, ctx: StepContext) -> ImageArgs:
+        assert isinstance(upstream, EncodedImage) and isinstance(produced, Tensors)
+        return ImageArgs(params=self.params, input=produced.tensors[0].name, formats=upstream.formats)

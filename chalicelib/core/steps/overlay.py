@@ -9,10 +9,23 @@ from chalicelib.core.protocol import (
     Boxes,
     EncodedImage,
     Figure,
+    Frozen,
     Value,
 )
-from chalicelib.core.steps.base import Step, StepContext
+from chalicelib.core.steps.base import Step, StepContext, title_of
 from chalicelib.core.steps.charts import ChartParams
+
+
+class OverlayArgs(Frozen):
+    """What ``OverlayRun`` is built from."""
+
+    title: str
+    labels: tuple[str, ...] | None
+    max_size: int
+    min_size: int
+    line_width: int
+    font_size: int
+    scores: bool
 
 
 class OverlayParams(ChartParams):
@@ -41,3 +54,16 @@ class Overlay(Step):
                 hint="put - image first under processing.pre",
             )
         return Figure(chart=self.name, data=upstream)
+
+    def run_args(self, upstream: Value, produced: Value, ctx: StepContext) -> OverlayArgs:
+        assert isinstance(upstream, Boxes)
+        p = self.params
+        return OverlayArgs(
+            title=title_of(p, ctx),
+            labels=upstream.labels,
+            max_size=p.max_size,
+            min_size=p.min_size,
+            line_width=p.line_width,
+            font_size=p.font_size,
+            scores=p.scores,
+        )

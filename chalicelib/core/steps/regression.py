@@ -8,6 +8,7 @@ from pydantic import Field
 
 from chalicelib.core.errors import ProtocolError
 from chalicelib.core.protocol import (
+    Frozen,
     Json,
     TensorSpec,
     Text,
@@ -33,6 +34,14 @@ def is_regression(value: Value) -> bool:
     return isinstance(value, Json) and value.json_schema.get("title") == REGRESSION
 
 
+class RegressionArgs(Frozen):
+    """What ``RegressionRun`` is built from."""
+
+    output: str
+    decimals: int | None
+    unit: str | None
+
+
 class RegressionParams(Params):
     decimals: int | None = Field(default=None, ge=0, le=12, description="round to this many decimals")
     unit: Text | None = Field(default=None, max_length=40, description="the unit, e.g. 'mg/dL'")
@@ -52,6 +61,11 @@ class Regression(Step):
     def apply(self, upstream: Value, ctx: StepContext) -> Value:
         self.target(upstream)
         return Json(json_schema=regression_schema(self.params.unit))
+
+    def run_args(self, upstream: Value, produced: Value, ctx: StepContext) -> RegressionArgs:
+        return RegressionArgs(
+            output=self.target(upstream).name, decimals=self.params.decimals, unit=self.params.unit
+        )
 
 
 def prediction_tensor(upstream: Value, step: str, output: str | None) -> TensorSpec:

@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 from chalicelib.core.errors import ProtocolError
 from chalicelib.core.protocol import (
     FLOAT_TYPES,
+    Frozen,
     Tensors,
     Value,
     is_fixed,
@@ -31,6 +32,14 @@ class ScaleParams(Params):
         if any(s <= 0 for s in self.std):
             raise ValueError("std values must be greater than 0")
         return self
+
+
+class ScaleArgs(Frozen):
+    """What ``ScaleRun`` is built from."""
+
+    input: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
 
 
 class Scale(Step):
@@ -56,3 +65,7 @@ class Scale(Step):
                 f"{tensor.describe()} ({width} features)"
             )
         return upstream
+
+    def run_args(self, upstream: Value, produced: Value, ctx: StepContext) -> ScaleArgs:
+        assert isinstance(upstream, Tensors)
+        return ScaleArgs(input=upstream.tensors[0].name, mean=self.params.mean, std=self.params.std)

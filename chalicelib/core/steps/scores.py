@@ -8,6 +8,7 @@ from chalicelib.core.errors import ProtocolError
 from chalicelib.core.protocol import (
     FLOAT_TYPES,
     Figure,
+    Frozen,
     Labels,
     Tensors,
     TensorSpec,
@@ -65,6 +66,29 @@ def labels_for(upstream: Value, ctx: StepContext, step: str, output: str | None)
     return labels
 
 
+class SoftmaxArgs(Frozen):
+    """What ``SoftmaxRun`` is built from."""
+
+    output: str
+    temperature: float
+
+
+class LabelsArgs(Frozen):
+    """What ``LabelsRun`` is built from: the output of class scores, the labels, how many to keep."""
+
+    scores: str
+    labels: tuple[str, ...]
+    top_k: int
+
+
+class ThresholdArgs(Frozen):
+    """What ``ThresholdRun`` is built from."""
+
+    output: str
+    labels: tuple[str, str]
+    threshold: float
+
+
 class SoftmaxParams(Params):
     output: str | None = Field(default=None, description="the model output of [batch, classes] logits")
     temperature: float = Field(default=1.0, ge=0.01, le=100, description="logits are divided by it first")
@@ -83,6 +107,9 @@ class Softmax(Step):
     def apply(self, upstream: Value, ctx: StepContext) -> Value:
         self.target(upstream)
         return upstream
+
+    def run_args(self, upstream: Value, produced: Value, ctx: StepContext) -> SoftmaxArgs:
+        return SoftmaxArgs(output=self.target(upstream).name, temperature=self.params.temperature)
 
 
 class LabelsParams(Params):
@@ -104,6 +131,11 @@ class LabelsStep(Step):
         labels = labels_for(upstream, ctx, self.name, self.params.output)
         k = self._top_k()
         return Labels(labels=labels, top_k=min(k, len(labels)) if k else len(labels))
+
+    def run_args(self, upstream: Value, produced: Value, ctx: StepContext) -> LabelsArgs:
+        assert isinstance(produced, Labels)
+        scores = scores_tensor(upstream, self.name, self.params.output)
+        return LabelsArgs(scores=scores.name, labels=produced.labels, top_k=produced.top_k)
 
 
 class TopKParams(LabelsParams):
@@ -152,3 +184,10 @@ class Threshold(Step):
                 hint="add labels: [negative, positive] to modelport.yaml",
             )
         return Labels(labels=ctx.labels, top_k=1)
+
+    def run_args(self, upstream: Value, produced: Value, ctx: StepContext) -> ThresholdArgs:
+        assert isinstance(produced, Labels) and len(produced.labels) == 2
+        negative, positive = produced.labels
+        return ThresholdArgs(
+            output=self.scores(upstream).name, labels=(negative, positive), threshold=self.params.threshold
+        )

@@ -12,6 +12,7 @@ from chalicelib.core.protocol import (
     FLOAT_TYPES,
     DataType,
     Feature,
+    Frozen,
     Records,
     Tensors,
     TensorSpec,
@@ -43,6 +44,15 @@ class TabularParams(Params):
                 if not math.isfinite(number):
                     raise ValueError(f"categories.{feature}.{name} must be a finite number")
         return value
+
+
+class TabularArgs(Frozen):
+    """What ``TabularRun`` is built from."""
+
+    features: tuple[str, ...]
+    input: str
+    dtype: Literal["float32", "float64"]
+    categories: dict[str, dict[str, float]] | None = None
 
 
 class Tabular(Step):
@@ -111,4 +121,14 @@ class Tabular(Step):
                     shape=("batch", len(upstream.features)),
                 ),
             )
+        )
+
+    def run_args(self, upstream: Value, produced: Value, ctx: StepContext) -> TabularArgs:
+        assert isinstance(upstream, Records) and isinstance(produced, Tensors)
+        target = produced.tensors[0]
+        return TabularArgs(
+            features=tuple(f.name for f in upstream.features),
+            input=target.name,
+            dtype="float32" if target.datatype == "FP32" else "float64",
+            categories=self.params.categories,
         )

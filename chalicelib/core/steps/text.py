@@ -8,6 +8,7 @@ from pydantic import Field
 
 from chalicelib.core.errors import ProtocolError
 from chalicelib.core.protocol import (
+    Frozen,
     Json,
     Text,
     Value,
@@ -43,6 +44,15 @@ def _string_props(schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
         return {}
     props: dict[str, Any] = schema.get("properties", {})
     return {n: p for n, p in props.items() if isinstance(p, dict) and p.get("type") == "string"}
+
+
+class TextArgs(Frozen):
+    """What ``TextRun`` is built from: the property cleaned and its limits after cleaning."""
+
+    params: TextParams
+    field: str
+    min_length: int
+    max_length: int | None
 
 
 class TextStep(Step):
@@ -117,3 +127,9 @@ class TextStep(Step):
             cleaned["maxLength"] = high
         props = {**upstream.json_schema["properties"], name: cleaned}
         return Json(json_schema={**upstream.json_schema, "properties": props})
+
+    def run_args(self, upstream: Value, produced: Value, ctx: StepContext) -> TextArgs:
+        assert isinstance(upstream, Json)
+        field, _ = self._field(upstream)
+        low, high = self.limits(ctx, field)
+        return TextArgs(params=self.params, field=field, min_length=low, max_length=high)

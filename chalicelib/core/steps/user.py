@@ -9,6 +9,7 @@ from chalicelib.core.errors import ProtocolError
 from chalicelib.core.protocol import (
     Boxes,
     Figure,
+    Frozen,
     Json,
     Labels,
     Tensors,
@@ -16,7 +17,7 @@ from chalicelib.core.protocol import (
     response_wire,
     schema_fits,
 )
-from chalicelib.core.steps.base import Params, Stage, Step, StepContext, UserSignature
+from chalicelib.core.steps.base import Params, Stage, Step, StepContext, UserSignature, UserType
 
 
 def json_form(value: Value) -> dict[str, Any] | None:
@@ -27,6 +28,17 @@ def json_form(value: Value) -> dict[str, Any] | None:
         schema = response_wire(value).json_schema
         return dict(next(iter(schema["properties"].values())))
     return None
+
+
+class UserArgs(Frozen):
+    """What ``UserRun`` is built from: the function, its types, whether it receives labels (in their
+    response form) and the tensors a tensor-typed return is named like."""
+
+    ref: str
+    accepts: UserType | None
+    returns: UserType | None
+    labels_in: bool
+    names: tuple[str, ...]
 
 
 class UserStep(Step):
@@ -111,6 +123,17 @@ class UserStep(Step):
                 hint="return JSON data instead" if self.stage_of == "post" else None,
             )
         return neighbour
+
+    def run_args(self, upstream: Value, produced: Value, ctx: StepContext) -> UserArgs:
+        sig = self.signature(ctx)
+        names = tuple(t.name for t in produced.tensors) if isinstance(produced, Tensors) else ()
+        return UserArgs(
+            ref=self.ref,
+            accepts=sig.accepts,
+            returns=sig.returns,
+            labels_in=isinstance(upstream, Labels),
+            names=names,
+        )
 
 
 def _short(schema: dict[str, Any], limit: int = 160) -> str:

@@ -1,10 +1,12 @@
 """The runtime side of the processing steps: what each step does to real data.
 
-The control plane knows a step by its protocol transform (``core/steps.py``); here the same chain is
-replayed once at init (``build_steps``) to learn each step's concrete arguments - the feature order, the
-model input's name and dtype, which output holds the class scores - so a request only runs array code.
-Built-in pre steps raise ``RequestError`` for anything the client sent wrong; every other failure in a
-user step or a post step is the model's (the handler answers 502 naming the step).
+The control plane knows a step by its protocol transform (``core/steps/<family>.py``), which also
+resolves the step's run arguments - the feature order, the model input's name and dtype, which output
+holds the class scores, a chart's title - into the model config file (``protocol.steps``). Here
+each recorded step is looked up by name in ``RUNNERS`` (the run half, ``runtime/steps/<family>.py``) and
+built from those arguments once at init, so a request only runs array code. Built-in pre steps raise
+``RequestError`` for anything the client sent wrong; every other failure in a user step or a post step is
+the model's (the handler answers 502 naming the step).
 
 Each step is called as ``run(value, inv)``: ``inv`` is the request's ``StepCall``, where pre steps
 leave what post steps may need of the request (the tabular rows, the decoded image and how it was fitted
@@ -14,25 +16,22 @@ to the model's input) - a line chart plots against a request feature, an overlay
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
+from pydantic import ValidationError
 
-from chalicelib.core.config import StepRef
 from chalicelib.core.manifest import ModelConfigFile
-from chalicelib.core.protocol import Boxes, EncodedImage, Figure, Json, Labels, Records, Tensors, Value
-from chalicelib.core.steps import Step, StepContext, UserStep
+from chalicelib.core.steps import BoundStep, UserStep
 from chalicelib.core.steps.boxes import BoxesStep
-from chalicelib.core.steps.charts import BarChart, Heatmap, LineChart
+from chalicelib.core.steps.charts import BarChart, Heatmap, LineChart, Scatter
 from chalicelib.core.steps.image import ImageStep
 from chalicelib.core.steps.overlay import Overlay
-from chalicelib.core.steps.regression import Regression, is_regression, prediction_tensor
+from chalicelib.core.steps.regression import Regression
 from chalicelib.core.steps.scale import Scale
-from chalicelib.core.steps.scores import LabelsStep, Softmax, Threshold, scores_tensor
+from chalicelib.core.steps.scores import LabelsStep, Softmax, Threshold, TopK
 from chalicelib.core.steps.tabular import Tabular
 from chalicelib.core.steps.text import TextStep
 from chalicelib.runtime.loaders import ModelLoadError
@@ -41,109 +40,48 @@ from chalicelib.runtime.steps.boxes import BoxesRun
 from chalicelib.runtime.steps.charts import BarChartRun, FeatureChartRun, HeatmapRun
 from chalicelib.runtime.steps.image import ImageRun
 from chalicelib.runtime.steps.overlay import OverlayRun
-from chalicelib.runtime.steps.regression import RegressionRun, predictions_of
+from chalicelib.runtime.steps.regression import RegressionRun
 from chalicelib.runtime.steps.scale import ScaleRun
 from chalicelib.runtime.steps.scores import LabelsRun, SoftmaxRun, ThresholdRun
 from chalicelib.runtime.steps.tabular import TabularRun
 from chalicelib.runtime.steps.text import TextRun
-from chalicelib.runtime.steps.user import UserRun, user_function
+from chalicelib.runtime.steps.user import user_run
 
-__all__ = ["FigureValue", "Geometry", "RunStep", "StepCall", "Table", "build_steps"]
+__all__ = ["RUNNERS", "FigureValue", "Geometry", "RunStep", "StepCall", "Table", "build_steps"]
+
+RUNNERS: dict[str, Callable[[Mapping[str, Any]], Callable[..., Any]]] = {
+    Tabular.name: TabularRun.from_args,
+    ImageStep.name: ImageRun.from_args,
+    TextStep.name: TextRun.from_args,
+    Scale.name: ScaleRun.from_args,
+    Softmax.name: SoftmaxRun.from_args,
+    LabelsStep.name: LabelsRun.from_args,
+    TopK.name: LabelsRun.from_args,
+    Threshold.name: ThresholdRun.from_args,
+    Regression.name: RegressionRun.from_args,
+    BoxesStep.name: BoxesRun.from_args,
+    BarChart.name: BarChartRun.from_args,
+    LineChart.name: FeatureChartRun.from_args,
+    Scatter.name: FeatureChartRun.from_args,
+    Heatmap.name: HeatmapRun.from_args,
+    Overlay.name: OverlayRun.from_args,
+}
+"""The run half of each built-in step, by its name, built from the arguments its protocol half resolved."""
 
 
-def _bind(
-    step: Step, ref: StepRef, upstream: Value, ctx: StepContext, manifest: ModelConfigFile, model_dir: Path
-) -> RunStep:
-    if isinstance(step, UserStep):
-        sig = step.signature(ctx)
-        produced = step.apply(upstream, ctx)
-        names = tuple(t.name for t in produced.tensors) if isinstance(produced, Tensors) else ()
-        fn = user_function(model_dir, ref.step)
-        run = UserRun(fn, upstream, sig.accepts, sig.returns, names)
-        return RunStep(f"{step.stage_of}:{ref.step}", run, contained=True)
-    produced = step.apply(upstream, ctx)
-    stage = f"{step.stage}:{step.name}"
-    title = getattr(step.params, "title", None) or manifest.name
-    if isinstance(step, Tabular):
-        assert isinstance(upstream, Records) and isinstance(produced, Tensors)
-        target = produced.tensors[0]
-        dtype = np.float32 if target.datatype == "FP32" else np.float64
-        features = tuple(f.name for f in upstream.features)
-        tabular = TabularRun(features, target.name, dtype, step.params.categories)
-        return RunStep(stage, tabular, contained=False)
-    if isinstance(step, ImageStep):
-        assert isinstance(upstream, EncodedImage) and isinstance(produced, Tensors)
-        return RunStep(
-            stage, ImageRun(step.params, produced.tensors[0].name, upstream.formats), contained=False
-        )
-    if isinstance(step, TextStep):
-        assert isinstance(upstream, Json)
-        field, _ = step._field(upstream)
-        low, high = step.limits(ctx, field)
-        return RunStep(stage, TextRun(step, field, low, high), contained=False)
-    if isinstance(step, Scale):
-        assert isinstance(upstream, Tensors)
-        scale = ScaleRun(upstream.tensors[0].name, step.params.mean, step.params.std)
-        return RunStep(stage, scale, contained=False)
-    if isinstance(step, Softmax):
-        return RunStep(stage, SoftmaxRun(step.target(upstream).name, step.params.temperature), contained=True)
-    if isinstance(step, Threshold):
-        assert isinstance(produced, Labels)
-        threshold = ThresholdRun(step.scores(upstream).name, produced.labels, step.params.threshold)
-        return RunStep(stage, threshold, contained=True)
-    if isinstance(step, Regression):
-        name = step.target(upstream).name
-        return RunStep(stage, RegressionRun(name, step.params.decimals, step.params.unit), contained=True)
-    if isinstance(step, BoxesStep):
-        assert isinstance(produced, Boxes)
-        return RunStep(
-            stage, BoxesRun(step.plan(upstream, ctx), step.params, produced.labels), contained=True
-        )
-    if isinstance(step, BarChart):
-        assert isinstance(produced, Figure) and isinstance(produced.data, Labels)
-        data = produced.data  # the upstream labels, or the ones the chart computes from scores
-        labels = None
-        if not isinstance(upstream, Labels):
-            scores = scores_tensor(upstream, step.name, step.params.output)
-            labels = LabelsRun(scores.name, data.labels, data.top_k)
-        bars = min(step.params.top_k or data.top_k, data.top_k)
-        bar_chart = BarChartRun(title, data.labels, bars, labels)
-        return RunStep(stage, bar_chart, contained=True)
-    if isinstance(step, LineChart):  # and Scatter
-        p = step.params
-        if is_regression(upstream):
-            assert isinstance(upstream, Json)
-            output = None
-            unit = upstream.json_schema["items"]["properties"].get("unit", {}).get("const")
-        else:
-            output = prediction_tensor(upstream, step.name, p.output).name
-            unit = None
-        y_label = p.y_label or ("prediction" + (f" ({unit})" if unit else ""))
-
-        def prediction(value: Any, name: str | None = output) -> npt.NDArray[np.float64]:
-            return predictions_of(value, name)
-
-        chart = FeatureChartRun(step.name, title, p.feature, y_label, prediction)
-        return RunStep(stage, chart, contained=True)
-    if isinstance(step, Heatmap):
-        hp = step.params
-        heatmap = HeatmapRun(
-            title, step.target(upstream).name, ctx.labels, hp.shape, hp.x_label, hp.y_label, hp.vmin,
-            hp.vmax, hp.colormap, hp.values,
-        )  # fmt: skip
-        return RunStep(stage, heatmap, contained=True)
-    if isinstance(step, Overlay):
-        assert isinstance(upstream, Boxes)
-        op = step.params
-        overlay = OverlayRun(
-            title, upstream.labels, op.max_size, op.min_size, op.line_width, op.font_size, op.scores
-        )
-        return RunStep(stage, overlay, contained=True)
-    if isinstance(step, LabelsStep):
-        assert isinstance(produced, Labels)
-        scores = scores_tensor(upstream, step.name, step.params.output)
-        return RunStep(stage, LabelsRun(scores.name, produced.labels, produced.top_k), contained=True)
-    raise ModelLoadError(f"step {step.name} has no runtime")  # pragma: no cover - every built-in has one
+def _run_step(bound: BoundStep, model_dir: Path) -> RunStep:
+    """One recorded step built. Built-in pre steps' failures are the request's or the runtime's; a post
+    step's or user code's are the model's (``contained``)."""
+    try:
+        if bound.step == UserStep.name:
+            ref, user = user_run(bound.args, model_dir)
+            return RunStep(f"{bound.stage}:{ref}", user, contained=True)
+        runner = RUNNERS.get(bound.step)
+        if runner is None:
+            raise ModelLoadError(f"step {bound.step} has no runtime")
+        return RunStep(f"{bound.stage}:{bound.step}", runner(bound.args), contained=bound.stage == "post")
+    except ValidationError as exc:
+        raise ModelLoadError(f"{bound.stage} step {bound.step}: the config file's arguments: {exc}") from None
 
 
 _TOKEN = re.compile(r"[^A-Za-z0-9!#$%&'*+.^_`|~-]+")
@@ -163,29 +101,29 @@ def timing_names(steps: list[RunStep]) -> list[RunStep]:
     return named
 
 
+def _recorded(manifest: ModelConfigFile) -> tuple[BoundStep, ...]:
+    """The recorded steps, checked against ``processing`` (a file edited by hand, or older than the
+    record, must not run a different chain than it declares)."""
+    steps = manifest.protocol.steps
+    declared = [
+        (stage, UserStep.name if ref.is_user_code else ref.step)
+        for stage, refs in (("pre", manifest.processing.pre), ("post", manifest.processing.post))
+        for ref in refs
+    ]
+    if declared != [(b.stage, b.step) for b in steps]:
+        raise ModelLoadError(
+            "the config file's recorded steps (protocol.steps) do not match its processing; regenerate it"
+        )
+    return steps
+
+
 def build_steps(
     manifest: ModelConfigFile, model_dir: Path, *, stages: Collection[str] = ("pre", "post")
 ) -> tuple[list[RunStep], list[RunStep]]:
-    """Replay the manifest's chain (as ``core/chain.py`` resolved it) and bind each step's arguments;
-    only the steps of ``stages`` are bound (a chained pipeline's pre function never imports matplotlib).
-    The other list is empty."""
-    native = manifest.native
-    labels = manifest.labels
-    if labels is None and native.classes is not None:
-        labels = tuple(str(c) for c in native.classes)
-    user_types = {s.ref: s for s in manifest.protocol.user_steps}
-    ctx = StepContext(native=native, labels=labels, user_types=user_types)
-    pre: list[RunStep] = []
-    value: Value = manifest.protocol.request_value
-    for ref in manifest.processing.pre if "pre" in stages else ():
-        step = ref.bind("pre")
-        pre.append(_bind(step, ref, value, ctx, manifest, model_dir))
-        value = step.apply(value, ctx)
-    post: list[RunStep] = []
-    ctx = replace(ctx, request=manifest.protocol.request_value)
-    value = native.outputs
-    for ref in manifest.processing.post if "post" in stages else ():
-        step = ref.bind("post")
-        post.append(_bind(step, ref, value, ctx, manifest, model_dir))
-        value = step.apply(value, ctx)
+    """Build the steps the config file records (``protocol.steps``, resolved by ``core/chain.py``) in
+    chain order; only the steps of ``stages`` are built (a chained pipeline's pre function never imports
+    matplotlib). The other list is empty."""
+    steps = _recorded(manifest)
+    pre = [_run_step(b, model_dir) for b in steps if b.stage == "pre" and "pre" in stages]
+    post = [_run_step(b, model_dir) for b in steps if b.stage == "post" and "post" in stages]
     return timing_names(pre), timing_names(post)

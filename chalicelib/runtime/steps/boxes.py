@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from chalicelib.core.steps.boxes import BoxesParams, BoxesPlan
+from chalicelib.core.steps.boxes import BoxesArgs, BoxesParams, BoxesPlan
 from chalicelib.runtime.steps.base import StepCall
 
 
@@ -50,6 +50,12 @@ class BoxesRun:
     """Detector outputs -> per image ``[{box: [x1, y1, x2, y2], label, score}]`` best first: decoded to
     corners, scaled when normalized, thresholded, suppressed per class, capped, and mapped back to the
     request image's pixels through the image step's resize (when the request is an image)."""
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, Any]) -> BoxesRun:
+        """Built from the arguments the config file records (``BoxesArgs``)."""
+        a = BoxesArgs.model_validate(args)
+        return cls(a.plan(), a.params, a.labels)
 
     def __init__(self, plan: BoxesPlan, params: BoxesParams, labels: tuple[str, ...] | None) -> None:
         self.plan = plan

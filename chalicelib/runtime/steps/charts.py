@@ -10,8 +10,10 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
+from chalicelib.core.steps.charts import BarChartArgs, FeatureChartArgs, HeatmapArgs
 from chalicelib.runtime.steps.base import FigureValue, LabelRows, StepCall
 from chalicelib.runtime.steps.drawing import RC, canvas_png, png_of, short
+from chalicelib.runtime.steps.regression import predictions_of
 from chalicelib.runtime.steps.scores import LabelsRun
 
 MAX_BARS = 20
@@ -43,6 +45,14 @@ class BarChartRun:
     RC: ClassVar[dict[str, Any]] = RC
     MAX_PATCHES = 4096
     """Rendered strings kept; logits give unbounded value strings."""
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, Any]) -> BarChartRun:
+        """Built from the arguments the config file records (``BarChartArgs``)."""
+        a = BarChartArgs.model_validate(args)
+        s = a.scores
+        labels = None if s is None else LabelsRun(s.scores, s.labels, s.top_k)
+        return cls(a.title, a.names, a.bars, labels)
 
     def __init__(self, title: str, names: tuple[str, ...], bars: int, labels: LabelsRun | None) -> None:
         import matplotlib
@@ -171,6 +181,17 @@ class FeatureChartRun:
     and title change per request (a fresh figure costs 3-4x more, most of it making tick artists);
     every property a request sets is set on every request, so the pixels depend on nothing earlier."""
 
+    @classmethod
+    def from_args(cls, args: Mapping[str, Any]) -> FeatureChartRun:
+        """Built from the arguments the config file records (``FeatureChartArgs``)."""
+        a = FeatureChartArgs.model_validate(args)
+        output = a.output
+
+        def prediction(value: Any) -> npt.NDArray[np.float64]:
+            return predictions_of(value, output)
+
+        return cls(a.kind, a.title, a.feature, a.y_label, prediction)
+
     def __init__(
         self,
         kind: str,
@@ -258,6 +279,14 @@ class HeatmapRun:
     and, for grids up to 12x12, each value written in its cell. 640x480 pixels. The figure is kept
     while requests keep its layout (grid shape, class ticks, values shown); data, colour range, title
     and cell texts are set on every request."""
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, Any]) -> HeatmapRun:
+        """Built from the arguments the config file records (``HeatmapArgs``)."""
+        a = HeatmapArgs.model_validate(args)
+        return cls(
+            a.title, a.output, a.labels, a.shape, a.x_label, a.y_label, a.vmin, a.vmax, a.colormap, a.values
+        )
 
     def __init__(
         self,

@@ -5,13 +5,14 @@ from __future__ import annotations
 import io
 import re
 import warnings
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from chalicelib.core.steps.image import ImageParams
+from chalicelib.core.steps.image import ImageArgs, ImageParams
 from chalicelib.runtime.codecs import (
     RequestError,
     invalid,
@@ -24,6 +25,12 @@ MAX_PIXELS = 40_000_000
 
 class ImageRun:
     """Encoded image bytes -> the model's tensor: decode, flatten alpha, convert, resize, normalize."""
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, Any]) -> ImageRun:
+        """Built from the arguments the config file records (``ImageArgs``)."""
+        a = ImageArgs.model_validate(args)
+        return cls(a.params, a.input, a.formats)
 
     def __init__(self, params: ImageParams, input_name: str, formats: tuple[str, ...]) -> None:
         from PIL import Image as PILImage

@@ -7,6 +7,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from chalicelib.core.steps.overlay import OverlayArgs
 from chalicelib.runtime.steps.base import FigureValue, StepCall
 from chalicelib.runtime.steps.drawing import png_of, short
 
@@ -21,6 +22,12 @@ class OverlayRun:
     """Detections drawn on the request's image with Pillow: a coloured frame per box (colour by
     class), ``label score`` on a tag above it, and a title band naming the count. The image is
     shrunk to ``max_size`` or enlarged (nearest neighbour, so pixels stay sharp) to ``min_size``."""
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, Any]) -> OverlayRun:
+        """Built from the arguments the config file records (``OverlayArgs``)."""
+        a = OverlayArgs.model_validate(args)
+        return cls(a.title, a.labels, a.max_size, a.min_size, a.line_width, a.font_size, a.scores)
 
     def __init__(
         self,

@@ -8,11 +8,18 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from chalicelib.core.steps.regression import RegressionArgs
 from chalicelib.runtime.steps.base import StepCall
 
 
 class RegressionRun:
     """One prediction per row -> ``[{prediction, unit}]``, rounded to ``decimals``."""
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, Any]) -> RegressionRun:
+        """Built from the arguments the config file records (``RegressionArgs``)."""
+        a = RegressionArgs.model_validate(args)
+        return cls(a.output, a.decimals, a.unit)
 
     def __init__(self, name: str, decimals: int | None, unit: str | None) -> None:
         self.name = name

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from chalicelib.core.steps.scale import ScaleArgs
 from chalicelib.runtime.codecs import (
     invalid,
 )
@@ -15,6 +16,12 @@ from chalicelib.runtime.steps.base import StepCall
 
 class ScaleRun:
     """``(x - mean) / std`` over the last axis of the one tensor, in its dtype."""
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, Any]) -> ScaleRun:
+        """Built from the arguments the config file records (``ScaleArgs``)."""
+        a = ScaleArgs.model_validate(args)
+        return cls(a.input, a.mean, a.std)
 
     def __init__(self, name: str, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         self.name = name

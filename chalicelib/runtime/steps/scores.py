@@ -7,11 +7,18 @@ from typing import Any
 
 import numpy as np
 
+from chalicelib.core.steps.scores import LabelsArgs, SoftmaxArgs, ThresholdArgs
 from chalicelib.runtime.steps.base import LabelRows, StepCall
 
 
 class LabelsRun:
     """Class scores -> per row, the ``top_k`` best ``(label, score)``; scores as the model gives them."""
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, Any]) -> LabelsRun:
+        """Built from the arguments the config file records (``LabelsArgs``)."""
+        a = LabelsArgs.model_validate(args)
+        return cls(a.scores, a.labels, a.top_k)
 
     def __init__(self, scores: str, labels: tuple[str, ...], top_k: int) -> None:
         self.scores = scores
@@ -38,6 +45,12 @@ class LabelsRun:
 class SoftmaxRun:
     """Logits -> probabilities over the last axis (``exp(x / T)`` normalized), in the output's dtype."""
 
+    @classmethod
+    def from_args(cls, args: Mapping[str, Any]) -> SoftmaxRun:
+        """Built from the arguments the config file records (``SoftmaxArgs``)."""
+        a = SoftmaxArgs.model_validate(args)
+        return cls(a.output, a.temperature)
+
     def __init__(self, name: str, temperature: float) -> None:
         self.name = name
         self.temperature = temperature
@@ -55,6 +68,12 @@ class SoftmaxRun:
 class ThresholdRun:
     """Binary scores -> per row ``[(label, score)]``: the second label when P(second) >= threshold,
     with the probability of the label decided (P or 1 - P)."""
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, Any]) -> ThresholdRun:
+        """Built from the arguments the config file records (``ThresholdArgs``)."""
+        a = ThresholdArgs.model_validate(args)
+        return cls(a.output, a.labels, a.threshold)
 
     def __init__(self, name: str, labels: tuple[str, ...], threshold: float) -> None:
         self.name = name

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from chalicelib.core.steps.tabular import TabularArgs
 from chalicelib.runtime.codecs import (
     Problems,
     RequestError,
@@ -40,6 +41,13 @@ def _number(value: Any, where: str, problems: Problems) -> float:
 class TabularRun:
     """Records, rows or CSV -> one float matrix in the model's feature order. Categorical features
     take their names (``categories``) and become the numbers they map to."""
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, Any]) -> TabularRun:
+        """Built from the arguments the config file records (``TabularArgs``)."""
+        a = TabularArgs.model_validate(args)
+        dtype = np.float32 if a.dtype == "float32" else np.float64
+        return cls(a.features, a.input, dtype, a.categories)
 
     def __init__(
         self,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Mapping
 from typing import Any
 
-from chalicelib.core.steps.text import TextStep
+from chalicelib.core.steps.text import TextArgs, TextStep
 from chalicelib.runtime.codecs import (
     invalid,
     json_type,
@@ -21,6 +22,12 @@ class TextRun:
     """A JSON object's string property, cleaned: Unicode normalization, control and zero-width
     characters removed, white space collapsed and stripped, lowercased; then its length is checked
     (or cut, with ``truncate``). Problems are 400s pointing at the property."""
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, Any]) -> TextRun:
+        """Built from the arguments the config file records (``TextArgs``)."""
+        a = TextArgs.model_validate(args)
+        return cls(TextStep(a.params), a.field, a.min_length, a.max_length)
 
     def __init__(self, step: TextStep, field: str, low: int, high: int | None) -> None:
         self.p = step.params

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from chalicelib.core.protocol import Labels, Value
 from chalicelib.core.steps import UserType
+from chalicelib.core.steps.user import UserArgs
 from chalicelib.runtime.codecs import (
     Problems,
     check_schema,
@@ -27,6 +27,13 @@ def user_function(model_dir: Path, ref: str) -> Callable[[Any], Any]:
     return fn  # type: ignore[no-any-return]
 
 
+def user_run(args: Mapping[str, Any], model_dir: Path) -> tuple[str, UserRun]:
+    """The user step ``args`` record (``UserArgs``), its function imported from ``model_dir``; and its ref."""
+    a = UserArgs.model_validate(args)
+    fn = user_function(model_dir, a.ref)
+    return a.ref, UserRun(fn, a.labels_in, a.accepts, a.returns, a.names)
+
+
 class UserRun:
     """A user function with its annotations enforced: it receives labels and boxes in their response
     form (``[{label, score}]``), one ``ndarray`` when it takes one, and what it returns is checked
@@ -35,13 +42,13 @@ class UserRun:
     def __init__(
         self,
         fn: Callable[[Any], Any],
-        upstream: Value,
+        labels_in: bool,
         accepts: UserType | None,
         returns: UserType | None,
         names: tuple[str, ...],
     ) -> None:
         self.fn = fn
-        self.labels_in = isinstance(upstream, Labels)
+        self.labels_in = labels_in
         self.one_in = accepts is not None and accepts.kind == "tensor"
         self.returns = returns
         self.names = names  # the tensors a tensor-typed return is named like
