@@ -64,11 +64,6 @@ class Protocol(Frozen):
         description="the types of the user steps, read from their annotations",
         exclude_if=lambda steps: not steps,
     )
-    steps: tuple[BoundStep, ...] = Field(
-        default=(),
-        description="the processing steps in chain order with the arguments their runtime is built from",
-        exclude_if=lambda steps: not steps,
-    )
 
 
 PLATFORMS = {
@@ -104,9 +99,20 @@ def resolve_protocol(
     version: int,
     user_steps: tuple[UserSignature, ...] = (),
 ) -> Protocol:
-    """The protocol of ``config``'s chain around ``native``, with each step's run arguments;
-    ``user_steps`` are the user steps' types (``chalicelib.inspect.steps.inspect_user_steps``): a user
-    step without them is untyped."""
+    """The protocol of ``config``'s chain around ``native`` (``resolve_chain`` without the steps)."""
+    return resolve_chain(config, native, version=version, user_steps=user_steps)[0]
+
+
+def resolve_chain(
+    config: ModelConfig,
+    native: NativeContract,
+    *,
+    version: int,
+    user_steps: tuple[UserSignature, ...] = (),
+) -> tuple[Protocol, tuple[BoundStep, ...]]:
+    """The protocol of ``config``'s chain around ``native``, and each step with its run arguments in
+    chain order (``BoundStep``); ``user_steps`` are the user steps' types
+    (``chalicelib.inspect.steps.inspect_user_steps``): a user step without them is untyped."""
     labels = _labels(config, native)
     if labels is not None and native.classes is not None and len(labels) != len(native.classes):
         raise ProtocolError(
@@ -158,7 +164,7 @@ def resolve_protocol(
         inputs=oip_tensors(request_value, role="input"),
         outputs=oip_tensors(response_value, role="output"),
     )
-    return Protocol(
+    protocol = Protocol(
         request_value=request_value,
         response_value=response_value,
         request=request,
@@ -166,8 +172,8 @@ def resolve_protocol(
         chain=tuple(chain),
         oip=oip,
         user_steps=typed,
-        steps=tuple(bound),
     )
+    return protocol, tuple(bound)
 
 
 def _sig(stage: str, step: Step, accepts: Value, produces: Value) -> StageSignature:

@@ -14,12 +14,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field
 
-from chalicelib.core.chain import Protocol, resolve_protocol
+from chalicelib.core.chain import Protocol, resolve_chain
 from chalicelib.core.config import ModelConfig, Processing
 from chalicelib.core.environment import ResolvedEnvironment, resolve_environment
 from chalicelib.core.native import Framework, NativeContract
 from chalicelib.core.protocol import Frozen
-from chalicelib.core.steps import UserSignature
+from chalicelib.core.steps import BoundStep, UserSignature
 
 SCHEMA_VERSION: Literal["modelport.dev/v1"] = "modelport.dev/v1"
 
@@ -82,6 +82,10 @@ class ModelConfigFile(Frozen):
     trusted_types: tuple[str, ...]
     pipeline: Literal["auto", "chained", "fused"]
     protocol: Protocol
+    steps: tuple[BoundStep, ...] = Field(
+        description="the processing steps in chain order with the arguments their runtime is built from, "
+        "resolved with the protocol (the owner's: not in a grantee's view)"
+    )
     container: ContainerAssociation | None = None
     deployment: Deployment | None = None
 
@@ -132,6 +136,7 @@ def build_manifest(
     """Compose the model config file from its three inputs (and the user steps' types, read from their
     source by ``chalicelib.inspect.inspect_user_steps``); pure and deterministic."""
     files = tuple(sorted(files, key=lambda f: f.path))
+    protocol, steps = resolve_chain(config, native, version=version, user_steps=user_steps)
     return ModelConfigFile(
         name=config.name,
         version=version,
@@ -144,7 +149,8 @@ def build_manifest(
         allow_pickle=config.allow_pickle,
         trusted_types=config.trusted_types,
         pipeline=config.pipeline,
-        protocol=resolve_protocol(config, native, version=version, user_steps=user_steps),
+        protocol=protocol,
+        steps=steps,
     )
 
 

@@ -58,8 +58,8 @@ def test_the_file_holds_every_section_and_empty_deployment_slots() -> None:
     data = yaml.safe_load(iris_manifest().to_yaml())
     assert list(data) == [
         "schema_version", "name", "version", "description", "artifact", "native", "environment",
-        "processing", "labels", "allow_pickle", "trusted_types", "pipeline", "protocol", "container",
-        "deployment",
+        "processing", "labels", "allow_pickle", "trusted_types", "pipeline", "protocol", "steps",
+        "container", "deployment",
     ]  # fmt: skip
     assert data["container"] is None and data["deployment"] is None
     assert data["artifact"]["digest"].startswith("sha256:")

@@ -646,12 +646,12 @@ def test_every_built_in_step_has_its_run_half_in_the_registry() -> None:
 
 
 def test_the_runtime_builds_the_recorded_steps_and_refuses_a_chain_they_do_not_record(tmp: Path) -> None:
-    """The steps come from the config file's record (``protocol.steps``), not from replaying the chain;
+    """The steps come from the config file's record (``steps``), not from replaying the chain;
     a file whose processing says otherwise is refused rather than run."""
     raw = model_dir(tmp, "iris-onnx", {"name": "iris-record", "processing": {"pre": [IRIS_TABULAR]}})
     manifest = manifest_for_dir(raw)
-    assert [(b.stage, b.step) for b in manifest.protocol.steps] == [("pre", "tabular")]
-    assert manifest.protocol.steps[0].args["features"] == list(IRIS_FEATURES)
+    assert [(b.stage, b.step) for b in manifest.steps] == [("pre", "tabular")]
+    assert manifest.steps[0].args["features"] == list(IRIS_FEATURES)
     pre, post = build_steps(manifest, raw)
     assert [s.stage for s in pre] == ["pre:tabular"] and post == []
     other = manifest.model_copy(update={"processing": Processing.model_validate({"post": ["softmax"]})})

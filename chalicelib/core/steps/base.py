@@ -9,7 +9,7 @@ Visualization steps are post steps that produce a ``Figure`` (a PNG travelling w
 it pictures); nothing can follow them.
 
 At config time each step also resolves its run arguments (``Step.run_args``: tensor names, feature order,
-labels, chart titles...) into a ``BoundStep`` that the model config file records (``protocol.steps``);
+labels, chart titles...) into a ``BoundStep`` that the model config file records (``steps``);
 the runtime builds its run half from them by the step's name, without replaying the chain.
 """
 

@@ -2,7 +2,7 @@
 
 The control plane knows a step by its protocol transform (``core/steps/<family>.py``), which also
 resolves the step's run arguments - the feature order, the model input's name and dtype, which output
-holds the class scores, a chart's title - into the model config file (``protocol.steps``). Here
+holds the class scores, a chart's title - into the model config file (``steps``). Here
 each recorded step is looked up by name in ``RUNNERS`` (the run half, ``runtime/steps/<family>.py``) and
 built from those arguments once at init, so a request only runs array code. Built-in pre steps raise
 ``RequestError`` for anything the client sent wrong; every other failure in a user step or a post step is
@@ -104,23 +104,21 @@ def timing_names(steps: list[RunStep]) -> list[RunStep]:
 def _recorded(manifest: ModelConfigFile) -> tuple[BoundStep, ...]:
     """The recorded steps, checked against ``processing`` (a file edited by hand, or older than the
     record, must not run a different chain than it declares)."""
-    steps = manifest.protocol.steps
+    steps = manifest.steps
     declared = [
         (stage, UserStep.name if ref.is_user_code else ref.step)
         for stage, refs in (("pre", manifest.processing.pre), ("post", manifest.processing.post))
         for ref in refs
     ]
     if declared != [(b.stage, b.step) for b in steps]:
-        raise ModelLoadError(
-            "the config file's recorded steps (protocol.steps) do not match its processing; regenerate it"
-        )
+        raise ModelLoadError("the config file's recorded steps do not match its processing; regenerate it")
     return steps
 
 
 def build_steps(
     manifest: ModelConfigFile, model_dir: Path, *, stages: Collection[str] = ("pre", "post")
 ) -> tuple[list[RunStep], list[RunStep]]:
-    """Build the steps the config file records (``protocol.steps``, resolved by ``core/chain.py``) in
+    """Build the steps the config file records (``steps``, resolved by ``core/chain.py``) in
     chain order; only the steps of ``stages`` are built (a chained pipeline's pre function never imports
     matplotlib). The other list is empty."""
     steps = _recorded(manifest)
