@@ -83,7 +83,7 @@ def _labels(config: ModelConfig, native: NativeContract) -> tuple[str, ...] | No
     return None
 
 
-def _bind(refs: tuple[StepRef, ...], stage: str) -> list[Step]:
+def _steps_of(refs: tuple[StepRef, ...], stage: str) -> list[Step]:
     return [ref.bind("pre" if stage == "pre" else "post") for ref in refs]
 
 
@@ -125,7 +125,7 @@ def resolve_chain(
     chain: list[StageSignature] = []
     bound: list[BoundStep] = []
 
-    pre = _bind(config.processing.pre, "pre")
+    pre = _steps_of(config.processing.pre, "pre")
     model_in: Value = native.inputs
     if pre:
         first = pre[0].public_input(ctx)
@@ -146,7 +146,7 @@ def resolve_chain(
 
     ctx = replace(ctx, request=request_value)
     value = native.outputs
-    for step in _bind(config.processing.post, "post"):
+    for step in _steps_of(config.processing.post, "post"):
         produced = step.apply(value, ctx)
         chain.append(_sig("post", step, value, produced))
         bound.append(_bound("post", step, value, produced, ctx))
