@@ -37,14 +37,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from chalicelib.docker.registry import pid_alive as pid_alive
+from chalicelib.local.chalice_app import PROJECT_ROOT, load_app
 from chalicelib.local.edge import EdgeServer, MotoServer, start_moto
 from chalicelib.local.emulator import LambdaEmulator
 from chalicelib.local.launchers import ContainerLauncher, ProcessImages, ProcessLauncher
 
 log = logging.getLogger("modelport.local.stack")
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-"""Where ``app.py`` (the Chalice app) lives, next to ``chalicelib``."""
 DEFAULT_EDGE_PORT = 4566
 DEFAULT_API_PORT = 8000
 REGISTRY_PORT = 5000
@@ -418,16 +417,6 @@ def container_client(settings: Any, service: str) -> Any:
     return boto3.session.Session(region_name=settings.region).client(
         service, endpoint_url=settings.endpoint_url
     )
-
-
-def load_app() -> Any:
-    """The module ``app.py``: the Chalice app and its event handlers (Chalice's layout puts it next to
-    ``chalicelib``, not in it)."""
-    import importlib
-
-    if str(PROJECT_ROOT) not in sys.path:
-        sys.path.insert(0, str(PROJECT_ROOT))
-    return importlib.import_module("app")
 
 
 def _ignore(_: object) -> None:
