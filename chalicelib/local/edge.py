@@ -43,7 +43,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from chalicelib.local import asl
-from chalicelib.local.emulator import Invocation, LambdaEmulator, LambdaError
+from chalicelib.local.emulator import EmulatorInvocation, LambdaEmulator, LambdaError
 from chalicelib.local.runtime_api import end_headers_with_body
 
 log = logging.getLogger("modelport.local.edge")
@@ -405,7 +405,7 @@ class _EdgeHandler(BaseHTTPRequestHandler):
         }
         emulator = self.server.emulator
 
-        def invoke(function: str, qualifier: str | None, payload: bytes) -> Invocation:
+        def invoke(function: str, qualifier: str | None, payload: bytes) -> EmulatorInvocation:
             return emulator.invoke(function, payload, qualifier=qualifier)
 
         outcome = asl.run(machine, doc, invoke, context=context, timeout_s=self.server.sync_timeout_s)

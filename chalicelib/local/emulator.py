@@ -30,8 +30,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from chalicelib.local.launchers import Launcher, LaunchSpec, Runtime
-from chalicelib.local.runtime_api import MAX_RESPONSE_BYTES, InvokeResult, RuntimeApiServer
+from chalicelib.local.launchers import LaunchedRuntime, Launcher, LaunchSpec
+from chalicelib.local.runtime_api import MAX_RESPONSE_BYTES, RuntimeApiResult, RuntimeApiServer
 
 log = logging.getLogger("modelport.local.lambda")
 
@@ -135,7 +135,7 @@ class _Function:
 
 
 @dataclass(frozen=True)
-class Invocation:
+class EmulatorInvocation:
     """The result of Invoke, as the API answers it."""
 
     status: int
@@ -228,7 +228,7 @@ class _Environment:
             log_stream=f"{datetime.now(UTC):%Y/%m/%d}/[{config.version}]{self.id}",
         )
         try:
-            self.runtime: Runtime = emulator.launcher.launch(spec)
+            self.runtime: LaunchedRuntime = emulator.launcher.launch(spec)
         except BaseException:
             self.server.stop()
             raise
@@ -255,7 +255,7 @@ class _Environment:
 
     def run(
         self, payload: bytes, request_id: str, *, tail: bool, init_timeout_s: float
-    ) -> tuple[Invocation, bool]:
+    ) -> tuple[EmulatorInvocation, bool]:
         """One invocation; returns it and whether the environment may serve another."""
         config = self.config
         cold = self.invocations == 0
@@ -278,7 +278,7 @@ class _Environment:
         keep = result.source == "runtime"
         duration = result.duration_ms if keep else (time.perf_counter() - dispatched) * 1000
         notes = self._failure_notes(result, init_ms)
-        invocation = Invocation(
+        invocation = EmulatorInvocation(
             status=200,
             payload=result.payload,
             request_id=request_id,
@@ -289,7 +289,7 @@ class _Environment:
         return invocation, keep
 
     def _failure_notes(
-        self, result: InvokeResult, init_ms: float | None
+        self, result: RuntimeApiResult, init_ms: float | None
     ) -> tuple[list[str], list[str], list[str]]:
         """(INIT_REPORT lines, lines inside the invocation, REPORT fields) for an init failure or an exit."""
         error = result.error or {}
@@ -309,7 +309,7 @@ class _Environment:
 
     def _timed_out(
         self, request_id: str, init_ms: float | None, init_lines: list[str], tail: bool, mark: int
-    ) -> Invocation:
+    ) -> EmulatorInvocation:
         timeout = self.config.timeout_s
         error = {
             "errorType": "Sandbox.Timedout",
@@ -327,7 +327,7 @@ class _Environment:
             [f"{stamp} {request_id} Task timed out after {timeout:.2f} seconds"],
             ["Status: timeout"],
         )
-        return Invocation(
+        return EmulatorInvocation(
             200, json.dumps(error).encode(), request_id, self.config.version, "Unhandled", log_result
         )
 
@@ -885,7 +885,7 @@ class LambdaEmulator:
         qualifier: str | None = None,
         invocation_type: str = "RequestResponse",
         log_type: str = "None",
-    ) -> Invocation:
+    ) -> EmulatorInvocation:
         name, qualifier = self.split_name(function_name, qualifier)
         with self._lock:
             fn = self._function(name)
@@ -913,12 +913,12 @@ class LambdaEmulator:
             ) from None
         request_id = str(uuid.uuid4())
         if invocation_type == "DryRun":
-            return Invocation(204, b"", request_id, config.version)
+            return EmulatorInvocation(204, b"", request_id, config.version)
         if invocation_type == "Event":
             threading.Thread(
                 target=self._run_event, args=(config, payload, request_id), name="lambda-event", daemon=True
             ).start()
-            return Invocation(202, b"", request_id, config.version)
+            return EmulatorInvocation(202, b"", request_id, config.version)
         if invocation_type != "RequestResponse":
             raise _invalid(f"Unknown InvocationType {invocation_type!r}.")
         return self._run(config, payload, request_id, tail=log_type == "Tail")
@@ -933,7 +933,9 @@ class LambdaEmulator:
         except LambdaError as exc:
             log.warning("async invocation %s of %s was not run: %s", request_id, config.name, exc)
 
-    def _run(self, config: FunctionConfig, payload: bytes, request_id: str, *, tail: bool) -> Invocation:
+    def _run(
+        self, config: FunctionConfig, payload: bytes, request_id: str, *, tail: bool
+    ) -> EmulatorInvocation:
         for _ in range(3):
             pool = self._pool(config)
             try:

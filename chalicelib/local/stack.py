@@ -326,16 +326,16 @@ class LocalStack:
             self._undo.append(api.stop)
         self.progress(f"API {self.api_url}" + (" (its own process)" if self.api_process else ""))
 
-        from chalicelib.local.pump import EventPump, Mapping
+        from chalicelib.local.pump import EventPump, QueueMapping
 
         pump = EventPump(
             container_client(settings, "sqs"),
             [
-                Mapping(
+                QueueMapping(
                     self.outputs["deploy_queue_url"], self.outputs["deploy_queue_arn"],
                     app.on_bundle_uploaded, "on_bundle_uploaded",
                 ),
-                Mapping(
+                QueueMapping(
                     self.outputs["deploy_dlq_url"], self.outputs["deploy_dlq_arn"],
                     app.on_bundle_abandoned, "on_bundle_abandoned",
                 ),
