@@ -11,7 +11,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from chalicelib.local.edge import EdgeServer
+from chalicelib.local.edge.server import EdgeServer
 from chalicelib.local.emulator import LambdaEmulator
 from chalicelib.local.launchers import ProcessImages, ProcessLauncher
 
