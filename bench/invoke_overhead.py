@@ -220,9 +220,9 @@ def local_stack(root: Path) -> Iterator[dict[str, Any]]:
     from chalicelib.aws.functions import LambdaFunctionManager
     from chalicelib.aws.infra import create_infrastructure
     from chalicelib.local.api import ApiServer
+    from chalicelib.local.awslambda.emulator import LambdaEmulator
     from chalicelib.local.edge.moto import start_moto
     from chalicelib.local.edge.server import EdgeServer
-    from chalicelib.local.emulator import LambdaEmulator
     from chalicelib.local.launchers import ProcessImages, ProcessLauncher
     from chalicelib.services.accounts import generate_key
 

@@ -184,9 +184,9 @@ def main() -> None:
 
     from chalicelib.aws.functions import LambdaFunctionManager
     from chalicelib.aws.invoke import LambdaInvoker
+    from chalicelib.local.awslambda.emulator import LambdaEmulator
     from chalicelib.local.edge.moto import start_moto
     from chalicelib.local.edge.server import EdgeServer
-    from chalicelib.local.emulator import LambdaEmulator
     from chalicelib.local.launchers import ProcessImages, ProcessLauncher
 
     root = Path(tempfile.mkdtemp(prefix="bench-pipelines-"))

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from chalicelib.local.emulator import EmulatorInvocation, LambdaError
+from chalicelib.local.awslambda.models import EmulatorInvocation, LambdaError
 
 LAMBDA_INVOKE = "arn:aws:states:::lambda:invoke"
 _LAMBDA_ARN = re.compile(

@@ -37,10 +37,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from chalicelib.docker.registry import pid_alive as pid_alive
+from chalicelib.local.awslambda.emulator import LambdaEmulator
 from chalicelib.local.chalice_app import PROJECT_ROOT, load_app
 from chalicelib.local.edge.moto import MotoServer, start_moto
 from chalicelib.local.edge.server import EdgeServer
-from chalicelib.local.emulator import LambdaEmulator
 from chalicelib.local.launchers import ContainerLauncher, ProcessImages, ProcessLauncher
 
 log = logging.getLogger("modelport.local.stack")

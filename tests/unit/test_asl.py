@@ -11,7 +11,7 @@ import pytest
 from chalicelib.core.manifest import ModelConfigFile
 from chalicelib.core.pipeline import state_machine_definition
 from chalicelib.local.asl import LAMBDA_INVOKE, Unsupported, compile_machine, run
-from chalicelib.local.emulator import EmulatorInvocation, LambdaError
+from chalicelib.local.awslambda.models import EmulatorInvocation, LambdaError
 from chalicelib.services.intake import manifest_for_dir
 from tests.support import ROOT
 

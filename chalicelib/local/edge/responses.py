@@ -25,7 +25,8 @@ from typing import Any, Protocol
 from urllib.parse import unquote
 
 from chalicelib.local import asl
-from chalicelib.local.emulator import EmulatorInvocation, LambdaEmulator, LambdaError
+from chalicelib.local.awslambda.emulator import LambdaEmulator
+from chalicelib.local.awslambda.models import EmulatorInvocation, LambdaError
 from chalicelib.local.runtime_api import end_headers_with_body
 
 log = logging.getLogger("modelport.local.edge")

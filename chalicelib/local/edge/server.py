@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from chalicelib.local.awslambda.emulator import LambdaEmulator
 from chalicelib.local.edge.responses import (
     Machines,
     error_reply,
@@ -22,7 +23,6 @@ from chalicelib.local.edge.responses import (
     sync_execution,
 )
 from chalicelib.local.edge.upstream import ConnectionPool, Forwarder, read_chunks
-from chalicelib.local.emulator import LambdaEmulator
 
 log = logging.getLogger("modelport.local.edge")
 
