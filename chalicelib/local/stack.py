@@ -205,7 +205,12 @@ class _LogShipper(logging.Handler):
 
 
 class LocalStack:
-    """Starts and stops the pieces in order; ``start`` raises (after undoing what it did) if one fails."""
+    """Starts and stops the pieces in order; ``start`` raises (after undoing what it did) if one fails.
+
+    The benches and tests choose what differs from ``modelport up``: ``image_builder`` (None: docker when
+    an engine answers, else process images), ``process_images`` (where process environments find their
+    images; None: the cache's), ``ship_logs`` (False: function output stays in this process's logging).
+    """
 
     def __init__(
         self,
@@ -218,6 +223,9 @@ class LocalStack:
         api_process: bool = True,
         progress: Callable[[str], None] = lambda line: None,
         emulator_options: dict[str, Any] | None = None,
+        image_builder: str | None = None,
+        process_images: ProcessImages | None = None,
+        ship_logs: bool = True,
     ) -> None:
         self.edge_port = edge_port
         self.api_port = api_port
@@ -226,6 +234,9 @@ class LocalStack:
         self.api_process = api_process
         self.progress = progress
         self.emulator_options = emulator_options or {}
+        self.image_builder = image_builder
+        self.process_images = process_images
+        self.ship_logs = ship_logs
         from chalicelib.services.accounts import generate_key
 
         self.admin_key = admin_key or generate_key()
@@ -233,8 +244,11 @@ class LocalStack:
         self.launcher = ""
         self.launcher_note = ""
         self.registry: str | None = None
+        self.emulator: LambdaEmulator | None = None
         self.edge: EdgeServer | None = None
         self.moto: MotoServer | None = None
+        self.container: Any = None
+        """The control plane's ``wiring.Container`` (the one ``wiring.override`` serves), once started."""
         self.api_url = ""
         self.outputs: dict[str, str] = {}
 
@@ -252,24 +266,45 @@ class LocalStack:
         return self
 
     def _start(self) -> None:
-        for port, what in ((self.edge_port, "the AWS endpoint"), (self.api_port, "the API")):
-            if port and not port_free(port):
-                from chalicelib.core.errors import Conflict
-
-                raise Conflict(
-                    f"port {port} for {what} is taken", hint="stop what uses it or pick another port"
-                )
+        self._check_ports()
         # The stack's own boto3 clients talk to moto only: never send real credentials there.
         os.environ.update({name.upper(): value for name, value in LOCAL_CREDENTIALS.items()})
         os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
         os.environ.pop("AWS_SESSION_TOKEN", None)
         os.environ.pop("AWS_PROFILE", None)
+        client = self._start_endpoint()
+        if client is not None and self.use_registry:
+            self._start_registry()
+        settings = self._wire(client)
+        if self.ship_logs:
+            self._ship_logs(settings)
+        app = load_app()
+        if self.api_process:
+            self.api_url = self._api_process(settings)
+        else:
+            from chalicelib.local.api import ApiServer
 
+            api = ApiServer(app.app, port=self.api_port).start()
+            self.api_url = api.url
+            self._undo.append(api.stop)
+        self.progress(f"API {self.api_url}" + (" (its own process)" if self.api_process else ""))
+        self._start_pump(settings, app)
+
+    def _check_ports(self) -> None:
+        for port, what in ((self.edge_port, "the AWS endpoint"), (self.api_port, "the API")):
+            if port and not port_free(port):
+                from chalicelib.core.errors import Conflict
+
+                hint = "stop what uses it or pick another port"
+                raise Conflict(f"port {port} for {what} is taken", hint=hint)
+
+    def _start_endpoint(self) -> Any:
+        """The emulator, the edge and moto behind it; returns the docker client (None: processes)."""
         self.launcher, self.launcher_note, client = choose_launcher(self.wanted)
         self.progress(f"execution environments: {self.launcher}s ({self.launcher_note})")
-        images = ProcessImages()
+        images = self.process_images if self.process_images is not None else ProcessImages()
         launcher = ContainerLauncher(client) if client is not None else ProcessLauncher(images)
-        emulator = LambdaEmulator(launcher, **self.emulator_options)
+        emulator = self.emulator = LambdaEmulator(launcher, **self.emulator_options)
         self._undo.append(emulator.shutdown)
 
         edge = EdgeServer(self.edge_port, "", emulator).start()
@@ -281,34 +316,39 @@ class LocalStack:
         self._undo.append(self.moto.stop)
         self._undo.append(lambda: _restore_env("MOTO_PORT", saved_moto_port))
         self.progress(f"AWS endpoint {edge.url} (moto {self.moto.url}, Lambda emulator)")
+        return client
 
-        if client is not None and self.use_registry:
-            from chalicelib.docker.registry import start_registry, stop_registry
+    def _start_registry(self) -> None:
+        from chalicelib.docker.registry import start_registry, stop_registry
 
-            try:
-                self.registry = start_registry(REGISTRY_PORT)
-                self._undo.append(lambda: _ignore(stop_registry(REGISTRY_PORT)))
-                self.progress(f"image registry {self.registry}")
-            except Exception as exc:  # images then stay in the engine, which the launcher reads too
-                self.progress(f"no image registry ({exc}); images stay in the local engine")
+        try:
+            self.registry = start_registry(REGISTRY_PORT)
+            self._undo.append(lambda: _ignore(stop_registry(REGISTRY_PORT)))
+            self.progress(f"image registry {self.registry}")
+        except Exception as exc:  # images then stay in the engine, which the launcher reads too
+            self.progress(f"no image registry ({exc}); images stay in the local engine")
 
+    def _wire(self, client: Any) -> Any:
+        """The infrastructure on moto and the control plane wired to it, as on AWS; returns the settings."""
         from chalicelib import wiring
         from chalicelib.aws.infra import create_infrastructure
 
         settings = replace(
             wiring.Settings.from_env({}),
-            endpoint_url=edge.url,
+            endpoint_url=self.endpoint_url,
             admin_key=self.admin_key,
-            image_builder="docker" if client is not None else "process",
+            image_builder=self.image_builder or ("docker" if client is not None else "process"),
             registry=self.registry,
             functions="lambda",
         )
         self.outputs = create_infrastructure(settings)
         self.progress("tables, bucket, queues and notification created")
-        container = wiring.aws_container(settings)
-        wiring.override(container)
+        self.container = wiring.aws_container(settings)
+        wiring.override(self.container)
         self._undo.append(lambda: wiring.override(None))
+        return settings
 
+    def _ship_logs(self, settings: Any) -> None:
         shipper = _LogShipper(container_client(settings, "logs"))
         lambda_log = logging.getLogger("modelport.local.lambda")
         lambda_log.setLevel(logging.DEBUG)
@@ -316,17 +356,7 @@ class LocalStack:
         self._undo.append(shipper.close)
         self._undo.append(lambda: lambda_log.removeHandler(shipper))
 
-        app = load_app()
-        if self.api_process:
-            self.api_url = self._api_process(settings)
-        else:
-            from chalicelib.local.api import ApiServer
-
-            api = ApiServer(app.app, port=self.api_port).start()
-            self.api_url = api.url
-            self._undo.append(api.stop)
-        self.progress(f"API {self.api_url}" + (" (its own process)" if self.api_process else ""))
-
+    def _start_pump(self, settings: Any, app: Any) -> None:
         from chalicelib.local.pump import EventPump, QueueMapping
 
         pump = EventPump(
