@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from results import markers, write_section  # noqa: E402 - bench/results.py, beside this script
 
 from chalicelib.docker.builder import BuildReport, DockerImageBuilder  # noqa: E402
-from chalicelib.local import RuntimeApiServer  # noqa: E402
+from chalicelib.local.runtime_api import RuntimeApiServer  # noqa: E402
 from chalicelib.services.intake import manifest_for_dir  # noqa: E402
 
 NOTES = """

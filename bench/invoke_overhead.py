@@ -2,12 +2,13 @@
 
 The model is iris ONNX with only ``tabular`` pre and ``labels`` post (the bar chart alone costs ~6 ms,
 which would hide every overhead measured here), written into a temp dir twice: ``pipeline: fused`` and
-``pipeline: chained``. The stack runs in this process, as tests/functional/local_stack.py starts it:
-moto + the edge + the Lambda emulator (process launcher: awslambdaric in a process), the infrastructure
-from ``create_infrastructure``, the control plane's real adapters (``aws_container`` pointed at the edge)
-and the Chalice app served by ``ApiServer``. Each model version is deployed through the service layer
-(``POST /v1/models/{name}/versions`` over HTTP, the bundle put in S3, the S3 event handled by the deploy
-service), which builds a process image and creates the functions with ``LambdaFunctionManager``.
+``pipeline: chained``. The stack runs in this process, started by ``LocalStack``: moto + the edge + the
+Lambda emulator (process launcher: awslambdaric in a process), the infrastructure from
+``create_infrastructure``, the control plane's real adapters (``aws_container`` pointed at the edge), the
+Chalice app served by ``ApiServer`` and the event pump. Each model version is deployed as ``modelport
+deploy`` does (``POST /v1/models/{name}/versions`` over HTTP, the bundle uploaded to S3, the S3 event
+pumped to the deploy service), which names a process image and creates the functions with
+``LambdaFunctionManager``.
 
 Layers, each one hop more than the one above it (measured interleaved, in blocks, so each sees the same
 machine load):
@@ -30,14 +31,12 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import io
 import json
 import os
 import platform
 import shutil
 import statistics
 import sys
-import tarfile
 import tempfile
 import threading
 import time
@@ -181,14 +180,6 @@ def model_dir(root: Path, name: str, mode: str) -> Path:
     return target
 
 
-def bundle(directory: Path) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for path in sorted(directory.iterdir()):
-            tar.add(path, arcname=path.name)
-    return buf.getvalue()
-
-
 class Http:
     """One keep-alive connection."""
 
@@ -204,91 +195,49 @@ class Http:
 
 @contextmanager
 def local_stack(root: Path) -> Iterator[dict[str, Any]]:
-    os.environ.update(
-        {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }
-    )
-    os.environ.pop("AWS_SESSION_TOKEN", None)
-    os.environ.pop("AWS_PROFILE", None)
-    import inspect
-    from dataclasses import replace
-
-    from chalicelib import wiring
-    from chalicelib.aws.functions import LambdaFunctionManager
-    from chalicelib.aws.infra import create_infrastructure
-    from chalicelib.local.api import ApiServer
-    from chalicelib.local.edge import EdgeServer, start_moto
-    from chalicelib.local.emulator import LambdaEmulator
-    from chalicelib.local.launchers import ProcessImages, ProcessLauncher
-    from chalicelib.services.accounts import generate_key
+    """``LocalStack`` in this process: process environments on the bench's own process images (the
+    memory image builder names them, ``deploy`` writes them), the API in process, no log shipping."""
+    from chalicelib.local.launchers import ProcessImages
+    from chalicelib.local.stack import LocalStack
 
     images = ProcessImages(root / "process-images")
-    emulator = LambdaEmulator(ProcessLauncher(images), max_concurrency=8)
-    edge = EdgeServer(0, "", emulator).start()
-    moto = start_moto(edge.port)
-    edge.moto_url = moto.url
-    admin = generate_key()
-    settings = replace(wiring.Settings(), endpoint_url=edge.url, admin_key=admin, function_role=ROLE)
-    create_infrastructure(settings)
-    container = wiring.aws_container(settings)
-    lam = container.invoker.lambda_client  # type: ignore[attr-defined]
-    sfn = container.invoker.sfn_client  # type: ignore[attr-defined]
-    chained_ok = "sfn_client" in inspect.signature(LambdaFunctionManager).parameters
-    options = {"sfn_client": sfn} if chained_ok else {}
-    container.functions = LambdaFunctionManager(lam, ROLE, wait_s=60, **options)
-    wiring.override(container)
-    import app as app_module
-
-    api = ApiServer(app_module.app).start()
+    stack = LocalStack(
+        edge_port=0, api_port=0, launcher="process", registry=False, api_process=False,
+        emulator_options={"max_concurrency": 8}, image_builder="memory", process_images=images,
+        ship_logs=False,
+    ).start()  # fmt: skip
+    container = stack.container
     try:
         yield {
-            "edge": edge,
-            "emulator": emulator,
+            "edge": stack.edge,
+            "emulator": stack.emulator,
             "images": images,
             "container": container,
-            "api": api,
-            "admin": admin,
-            "lambda": lam,
-            "sfn": sfn,
-            "chained_supported": chained_ok,
+            "api_url": stack.api_url,
+            "endpoint_url": stack.endpoint_url,
+            "admin": stack.admin_key,
+            "lambda": container.invoker.lambda_client,
+            "sfn": container.invoker.sfn_client,
         }
     finally:
-        api.stop()
-        wiring.override(None)
-        edge.stop()
-        moto.stop()
-        emulator.shutdown()
+        stack.stop()
 
 
 def deploy(stack: dict[str, Any], directory: Path, key: str) -> dict[str, Any]:
-    """Through the control plane: a version over HTTP, the bundle into S3, the S3 event to the deploy
-    service; the image it builds (``memory/<name>:v1``) is registered as a process image first."""
-    from chalicelib.api.deps import services
+    """Through the control plane, as ``modelport deploy`` does: a version over HTTP, the bundle uploaded,
+    the S3 event to the deploy service by the stack's event pump; the image it builds
+    (``memory/<name>:v1``) is registered as a process image first."""
+    from chalicelib.client import Client, Connection
+    from chalicelib.client import deploy as deploy_dir
     from chalicelib.core.manifest import ModelConfigFile
     from chalicelib.services.intake import manifest_for_dir
 
     name = directory.name
     stack["images"].write(f"memory/{name}:v1", directory, manifest_for_dir(directory))
-    data = bundle(directory)
-    client = Http(stack["api"].url)
-    auth = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-    status, body = client.call(
-        "POST", f"/v1/models/{name}/versions", json.dumps({"size_bytes": len(data)}).encode(), auth
-    )
-    assert status == 201, body
-    upload = json.loads(body)["upload"]
-    container = stack["container"]
-    info = container.artifacts.put(upload["key"], data)
-    done = services().deployments.handle_s3_object(
-        container.settings.bundle_bucket, info.key, info.etag, info.size_bytes
-    )
-    assert done is not None and done.state == "READY", done
-    status, body = client.call("GET", f"/v1/models/{name}/versions/1/config", None, auth)
-    assert status == 200, body
-    return ModelConfigFile.model_validate_json(body).deployment.model_dump()  # type: ignore[union-attr]
+    client = Client(Connection(stack["api_url"], key, stack["endpoint_url"]))
+    outcome = deploy_dir(client, directory, timeout_s=300)
+    assert outcome.status == "READY", outcome.reason
+    return ModelConfigFile.model_validate(outcome.config).deployment.model_dump()  # type: ignore[union-attr]
 
 
 # --------------------------------------------------------------------------- the run
@@ -310,7 +259,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         fused_dir = model_dir(root / "models", "iris-fused", "fused")
         chained_dir = model_dir(root / "models", "iris-chained", "chained")
         with local_stack(root) as stack:
-            admin = Http(stack["api"].url)
+            admin = Http(stack["api_url"])
             status, body = admin.call(
                 "POST", "/v1/accounts", json.dumps({"name": "bench"}).encode(),
                 {"Authorization": f"Bearer {stack['admin']}", "Content-Type": "application/json"},
@@ -318,8 +267,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             assert status == 201, body
             key = json.loads(body)["api_key"]
             fused = deploy(stack, fused_dir, key)
-            chained = deploy(stack, chained_dir, key) if stack["chained_supported"] else None
-            out["chained_mode"] = chained["mode"] if chained else None
+            chained = deploy(stack, chained_dir, key)
+            out["chained_mode"] = chained["mode"]
 
             # the same event the control plane sends (InvokeService)
             request = json.dumps({"records": [RECORD]})
@@ -342,7 +291,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             invoker = LambdaInvoker(lam, stack["sfn"])
             boto3_invoker = LambdaInvoker(lam, stack["sfn"], direct=False)
             fused_dep = Deployment.model_validate(fused)
-            api = Http(stack["api"].url)
+            api = Http(stack["api_url"])
             api_headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
             body_bytes = json.dumps({"records": [RECORD]}).encode()
 
@@ -380,47 +329,45 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                  lambda: boto3_invoker.invoke(fused_dep, event)),
                 (Series("api", "POST /v1/models/iris-fused/invoke"), api_call("iris-fused", api)),
             ]  # fmt: skip
-            if chained:
-                machine = chained["state_machine_arn"]
-                sfn = stack["sfn"]
-                chained_deployment = Deployment.model_validate(chained)
-                layers += [
-                    (Series("sfn sync", "start_sync_execution through the edge (in-process ASL)"),
-                     lambda: sfn.start_sync_execution(stateMachineArn=machine, input=json.dumps(event))),
-                    (Series("invoker chained", "LambdaInvoker.invoke (chained)"),
-                     lambda: invoker.invoke(chained_deployment, event)),
-                    (Series("invoker chained via boto3", "the same through boto3 (direct=False)"),
-                     lambda: boto3_invoker.invoke(chained_deployment, event)),
-                    (Series("api chained", "POST /v1/models/iris-chained/invoke"),
-                     api_call("iris-chained", api)),
-                ]  # fmt: skip
+            machine = chained["state_machine_arn"]
+            sfn = stack["sfn"]
+            chained_deployment = Deployment.model_validate(chained)
+            layers += [
+                (Series("sfn sync", "start_sync_execution through the edge (in-process ASL)"),
+                 lambda: sfn.start_sync_execution(stateMachineArn=machine, input=json.dumps(event))),
+                (Series("invoker chained", "LambdaInvoker.invoke (chained)"),
+                 lambda: invoker.invoke(chained_deployment, event)),
+                (Series("invoker chained via boto3", "the same through boto3 (direct=False)"),
+                 lambda: boto3_invoker.invoke(chained_deployment, event)),
+                (Series("api chained", "POST /v1/models/iris-chained/invoke"),
+                 api_call("iris-chained", api)),
+            ]  # fmt: skip
             interleaved(layers, args.requests, args.seconds)
             out["layers"] = [(s.name, s.what, s.row()) for s, _ in layers]
 
-            if chained:
-                moto_series = Series("sfn sync (moto)", "start_sync_execution via moto's interpreter")
-                stack["edge"].fast_sync = False
-                try:
-                    interleaved(
-                        [
-                            (
-                                moto_series,
-                                lambda: sfn.start_sync_execution(
-                                    stateMachineArn=machine, input=json.dumps(event)
-                                ),
-                            )
-                        ],
-                        args.moto_requests,
-                        args.seconds / 4,
-                        block=args.moto_requests,
-                    )
-                finally:
-                    stack["edge"].fast_sync = True
-                out["moto"] = (moto_series.name, moto_series.what, moto_series.row())
+            moto_series = Series("sfn sync (moto)", "start_sync_execution via moto's interpreter")
+            stack["edge"].fast_sync = False
+            try:
+                interleaved(
+                    [
+                        (
+                            moto_series,
+                            lambda: sfn.start_sync_execution(
+                                stateMachineArn=machine, input=json.dumps(event)
+                            ),
+                        )
+                    ],
+                    args.moto_requests,
+                    args.seconds / 4,
+                    block=args.moto_requests,
+                )
+            finally:
+                stack["edge"].fast_sync = True
+            out["moto"] = (moto_series.name, moto_series.what, moto_series.row())
 
             out["calls_per_api_invoke"] = count_calls(stack["container"], api_call("iris-fused", api))
-            url = stack["api"].url
-            modes = ("fused", "chained") if chained else ("fused",)
+            url = stack["api_url"]
+            modes = ("fused", "chained")
             with api_process(stack["edge"].url) as split_url:
                 # the one-process stack and the split one take turns, so that both see the same load
                 rounds: dict[str, list[dict[str, float]]] = {}
@@ -441,7 +388,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             out["environments"] = {
                 f["function_name"]: emulator.started(f["function_name"])
                 for dep in (fused, chained)
-                if dep
                 for f in dep["functions"]
             }
             for name, runs_ in rounds.items():
@@ -452,10 +398,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     lambda: api_call("iris-fused", Http(url)), 8, args.c8_requests, args.seconds / 2
                 ),
             }
-            if chained:
-                out["c8"]["api chained"] = concurrent(
-                    lambda: api_call("iris-chained", Http(url)), 8, args.c8_requests, args.seconds / 2
-                )
+            out["c8"]["api chained"] = concurrent(
+                lambda: api_call("iris-chained", Http(url)), 8, args.c8_requests, args.seconds / 2
+            )
             out["c8"]["boto3 fused"] = concurrent(
                 lambda: _boto3_call(stack["edge"].url, arn, version, payload),
                 8,

@@ -184,20 +184,21 @@ def main() -> None:
 
     from chalicelib.aws.functions import LambdaFunctionManager
     from chalicelib.aws.invoke import LambdaInvoker
-    from chalicelib.local.edge import EdgeServer, start_moto
-    from chalicelib.local.emulator import LambdaEmulator
-    from chalicelib.local.launchers import ProcessImages, ProcessLauncher
+    from chalicelib.local.launchers import ProcessImages
+    from chalicelib.local.stack import LocalStack
 
     root = Path(tempfile.mkdtemp(prefix="bench-pipelines-"))
     images = ProcessImages(root / "images")
-    emulator = LambdaEmulator(ProcessLauncher(images))
-    edge = EdgeServer(0, "", emulator).start()
-    moto = start_moto(edge.port)
-    edge.moto_url = moto.url
+    stack = LocalStack(
+        edge_port=0, api_port=0, launcher="process", registry=False, api_process=False,
+        image_builder="memory", process_images=images, ship_logs=False,
+    ).start()  # fmt: skip
     config = Config(retries={"max_attempts": 0}, read_timeout=120)
-    lam = boto3.client("lambda", endpoint_url=edge.url, config=config)
+    lam = boto3.client("lambda", endpoint_url=stack.endpoint_url, config=config)
     sfn = boto3.client(
-        "stepfunctions", endpoint_url=edge.url, config=Config(inject_host_prefix=False, read_timeout=120)
+        "stepfunctions",
+        endpoint_url=stack.endpoint_url,
+        config=Config(inject_host_prefix=False, read_timeout=120),
     )
     manager = LambdaFunctionManager(lam, ROLE, sfn_client=sfn, wait_s=60)
     invoker = LambdaInvoker(lam, sfn)
@@ -262,9 +263,7 @@ def main() -> None:
                 flush=True,
             )
     finally:
-        edge.stop()
-        moto.stop()
-        emulator.shutdown()
+        stack.stop()
     load_after = os.getloadavg()[0]
 
     lines = [

@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     import os
     import signal
 
-    from chalicelib.local.stack import load_app
+    from chalicelib.local.chalice_app import load_app
 
     parser = argparse.ArgumentParser(prog="python -m chalicelib.local.api")
     parser.add_argument("--host", default="127.0.0.1")

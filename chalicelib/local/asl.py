@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from chalicelib.local.emulator import Invocation, LambdaError
+from chalicelib.local.awslambda.models import EmulatorInvocation, LambdaError
 
 LAMBDA_INVOKE = "arn:aws:states:::lambda:invoke"
 _LAMBDA_ARN = re.compile(
@@ -44,7 +44,7 @@ _LAMBDA_ARN = re.compile(
 _SEGMENT = re.compile(r"\.([A-Za-z_][A-Za-z0-9_-]*)|\['([^'\\]*)'\]|\[\"([^\"\\]*)\"\]|\[(\d+)\]")
 _UNCATCHABLE = frozenset({"States.Runtime", "States.DataLimitExceeded"})
 
-Invoke = Callable[[str, str | None, bytes], Invocation]
+Invoke = Callable[[str, str | None, bytes], EmulatorInvocation]
 """(function name or ARN, qualifier, payload) -> the invocation; raises ``LambdaError`` for API errors."""
 
 
@@ -672,11 +672,11 @@ def _parsed(payload: bytes) -> Any:
         return text
 
 
-def _with_timeout(call: Callable[[], Invocation], timeout_s: float | None) -> Invocation:
+def _with_timeout(call: Callable[[], EmulatorInvocation], timeout_s: float | None) -> EmulatorInvocation:
     """``call()``; with a timeout, run on a thread and abandon it (as Step Functions abandons the Lambda)."""
     if timeout_s is None:
         return call()
-    box: list[Invocation | BaseException] = []
+    box: list[EmulatorInvocation | BaseException] = []
 
     def target() -> None:
         try:

@@ -2,7 +2,7 @@
 process running the same runtime code when no docker engine answers.
 
 The emulator gives a launcher a ``LaunchSpec`` (the function's configuration plus the address of the
-environment's Runtime API server) and gets back a ``Runtime`` handle: its output, its exit (``wait``),
+environment's Runtime API server) and gets back a ``LaunchedRuntime`` handle: its output, its exit (``wait``),
 ``kill``, and its peak memory for the REPORT line. Nothing here imports boto3 or chalice; the docker SDK
 is only used through the client a ``ContainerLauncher`` is given.
 """
@@ -112,7 +112,7 @@ def _peak_rss_mb(pid: int | None) -> int | None:
     return None
 
 
-class Runtime(Protocol):
+class LaunchedRuntime(Protocol):
     """A launched runtime (a process or a container)."""
 
     @property
@@ -137,7 +137,7 @@ class Launcher(Protocol):
     def code_sha256(self, image_uri: str) -> str:
         """The image's digest (hex), Lambda's CodeSha256 for an image function; ImageUnavailable if none."""
 
-    def launch(self, spec: LaunchSpec) -> Runtime: ...
+    def launch(self, spec: LaunchSpec) -> LaunchedRuntime: ...
 
 
 # --------------------------------------------------------------------------- containers
@@ -172,7 +172,7 @@ class ContainerLauncher:
         digests = [d.split("@", 1)[1] for d in image.attrs.get("RepoDigests") or [] if "@" in d]
         return str(digests[0] if digests else image.id).removeprefix("sha256:")
 
-    def launch(self, spec: LaunchSpec) -> Runtime:
+    def launch(self, spec: LaunchSpec) -> LaunchedRuntime:
         memory = f"{spec.memory_mb}m"
         container = self.client.containers.run(
             spec.image_uri,
@@ -342,7 +342,7 @@ class ProcessLauncher:
     def code_sha256(self, image_uri: str) -> str:
         return self.resolver.resolve(image_uri).code_sha256()
 
-    def launch(self, spec: LaunchSpec) -> Runtime:
+    def launch(self, spec: LaunchSpec) -> LaunchedRuntime:
         image = self.resolver.resolve(spec.image_uri)
         process = start_runtime_process(
             image.model_dir,

@@ -24,7 +24,7 @@ Handler = Callable[[dict[str, Any], Any], Any]
 
 
 @dataclass
-class Mapping:
+class QueueMapping:
     """One queue and the handler its batches go to (an ``@app.on_sqs_message`` function)."""
 
     queue_url: str
@@ -75,7 +75,7 @@ class EventPump:
     def __init__(
         self,
         sqs: Any,
-        mappings: list[Mapping],
+        mappings: list[QueueMapping],
         *,
         region: str = "us-east-1",
         wait_s: int = 1,
@@ -103,7 +103,7 @@ class EventPump:
         for thread in self._threads:
             thread.join(timeout)
 
-    def _loop(self, mapping: Mapping) -> None:
+    def _loop(self, mapping: QueueMapping) -> None:
         while not self._stop.is_set():
             try:
                 self.poll(mapping)
@@ -111,7 +111,7 @@ class EventPump:
                 log.warning("polling %s failed", mapping.name, exc_info=True)
                 self._stop.wait(1.0)
 
-    def poll(self, mapping: Mapping) -> int:
+    def poll(self, mapping: QueueMapping) -> int:
         """One receive and, if it got messages, one handler call; returns how many messages it got."""
         got = self.sqs.receive_message(
             QueueUrl=mapping.queue_url,

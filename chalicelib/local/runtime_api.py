@@ -41,7 +41,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
-class InvokeResult:
+class RuntimeApiResult:
     """What the runtime answered: its payload, or the error it (or its init) reported."""
 
     request_id: str
@@ -154,7 +154,7 @@ class RuntimeApiServer(ThreadingHTTPServer):
 
     # ----------------------------------------------------------------------- the invoker's side
 
-    def invoke(self, event: Any, timeout: float = 30.0, *, request_id: str | None = None) -> InvokeResult:
+    def invoke(self, event: Any, timeout: float = 30.0, *, request_id: str | None = None) -> RuntimeApiResult:
         """Queue ``event`` (JSON-serializable, or ``bytes`` of JSON) and wait for the answer; thread-safe.
 
         Raises TimeoutError when no answer arrives within ``timeout`` seconds (no runtime polling, a
@@ -181,9 +181,9 @@ class RuntimeApiServer(ThreadingHTTPServer):
                 raise TimeoutError(f"no answer from the runtime within {timeout:g} s")
         return _result(invocation)
 
-    def _init_failure(self, invocation: _Invocation) -> InvokeResult:
+    def _init_failure(self, invocation: _Invocation) -> RuntimeApiResult:
         error = dict(self.init_error or {})
-        return InvokeResult(invocation.request_id, json.dumps(error).encode(), error, 0.0, "init", False)
+        return RuntimeApiResult(invocation.request_id, json.dumps(error).encode(), error, 0.0, "init", False)
 
     def wait_ready(self, timeout: float) -> bool:
         """Wait until the runtime's init is over: it asked for an invocation, reported an init error, or
@@ -244,8 +244,8 @@ class RuntimeApiServer(ThreadingHTTPServer):
             invocation.finish(json.dumps(error).encode(), error, source="init")
 
 
-def _result(invocation: _Invocation) -> InvokeResult:
-    return InvokeResult(
+def _result(invocation: _Invocation) -> RuntimeApiResult:
+    return RuntimeApiResult(
         invocation.request_id,
         invocation.payload,
         invocation.error,

@@ -37,14 +37,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from chalicelib.docker.registry import pid_alive as pid_alive
-from chalicelib.local.edge import EdgeServer, MotoServer, start_moto
-from chalicelib.local.emulator import LambdaEmulator
+from chalicelib.local.awslambda.emulator import LambdaEmulator
+from chalicelib.local.chalice_app import PROJECT_ROOT, load_app
+from chalicelib.local.edge.moto import MotoServer, start_moto
+from chalicelib.local.edge.server import EdgeServer
 from chalicelib.local.launchers import ContainerLauncher, ProcessImages, ProcessLauncher
+from chalicelib.local.logs import LogShipper
 
 log = logging.getLogger("modelport.local.stack")
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-"""Where ``app.py`` (the Chalice app) lives, next to ``chalicelib``."""
 DEFAULT_EDGE_PORT = 4566
 DEFAULT_API_PORT = 8000
 REGISTRY_PORT = 5000
@@ -136,76 +137,13 @@ def _can_have_base(client: Any) -> bool:
     return os.geteuid() == 0 and shutil.which("debootstrap") is not None
 
 
-class _LogShipper(logging.Handler):
-    """The emulator's function output (logger ``modelport.local.lambda.<function>``) to CloudWatch Logs,
-    as Lambda ships it: group ``/aws/lambda/<function>``, a stream per day, flushed every ``every_s``."""
-
-    def __init__(self, logs_client: Any, every_s: float = 0.5) -> None:
-        super().__init__(logging.DEBUG)
-        self.client = logs_client
-        self.every_s = every_s
-        self.pending: queue.SimpleQueue[tuple[str, int, str]] = queue.SimpleQueue()
-        self.known: set[tuple[str, str]] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="log-shipper", daemon=True)
-        self._thread.start()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        function = record.name.removeprefix("modelport.local.lambda").lstrip(".")
-        if function:
-            self.pending.put((function, int(record.created * 1000), record.getMessage()))
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.every_s):
-            self.flush()
-        self.flush()
-
-    def flush(self) -> None:
-        batches: dict[str, list[dict[str, Any]]] = {}
-        while True:
-            try:
-                function, at, message = self.pending.get_nowait()
-            except queue.Empty:
-                break
-            batches.setdefault(function, []).append({"timestamp": at, "message": message})
-        for function, events in batches.items():
-            group = f"/aws/lambda/{function}"
-            stream = datetime.now(UTC).strftime("%Y/%m/%d/[local]modelport")
-            try:
-                self._ensure(group, stream)
-                events.sort(key=lambda e: e["timestamp"])
-                for start in range(0, len(events), 1000):
-                    self.client.put_log_events(
-                        logGroupName=group, logStreamName=stream, logEvents=events[start : start + 1000]
-                    )
-            except Exception:  # logs are best effort: never take the stack down with them
-                log.debug("could not ship %d log lines of %s", len(events), function, exc_info=True)
-
-    def _ensure(self, group: str, stream: str) -> None:
-        from botocore.exceptions import ClientError
-
-        wanted: list[tuple[tuple[str, str], str, dict[str, str]]] = [
-            ((group, ""), "create_log_group", {"logGroupName": group}),
-            ((group, stream), "create_log_stream", {"logGroupName": group, "logStreamName": stream}),
-        ]
-        for key, operation, args in wanted:
-            if key in self.known:
-                continue
-            try:
-                getattr(self.client, operation)(**args)
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") != "ResourceAlreadyExistsException":
-                    raise
-            self.known.add(key)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        super().close()
-
-
 class LocalStack:
-    """Starts and stops the pieces in order; ``start`` raises (after undoing what it did) if one fails."""
+    """Starts and stops the pieces in order; ``start`` raises (after undoing what it did) if one fails.
+
+    The benches and tests choose what differs from ``modelport up``: ``image_builder`` (None: docker when
+    an engine answers, else process images), ``process_images`` (where process environments find their
+    images; None: the cache's), ``ship_logs`` (False: function output stays in this process's logging).
+    """
 
     def __init__(
         self,
@@ -218,6 +156,9 @@ class LocalStack:
         api_process: bool = True,
         progress: Callable[[str], None] = lambda line: None,
         emulator_options: dict[str, Any] | None = None,
+        image_builder: str | None = None,
+        process_images: ProcessImages | None = None,
+        ship_logs: bool = True,
     ) -> None:
         self.edge_port = edge_port
         self.api_port = api_port
@@ -226,6 +167,9 @@ class LocalStack:
         self.api_process = api_process
         self.progress = progress
         self.emulator_options = emulator_options or {}
+        self.image_builder = image_builder
+        self.process_images = process_images
+        self.ship_logs = ship_logs
         from chalicelib.services.accounts import generate_key
 
         self.admin_key = admin_key or generate_key()
@@ -233,8 +177,11 @@ class LocalStack:
         self.launcher = ""
         self.launcher_note = ""
         self.registry: str | None = None
+        self.emulator: LambdaEmulator | None = None
         self.edge: EdgeServer | None = None
         self.moto: MotoServer | None = None
+        self.container: Any = None
+        """The control plane's ``wiring.Container`` (the one ``wiring.override`` serves), once started."""
         self.api_url = ""
         self.outputs: dict[str, str] = {}
 
@@ -252,24 +199,45 @@ class LocalStack:
         return self
 
     def _start(self) -> None:
-        for port, what in ((self.edge_port, "the AWS endpoint"), (self.api_port, "the API")):
-            if port and not port_free(port):
-                from chalicelib.core.errors import Conflict
-
-                raise Conflict(
-                    f"port {port} for {what} is taken", hint="stop what uses it or pick another port"
-                )
+        self._check_ports()
         # The stack's own boto3 clients talk to moto only: never send real credentials there.
         os.environ.update({name.upper(): value for name, value in LOCAL_CREDENTIALS.items()})
         os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
         os.environ.pop("AWS_SESSION_TOKEN", None)
         os.environ.pop("AWS_PROFILE", None)
+        client = self._start_endpoint()
+        if client is not None and self.use_registry:
+            self._start_registry()
+        settings = self._wire(client)
+        if self.ship_logs:
+            self._ship_logs(settings)
+        app = load_app()
+        if self.api_process:
+            self.api_url = self._api_process(settings)
+        else:
+            from chalicelib.local.api import ApiServer
 
+            api = ApiServer(app.app, port=self.api_port).start()
+            self.api_url = api.url
+            self._undo.append(api.stop)
+        self.progress(f"API {self.api_url}" + (" (its own process)" if self.api_process else ""))
+        self._start_pump(settings, app)
+
+    def _check_ports(self) -> None:
+        for port, what in ((self.edge_port, "the AWS endpoint"), (self.api_port, "the API")):
+            if port and not port_free(port):
+                from chalicelib.core.errors import Conflict
+
+                hint = "stop what uses it or pick another port"
+                raise Conflict(f"port {port} for {what} is taken", hint=hint)
+
+    def _start_endpoint(self) -> Any:
+        """The emulator, the edge and moto behind it; returns the docker client (None: processes)."""
         self.launcher, self.launcher_note, client = choose_launcher(self.wanted)
         self.progress(f"execution environments: {self.launcher}s ({self.launcher_note})")
-        images = ProcessImages()
+        images = self.process_images if self.process_images is not None else ProcessImages()
         launcher = ContainerLauncher(client) if client is not None else ProcessLauncher(images)
-        emulator = LambdaEmulator(launcher, **self.emulator_options)
+        emulator = self.emulator = LambdaEmulator(launcher, **self.emulator_options)
         self._undo.append(emulator.shutdown)
 
         edge = EdgeServer(self.edge_port, "", emulator).start()
@@ -281,62 +249,57 @@ class LocalStack:
         self._undo.append(self.moto.stop)
         self._undo.append(lambda: _restore_env("MOTO_PORT", saved_moto_port))
         self.progress(f"AWS endpoint {edge.url} (moto {self.moto.url}, Lambda emulator)")
+        return client
 
-        if client is not None and self.use_registry:
-            from chalicelib.docker.registry import start_registry, stop_registry
+    def _start_registry(self) -> None:
+        from chalicelib.docker.registry import start_registry, stop_registry
 
-            try:
-                self.registry = start_registry(REGISTRY_PORT)
-                self._undo.append(lambda: _ignore(stop_registry(REGISTRY_PORT)))
-                self.progress(f"image registry {self.registry}")
-            except Exception as exc:  # images then stay in the engine, which the launcher reads too
-                self.progress(f"no image registry ({exc}); images stay in the local engine")
+        try:
+            self.registry = start_registry(REGISTRY_PORT)
+            self._undo.append(lambda: _ignore(stop_registry(REGISTRY_PORT)))
+            self.progress(f"image registry {self.registry}")
+        except Exception as exc:  # images then stay in the engine, which the launcher reads too
+            self.progress(f"no image registry ({exc}); images stay in the local engine")
 
+    def _wire(self, client: Any) -> Any:
+        """The infrastructure on moto and the control plane wired to it, as on AWS; returns the settings."""
         from chalicelib import wiring
         from chalicelib.aws.infra import create_infrastructure
 
         settings = replace(
             wiring.Settings.from_env({}),
-            endpoint_url=edge.url,
+            endpoint_url=self.endpoint_url,
             admin_key=self.admin_key,
-            image_builder="docker" if client is not None else "process",
+            image_builder=self.image_builder or ("docker" if client is not None else "process"),
             registry=self.registry,
             functions="lambda",
         )
         self.outputs = create_infrastructure(settings)
         self.progress("tables, bucket, queues and notification created")
-        container = wiring.aws_container(settings)
-        wiring.override(container)
+        self.container = wiring.aws_container(settings)
+        wiring.override(self.container)
         self._undo.append(lambda: wiring.override(None))
+        return settings
 
-        shipper = _LogShipper(container_client(settings, "logs"))
+    def _ship_logs(self, settings: Any) -> None:
+        shipper = LogShipper(container_client(settings, "logs"))
         lambda_log = logging.getLogger("modelport.local.lambda")
         lambda_log.setLevel(logging.DEBUG)
         lambda_log.addHandler(shipper)
         self._undo.append(shipper.close)
         self._undo.append(lambda: lambda_log.removeHandler(shipper))
 
-        app = load_app()
-        if self.api_process:
-            self.api_url = self._api_process(settings)
-        else:
-            from chalicelib.local.api import ApiServer
-
-            api = ApiServer(app.app, port=self.api_port).start()
-            self.api_url = api.url
-            self._undo.append(api.stop)
-        self.progress(f"API {self.api_url}" + (" (its own process)" if self.api_process else ""))
-
-        from chalicelib.local.pump import EventPump, Mapping
+    def _start_pump(self, settings: Any, app: Any) -> None:
+        from chalicelib.local.pump import EventPump, QueueMapping
 
         pump = EventPump(
             container_client(settings, "sqs"),
             [
-                Mapping(
+                QueueMapping(
                     self.outputs["deploy_queue_url"], self.outputs["deploy_queue_arn"],
                     app.on_bundle_uploaded, "on_bundle_uploaded",
                 ),
-                Mapping(
+                QueueMapping(
                     self.outputs["deploy_dlq_url"], self.outputs["deploy_dlq_arn"],
                     app.on_bundle_abandoned, "on_bundle_abandoned",
                 ),
@@ -418,16 +381,6 @@ def container_client(settings: Any, service: str) -> Any:
     return boto3.session.Session(region_name=settings.region).client(
         service, endpoint_url=settings.endpoint_url
     )
-
-
-def load_app() -> Any:
-    """The module ``app.py``: the Chalice app and its event handlers (Chalice's layout puts it next to
-    ``chalicelib``, not in it)."""
-    import importlib
-
-    if str(PROJECT_ROOT) not in sys.path:
-        sys.path.insert(0, str(PROJECT_ROOT))
-    return importlib.import_module("app")
 
 
 def _ignore(_: object) -> None:

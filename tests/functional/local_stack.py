@@ -16,8 +16,9 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from chalicelib.local.edge import EdgeServer, MotoServer, start_moto
-from chalicelib.local.emulator import LambdaEmulator
+from chalicelib.local.awslambda.emulator import LambdaEmulator
+from chalicelib.local.edge.moto import MotoServer, start_moto
+from chalicelib.local.edge.server import EdgeServer
 from chalicelib.local.launchers import ProcessImages, ProcessLauncher
 from chalicelib.services.intake import manifest_for_dir
 

@@ -23,7 +23,7 @@ from chalicelib.aws.invoke import LambdaInvoker
 from chalicelib.core.errors import FunctionTimedOut
 from chalicelib.core.manifest import ContainerAssociation, DeployedFunction, Deployment, ModelConfigFile
 from chalicelib.core.pipeline import state_machine_definition
-from chalicelib.local.edge import EdgeServer
+from chalicelib.local.edge.server import EdgeServer
 from chalicelib.services.intake import manifest_for_dir
 from tests.functional.local_stack import (
     ECHO,

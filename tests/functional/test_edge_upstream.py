@@ -11,8 +11,8 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from chalicelib.local.edge import EdgeServer
-from chalicelib.local.emulator import LambdaEmulator
+from chalicelib.local.awslambda.emulator import LambdaEmulator
+from chalicelib.local.edge.server import EdgeServer
 from chalicelib.local.launchers import ProcessImages, ProcessLauncher
 
 pytestmark = pytest.mark.functional

@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from chalicelib.local.emulator import LambdaEmulator, LambdaError, iter_log
+from chalicelib.local.awslambda.emulator import LambdaEmulator
+from chalicelib.local.awslambda.models import LambdaError, iter_log
 from chalicelib.local.launchers import ProcessLauncher
 from chalicelib.services.intake import manifest_for_dir
 from tests.functional.local_stack import (

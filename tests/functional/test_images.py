@@ -29,7 +29,7 @@ from chalicelib.docker import BuildError
 from chalicelib.docker.builder import BuildReport, DockerImageBuilder
 from chalicelib.docker.dockerfile import Dockerfile
 from chalicelib.docker.registry import answers, start_registry, stop_registry
-from chalicelib.local import RuntimeApiServer
+from chalicelib.local.runtime_api import RuntimeApiServer
 from chalicelib.memory.stores import MemoryAssociationStore
 from chalicelib.runtime.handler import load
 from chalicelib.runtime.layout import prepare_model_dir

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib.local.pump import EventPump, Mapping
+from chalicelib.local.pump import EventPump, QueueMapping
 from tests.conftest import Infra
 
 pytestmark = pytest.mark.functional
@@ -39,11 +39,13 @@ class Recorder:
         return [r["body"] for e in self.events for r in e["Records"]]
 
 
-def mappings(infra: Infra, deploy: Recorder, dlq: Recorder, batch_size: int = 1) -> list[Mapping]:
+def mappings(infra: Infra, deploy: Recorder, dlq: Recorder, batch_size: int = 1) -> list[QueueMapping]:
     out = infra.outputs
     return [
-        Mapping(out["deploy_queue_url"], out["deploy_queue_arn"], deploy, "on_bundle_uploaded", batch_size),
-        Mapping(out["deploy_dlq_url"], out["deploy_dlq_arn"], dlq, "on_bundle_abandoned"),
+        QueueMapping(
+            out["deploy_queue_url"], out["deploy_queue_arn"], deploy, "on_bundle_uploaded", batch_size
+        ),
+        QueueMapping(out["deploy_dlq_url"], out["deploy_dlq_arn"], dlq, "on_bundle_abandoned"),
     ]
 
 
@@ -52,7 +54,7 @@ def send(infra: Infra, *bodies: str) -> None:
         infra.client("sqs").send_message(QueueUrl=infra.outputs["deploy_queue_url"], MessageBody=body)
 
 
-def drain(pump: EventPump, mapping: Mapping, rounds: int = 20) -> None:
+def drain(pump: EventPump, mapping: QueueMapping, rounds: int = 20) -> None:
     for _ in range(rounds):
         pump.poll(mapping)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib.local import RuntimeApiServer, RuntimeProcess, start_runtime_process
+from chalicelib.local.runtime_api import RuntimeApiServer, RuntimeProcess, start_runtime_process
 from chalicelib.runtime.handler import load
 from chalicelib.runtime.layout import prepare_model_dir
 from chalicelib.services.intake import manifest_for_dir

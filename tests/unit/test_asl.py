@@ -11,7 +11,7 @@ import pytest
 from chalicelib.core.manifest import ModelConfigFile
 from chalicelib.core.pipeline import state_machine_definition
 from chalicelib.local.asl import LAMBDA_INVOKE, Unsupported, compile_machine, run
-from chalicelib.local.emulator import Invocation, LambdaError
+from chalicelib.local.awslambda.models import EmulatorInvocation, LambdaError
 from chalicelib.services.intake import manifest_for_dir
 from tests.support import ROOT
 
@@ -25,14 +25,14 @@ class FakeLambda:
         self.functions = functions
         self.calls: list[tuple[str, str | None, Any]] = []
 
-    def __call__(self, name: str, qualifier: str | None, payload: bytes) -> Invocation:
+    def __call__(self, name: str, qualifier: str | None, payload: bytes) -> EmulatorInvocation:
         short = name.rsplit(":function:", 1)[-1].split(":")[0]
         self.calls.append((short, qualifier, json.loads(payload)))
         answer = self.functions[short](json.loads(payload))
         if isinstance(answer, Failure):
             doc = {"errorType": answer.error_type, "errorMessage": "boom"} if answer.error_type else {}
-            return Invocation(200, json.dumps(doc).encode(), "r", "1", function_error="Unhandled")
-        return Invocation(200, json.dumps(answer).encode(), "r", "1")
+            return EmulatorInvocation(200, json.dumps(doc).encode(), "r", "1", function_error="Unhandled")
+        return EmulatorInvocation(200, json.dumps(answer).encode(), "r", "1")
 
 
 class Failure:
