@@ -13,8 +13,8 @@ from chalice.test import Client
 from app import app
 from chalicelib import wiring
 from chalicelib.core.errors import FunctionFailed, FunctionTimedOut
+from chalicelib.core.wire import negotiate
 from chalicelib.memory.stores import MemoryInvoker
-from chalicelib.services.invoke import negotiate
 from tests.support import ADMIN_KEY, ROOT, Api, bundle, deploy, new_account
 
 IRIS_LABELS = ["setosa", "versicolor", "virginica"]

@@ -23,7 +23,8 @@ from PIL import Image
 from chalicelib.core.manifest import ModelConfigFile
 from chalicelib.core.native import NativeContract
 from chalicelib.core.probe import ProbeRequest, read_result
-from chalicelib.runtime.codecs import Problems, check_schema, negotiate
+from chalicelib.core.wire import negotiate
+from chalicelib.runtime.codecs import Problems, check_schema
 from chalicelib.runtime.handler import Runtime, load
 from chalicelib.runtime.layout import MODEL_CONFIG, LayoutError, prepare_model_dir
 from chalicelib.runtime.loaders import ModelLoadError, threads_for
