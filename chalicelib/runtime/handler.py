@@ -52,6 +52,7 @@ from chalicelib.core.wire import (
     ErrorDocument,
     InvocationReply,
     error_document,
+    invocation_event,
     media_type,
     negotiate,
     reply,
@@ -342,7 +343,7 @@ class Runtime:
                 raise invalid(f"the CSV is not UTF-8 text (byte {exc.start})") from None
         if spec.kind == "image":
             if content_type.startswith("image/"):
-                if event.get("body_encoding") != "base64":
+                if event.get("body_encoding") != BASE64:
                     raise invalid("send image bytes base64-encoded (body_encoding: base64)")
                 return body
             _, data = object_with(parse_json(body), ("image",), "the request")
@@ -412,7 +413,7 @@ class Runtime:
 
         A stage that is not first gets the example as the stages before it would hand it on: the model
         stage runs the pre steps it was given for this, the post stage gets zeros of the model's outputs."""
-        example: Any = {"body": dumps(self.protocol.request.example), "content_type": JSON}
+        example: Any = invocation_event(dumps(self.protocol.request.example), JSON)
         try:
             if not self.first:
                 example = self._warm_up_document(example)

@@ -34,6 +34,7 @@ from chalicelib.core.protocol import Records
 from chalicelib.core.records import Account, VersionRecord
 from chalicelib.core.wire import (
     BASE64,
+    JSON,
     MAX_SYNC_PAYLOAD,
     InvocationEvent,
     invocation_event,
@@ -120,7 +121,7 @@ class InvokeService:
     ) -> InvokeResult:
         manifest, validator = self._ready(caller, name, version)
         proto = manifest.protocol
-        media = media_type(content_type) or "application/json"
+        media = media_type(content_type) or JSON
         if media not in proto.request.content_types:
             raise UnsupportedMediaType(
                 f"{name} does not take {media}",
@@ -409,7 +410,7 @@ def _result(reply: dict[str, Any]) -> InvokeResult:
     headers = {"Server-Timing": timing} if timing else {}
     return InvokeResult(
         status=int(reply.get("status", 200)),
-        content_type=str(reply.get("content_type", "application/json")),
+        content_type=str(reply.get("content_type", JSON)),
         body=body,
         headers=headers,
     )
