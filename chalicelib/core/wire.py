@@ -83,6 +83,7 @@ def reply(status: int, body: str, content_type: str = JSON, encoding: Encoding =
 def error_document(
     code: str, message: str, *, errors: list[dict[str, Any]] | None = None, stage: str | None = None
 ) -> ErrorDocument:
+    """An error body; the keys a caller leaves out stay out (a client tells the kinds apart by them)."""
     doc: ErrorDocument = {"code": code, "message": message}
     if errors is not None:
         doc["errors"] = errors
