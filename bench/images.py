@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from results import markers, write_section  # noqa: E402 - bench/results.py, beside this script
 
+from chalicelib.core.wire import JSON, InvocationEvent, invocation_event  # noqa: E402
 from chalicelib.docker.builder import BuildReport, DockerImageBuilder  # noqa: E402
 from chalicelib.local.runtime_api import RuntimeApiServer  # noqa: E402
 from chalicelib.services.intake import manifest_for_dir  # noqa: E402
@@ -62,17 +63,10 @@ IRIS = {"rows": [[5.1, 3.5, 1.4, 0.2]]}
 DIGIT = EXAMPLES / "digits-onnx" / "samples" / "digit-7.png"
 
 
-def event_for(name: str) -> dict[str, Any]:
+def event_for(name: str) -> InvocationEvent:
     if name.startswith("digits"):
-        import base64
-
-        return {
-            "body": base64.b64encode(DIGIT.read_bytes()).decode(),
-            "body_encoding": "base64",
-            "content_type": "image/png",
-            "accept": "*/*",
-        }
-    return {"body": json.dumps(IRIS), "body_encoding": "utf8", "content_type": "application/json"}
+        return invocation_event(DIGIT.read_bytes(), "image/png", "*/*")
+    return invocation_event(json.dumps(IRIS), JSON)
 
 
 def copy_example(name: str, work: Path) -> Path:

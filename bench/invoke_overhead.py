@@ -249,6 +249,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     from chalicelib.aws.invoke import LambdaInvoker
     from chalicelib.core.manifest import Deployment
+    from chalicelib.core.wire import JSON, invocation_event
     from chalicelib.runtime.handler import load
     from chalicelib.runtime.layout import prepare_model_dir
     from chalicelib.services.intake import manifest_for_dir
@@ -272,12 +273,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
             # the same event the control plane sends (InvokeService)
             request = json.dumps({"records": [RECORD]})
-            event = {
-                "body": request,
-                "body_encoding": "utf8",
-                "content_type": "application/json",
-                "accept": "application/json",
-            }
+            event = invocation_event(request, JSON, JSON)
             payload = json.dumps(event).encode()
             fn = fused["functions"][0]
             arn, version = fn["function_arn"], fn["version"]

@@ -13,7 +13,6 @@ limit 256 KiB). Writes its section into bench/RESULTS.md between its markers, ke
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import platform
@@ -32,6 +31,7 @@ from results import RESULTS, markers, write_section  # noqa: E402 - bench/result
 
 from chalicelib.core.manifest import ContainerAssociation, ModelConfigFile  # noqa: E402
 from chalicelib.core.pipeline import stages_of  # noqa: E402
+from chalicelib.core.wire import JSON, InvocationEvent, invocation_event  # noqa: E402
 from chalicelib.runtime.handler import load  # noqa: E402
 from chalicelib.services.intake import manifest_for_dir  # noqa: E402
 
@@ -41,29 +41,19 @@ ROLE = "arn:aws:iam::123456789012:role/modelport-functions"
 SFN_LIMIT = 256 * 1024
 
 
-def events() -> dict[str, tuple[str, dict[str, Any]]]:
+def events() -> dict[str, tuple[str, InvocationEvent]]:
     digit = (EXAMPLES / "digits-onnx" / "samples" / "digit-3.png").read_bytes()
     patients = (EXAMPLES / "diabetes-lightgbm" / "samples" / "patients.csv").read_text()
     record = {"sepal_length": 6.4, "sepal_width": 3.2, "petal_length": 4.5, "petal_width": 1.5}
-    iris = {"body": json.dumps({"records": [record]}), "content_type": "application/json"}
+    iris = invocation_event(json.dumps({"records": [record]}), JSON)
     return {
         "iris-onnx": ("1 record -> labels + bar chart", iris),
         "iris-skops": ("1 record -> labels + bar chart", iris),
-        "digits-onnx": (
-            "PNG -> top 3 + bar chart",
-            {
-                "body": base64.b64encode(digit).decode(),
-                "body_encoding": "base64",
-                "content_type": "image/png",
-            },
-        ),
-        "diabetes-lightgbm": (
-            "40 rows CSV -> regression + scatter",
-            {"body": patients, "content_type": "text/csv"},
-        ),
+        "digits-onnx": ("PNG -> top 3 + bar chart", invocation_event(digit, "image/png")),
+        "diabetes-lightgbm": ("40 rows CSV -> regression + scatter", invocation_event(patients, "text/csv")),
         "sentiment-predictor": (
             "JSON -> predictor (no steps: a chain of one)",
-            {"body": json.dumps({"text": "not bad at all, quite good"}), "content_type": "application/json"},
+            invocation_event(json.dumps({"text": "not bad at all, quite good"}), JSON),
         ),
     }
 

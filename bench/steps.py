@@ -9,7 +9,6 @@ gives median and p99 of every timing the runtime reports (the stages and each st
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import platform
 import statistics
@@ -17,13 +16,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from results import markers, write_section  # noqa: E402 - bench/results.py, beside this script
 
+from chalicelib.core.wire import JSON, InvocationEvent, invocation_event  # noqa: E402
 from chalicelib.runtime.handler import load  # noqa: E402
 from chalicelib.runtime.layout import prepare_model_dir  # noqa: E402
 from chalicelib.services.intake import manifest_for_dir  # noqa: E402
@@ -33,26 +32,19 @@ EXAMPLES = ROOT / "examples"
 IRIS_RECORD = {"sepal_length": 6.4, "sepal_width": 3.2, "petal_length": 4.5, "petal_width": 1.5}
 
 
-def events() -> dict[str, tuple[str, dict[str, Any]]]:
+def events() -> dict[str, tuple[str, InvocationEvent]]:
     """Per example: what the request is, and its invocation event."""
     digit = (EXAMPLES / "digits-onnx" / "samples" / "digit-3.png").read_bytes()
     patients = (EXAMPLES / "diabetes-lightgbm" / "samples" / "patients.csv").read_text()
     return {
         "iris-onnx": (
             "1 record (JSON) -> labels + bar chart",
-            {"body": json.dumps({"records": [IRIS_RECORD]}), "content_type": "application/json"},
+            invocation_event(json.dumps({"records": [IRIS_RECORD]}), JSON),
         ),
-        "digits-onnx": (
-            "64x64 PNG -> top 3 + bar chart",
-            {
-                "body": base64.b64encode(digit).decode(),
-                "body_encoding": "base64",
-                "content_type": "image/png",
-            },
-        ),
+        "digits-onnx": ("64x64 PNG -> top 3 + bar chart", invocation_event(digit, "image/png")),
         "diabetes-lightgbm": (
             "40 rows (CSV) -> regression + scatter plot",
-            {"body": patients, "content_type": "text/csv"},
+            invocation_event(patients, "text/csv"),
         ),
     }
 
@@ -62,7 +54,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def measure(name: str, event: dict[str, Any], calls: int, accept: str) -> dict[str, list[float]]:
+def measure(name: str, event: InvocationEvent, calls: int, accept: str) -> dict[str, list[float]]:
     src = EXAMPLES / name
     with tempfile.TemporaryDirectory(prefix="bench-steps-") as tmp:
         runtime = load(prepare_model_dir(src, manifest_for_dir(src), Path(tmp) / name))

@@ -10,9 +10,9 @@ import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
+from chalicelib.core.clock import utc_now
 from chalicelib.core.errors import ConfigError
 from chalicelib.core.ports import (
     AccountStore,
@@ -28,10 +28,6 @@ from chalicelib.core.ports import (
     SecretSource,
 )
 from chalicelib.services.accounts import REVOCATION_WINDOW_S
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ from chalicelib.api.http import Api, caller, json_response, path_int, path_name
 from chalicelib.core.errors import InvalidRequest, TooLarge
 from chalicelib.core.jsontext import JsonTextError, loads
 from chalicelib.core.openapi import openapi_document
-from chalicelib.services.invoke import MAX_SYNC_PAYLOAD, InvokeResult
+from chalicelib.core.wire import MAX_SYNC_PAYLOAD
+from chalicelib.services.invoke import InvokeResult
 from chalicelib.services.oip import request_id, to_oip_response, to_public_request
 
 api = Api(__name__, "invoke", api_key)

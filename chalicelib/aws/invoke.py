@@ -27,6 +27,7 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 
 from chalicelib.core.errors import FunctionFailed, FunctionTimedOut, ResponseTooLarge
 from chalicelib.core.manifest import Deployment as DeployedFunctions
+from chalicelib.core.wire import MAX_SYNC_PAYLOAD, InvocationEvent
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 RETRYABLE_CODES = frozenset(
@@ -38,7 +39,6 @@ RETRYABLE_CODES = frozenset(
         "EC2ThrottledException",
     }
 )
-MAX_RESPONSE_PAYLOAD = 6 * 1024 * 1024
 _STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 
 
@@ -60,7 +60,7 @@ class LambdaInvoker:
             DirectSyncExecution.of(sfn_client, sleep=sleep) if direct and sfn_client is not None else None
         )
 
-    def invoke(self, deployment: DeployedFunctions, event: dict[str, object]) -> dict[str, object]:
+    def invoke(self, deployment: DeployedFunctions, event: InvocationEvent) -> dict[str, object]:
         payload = json.dumps(event, separators=(",", ":"))
         try:
             if deployment.mode == "chained" and deployment.state_machine_arn:
@@ -83,10 +83,10 @@ class LambdaInvoker:
             function_error, body = response.get("FunctionError"), response["Payload"].read()
         if function_error:
             raise _function_error(body)
-        if len(body) > MAX_RESPONSE_PAYLOAD:  # Lambda refuses these; an emulator may not
+        if len(body) > MAX_SYNC_PAYLOAD:  # Lambda refuses these; an emulator may not
             raise ResponseTooLarge(
                 f"the model's function answered {len(body)} bytes, over Lambda's 6 MB "
-                f"({MAX_RESPONSE_PAYLOAD} bytes) limit for a synchronous response"
+                f"({MAX_SYNC_PAYLOAD} bytes) limit for a synchronous response"
             )
         return _document(body)
 

@@ -22,6 +22,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from chalicelib.core.errors import ConfigError
+from chalicelib.core.files import is_safe_relative_path
 from chalicelib.core.native import Framework
 from chalicelib.core.protocol import Text
 from chalicelib.core.steps import BUILTIN_STEPS, Stage, Step, UserStep
@@ -70,14 +71,7 @@ class Strict(BaseModel):
 
 def safe_relative_path(value: str, what: str) -> str:
     """Refuse paths that could leave the model directory (absolute, ``..``, backslashes, NUL)."""
-    parts = value.split("/")
-    if (
-        not value
-        or value.startswith("/")
-        or "\\" in value
-        or "\x00" in value
-        or any(p in ("", ".", "..") for p in parts)
-    ):
+    if not is_safe_relative_path(value):
         raise PydanticCustomError(
             "unsafe_path",
             "{what} {value} must be a relative path inside the model directory",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from chalicelib.core.errors import ConfigError
+from chalicelib.core.files import is_safe_relative_path
 
 
 def check_key(key: str) -> str:
@@ -12,12 +13,9 @@ def check_key(key: str) -> str:
     path traversal the moment a key is mirrored onto a filesystem (the local stack, a download directory).
     """
     if (
-        not key
+        not is_safe_relative_path(key)
         or len(key.encode()) > 1024
-        or key.startswith("/")
-        or any(part in ("", ".", "..") for part in key.split("/"))
         or any(ord(c) < 32 or ord(c) == 127 for c in key)
-        or "\\" in key
     ):
         raise ConfigError(f"unsafe object key {key!r}", path="key")
     return key

@@ -25,6 +25,7 @@ from chalicelib.core.records import (
     ModelRecord,
     VersionRecord,
 )
+from chalicelib.core.wire import InvocationEvent
 
 Clock = Callable[[], str]
 """Returns the current time as an ISO-8601 UTC string."""
@@ -160,7 +161,7 @@ class FunctionManager(Protocol):
 
 
 class FunctionInvoker(Protocol):
-    def invoke(self, deployment: DeployedFunctions, event: dict[str, object]) -> dict[str, object]:
+    def invoke(self, deployment: DeployedFunctions, event: InvocationEvent) -> dict[str, object]:
         """Run one invocation event through a deployed model (fused function or state machine).
 
         Returns the runtime's response document; raises ``FunctionFailed`` when the function crashed

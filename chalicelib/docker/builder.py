@@ -24,10 +24,10 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from chalicelib.core.clock import utc_now
 from chalicelib.core.config import REQUIREMENT
 from chalicelib.core.environment import AWS_BASE_IMAGE, ResolvedEnvironment, canonical_name, split_environment
 from chalicelib.core.errors import ArtifactError, ConfigError
@@ -122,10 +122,6 @@ class BuildReport:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def _utc_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
 class DockerImageBuilder:
     """Builds model images with a docker engine; ``registry`` (host[:port], an ECR host or ``ecr``) pushes.
 
@@ -142,7 +138,7 @@ class DockerImageBuilder:
         base_image: str | None = None,
         cache_dir: Path | None = None,
         associations: AssociationStore | None = None,
-        clock: Clock = _utc_now,
+        clock: Clock = utc_now,
         ecr: Any = None,
         compile_code: bool = True,
         shared_stages: bool = False,

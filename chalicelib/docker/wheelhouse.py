@@ -21,6 +21,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from chalicelib.core.files import sha256_file
 from chalicelib.core.ports import Progress
 from chalicelib.docker import WheelResolutionError, cache_root
 
@@ -231,7 +232,7 @@ def _index(directory: Path, packages: tuple[str, ...]) -> Wheelhouse:
         match = _WHEEL_NAME.match(path.name)
         if match is None:
             raise WheelResolutionError(f"not a wheel file name: {path.name}")
-        wheels.append(WheelFile(name=path.name, sha256=_sha256(path)))
+        wheels.append(WheelFile(name=path.name, sha256=sha256_file(path)))
         pins.append(f"{match.group('name')}=={match.group('version')}")
     (directory / REQUIREMENTS).write_text("".join(f"{pin}\n" for pin in pins), encoding="utf-8")
     index = {
@@ -254,11 +255,3 @@ def _load(directory: Path) -> Wheelhouse | None:
     if not all((directory / w.name).is_file() for w in wheels):
         return None
     return Wheelhouse(dir=directory, wheels=wheels, requirements=requirements, reused=True)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

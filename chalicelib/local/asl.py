@@ -32,9 +32,9 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
+from chalicelib.core.clock import utc_now
 from chalicelib.local.awslambda.models import EmulatorInvocation, LambdaError
 
 LAMBDA_INVOKE = "arn:aws:states:::lambda:invoke"
@@ -529,7 +529,7 @@ def run(
             if deadline is not None and clock() >= deadline:
                 raise _Expired
             state = machine.states[name]
-            ctx["State"] = {"Name": name, "EnteredTime": _now(), "RetryCount": 0}
+            ctx["State"] = {"Name": name, "EnteredTime": utc_now(), "RetryCount": 0}
             if state.type == "Fail":
                 return Outcome(
                     "FAILED", error=_text(state.error, doc, ctx), cause=_text(state.cause, doc, ctx)
@@ -568,10 +568,6 @@ def run(
         return Outcome("TIMED_OUT", error="States.Timeout", cause="the execution timed out")
     except StatesError as exc:
         return Outcome("FAILED", error=exc.error, cause=exc.cause)
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _text(value: str | Path | None, doc: Any, ctx: Any) -> str | None:

@@ -28,6 +28,7 @@ from chalicelib.core.records import (
     ModelRecord,
     VersionRecord,
 )
+from chalicelib.core.wire import InvocationEvent
 
 T = TypeVar("T")
 
@@ -330,7 +331,7 @@ class MemoryFunctionManager:
             self.retired.append(deployment)
 
 
-Handler = Callable[[dict[str, object]], dict[str, object]]
+Handler = Callable[[InvocationEvent], dict[str, object]]
 
 
 class MemoryInvoker:
@@ -342,14 +343,14 @@ class MemoryInvoker:
 
     def __init__(self) -> None:
         self.handlers: dict[str, Handler] = {}
-        self.calls: list[tuple[str, dict[str, object]]] = []
+        self.calls: list[tuple[str, InvocationEvent]] = []
         self._lock = threading.Lock()
 
     def register(self, function_name: str, handler: Handler) -> None:
         with self._lock:
             self.handlers[function_name] = handler
 
-    def invoke(self, deployment: DeployedFunctions, event: dict[str, object]) -> dict[str, object]:
+    def invoke(self, deployment: DeployedFunctions, event: InvocationEvent) -> dict[str, object]:
         name = deployment.functions[0].function_name
         with self._lock:
             self.calls.append((name, event))

@@ -21,6 +21,7 @@ import numpy as np
 
 from chalicelib.core.jsontext import JsonTextError, loads
 from chalicelib.core.protocol import FLOAT_TYPES, INT_TYPES, Tensors, TensorSpec, dtype_name, is_fixed
+from chalicelib.core.wire import BASE64, UTF8, ErrorDocument, error_document
 from chalicelib.runtime.predictor import File, Image
 
 FLOAT64_MAX = 1.7976931348623157e308
@@ -45,11 +46,8 @@ class RequestError(Exception):
         self.code = code
         self.errors = errors
 
-    def body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.errors is not None:
-            body["errors"] = self.errors
-        return body
+    def body(self) -> ErrorDocument:
+        return error_document(self.code, self.message, errors=self.errors)
 
 
 def unsupported_media_type(content_type: str, offered: tuple[str, ...]) -> RequestError:
@@ -105,62 +103,23 @@ def pointer(base: str, *parts: str | int) -> str:
     return base
 
 
-def media_type(value: str | None) -> str:
-    """``Application/JSON; charset=utf-8`` -> ``application/json``."""
-    return (value or "").split(";", 1)[0].strip().lower()
-
-
-def negotiate(accept: str | None, offered: tuple[str, ...]) -> str | None:
-    """The offered media type the client prefers (RFC 9110 q-values and wildcards); None: none fits.
-
-    An absent or empty ``accept`` means anything; ties go to the order of ``offered`` (JSON first).
-    """
-    if not accept or not accept.strip():
-        return offered[0]
-    best: tuple[float, int, int] | None = None
-    chosen: str | None = None
-    for item in accept.split(","):
-        fields = [f.strip() for f in item.split(";")]
-        rng = fields[0].lower()
-        if not rng:
-            continue
-        q = 1.0
-        for param in fields[1:]:
-            key, _, value = param.partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
-        if q <= 0:
-            continue
-        for index, offer in enumerate(offered):
-            kind = offer.split("/", 1)[0]
-            specificity = 2 if rng == offer else 1 if rng == f"{kind}/*" else 0 if rng == "*/*" else -1
-            if specificity < 0:
-                continue
-            rank = (q, specificity, -index)
-            if best is None or rank > best:
-                best, chosen = rank, offer
-    return chosen
-
-
 # --------------------------------------------------------------------------- request bodies
 
 
 def event_body(event: Mapping[str, Any]) -> bytes:
+    """The bytes of an InvocationEvent's body, read strictly: the event may come from anyone."""
     body = event.get("body", "")
     if body is None:
         body = ""
     if not isinstance(body, str):
         raise invalid("the invocation event's body must be a string")
-    encoding = event.get("body_encoding", "utf8")
-    if encoding == "base64":
+    encoding = event.get("body_encoding", UTF8)
+    if encoding == BASE64:
         try:
             return base64.b64decode(body, validate=True)
         except (binascii.Error, ValueError):
             raise invalid("the body is marked base64 but is not valid base64") from None
-    if encoding not in ("utf8", None):
+    if encoding not in (UTF8, None):
         raise invalid(f"body_encoding must be 'utf8' or 'base64', got {encoding!r}")
     return body.encode("utf-8", errors="surrogatepass")
 

@@ -45,6 +45,18 @@ from chalicelib.core.protocol import (
     Value,
     dtype_name,
 )
+from chalicelib.core.wire import (
+    BASE64,
+    JSON,
+    MAX_SYNC_PAYLOAD,
+    ErrorDocument,
+    InvocationReply,
+    error_document,
+    invocation_event,
+    media_type,
+    negotiate,
+    reply,
+)
 from chalicelib.runtime.codecs import (
     Problems,
     RequestError,
@@ -54,8 +66,6 @@ from chalicelib.runtime.codecs import (
     event_body,
     invalid,
     json_type,
-    media_type,
-    negotiate,
     object_with,
     parse_json,
     to_jsonable,
@@ -92,10 +102,10 @@ class ModelFailure(Exception):
         self.stage = stage
         self.exc = exc
 
-    def body(self) -> dict[str, Any]:
+    def body(self) -> ErrorDocument:
         text = " ".join(str(self.exc).split())
         text = text if len(text) <= 1000 else text[:997] + "..."
-        return {"code": "ModelError", "message": f"{type(self.exc).__name__}: {text}", "stage": self.stage}
+        return error_document("ModelError", f"{type(self.exc).__name__}: {text}", stage=self.stage)
 
 
 class _Clock:
@@ -126,35 +136,35 @@ def _ordered(timings: dict[str, float]) -> dict[str, float]:
     return {k: round(timings[k], 3) for k in keys}
 
 
-MAX_RESPONSE_BYTES = 6 * 1024 * 1024 - 4096
+MAX_RESPONSE_BYTES = MAX_SYNC_PAYLOAD - 4096
 """Lambda's 6 MB for a synchronous response, less room for the timings added after the check."""
 _ESCAPED_BYTES_PER_CHAR = 6  # the most one character grows to as a JSON string: ``\u001f``
 
 
-def response_size(response: dict[str, Any]) -> int:
+def response_size(response: Mapping[str, Any]) -> int:
     """Bytes of ``response`` as the Lambda runtime client sends it (JSON, UTF-8, ``ensure_ascii=False``).
     A body that fits even at worst-case escaping is not serialized (every answer under ~1 MB): the
     common case costs a ``len``."""
     body = response.get("body")
     if not isinstance(body, str):
         return 0  # an intermediate document between stages: Step Functions bounds those
-    per_char = 1 if response.get("body_encoding") == "base64" else _ESCAPED_BYTES_PER_CHAR
+    per_char = 1 if response.get("body_encoding") == BASE64 else _ESCAPED_BYTES_PER_CHAR
     if len(body) * per_char + 1024 <= MAX_RESPONSE_BYTES:
         return len(body)
     return len(json.dumps(response, ensure_ascii=False).encode("utf-8", errors="surrogatepass"))
 
 
-def too_large(size: int) -> dict[str, Any]:
-    return {
-        "code": "ResponseTooLarge",
-        "message": f"the response would be {size} bytes, over the {MAX_RESPONSE_BYTES} bytes a synchronous "
+def too_large(size: int) -> ErrorDocument:
+    return error_document(
+        "ResponseTooLarge",
+        f"the response would be {size} bytes, over the {MAX_RESPONSE_BYTES} bytes a synchronous "
         "Lambda answer can carry; ask for less per request",
-        "stage": "encode",
-    }
+        stage="encode",
+    )
 
 
-def _reply(status: int, body: Any, content_type: str = "application/json") -> dict[str, Any]:
-    return {"status": status, "content_type": content_type, "body": dumps(body), "body_encoding": "utf8"}
+def _reply(status: int, body: Any) -> InvocationReply:
+    return reply(status, dumps(body))
 
 
 def _refuse_non_finite(outputs: Any) -> None:
@@ -216,6 +226,7 @@ class Runtime:
         timings = dict.fromkeys(STAGES, 0.0)
         cold, self._cold = self._cold, False
         clock = _Clock(timings)
+        response: Mapping[str, Any]  # an InvocationReply, or the intermediate document of a chain's stage
         try:
             inv: StepCall | None = None
             passed: dict[str, Any] = {}  # the invocation state as the previous stage sent it
@@ -276,15 +287,14 @@ class Runtime:
             response = _reply(502, exc.body())
         except IntermediateError as exc:
             log.error("bad intermediate document: %s", exc)
-            response = _reply(500, {"code": "PipelineError", "message": str(exc), "stage": self.role})
+            response = _reply(500, error_document("PipelineError", str(exc), stage=self.role))
         if cold:  # a chain adds up the cold starts it waited for
             timings["init_ms"] = timings.get("init_ms", 0.0) + self.init_ms
         size = response_size(response)
         if size > MAX_RESPONSE_BYTES:
             log.error("the response of %d bytes is over Lambda's limit", size)
             response = _reply(502, too_large(size))
-        response["timings"] = _ordered(timings)
-        return response
+        return {**response, "timings": _ordered(timings)}
 
     def _hand_on(
         self,
@@ -333,7 +343,7 @@ class Runtime:
                 raise invalid(f"the CSV is not UTF-8 text (byte {exc.start})") from None
         if spec.kind == "image":
             if content_type.startswith("image/"):
-                if event.get("body_encoding") != "base64":
+                if event.get("body_encoding") != BASE64:
                     raise invalid("send image bytes base64-encoded (body_encoding: base64)")
                 return body
             _, data = object_with(parse_json(body), ("image",), "the request")
@@ -365,7 +375,7 @@ class Runtime:
             key = f"{step.timing}_ms"
             timings[key] = timings.get(key, 0.0) + (time.perf_counter() - t0) * 1000
 
-    def _encode(self, value: Any, accept: str) -> dict[str, Any]:
+    def _encode(self, value: Any, accept: str) -> InvocationReply:
         spec = self.protocol.response_value
         stage = self.post[-1].stage if self.post else "model"  # whoever produced the value
         try:
@@ -373,7 +383,7 @@ class Runtime:
                 assert isinstance(value, FigureValue)
                 png = base64.b64encode(value.png).decode("ascii")
                 if accept == spec.media_type:
-                    return {"status": 200, "content_type": accept, "body": png, "body_encoding": "base64"}
+                    return reply(200, png, accept, BASE64)
                 body = self._body(spec.data, value.data)
                 body["figure"] = {"media_type": spec.media_type, "data": png}
             else:
@@ -403,7 +413,7 @@ class Runtime:
 
         A stage that is not first gets the example as the stages before it would hand it on: the model
         stage runs the pre steps it was given for this, the post stage gets zeros of the model's outputs."""
-        example: Any = {"body": dumps(self.protocol.request.example), "content_type": "application/json"}
+        example: Any = invocation_event(dumps(self.protocol.request.example), JSON)
         try:
             if not self.first:
                 example = self._warm_up_document(example)
@@ -538,7 +548,7 @@ class SharedStage:
             runtime = self._runtime(event["model"])
         except IntermediateError as exc:
             log.error("bad shared-stage event: %s", exc)
-            body = {"code": "PipelineError", "message": str(exc), "stage": self.role}
+            body = error_document("PipelineError", str(exc), stage=self.role)
             return {**_reply(500, body), "timings": _ordered(dict.fromkeys(STAGES, 0.0))}
         return runtime.handle(event["input"])
 

@@ -7,10 +7,10 @@ caught when the image is built, not at the first invocation.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from pathlib import Path
 
+from chalicelib.core.files import is_safe_relative_path, sha256_file
 from chalicelib.core.manifest import ModelConfigFile
 
 MODEL_CONFIG = "model-config.json"
@@ -28,28 +28,18 @@ def user_step_files(manifest: ModelConfigFile) -> tuple[str, ...]:
 
 
 def _safe(rel: str) -> str:
-    parts = rel.split("/")
-    if (
-        not rel
-        or rel.startswith("/")
-        or "\\" in rel
-        or "\x00" in rel
-        or any(p in ("", ".", "..") for p in parts)
-    ):
+    if not is_safe_relative_path(rel):
         raise LayoutError(f"{rel!r} is not a relative path inside the model directory")
     return rel
 
 
 def _copy(src: Path, dest: Path) -> str:
     """Copy one file, returning the sha256 of the bytes written (one read for both)."""
-    h = hashlib.sha256()
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with src.open("rb") as fin, dest.open("wb") as fout:
-        for block in iter(lambda: fin.read(1 << 20), b""):
-            h.update(block)
-            fout.write(block)
+    with dest.open("wb") as fout:
+        digest = sha256_file(src, copy_to=fout)
     shutil.copymode(src, dest)
-    return h.hexdigest()
+    return digest
 
 
 def prepare_model_dir(model_src: Path, manifest: ModelConfigFile, dest: Path) -> Path:

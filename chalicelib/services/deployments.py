@@ -35,11 +35,12 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from chalicelib import inspect as inspectors
+from chalicelib.core.clock import parse_utc, utc_text
 from chalicelib.core.config import CONFIG_FILE, ModelConfig
 from chalicelib.core.errors import ConfigError, Conflict, ModelportError, NotFound, TooLarge, Unavailable
 from chalicelib.core.manifest import ModelConfigFile, build_manifest
@@ -97,14 +98,6 @@ class DeploymentBusy(Exception):
 
 def mb(n: int) -> str:
     return f"{n / (1024 * 1024):.1f} MB"
-
-
-def _parse_time(value: str) -> datetime:
-    return datetime.fromisoformat(value)
-
-
-def _format_time(value: datetime) -> str:
-    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class _Attempt:
@@ -310,7 +303,7 @@ class DeploymentService:
         if current.state in TERMINAL:
             return current
         now = self.clock()
-        if current.lease_until is not None and _parse_time(now) < _parse_time(current.lease_until):
+        if current.lease_until is not None and parse_utc(now) < parse_utc(current.lease_until):
             raise DeploymentBusy(
                 f"deployment {dep_id} is held by another handler until {current.lease_until}"
             )
@@ -325,7 +318,7 @@ class DeploymentService:
         return dep
 
     def _lease_end(self, now: str) -> str:
-        return _format_time(_parse_time(now) + timedelta(seconds=self.lease_s))
+        return utc_text(parse_utc(now) + timedelta(seconds=self.lease_s))
 
     def _save(self, dep: Deployment, **changes: Any) -> Deployment:
         """A revision-checked write that extends the lease; losing the race means another handler owns it."""

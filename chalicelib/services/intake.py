@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from chalicelib import inspect as inspectors
 from chalicelib.core.config import CONFIG_FILE, MAX_CONFIG_BYTES, ModelConfig, parse_config_yaml
 from chalicelib.core.errors import ArtifactError, ConfigError
+from chalicelib.core.files import sha256_file
 from chalicelib.core.manifest import ArtifactFile, ModelConfigFile, build_manifest
 from chalicelib.core.native import NativeContract
 
@@ -34,21 +34,13 @@ def load_config(model_dir: Path) -> ModelConfig:
     return parse_config_yaml(text, source=str(path))
 
 
-def hash_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def artifact_files(model_dir: Path, paths: tuple[str, ...]) -> tuple[ArtifactFile, ...]:
     files = []
     for rel in paths:
         path = model_dir / rel
         if not path.is_file():
             raise ArtifactError(f"artifact {rel!r} not found in {model_dir}")
-        files.append(ArtifactFile(path=rel, sha256=hash_file(path), size_bytes=path.stat().st_size))
+        files.append(ArtifactFile(path=rel, sha256=sha256_file(path), size_bytes=path.stat().st_size))
     return tuple(files)
 
 

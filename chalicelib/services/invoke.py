@@ -6,7 +6,6 @@ a request the model cannot take costs no cold start and gets a 400 with a JSON p
 
 from __future__ import annotations
 
-import base64
 import csv
 import io
 import json
@@ -33,17 +32,25 @@ from chalicelib.core.manifest import ModelConfigFile
 from chalicelib.core.ports import FunctionInvoker
 from chalicelib.core.protocol import Records
 from chalicelib.core.records import Account, VersionRecord
+from chalicelib.core.wire import (
+    BASE64,
+    JSON,
+    MAX_SYNC_PAYLOAD,
+    InvocationEvent,
+    invocation_event,
+    media_type,
+    negotiate,
+    reply_body,
+)
 from chalicelib.services.cache import TtlCache
 from chalicelib.services.models import ModelService
 
-MAX_SYNC_PAYLOAD = 6 * 1024 * 1024  # Lambda's synchronous invocation limit, request and response
 MAX_STATE_PAYLOAD = 256 * 1024  # Step Functions' limit for a state's input: a chained pipeline's request
 IMAGE_MAGIC = {
     "image/png": (b"\x89PNG\r\n\x1a\n",),
     "image/jpeg": (b"\xff\xd8\xff",),
     "image/webp": (b"RIFF",),
 }
-TEXT_TYPES = ("application/json", "text/csv")
 
 
 @dataclass(frozen=True)
@@ -52,41 +59,6 @@ class InvokeResult:
     content_type: str
     body: bytes
     headers: dict[str, str]
-
-
-def media_type(header: str | None) -> str:
-    return (header or "").split(";", 1)[0].strip().lower()
-
-
-def negotiate(accept: str | None, offered: tuple[str, ...]) -> str:
-    """The first offered type the Accept header takes (q-values respected, ties by our order)."""
-    if not accept or not accept.strip():
-        return offered[0]
-    ranges: list[tuple[float, int, str]] = []
-    for i, part in enumerate(accept.split(",")):
-        kind, *params = (p.strip() for p in part.split(";"))
-        q = 1.0
-        for param in params:
-            if param.startswith("q="):
-                try:
-                    q = float(param[2:])
-                except ValueError:
-                    q = 0.0
-        ranges.append((q, i, kind.lower()))
-    best: tuple[float, int, int] | None = None
-    chosen = None
-    for q, order, kind in ranges:
-        if q <= 0:
-            continue
-        for rank, media in enumerate(offered):
-            main = media.split("/")[0]
-            if kind in (media, "*/*", f"{main}/*"):
-                key = (q, -rank, -order)
-                if best is None or key > best:
-                    best, chosen = key, media
-    if chosen is None:
-        raise NotAcceptable(f"cannot answer with {accept!r}", hint="this model answers " + ", ".join(offered))
-    return chosen
 
 
 class InvokeService:
@@ -149,26 +121,24 @@ class InvokeService:
     ) -> InvokeResult:
         manifest, validator = self._ready(caller, name, version)
         proto = manifest.protocol
-        media = media_type(content_type) or "application/json"
+        media = media_type(content_type) or JSON
         if media not in proto.request.content_types:
             raise UnsupportedMediaType(
                 f"{name} does not take {media}",
                 hint="send one of " + ", ".join(proto.request.content_types),
             )
         answer_as = negotiate(accept, proto.response.content_types)
-        text = media in TEXT_TYPES
+        if answer_as is None:
+            raise NotAcceptable(
+                f"cannot answer with {accept!r}",
+                hint="this model answers " + ", ".join(proto.response.content_types),
+            )
         if len(body) > MAX_SYNC_PAYLOAD:  # before anything reads it
             raise TooLarge(f"request body of {len(body)} bytes is over Lambda's 6 MB synchronous limit")
         try:
-            sent = body.decode() if text else base64.b64encode(body).decode()
+            event = invocation_event(body, media, answer_as)
         except UnicodeDecodeError as exc:
             raise InvalidRequest(f"the body is not UTF-8 text (byte {exc.start})") from None
-        event: dict[str, object] = {
-            "body": sent,
-            "body_encoding": "utf8" if text else "base64",
-            "content_type": media,
-            "accept": answer_as,
-        }
         assert manifest.deployment is not None
         chained = manifest.deployment.mode == "chained"
         size = event_size(event, exact=chained)
@@ -374,7 +344,7 @@ ESCAPED_BYTES_PER_CHAR = 12
 character and ``\\ud83d\\ude00``."""
 
 
-def event_size(event: dict[str, object], *, exact: bool = False) -> int:
+def event_size(event: InvocationEvent, *, exact: bool = False) -> int:
     """The bytes of ``event`` as the invoker sends it (``json.dumps``, ASCII, compact separators).
 
     A body whose worst-case escaping still fits is not serialized here (the invoker does it once):
@@ -383,7 +353,7 @@ def event_size(event: dict[str, object], *, exact: bool = False) -> int:
     body = event.get("body")
     if isinstance(body, str) and not exact:
         bound = ENVELOPE_BYTES + len(body) * (
-            1 if event.get("body_encoding") == "base64" else ESCAPED_BYTES_PER_CHAR
+            1 if event.get("body_encoding") == BASE64 else ESCAPED_BYTES_PER_CHAR
         )
         if bound <= MAX_SYNC_PAYLOAD:
             return bound
@@ -428,7 +398,6 @@ def server_timing(timings: Any) -> str:
 
 
 def _result(reply: dict[str, Any]) -> InvokeResult:
-    encoding = reply.get("body_encoding", "utf8")
     raw = reply.get("body", "")
     if isinstance(raw, str) and len(raw) > MAX_SYNC_PAYLOAD - ENVELOPE_BYTES:  # what the API can answer
         raise ResponseTooLarge(
@@ -436,12 +405,12 @@ def _result(reply: dict[str, Any]) -> InvokeResult:
             "for a synchronous response",
             hint="ask for less per request (fewer rows, a smaller image)",
         )
-    body = base64.b64decode(raw) if encoding == "base64" else str(raw).encode()
+    body = reply_body(reply)
     timing = server_timing(reply.get("timings") or {})
     headers = {"Server-Timing": timing} if timing else {}
     return InvokeResult(
         status=int(reply.get("status", 200)),
-        content_type=str(reply.get("content_type", "application/json")),
+        content_type=str(reply.get("content_type", JSON)),
         body=body,
         headers=headers,
     )

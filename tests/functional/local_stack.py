@@ -16,6 +16,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from chalicelib.core.wire import JSON, InvocationEvent, invocation_event
 from chalicelib.local.awslambda.emulator import LambdaEmulator
 from chalicelib.local.edge.moto import MotoServer, start_moto
 from chalicelib.local.edge.server import EdgeServer
@@ -51,17 +52,14 @@ environment: {memory_mb: 256, timeout_s: 10}
 """
 
 
-def iris_event(rows: list[list[float]] | None = None) -> dict[str, Any]:
-    return {
-        "body": json.dumps({"rows": rows or [[5.1, 3.5, 1.4, 0.2], [6.3, 3.3, 6.0, 2.5]]}),
-        "body_encoding": "utf8",
-        "content_type": "application/json",
-        "accept": "application/json",
-    }
+def iris_event(rows: list[list[float]] | None = None) -> InvocationEvent:
+    return invocation_event(
+        json.dumps({"rows": rows or [[5.1, 3.5, 1.4, 0.2], [6.3, 3.3, 6.0, 2.5]]}), JSON, JSON
+    )
 
 
-def echo_event(values: list[float], sleep_s: float = 0.0) -> dict[str, Any]:
-    return {"body": json.dumps({"output": values, "sleep_s": sleep_s}), "content_type": "application/json"}
+def echo_event(values: list[float], sleep_s: float = 0.0) -> InvocationEvent:
+    return invocation_event(json.dumps({"output": values, "sleep_s": sleep_s}), JSON)
 
 
 def make_images(root: Path) -> ProcessImages:

@@ -13,8 +13,8 @@ from chalice.test import Client
 from app import app
 from chalicelib import wiring
 from chalicelib.core.errors import FunctionFailed, FunctionTimedOut
+from chalicelib.core.wire import BASE64, negotiate, reply
 from chalicelib.memory.stores import MemoryInvoker
-from chalicelib.services.invoke import negotiate
 from tests.support import ADMIN_KEY, ROOT, Api, bundle, deploy, new_account
 
 IRIS_LABELS = ["setosa", "versicolor", "virginica"]
@@ -33,17 +33,12 @@ class FakeIris:
             raise self.fail
         if event["accept"] == "image/png":
             png = base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
-            return {"status": 200, "content_type": "image/png", "body": png, "body_encoding": "base64"}
+            return dict(reply(200, png, "image/png", BASE64))
         rows = json.loads(event["body"])["records"] if event["content_type"] == "application/json" else [{}]
         predictions = [[{"label": label, "score": 1 / 3} for label in IRIS_LABELS] for _ in rows]
         figure = {"media_type": "image/png", "data": base64.b64encode(b"png").decode()}
-        return {
-            "status": 200,
-            "content_type": "application/json",
-            "body": json.dumps({"predictions": predictions, "figure": figure}),
-            "body_encoding": "utf8",
-            "timings": {"pre_ms": 0.1, "model_ms": 0.25, "post_ms": 1.5},
-        }
+        answer = reply(200, json.dumps({"predictions": predictions, "figure": figure}))
+        return {**answer, "timings": {"pre_ms": 0.1, "model_ms": 0.25, "post_ms": 1.5}}
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from chalice.test import Client
 
 from app import app
 from chalicelib import wiring
+from chalicelib.core.wire import reply
 from chalicelib.local.api import ApiServer
 from chalicelib.memory.stores import MemoryInvoker
 from tests.support import ADMIN_KEY, ROOT, Api, bundle, deploy, new_account
@@ -32,12 +33,7 @@ class EchoPicture:
 
     def __call__(self, event: dict[str, Any]) -> dict[str, Any]:
         self.events.append(event)
-        return {
-            "status": 200,
-            "content_type": "image/png",
-            "body": event["body"],
-            "body_encoding": event["body_encoding"],
-        }
+        return dict(reply(200, event["body"], "image/png", event["body_encoding"]))
 
 
 @pytest.fixture

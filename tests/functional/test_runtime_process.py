@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import http.client
 import json
 import statistics
@@ -14,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from chalicelib.core.wire import JSON, InvocationEvent, invocation_event
 from chalicelib.local.runtime_api import RuntimeApiServer, RuntimeProcess, start_runtime_process
 from chalicelib.runtime.handler import load
 from chalicelib.runtime.layout import prepare_model_dir
@@ -22,21 +22,13 @@ from chalicelib.services.intake import manifest_for_dir
 pytestmark = pytest.mark.functional
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-EVENTS: dict[str, dict[str, Any]] = {
-    "iris-onnx": {
-        "body": json.dumps({"rows": [[5.1, 3.5, 1.4, 0.2], [6.3, 3.3, 6.0, 2.5]]}),
-        "body_encoding": "utf8",
-        "content_type": "application/json",
-        "accept": "application/json",
-    },
-    "digits-onnx": {
-        "body": base64.b64encode(
-            (EXAMPLES / "digits-onnx" / "samples" / "digit-7.png").read_bytes()
-        ).decode(),
-        "body_encoding": "base64",
-        "content_type": "image/png",
-        "accept": "*/*",
-    },
+EVENTS: dict[str, InvocationEvent] = {
+    "iris-onnx": invocation_event(
+        json.dumps({"rows": [[5.1, 3.5, 1.4, 0.2], [6.3, 3.3, 6.0, 2.5]]}), JSON, JSON
+    ),
+    "digits-onnx": invocation_event(
+        (EXAMPLES / "digits-onnx" / "samples" / "digit-7.png").read_bytes(), "image/png", "*/*"
+    ),
 }
 
 

@@ -14,10 +14,10 @@ from chalice.test import Client
 from app import app
 from chalicelib import wiring
 from chalicelib.core.manifest import ModelConfigFile
+from chalicelib.core.wire import MAX_SYNC_PAYLOAD
 from chalicelib.memory.stores import MemoryInvoker
 from chalicelib.runtime.handler import MAX_RESPONSE_BYTES, Runtime, load
 from chalicelib.runtime.layout import prepare_model_dir
-from chalicelib.services.invoke import MAX_SYNC_PAYLOAD
 from tests.support import ADMIN_KEY, ROOT, Api, bundle, deploy, new_account
 
 RECORD = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}

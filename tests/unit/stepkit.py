@@ -3,7 +3,6 @@ images made with Pillow, invocation, and golden PNG comparison with a pixel tole
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import os
@@ -16,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from chalicelib.core.manifest import ModelConfigFile
+from chalicelib.core.wire import BASE64, UTF8, invocation_event, reply_body
 from chalicelib.runtime.handler import Runtime, load
 from chalicelib.runtime.layout import prepare_model_dir
 from chalicelib.services.intake import manifest_for_dir
@@ -148,14 +148,11 @@ def invoke(
     content_type: str = "application/json",
     accept: str | None = None,
 ) -> dict[str, Any]:
-    if isinstance(body, bytes):
-        event: dict[str, Any] = {"body": base64.b64encode(body).decode(), "body_encoding": "base64"}
-    else:
-        event = {"body": body if isinstance(body, str) else json.dumps(body), "body_encoding": "utf8"}
-    event["content_type"] = content_type
-    if accept is not None:
-        event["accept"] = accept
-    response = rt.handle(event)
+    if not isinstance(body, str | bytes):
+        body = json.dumps(body)
+    response = rt.handle(
+        invocation_event(body, content_type, accept, encoding=BASE64 if isinstance(body, bytes) else UTF8)
+    )
     if response["status"] == 200 and response["content_type"] == "application/json":
         import jsonschema
 
@@ -166,7 +163,7 @@ def invoke(
 def ok(response: dict[str, Any]) -> Any:
     assert response["status"] == 200, response["body"]
     if response["content_type"] == "image/png":
-        return base64.b64decode(response["body"])
+        return reply_body(response)
     return json.loads(response["body"])
 
 

@@ -23,7 +23,8 @@ from PIL import Image
 from chalicelib.core.manifest import ModelConfigFile
 from chalicelib.core.native import NativeContract
 from chalicelib.core.probe import ProbeRequest, read_result
-from chalicelib.runtime.codecs import Problems, check_schema, negotiate
+from chalicelib.core.wire import BASE64, invocation_event, negotiate
+from chalicelib.runtime.codecs import Problems, check_schema
 from chalicelib.runtime.handler import Runtime, load
 from chalicelib.runtime.layout import MODEL_CONFIG, LayoutError, prepare_model_dir
 from chalicelib.runtime.loaders import ModelLoadError, threads_for
@@ -71,14 +72,10 @@ def call(
     encoding: str = "utf8",
 ) -> dict[str, Any]:
     """Invoke like the control plane does; a 200 JSON answer must match the published schema."""
-    if isinstance(body, bytes):
-        body, encoding = base64.b64encode(body).decode(), "base64"
-    elif not isinstance(body, str):
+    if not isinstance(body, str | bytes):
         body = json.dumps(body)
-    event: dict[str, Any] = {"body": body, "body_encoding": encoding, "content_type": content_type}
-    if accept is not None:
-        event["accept"] = accept
-    response = rt.handle(event)
+    encoding = BASE64 if isinstance(body, bytes) else encoding
+    response = rt.handle(invocation_event(body, content_type, accept, encoding=encoding))
     assert set(response) == {"status", "content_type", "body", "body_encoding", "timings"}
     assert {"decode_ms", "pre_ms", "model_ms", "post_ms", "encode_ms"} <= set(response["timings"])
     if response["status"] == 200 and response["content_type"] == "application/json":

@@ -1,0 +1,154 @@
+"""The invocation wire contract: the event a model's function (or its state machine) takes, the reply it
+answers, the error document inside a reply's body, and the media-type negotiation both sides do.
+
+The control plane, the runtime in the model's image, the benches and the test fakes all build and read
+these documents here, so the two ends cannot drift. Runtime-safe: stdlib only (it ships in every image).
+The JSON is what it always was: keys in this order, ``body`` a string, compact separators on the control
+plane's side (``aws/invoke.py``).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from typing import Any, Literal, NotRequired, TypedDict
+
+MAX_SYNC_PAYLOAD = 6 * 1024 * 1024
+"""Lambda's limit for a synchronous invocation, its event and its answer alike."""
+JSON = "application/json"
+TEXT_TYPES = (JSON, "text/csv")
+"""Media types an event carries as UTF-8 text; any other body travels base64-encoded."""
+
+Encoding = Literal["utf8", "base64"]
+UTF8: Encoding = "utf8"
+BASE64: Encoding = "base64"
+
+
+class InvocationEvent(TypedDict):
+    """What a model's function takes: the request body and what it is and wants back."""
+
+    body: str
+    body_encoding: NotRequired[Encoding]
+    """Absent: ``utf8``."""
+    content_type: NotRequired[str]
+    """A bare media type; absent: the first the model takes."""
+    accept: NotRequired[str]
+    """An Accept header, or the media type the control plane already chose; absent: anything."""
+
+
+class InvocationReply(TypedDict):
+    """What a model's function answers (the last stage's answer, in a chained pipeline)."""
+
+    status: int
+    content_type: str
+    body: str
+    body_encoding: Encoding
+    timings: NotRequired[dict[str, float]]
+    """``{stage_ms: milliseconds}``: ``decode_ms`` ... ``encode_ms``, ``init_ms`` on a cold start, then
+    each step's own (``pre.tabular_ms``)."""
+
+
+class ErrorDocument(TypedDict):
+    """The JSON body of a reply of 400 or more."""
+
+    code: str
+    message: str
+    errors: NotRequired[list[dict[str, Any]]]
+    """Up to 20 ``{pointer, message}`` (or ``{row, column, message}``) problems of the request."""
+    stage: NotRequired[str]
+    """Where the model's side failed: ``model``, ``pre:<step>``, ``encode`` ..."""
+
+
+def invocation_event(
+    body: bytes | str, content_type: str, accept: str | None = None, *, encoding: Encoding | None = None
+) -> InvocationEvent:
+    """The event for ``body``: text as it is, bytes as UTF-8 text for TEXT_TYPES (``UnicodeDecodeError``
+    if they are not) and base64 otherwise, unless ``encoding`` says. No ``accept``: the key is left out."""
+    if isinstance(body, str):
+        sent, encoding = body, encoding or UTF8
+    else:
+        encoding = encoding or (UTF8 if content_type in TEXT_TYPES else BASE64)
+        sent = body.decode() if encoding == UTF8 else base64.b64encode(body).decode()
+    event: InvocationEvent = {"body": sent, "body_encoding": encoding, "content_type": content_type}
+    if accept is not None:
+        event["accept"] = accept
+    return event
+
+
+def reply(status: int, body: str, content_type: str = JSON, encoding: Encoding = UTF8) -> InvocationReply:
+    """A reply without timings (the runtime adds them last)."""
+    return {"status": status, "content_type": content_type, "body": body, "body_encoding": encoding}
+
+
+def error_document(
+    code: str, message: str, *, errors: list[dict[str, Any]] | None = None, stage: str | None = None
+) -> ErrorDocument:
+    """An error body; the keys a caller leaves out stay out (a client tells the kinds apart by them)."""
+    doc: ErrorDocument = {"code": code, "message": message}
+    if errors is not None:
+        doc["errors"] = errors
+    if stage is not None:
+        doc["stage"] = stage
+    return doc
+
+
+def reply_body(answer: Mapping[str, object]) -> bytes:
+    """The bytes of a reply's body, read leniently: the control plane's side (a missing body is empty)."""
+    raw = answer.get("body", "")
+    if answer.get("body_encoding", UTF8) == BASE64:
+        if not isinstance(raw, str):
+            raise TypeError(f"a base64 body is a string, not {type(raw).__name__}")
+        return base64.b64decode(raw)
+    return str(raw).encode()
+
+
+def media_type(header: str | None) -> str:
+    """``Application/JSON; charset=utf-8`` -> ``application/json``."""
+    return (header or "").split(";", 1)[0].strip().lower()
+
+
+def negotiate(accept: str | None, offered: tuple[str, ...]) -> str | None:
+    """The offered media type ``accept`` prefers (RFC 9110 §12.5.1); None: it takes none of them.
+
+    Each offered type gets the quality of the most specific range that matches it (``image/png;q=0``
+    refuses PNG even after ``*/*``); the highest quality wins, ties go to the order of ``offered`` (JSON
+    first). An absent or blank header takes anything: the first offered type.
+    """
+    if not accept or not accept.strip():
+        return offered[0]
+    ranges = _ranges(accept)
+    best, chosen = 0.0, None
+    for offer in offered:
+        q = _quality(offer, ranges)
+        if q > best:
+            best, chosen = q, offer
+    return chosen
+
+
+def _ranges(accept: str) -> list[tuple[str, float]]:
+    """``(media range, q)`` of an Accept header; a q that is not a number counts as 0."""
+    ranges = []
+    for item in accept.split(","):
+        fields = [f.strip() for f in item.split(";")]
+        if not fields[0]:
+            continue
+        q = 1.0
+        for param in fields[1:]:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        ranges.append((fields[0].lower(), q))
+    return ranges
+
+
+def _quality(offer: str, ranges: list[tuple[str, float]]) -> float:
+    kind = offer.split("/", 1)[0]
+    quality, level = 0.0, -1
+    for rng, q in ranges:
+        specificity = 2 if rng == offer else 1 if rng == f"{kind}/*" else 0 if rng == "*/*" else -1
+        if specificity >= 0 and (specificity > level or (specificity == level and q > quality)):
+            quality, level = q, specificity
+    return quality
