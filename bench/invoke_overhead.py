@@ -224,6 +224,7 @@ def local_stack(root: Path) -> Iterator[dict[str, Any]]:
     from chalicelib.local.emulator import LambdaEmulator
     from chalicelib.local.launchers import ProcessImages, ProcessLauncher
     from chalicelib.services.accounts import generate_key
+    from chalicelib.settings import Settings
 
     images = ProcessImages(root / "process-images")
     emulator = LambdaEmulator(ProcessLauncher(images), max_concurrency=8)
@@ -231,7 +232,7 @@ def local_stack(root: Path) -> Iterator[dict[str, Any]]:
     moto = start_moto(edge.port)
     edge.moto_url = moto.url
     admin = generate_key()
-    settings = replace(wiring.Settings(), endpoint_url=edge.url, admin_key=admin, function_role=ROLE)
+    settings = replace(Settings(), endpoint_url=edge.url, admin_key=admin, function_role=ROLE)
     create_infrastructure(settings)
     container = wiring.aws_container(settings)
     lam = container.invoker.lambda_client  # type: ignore[attr-defined]
@@ -542,8 +543,9 @@ def _serve_api(edge_url: str) -> int:
     )
     from chalicelib import wiring
     from chalicelib.local.api import ApiServer
+    from chalicelib.settings import Settings
 
-    wiring.override(wiring.aws_container(replace(wiring.Settings(), endpoint_url=edge_url)))
+    wiring.override(wiring.aws_container(replace(Settings(), endpoint_url=edge_url)))
     import app as app_module
 
     with ApiServer(app_module.app) as server:

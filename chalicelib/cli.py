@@ -148,7 +148,7 @@ def infra() -> None:
 def infra_create() -> None:
     """Create everything the control plane needs; safe to run again."""
     from chalicelib.aws.infra import create_infrastructure
-    from chalicelib.wiring import Settings
+    from chalicelib.settings import Settings
 
     settings = Settings.from_env()
     where = settings.endpoint_url or f"AWS {settings.region}"

@@ -18,7 +18,7 @@ import boto3
 import pytest
 
 from chalicelib.aws.infra import create_infrastructure, destroy_infrastructure
-from chalicelib.wiring import Settings
+from chalicelib.settings import Settings
 
 REGION = "us-east-1"
 CREDENTIALS = {

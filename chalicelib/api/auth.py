@@ -15,7 +15,7 @@ from chalice.app import AuthRequest, AuthResponse, Blueprint
 
 from chalicelib.api.deps import services
 from chalicelib.core.errors import Unauthorized, Unavailable
-from chalicelib.services.accounts import REVOCATION_WINDOW_S
+from chalicelib.settings import REVOCATION_WINDOW_S
 
 blueprint = Blueprint(__name__)
 AUTHORIZER = "authorizer"

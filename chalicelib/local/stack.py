@@ -294,9 +294,10 @@ class LocalStack:
 
         from chalicelib import wiring
         from chalicelib.aws.infra import create_infrastructure
+        from chalicelib.settings import Settings
 
         settings = replace(
-            wiring.Settings.from_env({}),
+            Settings.from_env({}),
             endpoint_url=edge.url,
             admin_key=self.admin_key,
             image_builder="docker" if client is not None else "process",
@@ -352,9 +353,9 @@ class LocalStack:
         one interpreter's GIL would otherwise carry both: 728 against 1063 req/s, bench/RESULTS.md)."""
         import subprocess
 
-        from chalicelib import wiring
+        from chalicelib.settings import settings_env
 
-        env = {**os.environ, **wiring.settings_env(settings), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **settings_env(settings), "PYTHONUNBUFFERED": "1"}
         child = subprocess.Popen(
             [sys.executable, "-m", "chalicelib.local.api", "--port", str(self.api_port)],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, cwd=PROJECT_ROOT, env=env, text=True,

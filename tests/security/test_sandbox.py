@@ -28,7 +28,8 @@ from chalicelib.core.manifest import ModelConfigFile
 from chalicelib.core.probe import ProbeRequest, read_result, sanitize
 from chalicelib.core.records import Deployment, ModelRecord
 from chalicelib.services.deployments import DeploymentService, upload_key
-from chalicelib.wiring import Container, Settings, memory_container
+from chalicelib.settings import Settings
+from chalicelib.wiring import Container, memory_container
 
 BUCKET = Settings().bundle_bucket
 FIXED_REASON = re.compile(

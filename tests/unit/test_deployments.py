@@ -27,7 +27,8 @@ from chalicelib.services.deployments import (
     upload_key,
 )
 from chalicelib.services.events import s3_records
-from chalicelib.wiring import Container, Settings, memory_container
+from chalicelib.settings import Settings
+from chalicelib.wiring import Container, memory_container
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "iris-onnx"
 EVENTS = Path(__file__).resolve().parents[1] / "events"
