@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from chalicelib.core.ports import (
@@ -24,6 +25,8 @@ from chalicelib.core.ports import (
     Sandbox,
     SecretSource,
 )
+from chalicelib.services.bundles import BundleLimits
+from chalicelib.services.deployments import DeploymentService
 from chalicelib.settings import Settings
 
 
@@ -192,6 +195,26 @@ def memory_container(settings: Settings | None = None, clock: Clock = utc_now) -
         functions=MemoryFunctionManager(),
         invoker=MemoryInvoker(),
         admin_key=MemorySecret(settings.admin_key, "MODELPORT_ADMIN_KEY") if settings.admin_key else None,
+    )
+
+
+def deployment_service(
+    c: Container, *, limits: BundleLimits | None = None, scratch: Path | None = None
+) -> DeploymentService:
+    """The deployment service on ``c``'s ports (the service never sees the container itself)."""
+    return DeploymentService(
+        models=c.models,
+        deployments=c.deployments,
+        artifacts=c.artifacts,
+        images=c.images,
+        functions=c.functions,
+        associations=c.associations,
+        sandbox=c.sandbox,
+        clock=c.clock,
+        bundle_bucket=c.settings.bundle_bucket,
+        max_bundle_bytes=c.settings.max_bundle_bytes,
+        limits=limits,
+        scratch=scratch,
     )
 
 

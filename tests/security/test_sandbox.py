@@ -27,9 +27,9 @@ from chalicelib.core.errors import ArtifactError
 from chalicelib.core.manifest import ModelConfigFile
 from chalicelib.core.probe import ProbeRequest, read_result, sanitize
 from chalicelib.core.records import Deployment, ModelRecord
-from chalicelib.services.deployments import DeploymentService, upload_key
+from chalicelib.services.deployments import upload_key
 from chalicelib.settings import Settings
-from chalicelib.wiring import Container, memory_container
+from chalicelib.wiring import Container, deployment_service, memory_container
 
 BUCKET = Settings().bundle_bucket
 FIXED_REASON = re.compile(
@@ -71,7 +71,7 @@ class World:
             self.c.sandbox = sandbox
         scratch = tmp_path / "scratch"
         scratch.mkdir()
-        self.service = DeploymentService(self.c, scratch=scratch)
+        self.service = deployment_service(self.c, scratch=scratch)
 
     def deploy(self, name: str, pkl: bytes) -> Deployment:
         config = f"name: {name}\nallow_pickle: true\n".encode()
