@@ -202,6 +202,8 @@ def deployment_service(
     c: Container, *, limits: BundleLimits | None = None, scratch: Path | None = None
 ) -> DeploymentService:
     """The deployment service on ``c``'s ports (the service never sees the container itself)."""
+    from chalicelib.aws.outage import outage
+
     return DeploymentService(
         models=c.models,
         deployments=c.deployments,
@@ -213,6 +215,7 @@ def deployment_service(
         clock=c.clock,
         bundle_bucket=c.settings.bundle_bucket,
         max_bundle_bytes=c.settings.max_bundle_bytes,
+        outage=outage,
         limits=limits,
         scratch=scratch,
     )

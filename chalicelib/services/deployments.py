@@ -15,9 +15,10 @@ a user can act on. S3 notifications arrive through SQS at least once, so:
 How a failed stage ends:
 
 * a transient outage -- a domain error answering 503 (``Unavailable``: a table, the bucket, Lambda did
-  not answer; ``EngineUnavailable``: the docker engine did not), a raw botocore error that
-  ``chalicelib.aws.outage`` classifies as one, or ``DeploymentBusy`` -- is recorded on the deployment
-  and re-raised, so SQS redelivers and the next attempt resumes; after ``max_attempts`` it ends FAILED;
+  not answer, as the adapters translate it; ``EngineUnavailable``: the docker engine did not), an error
+  a port let through that the ``outage`` classifier the wiring hands in names one, or ``DeploymentBusy``
+  -- is recorded on the deployment and re-raised, so SQS redelivers and the next attempt resumes; after
+  ``max_attempts`` it ends FAILED;
 * any other domain error (``ModelportError``) ends the deployment FAILED at once with its one-line
   message, and the version with it;
 * anything else (``RecursionError``, ``TypeError``, ``OSError``, ``MemoryError``...) is a bug or a
@@ -68,6 +69,9 @@ from chalicelib.services.events import s3_records
 from chalicelib.services.intake import artifact_files, inspect_dir
 
 log = logging.getLogger(__name__)
+
+Outage = Callable[[BaseException], Unavailable | None]
+"""An exception as ``Unavailable`` when it says a backend did not answer, else None (a bug)."""
 
 UPLOAD_KEY = re.compile(
     r"^uploads/(?P<name>[a-z0-9](?:[a-z0-9-]{0,46}[a-z0-9])?)/v(?P<version>\d{10})/bundle\.(?:tar\.gz|zip)$"
@@ -203,11 +207,8 @@ def _transient(err: ModelportError) -> bool:
     return err.http_status == 503
 
 
-def _outage(exc: BaseException) -> Unavailable | None:
-    """A raw backend error that says a service did not answer, as ``Unavailable``; None for a bug."""
-    from chalicelib.aws import outage  # botocore only where an error might come from it
-
-    return outage(exc)
+def _no_outage(exc: BaseException) -> Unavailable | None:
+    return None
 
 
 def _model_root(extracted: Path) -> Path:
@@ -238,12 +239,15 @@ class DeploymentService:
         clock: Clock,
         bundle_bucket: str,
         max_bundle_bytes: int,
+        outage: Outage = _no_outage,
         lease_s: int = 900,
         max_attempts: int = 3,
         limits: BundleLimits | None = None,
         scratch: Path | None = None,
     ) -> None:
-        """``lease_s`` must outlast the longest stage (a build) so a live handler is never taken over."""
+        """``outage`` names the errors a port let through untranslated that say a backend did not answer
+        (the adapters raise ``Unavailable`` themselves; this is the net under them). ``lease_s`` must
+        outlast the longest stage (a build) so a live handler is never taken over."""
         self.models = models
         self.deployments = deployments
         self.artifacts = artifacts
@@ -254,6 +258,7 @@ class DeploymentService:
         self.clock = clock
         self.bundle_bucket = bundle_bucket
         self.max_bundle_bytes = max_bundle_bytes
+        self.outage = outage
         self.lease_s = lease_s
         self.max_attempts = max_attempts
         self.limits = limits or BundleLimits()
@@ -404,7 +409,7 @@ class DeploymentService:
         except DeploymentBusy:
             raise
         except Exception as exc:
-            unavailable = exc if isinstance(exc, ModelportError) and _transient(exc) else _outage(exc)
+            unavailable = exc if isinstance(exc, ModelportError) and _transient(exc) else self.outage(exc)
             if unavailable is None:
                 return self._internal_error(attempt, stage)
             reason = f"attempt {attempt.dep.attempts} failed: {attempt.scrub(str(unavailable))}"
