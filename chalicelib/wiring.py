@@ -52,7 +52,7 @@ class Container:
 
 
 def _no_sandbox(why: str = "none is configured here") -> Sandbox:
-    from chalicelib.memory.sandbox import NoSandbox
+    from chalicelib.core.probe import NoSandbox
 
     return NoSandbox(why)
 

@@ -300,7 +300,7 @@ def test_the_logged_excerpt_is_bounded_printable_and_has_no_env_like_tokens() ->
 
 def test_the_refusing_twin_names_the_artifact_and_why() -> None:
     from chalicelib.core.errors import SandboxUnavailable
-    from chalicelib.memory.sandbox import NoSandbox
+    from chalicelib.core.probe import NoSandbox
 
     request = ProbeRequest(
         config=parse_config({"name": "m", "trusted_types": ["sklearn.tree._tree.Tree"]}),

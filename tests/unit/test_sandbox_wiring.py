@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from chalicelib.core.errors import ConfigError
-from chalicelib.memory.sandbox import NoSandbox
+from chalicelib.core.probe import NoSandbox
 from chalicelib.settings import Settings
 from chalicelib.wiring import aws_container, memory_container
 
