@@ -20,6 +20,10 @@ caches in front of the authorizer, a process keeps a verified key at most half o
 answered once more while it refreshes, so twice that)."""
 
 
+TWIN = "memory"
+"""The adapter setting that names the in-memory twins: stage ``local`` only."""
+
+
 @dataclass(frozen=True)
 class Settings:
     """Names and limits, from environment variables set by ``.chalice/config.json`` or the local stack."""
@@ -43,12 +47,12 @@ class Settings:
     """An SSM SecureString parameter holding the admin key (``MODELPORT_ADMIN_KEY_PARAMETER``)."""
     secret_ttl_s: float = 300.0
     """How long a process keeps the admin key it read before reading it again (a rotation lands then)."""
-    image_builder: str = "memory"
+    image_builder: str = TWIN
     """``docker`` builds real images with the engine (CLI, CI, the local stack); ``process`` builds the
     process images the local stack runs without an engine; ``memory`` is the twin."""
     registry: str | None = None
     """Where built images are pushed: ``127.0.0.1:5000``, ``ecr``, or nowhere (the local engine)."""
-    functions: str = "memory"
+    functions: str = TWIN
     """``lambda`` creates the model functions through the Lambda API (AWS or the local stack's emulator);
     ``memory`` is the twin."""
     function_role: str = "arn:aws:iam::000000000000:role/modelport-functions"
@@ -70,7 +74,8 @@ class Settings:
     """The probe function's execution role (``MODELPORT_PROBE_ROLE``): one that grants nothing."""
 
     def __post_init__(self) -> None:
-        """A start-up check: a deployed stage never takes the admin key from its environment."""
+        """Start-up checks: a deployed stage never takes the admin key from its environment, and never
+        runs on the twins (which would mark versions READY with images and functions that do not exist)."""
         if self.admin_key and self.stage != "local":
             raise ConfigError(
                 f"MODELPORT_ADMIN_KEY is set on stage {self.stage[:40]!r}: a deployed stage never holds the "
@@ -86,6 +91,18 @@ class Settings:
         given = [name for name, value in sources.items() if value]
         if len(given) > 1:
             raise ConfigError(f"{' and '.join(given)} are both set: name one source of the admin key")
+        if self.stage == "local":
+            return
+        for variable, value, real in (
+            ("MODELPORT_IMAGE_BUILDER", self.image_builder, "docker (with MODELPORT_REGISTRY=ecr)"),
+            ("MODELPORT_FUNCTIONS", self.functions, "lambda"),
+        ):
+            if value in ("", TWIN):
+                raise ConfigError(
+                    f"{variable} is unset or {TWIN!r} on stage {self.stage[:40]!r}: a deployed stage does "
+                    "not run on the in-memory twins",
+                    hint=f"set {variable} to {real} in the stage's environment (.chalice/config.json)",
+                )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -91,13 +91,17 @@ class CountingStore(MemoryAccountStore):
         return super().get_key(key_id)
 
 
+DEPLOYED: dict[str, Any] = {"image_builder": "process", "functions": "lambda"}
+"""What a deployed stage must name instead of the twins (the calls here build nothing)."""
+
+
 @pytest.mark.parametrize(("stage", "reads"), [("local", 1), ("dev", 3)])
 def test_behind_api_gateway_the_authorizer_keeps_no_second_cache(stage: str, reads: int) -> None:
     """API Gateway's cache is the window on AWS; a process cache behind it would add its own age."""
     from chalicelib.api.deps import services
 
     store = CountingStore()
-    wiring.override(replace(wiring.memory_container(Settings(stage=stage)), accounts=store))
+    wiring.override(replace(wiring.memory_container(Settings(stage=stage, **DEPLOYED)), accounts=store))
     try:
         accounts = services().accounts
         admin = accounts.bootstrap_admin(generate_key())
@@ -247,10 +251,10 @@ def test_the_api_bootstraps_the_admin_key_from_its_secret(infra: Infra, source: 
     token, name = generate_key(), _secret_name()
     if source == "secret":
         infra.client("secretsmanager").create_secret(Name=name, SecretString=token)
-        settings = replace(infra.settings, stage="dev", admin_key_secret=name)
+        settings = replace(infra.settings, stage="dev", admin_key_secret=name, **DEPLOYED)
     else:
         infra.client("ssm").put_parameter(Name=f"/{name}", Value=token, Type="SecureString")
-        settings = replace(infra.settings, stage="dev", admin_key_parameter=f"/{name}")
+        settings = replace(infra.settings, stage="dev", admin_key_parameter=f"/{name}", **DEPLOYED)
     wiring.override(wiring.aws_container(settings))
     try:
         with Client(app) as client:
