@@ -191,7 +191,7 @@ _STATUS_TEXT = {
 }
 
 
-def openapi_document(title: str, version: str) -> dict[str, Any]:
+def control_plane_openapi(title: str, version: str) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     schemas: dict[str, Any] = {
         "Error": {
