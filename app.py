@@ -7,7 +7,7 @@ from chalice.app import Response, SQSEvent
 
 from chalicelib.api import accounts, auth, invoke, models
 from chalicelib.api.deps import services
-from chalicelib.api.http import Api, json_response, openapi_document
+from chalicelib.api.http import Api, control_plane_openapi, json_response
 from chalicelib.core.errors import NotFound
 from chalicelib.core.manifest import config_json_schema, manifest_json_schema
 
@@ -39,7 +39,7 @@ def schema(which: str) -> Response:
 
 @meta.route("/openapi.json", summary="This document", auth=False)
 def openapi() -> Response:
-    return json_response(openapi_document("Modelport control API", "1"))
+    return json_response(control_plane_openapi("Modelport control API", "1"))
 
 
 app.register_blueprint(meta.blueprint)

@@ -483,8 +483,9 @@ def _serve_api(edge_url: str) -> int:
     )
     from chalicelib import wiring
     from chalicelib.local.api import ApiServer
+    from chalicelib.settings import Settings
 
-    wiring.override(wiring.aws_container(replace(wiring.Settings(), endpoint_url=edge_url)))
+    wiring.override(wiring.aws_container(replace(Settings(), endpoint_url=edge_url)))
     import app as app_module
 
     with ApiServer(app_module.app) as server:

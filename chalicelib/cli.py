@@ -148,7 +148,7 @@ def infra() -> None:
 def infra_create() -> None:
     """Create everything the control plane needs; safe to run again."""
     from chalicelib.aws.infra import create_infrastructure
-    from chalicelib.wiring import Settings
+    from chalicelib.settings import Settings
 
     settings = Settings.from_env()
     where = settings.endpoint_url or f"AWS {settings.region}"
@@ -439,10 +439,31 @@ def down() -> None:
 # --------------------------------------------------------------------------- deploy, invoke, logs
 
 
-def _client() -> Any:
-    from chalicelib.client import Client, connection
+def _connection() -> Any:
+    """The API the environment names, else the running local stack's."""
+    from chalicelib.client import Connection, connection
 
-    return Client(connection())
+    state = _running()
+    local = None if state is None else Connection(state.api_url, state.admin_key, state.endpoint_url)
+    return connection(local=local)
+
+
+def _client() -> Any:
+    from chalicelib.client import Client
+
+    return Client(_connection())
+
+
+def _checked_name(model_dir: Path) -> str:
+    """The model's name, after inspecting DIR here so a mistake costs no upload (a pickle is opened only
+    by the deployment's sandbox: its name is read from modelport.yaml)."""
+    from chalicelib.core.errors import SandboxUnavailable
+    from chalicelib.services.intake import load_config, manifest_for_dir
+
+    try:
+        return manifest_for_dir(model_dir).name
+    except SandboxUnavailable:
+        return load_config(model_dir).name
 
 
 class _Ticker:
@@ -476,9 +497,12 @@ def deploy_cmd(model_dir: Path, timeout_s: float) -> None:
     from chalicelib.client import deploy
 
     client = _client()
+    name = _checked_name(model_dir)
     ticker = _Ticker()
     try:
-        outcome = deploy(client, model_dir, progress=ticker.line, tick=ticker.tick, timeout_s=timeout_s)
+        outcome = deploy(
+            client, model_dir, name=name, progress=ticker.line, tick=ticker.tick, timeout_s=timeout_s
+        )
     finally:
         ticker.clear()
     if outcome.status != "READY":
@@ -572,10 +596,10 @@ def logs_cmd(name: str, since_min: float, follow: bool) -> None:
 
     import boto3
 
-    from chalicelib.client import Client, connection, function_names, log_lines
+    from chalicelib.client import Client, function_names, log_lines
     from chalicelib.local.stack import LOCAL_CREDENTIALS
 
-    conn = connection()
+    conn = _connection()
     functions = function_names(Client(conn), name)
     options: dict[str, Any] = {"endpoint_url": conn.endpoint_url}
     if conn.endpoint_url is not None:  # the local stack: send no real credentials there
@@ -615,8 +639,8 @@ def demo(
     Without DIR, every folder under examples/ with a modelport.yaml. Pictures are saved as
     OUT/<model>/<sample>.png, other answers as .json; a summary table ends it.
     """
-    from chalicelib.client import Client, connection
-    from chalicelib.services.demo import run_demo
+    from chalicelib.client import Client
+    from chalicelib.demo import run_demo
 
     dirs = list(model_dirs) or sorted(p.parent for p in Path("examples").glob("*/modelport.yaml"))
     if not dirs:
@@ -630,7 +654,7 @@ def demo(
     else:
         _show_stack(state, "is running")
     try:
-        client = Client(connection())
+        client = Client(_connection())
         rows = run_demo(client, dirs, out, progress=lambda line: click.echo(line, err=True))
     finally:
         if started and not keep:

@@ -15,12 +15,13 @@ import os
 import secrets
 import tarfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from chalicelib.core.config import CONFIG_FILE, parse_config_yaml
 from chalicelib.core.errors import ModelportError
 
 TERMINAL = ("READY", "FAILED")
@@ -48,22 +49,19 @@ class Connection:
     """The AWS endpoint (the local stack's edge); None: AWS itself."""
 
 
-def connection(env: dict[str, str] | None = None, home: Path | None = None) -> Connection:
-    """``MODELPORT_API_URL`` and ``MODELPORT_API_KEY`` when set, else the running local stack's."""
-    env = dict(os.environ) if env is None else env
+def connection(env: Mapping[str, str] | None = None, *, local: Connection | None = None) -> Connection:
+    """``MODELPORT_API_URL`` and ``MODELPORT_API_KEY`` when set, else ``local``: the running local stack's
+    (the CLI finds it; its admin key unless ``MODELPORT_API_KEY`` names another)."""
+    env = os.environ if env is None else env
     url, key = env.get("MODELPORT_API_URL"), env.get("MODELPORT_API_KEY")
     if url and key:
         return Connection(url.rstrip("/"), key, env.get("MODELPORT_ENDPOINT_URL") or None)
-    from chalicelib.local.stack import StackState, pid_alive
-    from chalicelib.local.stack import home as stack_home
-
-    state = StackState.read(home or stack_home())
-    if state is None or not state.ready or not pid_alive(state.pid):
+    if local is None:
         raise NoApi(
             "no Modelport API to talk to",
             hint="run `modelport up` for the local stack, or set MODELPORT_API_URL and MODELPORT_API_KEY",
         )
-    return Connection(state.api_url, key or state.admin_key, state.endpoint_url)
+    return Connection(local.api_url, key or local.api_key, local.endpoint_url)
 
 
 @dataclass
@@ -213,22 +211,20 @@ def deploy(
     client: Client,
     model_dir: Path,
     *,
+    name: str | None = None,
     progress: Callable[[str], None] = lambda line: None,
     tick: Callable[[str], None] = lambda line: None,
     timeout_s: float = 1800.0,
     poll_s: float = 0.5,
 ) -> DeployOutcome:
-    """Check the directory here (so a mistake costs no upload), upload it as a new version, and follow
-    the deployment until READY or FAILED; ``progress`` gets a line per stage reached, ``tick`` a status
-    line at every poll (what the deployment is at, for how long)."""
-    from chalicelib.core.errors import SandboxUnavailable
-    from chalicelib.services.intake import load_config, manifest_for_dir
-
+    """Upload the directory as a new version of model ``name`` and follow the deployment until READY or
+    FAILED; ``progress`` gets a line per stage reached, ``tick`` a status line at every poll (what the
+    deployment is at, for how long). The caller checks the directory first, so a mistake costs no upload
+    (the CLI inspects it); without ``name``, the one ``modelport.yaml`` gives."""
     started = time.monotonic()
-    try:
-        name = manifest_for_dir(model_dir).name
-    except SandboxUnavailable:  # a pickle: only the deployment's sandbox opens it
-        name = load_config(model_dir).name
+    if name is None:
+        path = model_dir / CONFIG_FILE
+        name = parse_config_yaml(path.read_text(encoding="utf-8"), source=str(path)).name
     data = make_bundle(model_dir)
     created = client.json("POST", f"/v1/models/{name}/versions", {"size_bytes": len(data)})
     version = int(created["version"]["version"])

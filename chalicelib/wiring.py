@@ -6,10 +6,9 @@ adapters are built; only ``endpoint_url`` differs.
 
 from __future__ import annotations
 
-import os
 import threading
-from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from chalicelib.core.clock import utc_now
@@ -27,119 +26,9 @@ from chalicelib.core.ports import (
     Sandbox,
     SecretSource,
 )
-from chalicelib.services.accounts import REVOCATION_WINDOW_S
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Names and limits, from environment variables set by ``.chalice/config.json`` or the local stack."""
-
-    stage: str = "local"
-    region: str = "us-east-1"
-    endpoint_url: str | None = None
-    accounts_table: str = "modelport-accounts"
-    models_table: str = "modelport-models"
-    deployments_table: str = "modelport-deployments"
-    associations_table: str = "modelport-associations"
-    bundle_bucket: str = "modelport-bundles"
-    deploy_queue: str = "modelport-deploy"
-    max_bundle_bytes: int = 512 * 1024 * 1024
-    upload_expires_s: int = 900
-    admin_key: str | None = field(default=None, repr=False)
-    """The bootstrap admin key in plain text (``MODELPORT_ADMIN_KEY``): stage ``local`` only."""
-    admin_key_secret: str | None = None
-    """A Secrets Manager secret (name or ARN) holding the admin key (``MODELPORT_ADMIN_KEY_SECRET``)."""
-    admin_key_parameter: str | None = None
-    """An SSM SecureString parameter holding the admin key (``MODELPORT_ADMIN_KEY_PARAMETER``)."""
-    secret_ttl_s: float = 300.0
-    """How long a process keeps the admin key it read before reading it again (a rotation lands then)."""
-    image_builder: str = "memory"
-    """``docker`` builds real images with the engine (CLI, CI, the local stack); ``process`` builds the
-    process images the local stack runs without an engine; ``memory`` is the twin."""
-    registry: str | None = None
-    """Where built images are pushed: ``127.0.0.1:5000``, ``ecr``, or nowhere (the local engine)."""
-    functions: str = "memory"
-    """``lambda`` creates the model functions through the Lambda API (AWS or the local stack's emulator);
-    ``memory`` is the twin."""
-    function_role: str = "arn:aws:iam::000000000000:role/modelport-functions"
-    states_role: str | None = None
-    """The role chained pipelines' state machines run as (``MODELPORT_STATES_ROLE``; it may invoke the
-    ``modelport-*`` functions); unset: ``function_role``, which must then trust states.amazonaws.com."""
-    cache_ttl_s: float = REVOCATION_WINDOW_S / 2
-    """How long a process keeps a verified key and the version a request resolves to (0: not at all);
-    changes made through the same process are seen at once, others within twice this time (an expired
-    entry is answered once more while a background lookup refreshes it). Verified keys are kept at most
-    ``REVOCATION_WINDOW_S / 2`` whatever this says, and on a deployed stage not at all: there API Gateway
-    keeps the authorizer's answer for ``REVOCATION_WINDOW_S``."""
-    """The execution role of model functions (``MODELPORT_FUNCTION_ROLE``; on AWS, the stage's role)."""
-    sandbox: str | None = None
-    """Where pickles and trusted-type .skops files are opened: ``docker`` (a locked-down container),
-    ``lambda`` (the probe function), ``none`` (refused); unset: ``docker`` with the docker image builder,
-    else ``none``."""
-    probe_role: str = "arn:aws:iam::000000000000:role/modelport-probe"
-    """The probe function's execution role (``MODELPORT_PROBE_ROLE``): one that grants nothing."""
-
-    def __post_init__(self) -> None:
-        """A start-up check: a deployed stage never takes the admin key from its environment."""
-        if self.admin_key and self.stage != "local":
-            raise ConfigError(
-                f"MODELPORT_ADMIN_KEY is set on stage {self.stage[:40]!r}: a deployed stage never holds the "
-                "admin key in plain text",
-                hint="store it in Secrets Manager (MODELPORT_ADMIN_KEY_SECRET) or as an SSM SecureString "
-                "(MODELPORT_ADMIN_KEY_PARAMETER) and unset MODELPORT_ADMIN_KEY",
-            )
-        sources = {
-            "MODELPORT_ADMIN_KEY": self.admin_key,
-            "MODELPORT_ADMIN_KEY_SECRET": self.admin_key_secret,
-            "MODELPORT_ADMIN_KEY_PARAMETER": self.admin_key_parameter,
-        }
-        given = [name for name, value in sources.items() if value]
-        if len(given) > 1:
-            raise ConfigError(f"{' and '.join(given)} are both set: name one source of the admin key")
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
-        defaults = cls()
-
-        def get(name: str, default: Any) -> Any:
-            return env.get(f"MODELPORT_{name.upper()}", default)
-
-        return cls(
-            stage=get("stage", defaults.stage),
-            region=env.get("AWS_REGION", env.get("AWS_DEFAULT_REGION", defaults.region)),
-            endpoint_url=env.get("MODELPORT_ENDPOINT_URL") or env.get("AWS_ENDPOINT_URL") or None,
-            accounts_table=get("accounts_table", defaults.accounts_table),
-            models_table=get("models_table", defaults.models_table),
-            deployments_table=get("deployments_table", defaults.deployments_table),
-            associations_table=get("associations_table", defaults.associations_table),
-            bundle_bucket=get("bundle_bucket", defaults.bundle_bucket),
-            deploy_queue=get("deploy_queue", defaults.deploy_queue),
-            max_bundle_bytes=int(get("max_bundle_bytes", defaults.max_bundle_bytes)),
-            upload_expires_s=int(get("upload_expires_s", defaults.upload_expires_s)),
-            admin_key=get("admin_key", None),
-            admin_key_secret=get("admin_key_secret", None),
-            admin_key_parameter=get("admin_key_parameter", None),
-            secret_ttl_s=float(get("secret_ttl_s", defaults.secret_ttl_s)),
-            image_builder=get("image_builder", defaults.image_builder),
-            registry=get("registry", None),
-            functions=get("functions", defaults.functions),
-            function_role=get("function_role", defaults.function_role),
-            states_role=get("states_role", None),
-            cache_ttl_s=float(get("cache_ttl_s", defaults.cache_ttl_s)),
-            sandbox=get("sandbox", None),
-            probe_role=get("probe_role", defaults.probe_role),
-        )
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """``settings`` as the variables ``Settings.from_env`` reads back (for a process of the same stack)."""
-    env = {"AWS_REGION": settings.region, "AWS_DEFAULT_REGION": settings.region}
-    for name, value in vars(settings).items():
-        if name == "region" or value is None:
-            continue
-        env["MODELPORT_ENDPOINT_URL" if name == "endpoint_url" else f"MODELPORT_{name.upper()}"] = str(value)
-    return env
+from chalicelib.services.bundles import BundleLimits
+from chalicelib.services.deployments import DeploymentService
+from chalicelib.settings import Settings
 
 
 @dataclass
@@ -160,14 +49,13 @@ class Container:
 
 
 def _no_sandbox(why: str = "none is configured here") -> Sandbox:
-    from chalicelib.memory.sandbox import NoSandbox
+    from chalicelib.core.probe import NoSandbox
 
     return NoSandbox(why)
 
 
 def _sandbox(settings: Settings, images: ImageBuilder, lambda_client: Any, s3: Any) -> Sandbox:
     """The ``Sandbox`` settings name; ``ConfigError`` for one that cannot work with this image builder."""
-    from chalicelib.core.errors import ConfigError
 
     kind = settings.sandbox or ("docker" if settings.image_builder == "docker" else "none")
     if kind == "none":
@@ -303,6 +191,29 @@ def memory_container(settings: Settings | None = None, clock: Clock = utc_now) -
         functions=MemoryFunctionManager(),
         invoker=MemoryInvoker(),
         admin_key=MemorySecret(settings.admin_key, "MODELPORT_ADMIN_KEY") if settings.admin_key else None,
+    )
+
+
+def deployment_service(
+    c: Container, *, limits: BundleLimits | None = None, scratch: Path | None = None
+) -> DeploymentService:
+    """The deployment service on ``c``'s ports (the service never sees the container itself)."""
+    from chalicelib.aws.outage import outage
+
+    return DeploymentService(
+        models=c.models,
+        deployments=c.deployments,
+        artifacts=c.artifacts,
+        images=c.images,
+        functions=c.functions,
+        associations=c.associations,
+        sandbox=c.sandbox,
+        clock=c.clock,
+        bundle_bucket=c.settings.bundle_bucket,
+        max_bundle_bytes=c.settings.max_bundle_bytes,
+        outage=outage,
+        limits=limits,
+        scratch=scratch,
     )
 
 

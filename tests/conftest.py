@@ -19,7 +19,7 @@ import pytest
 
 from chalicelib.aws.infra import create_infrastructure, destroy_infrastructure
 from chalicelib.local.edge.moto import serialized
-from chalicelib.wiring import Settings
+from chalicelib.settings import Settings
 
 REGION = "us-east-1"
 CREDENTIALS = {

@@ -15,7 +15,7 @@ from chalice.app import AuthRequest, AuthResponse, Blueprint
 
 from chalicelib.api.deps import services
 from chalicelib.core.errors import Unauthorized, Unavailable
-from chalicelib.services.accounts import REVOCATION_WINDOW_S
+from chalicelib.settings import REVOCATION_WINDOW_S
 
 blueprint = Blueprint(__name__)
 AUTHORIZER = "authorizer"
@@ -29,15 +29,8 @@ def api_key(auth_request: AuthRequest) -> AuthResponse:
         account = services().accounts.authenticate(auth_request.token)
     except Unauthorized as exc:
         return AuthResponse(routes=["*"], principal_id="anonymous", context={"error": exc.message})
-    except Exception as exc:  # the key store did not answer: the view says 503, not "invalid key"
-        from chalicelib.aws import outage
-
-        unavailable = exc if isinstance(exc, Unavailable) else outage(exc)
-        if unavailable is None:
-            raise
-        return AuthResponse(
-            routes=["*"], principal_id="anonymous", context={"unavailable": unavailable.message}
-        )
+    except Unavailable as exc:  # the key store did not answer: the view says 503, not "invalid key"
+        return AuthResponse(routes=["*"], principal_id="anonymous", context={"unavailable": exc.message})
     return AuthResponse(
         routes=["*"], principal_id=account.account_id, context={"account": account.model_dump_json()}
     )

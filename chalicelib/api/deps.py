@@ -61,6 +61,6 @@ def _build(c: wiring.Container) -> Services:
         container=c,
         accounts=accounts,
         models=models,
-        deployments=DeploymentService(c),
+        deployments=wiring.deployment_service(c),
         invoke=InvokeService(models, c.invoker, cache_s=c.settings.cache_ttl_s),
     )

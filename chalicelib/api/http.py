@@ -91,7 +91,9 @@ class Api:
 
 
 def domain_errors(view: F) -> F:
-    """Chalice turns any exception into a 500 before middleware sees it; map ours at the view."""
+    """Chalice turns any exception into a 500 before middleware sees it; map ours at the view. A backing
+    service that did not answer arrives as ``Unavailable`` (503): the adapters translate their SDK's
+    errors."""
 
     @wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -99,13 +101,6 @@ def domain_errors(view: F) -> F:
             return view(*args, **kwargs)
         except ModelportError as exc:
             return error_response(exc)
-        except Exception as exc:  # a service that did not answer is a 503, anything else a bug (500)
-            from chalicelib.aws import outage
-
-            unavailable = outage(exc)
-            if unavailable is None:
-                raise
-            return error_response(unavailable)
 
     return wrapper  # type: ignore[return-value]
 
@@ -196,7 +191,7 @@ _STATUS_TEXT = {
 }
 
 
-def openapi_document(title: str, version: str) -> dict[str, Any]:
+def control_plane_openapi(title: str, version: str) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     schemas: dict[str, Any] = {
         "Error": {

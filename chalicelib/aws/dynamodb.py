@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from botocore.exceptions import ClientError
 from pydantic import BaseModel
 
+from chalicelib.aws.outage import translates_outages
 from chalicelib.core.errors import Conflict, NotFound, TooLarge
 from chalicelib.core.records import (
     Account,
@@ -201,6 +202,7 @@ def _concurrent(what: str) -> Conflict:
 # --------------------------------------------------------------------------- accounts, keys, grants
 
 
+@translates_outages
 class DynamoAccountStore(_Table):
     """``ACCOUNT#id/META``, ``KEY#key_id/META`` and ``GRANT#model/grantee`` items; GSI1 lists each kind."""
 
@@ -281,6 +283,7 @@ class DynamoAccountStore(_Table):
 # --------------------------------------------------------------------------- models and versions
 
 
+@translates_outages
 class DynamoModelStore(_Table):
     """``MODEL#name/META`` (GSI1 by owner) and its versions ``MODEL#name/V#0000000001`` in one partition.
 
@@ -463,6 +466,7 @@ class DynamoModelStore(_Table):
 # --------------------------------------------------------------------------- deployments
 
 
+@translates_outages
 class DynamoDeploymentStore(_Table):
     """``DEPLOYMENT#id/META``; GSI1 ``MODEL#name`` / ``created_at#id`` lists a model's deployments."""
 
@@ -500,6 +504,7 @@ class DynamoDeploymentStore(_Table):
 # --------------------------------------------------------------------------- associations
 
 
+@translates_outages
 class DynamoAssociationStore(_Table):
     """``ENV#fingerprint/IMAGE`` (shared images) and ``MODEL#name/V#...`` (what runs one version)."""
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib.aws.outage import translates_outages
 from chalicelib.core.errors import ConfigError, Forbidden, ModelportError
 
 EcrClient = Any
@@ -52,6 +53,7 @@ def is_ecr_registry(registry: str) -> bool:
     return ECR_HOST.fullmatch(registry) is not None
 
 
+@translates_outages
 class EcrRegistry:
     def __init__(self, client: EcrClient) -> None:
         self.client = client

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib.aws.outage import translates_outages
 from chalicelib.core.errors import FunctionFailed
 from chalicelib.core.manifest import DeployedFunction, Deployment, ModelConfigFile
 from chalicelib.core.pipeline import (
@@ -135,6 +136,7 @@ def function_specs(
     return specs
 
 
+@translates_outages
 class LambdaFunctionManager:
     """``lambda_client`` is a boto3 Lambda client; ``role_arn`` the execution role of model functions.
 

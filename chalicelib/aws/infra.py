@@ -14,7 +14,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib.wiring import Settings
+from chalicelib.settings import Settings
 
 UPLOAD_PREFIX = "uploads/"
 """Bundles are uploaded under this prefix; only objects created here notify the deploy queue."""

@@ -25,6 +25,7 @@ from urllib.parse import quote, urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
+from chalicelib.aws.outage import translates_outages
 from chalicelib.core.errors import FunctionFailed, FunctionTimedOut, ResponseTooLarge
 from chalicelib.core.manifest import Deployment as DeployedFunctions
 from chalicelib.core.wire import MAX_SYNC_PAYLOAD, InvocationEvent
@@ -42,6 +43,7 @@ RETRYABLE_CODES = frozenset(
 _STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 
 
+@translates_outages
 class LambdaInvoker:
     """``lambda_client`` and ``sfn_client`` are boto3 clients (the latter with inject_host_prefix off)."""
 

@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 
 from botocore.exceptions import ClientError
 
+from chalicelib.aws.outage import translates_outages
 from chalicelib.core.errors import NotFound, TooLarge
 from chalicelib.core.keys import check_key
 from chalicelib.core.ports import ObjectInfo, PresignedUpload
@@ -23,6 +24,7 @@ CHUNK = 1024 * 1024
 _MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
 
 
+@translates_outages
 class S3ArtifactStore:
     def __init__(self, bucket: str, client: S3Client) -> None:
         self.bucket = bucket

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from chalicelib.aws.outage import translates_outages
 from chalicelib.core.environment import ResolvedEnvironment, resolve_environment
 from chalicelib.core.errors import ArtifactError, TooLarge, Unavailable
 from chalicelib.core.native import NativeContract
@@ -39,6 +40,7 @@ class Staging(Protocol):
         """A presigned GET URL of a copy of ``path``, and what deletes that copy."""
 
 
+@translates_outages
 class S3Staging:
     """Stages artifacts under ``probes/`` of the bundle bucket behind a URL valid for a few minutes.
 
@@ -70,6 +72,7 @@ def function_name(env: ResolvedEnvironment) -> str:
     return PREFIX + env.fingerprint.removeprefix("sha256:")[:12]
 
 
+@translates_outages
 class LambdaSandbox:
     def __init__(
         self,

@@ -11,7 +11,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.aws import outage
+from chalicelib.aws.outage import outage, translates_outages
 from chalicelib.core.errors import ConfigError, Unavailable
 
 _MISSING = {"ResourceNotFoundException", "ParameterNotFound", "ParameterVersionNotFound"}
@@ -40,6 +40,7 @@ def _value(value: object, what: str) -> str:
     return value.strip()
 
 
+@translates_outages
 class SecretsManagerSecret:
     """``GetSecretValue`` of one secret (name or ARN), its ``SecretString``."""
 
@@ -56,6 +57,7 @@ class SecretsManagerSecret:
         return _value(response.get("SecretString"), what)
 
 
+@translates_outages
 class SsmSecureString:
     """``GetParameter`` of one SecureString parameter, decrypted; a plain String is refused."""
 

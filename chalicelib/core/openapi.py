@@ -62,6 +62,54 @@ def _error(description: str) -> dict[str, Any]:
     }
 
 
+def _oip_paths(name: str, manifest: ModelConfigFile, errors: dict[str, Any]) -> dict[str, Any]:
+    """The Open Inference Protocol v2 routes: model metadata and inference."""
+    oip_request = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "inputs": {"type": "array", "items": {"$ref": "#/components/schemas/OipTensor"}},
+            "outputs": {"type": "array", "items": {"type": "object"}},
+            "parameters": {"type": "object"},
+        },
+        "required": ["inputs"],
+    }
+    return {
+        f"/v2/models/{name}": {
+            "get": {
+                "summary": "Open Inference Protocol v2 model metadata",
+                "operationId": "oipMetadata",
+                "responses": {
+                    "200": {
+                        "description": "model metadata",
+                        "content": {
+                            "application/json": {"example": manifest.protocol.oip.model_dump(mode="json")}
+                        },
+                    },
+                    **{code: errors[code] for code in ("401", "404", "503")},
+                },
+            }
+        },
+        f"/v2/models/{name}/infer": {
+            "post": {
+                "summary": "Open Inference Protocol v2 inference",
+                "operationId": "oipInfer",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": oip_request}},
+                },
+                "responses": {
+                    "200": {
+                        "description": "inference response",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    **errors,
+                },
+            }
+        },
+    }
+
+
 def openapi_document(manifest: ModelConfigFile) -> dict[str, Any]:
     proto = manifest.protocol
     errors = {
@@ -88,16 +136,6 @@ def openapi_document(manifest: ModelConfigFile) -> dict[str, Any]:
         },
     }
     versioned = dict(invoke, operationId="invokeVersion")
-    oip_request = {
-        "type": "object",
-        "properties": {
-            "id": {"type": "string"},
-            "inputs": {"type": "array", "items": {"$ref": "#/components/schemas/OipTensor"}},
-            "outputs": {"type": "array", "items": {"type": "object"}},
-            "parameters": {"type": "object"},
-        },
-        "required": ["inputs"],
-    }
     name = manifest.name
     return {
         "openapi": "3.1.0",
@@ -121,36 +159,7 @@ def openapi_document(manifest: ModelConfigFile) -> dict[str, Any]:
                 ],
                 "post": versioned,
             },
-            f"/v2/models/{name}": {
-                "get": {
-                    "summary": "Open Inference Protocol v2 model metadata",
-                    "operationId": "oipMetadata",
-                    "responses": {
-                        "200": {
-                            "description": "model metadata",
-                            "content": {"application/json": {"example": proto.oip.model_dump(mode="json")}},
-                        },
-                        **{code: errors[code] for code in ("401", "404", "503")},
-                    },
-                }
-            },
-            f"/v2/models/{name}/infer": {
-                "post": {
-                    "summary": "Open Inference Protocol v2 inference",
-                    "operationId": "oipInfer",
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": oip_request}},
-                    },
-                    "responses": {
-                        "200": {
-                            "description": "inference response",
-                            "content": {"application/json": {"schema": {"type": "object"}}},
-                        },
-                        **errors,
-                    },
-                }
-            },
+            **_oip_paths(name, manifest, errors),
         },
         "components": {
             "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from chalicelib.core.config import ModelConfig
-from chalicelib.core.errors import ArtifactError
+from chalicelib.core.errors import ArtifactError, SandboxUnavailable
 from chalicelib.core.native import NativeContract
 from chalicelib.core.protocol import Frozen
 
@@ -135,3 +135,22 @@ def read_result(raw: bytes, rel: str, *, excerpt: str | bytes = "") -> NativeCon
     if code == "not_loadable":
         raise failure(rel, "not_loadable", excerpt=excerpt)
     raise failure(rel, "no_contract", excerpt=excerpt)
+
+
+SANDBOXES = "a docker engine locally, the probe function on AWS"
+
+
+class NoSandbox:
+    """The ``Sandbox`` that refuses every artifact needing code to open (a pickle, trusted types): where no
+    sandbox runs (process mode, no docker engine, memory stacks, ``MODELPORT_SANDBOX=none``), nothing of a
+    bundle runs in the control plane."""
+
+    def __init__(self, why: str = "none is configured here") -> None:
+        self.why = why
+
+    def probe(self, request: ProbeRequest) -> NativeContract:
+        what = "a pickle" if request.format == "pickle" else "a .skops file with trusted_types"
+        raise SandboxUnavailable(
+            f"{request.rel} is {what}: it can only be opened in a sandbox ({SANDBOXES}), and {self.why}",
+            hint="convert it to .skops with skops' default types, or deploy where a sandbox runs",
+        )

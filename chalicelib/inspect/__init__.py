@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from chalicelib.core.errors import ArtifactError, UnsupportedFramework
 from chalicelib.core.native import FRAMEWORKS, Framework, NativeContract
+from chalicelib.core.probe import NoSandbox
 
 if TYPE_CHECKING:
     from chalicelib.core.config import ModelConfig
@@ -187,7 +188,6 @@ def inspect_model(model_dir: Path, config: ModelConfig, sandbox: Sandbox | None 
             return inspect_onnx(path, rel)
         if framework == "sklearn":
             from chalicelib.inspect import sklearn
-            from chalicelib.memory.sandbox import NoSandbox
 
             chosen = sandbox if sandbox is not None else NoSandbox()
             if path.suffix.lower() in PICKLE_SUFFIXES:

@@ -265,9 +265,10 @@ class LocalStack:
         """The infrastructure on moto and the control plane wired to it, as on AWS; returns the settings."""
         from chalicelib import wiring
         from chalicelib.aws.infra import create_infrastructure
+        from chalicelib.settings import Settings
 
         settings = replace(
-            wiring.Settings.from_env({}),
+            Settings.from_env({}),
             endpoint_url=self.endpoint_url,
             admin_key=self.admin_key,
             image_builder=self.image_builder or ("docker" if client is not None else "process"),
@@ -315,9 +316,9 @@ class LocalStack:
         one interpreter's GIL would otherwise carry both: 728 against 1063 req/s, bench/RESULTS.md)."""
         import subprocess
 
-        from chalicelib import wiring
+        from chalicelib.settings import settings_env
 
-        env = {**os.environ, **wiring.settings_env(settings), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **settings_env(settings), "PYTHONUNBUFFERED": "1"}
         child = subprocess.Popen(
             [sys.executable, "-m", "chalicelib.local.api", "--port", str(self.api_port)],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, cwd=PROJECT_ROOT, env=env, text=True,

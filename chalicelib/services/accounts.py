@@ -22,6 +22,7 @@ from chalicelib.core.errors import ConfigError, Conflict, Forbidden, NotFound, U
 from chalicelib.core.ports import AccountStore, Clock, SecretSource
 from chalicelib.core.records import Account, ApiKey
 from chalicelib.services.cache import TtlCache
+from chalicelib.settings import REVOCATION_WINDOW_S
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +31,6 @@ KEY_ID = re.compile(r"^[a-z0-9]{12}$")
 ACCOUNT_ID = re.compile(r"^acct_[a-z0-9]{16}$")
 BOOTSTRAP_ADMIN_ID = "acct_0000000000admin"
 BOOTSTRAP_KEY = "bootstrap admin key"
-
-REVOCATION_WINDOW_S = 4
-"""The longest a revoked key (or a rotated admin key) keeps working anywhere. On AWS, API Gateway keeps the
-authorizer's answer this long (``ttl_seconds``) and the authorizer reads the store; locally, where nothing
-caches in front of the authorizer, a process keeps a verified key at most half of it (an expired entry is
-answered once more while it refreshes, so twice that)."""
 
 ADMIN_RETRY_S = 10.0
 """After the admin key could not be read or bootstrapped, how long until the next attempt."""

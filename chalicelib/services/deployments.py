@@ -15,9 +15,10 @@ a user can act on. S3 notifications arrive through SQS at least once, so:
 How a failed stage ends:
 
 * a transient outage -- a domain error answering 503 (``Unavailable``: a table, the bucket, Lambda did
-  not answer; ``EngineUnavailable``: the docker engine did not), a raw botocore error that
-  ``chalicelib.aws.outage`` classifies as one, or ``DeploymentBusy`` -- is recorded on the deployment
-  and re-raised, so SQS redelivers and the next attempt resumes; after ``max_attempts`` it ends FAILED;
+  not answer, as the adapters translate it; ``EngineUnavailable``: the docker engine did not), an error
+  a port let through that the ``outage`` classifier the wiring hands in names one, or ``DeploymentBusy``
+  -- is recorded on the deployment and re-raised, so SQS redelivers and the next attempt resumes; after
+  ``max_attempts`` it ends FAILED;
 * any other domain error (``ModelportError``) ends the deployment FAILED at once with its one-line
   message, and the version with it;
 * anything else (``RecursionError``, ``TypeError``, ``OSError``, ``MemoryError``...) is a bug or a
@@ -45,6 +46,16 @@ from chalicelib.core.config import CONFIG_FILE, ModelConfig
 from chalicelib.core.errors import ConfigError, Conflict, ModelportError, NotFound, TooLarge, Unavailable
 from chalicelib.core.manifest import ModelConfigFile, build_manifest
 from chalicelib.core.native import NativeContract
+from chalicelib.core.ports import (
+    ArtifactStore,
+    AssociationStore,
+    Clock,
+    DeploymentStore,
+    FunctionManager,
+    ImageBuilder,
+    ModelStore,
+    Sandbox,
+)
 from chalicelib.core.records import (
     DEPLOYMENT_STAGES,
     Deployment,
@@ -57,9 +68,11 @@ from chalicelib.core.records import (
 from chalicelib.services.bundles import BundleLimits, extract_bundle
 from chalicelib.services.events import s3_records
 from chalicelib.services.intake import artifact_files, inspect_dir
-from chalicelib.wiring import Container
 
 log = logging.getLogger(__name__)
+
+Outage = Callable[[BaseException], Unavailable | None]
+"""An exception as ``Unavailable`` when it says a backend did not answer, else None (a bug)."""
 
 UPLOAD_KEY = re.compile(
     r"^uploads/(?P<name>[a-z0-9](?:[a-z0-9-]{0,46}[a-z0-9])?)/v(?P<version>\d{10})/bundle\.(?:tar\.gz|zip)$"
@@ -126,11 +139,11 @@ class _Attempt:
     def bundle_root(self) -> Path:
         """Download and extract the bundle (once per attempt); its root is where ``modelport.yaml`` is."""
         if self._root is None:
-            limit = self.service.container.settings.max_bundle_bytes
+            limit = self.service.max_bundle_bytes
             if self.size > limit:
                 raise TooLarge(f"bundle is {mb(self.size)}, over the {mb(limit)} limit")
             archive = self.workdir / "bundle"
-            artifacts = self.service.container.artifacts
+            artifacts = self.service.artifacts
             try:
                 info = artifacts.download(self.key, archive, max_bytes=limit)
             except TooLarge:
@@ -152,7 +165,7 @@ class _Attempt:
     def inspected(self) -> tuple[ModelConfig, NativeContract]:
         if self._inspected is None:
             root = self.bundle_root()
-            config, native = inspect_dir(root, self.service.container.sandbox)
+            config, native = inspect_dir(root, self.service.sandbox)
             name = self.dep.model_name
             if config.name != name:
                 raise ConfigError(
@@ -187,11 +200,8 @@ def _transient(err: ModelportError) -> bool:
     return err.http_status == 503
 
 
-def _outage(exc: BaseException) -> Unavailable | None:
-    """A raw backend error that says a service did not answer, as ``Unavailable``; None for a bug."""
-    from chalicelib.aws import outage  # botocore only where an error might come from it
-
-    return outage(exc)
+def _no_outage(exc: BaseException) -> Unavailable | None:
+    return None
 
 
 def _model_root(extracted: Path) -> Path:
@@ -207,20 +217,41 @@ def _model_root(extracted: Path) -> Path:
 
 
 class DeploymentService:
+    """The deployment plan over explicit ports: the stores it records in, the builders it drives."""
+
     def __init__(
         self,
-        container: Container,
         *,
+        models: ModelStore,
+        deployments: DeploymentStore,
+        artifacts: ArtifactStore,
+        images: ImageBuilder,
+        functions: FunctionManager,
+        associations: AssociationStore,
+        sandbox: Sandbox,
+        clock: Clock,
+        bundle_bucket: str,
+        max_bundle_bytes: int,
+        outage: Outage = _no_outage,
         lease_s: int = 900,
         max_attempts: int = 3,
         limits: BundleLimits | None = None,
         scratch: Path | None = None,
     ) -> None:
-        """``lease_s`` must outlast the longest stage (a build) so a live handler is never taken over."""
-        self.container = container
-        self.models = container.models
-        self.deployments = container.deployments
-        self.clock = container.clock
+        """``outage`` names the errors a port let through untranslated that say a backend did not answer
+        (the adapters raise ``Unavailable`` themselves; this is the net under them). ``lease_s`` must
+        outlast the longest stage (a build) so a live handler is never taken over."""
+        self.models = models
+        self.deployments = deployments
+        self.artifacts = artifacts
+        self.images = images
+        self.functions = functions
+        self.associations = associations
+        self.sandbox = sandbox
+        self.clock = clock
+        self.bundle_bucket = bundle_bucket
+        self.max_bundle_bytes = max_bundle_bytes
+        self.outage = outage
         self.lease_s = lease_s
         self.max_attempts = max_attempts
         self.limits = limits or BundleLimits()
@@ -232,8 +263,6 @@ class DeploymentService:
             "FUNCTIONS_READY": self._deploy_functions,
             "READY": self._ready,
         }
-
-    parse_upload_key = staticmethod(parse_upload_key)
 
     # ------------------------------------------------------------------ queries
 
@@ -256,7 +285,7 @@ class DeploymentService:
         if parsed is None:
             log.info("ignoring s3://%s/%s: not a bundle upload key", bucket, key)
             return None
-        if bucket != self.container.settings.bundle_bucket:
+        if bucket != self.bundle_bucket:
             log.info("ignoring s3://%s/%s: not the bundle bucket", bucket, key)
             return None
         name, version = parsed
@@ -373,7 +402,7 @@ class DeploymentService:
         except DeploymentBusy:
             raise
         except Exception as exc:
-            unavailable = exc if isinstance(exc, ModelportError) and _transient(exc) else _outage(exc)
+            unavailable = exc if isinstance(exc, ModelportError) and _transient(exc) else self.outage(exc)
             if unavailable is None:
                 return self._internal_error(attempt, stage)
             reason = f"attempt {attempt.dep.attempts} failed: {attempt.scrub(str(unavailable))}"
@@ -451,8 +480,8 @@ class DeploymentService:
     def _build_image(self, attempt: _Attempt) -> None:
         # A resumed attempt may find the slots filled by the attempt it replaces; build from the plain file.
         manifest = attempt.manifest().model_copy(update={"container": None, "deployment": None})
-        built = self.container.images.build(manifest, attempt.bundle_root(), attempt.progress)
-        store = self.container.associations
+        built = self.images.build(manifest, attempt.bundle_root(), attempt.progress)
+        store = self.associations
         fingerprint = manifest.environment.fingerprint
         now = self.clock()
         if store.get_environment_image(fingerprint) is None:
@@ -481,8 +510,8 @@ class DeploymentService:
 
     def _deploy_functions(self, attempt: _Attempt) -> None:
         manifest = attempt.manifest().model_copy(update={"deployment": None})
-        deployed = self.container.functions.deploy(manifest, attempt.progress)
-        store = self.container.associations
+        deployed = self.functions.deploy(manifest, attempt.progress)
+        store = self.associations
         association = store.get_model_association(manifest.name, manifest.version)
         store.put_model_association(
             association.model_copy(
@@ -505,4 +534,4 @@ class DeploymentService:
             self.models.set_default_version(dep.model_name, dep.version)
             deployed = attempt.manifest().deployment
             if deployed is not None:  # the first ready version goes live
-                self.container.functions.promote(deployed)
+                self.functions.promote(deployed)

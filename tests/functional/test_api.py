@@ -13,6 +13,7 @@ from chalice.test import Client
 from app import app
 from chalicelib import wiring
 from chalicelib.services.accounts import generate_key
+from chalicelib.settings import Settings
 from tests.conftest import Infra
 from tests.support import ADMIN_KEY, ROOT, Api, bundle, deploy, new_account
 
@@ -22,7 +23,7 @@ def container(request: pytest.FixtureRequest) -> Iterator[wiring.Container]:
     """The same API suite over the in-memory twins and over DynamoDB/S3 on a moto server."""
     limits = {"admin_key": ADMIN_KEY, "max_bundle_bytes": 10 * 1024 * 1024}
     if request.param == "memory":
-        c = wiring.memory_container(wiring.Settings(**limits))  # type: ignore[arg-type]
+        c = wiring.memory_container(Settings(**limits))  # type: ignore[arg-type]
     else:
         infra: Infra = request.getfixturevalue("infra")
         c = wiring.aws_container(replace(infra.settings, **limits))  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ from chalicelib.aws.infra import (
     create_infrastructure,
     destroy_infrastructure,
 )
-from chalicelib.wiring import Settings
+from chalicelib.settings import Settings
 from tests.conftest import Infra, unique_settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,6 +15,7 @@ from chalicelib import wiring
 from chalicelib.core.errors import FunctionFailed, FunctionTimedOut
 from chalicelib.core.wire import BASE64, negotiate, reply
 from chalicelib.memory.stores import MemoryInvoker
+from chalicelib.settings import Settings
 from tests.support import ADMIN_KEY, ROOT, Api, bundle, deploy, new_account
 
 IRIS_LABELS = ["setosa", "versicolor", "virginica"]
@@ -43,7 +44,7 @@ class FakeIris:
 
 @pytest.fixture
 def world() -> Iterator[dict[str, Any]]:
-    container = wiring.memory_container(wiring.Settings(admin_key=ADMIN_KEY))
+    container = wiring.memory_container(Settings(admin_key=ADMIN_KEY))
     wiring.override(container)
     fake = FakeIris()
     assert isinstance(container.invoker, MemoryInvoker)
@@ -210,7 +211,7 @@ def real(tmp_path: Any) -> Iterator[dict[str, Any]]:
     from chalicelib.runtime.handler import load
     from chalicelib.runtime.layout import prepare_model_dir
 
-    container = wiring.memory_container(wiring.Settings(admin_key=ADMIN_KEY))
+    container = wiring.memory_container(Settings(admin_key=ADMIN_KEY))
     wiring.override(container)
     assert isinstance(container.invoker, MemoryInvoker)
     with Client(app) as client:

@@ -18,6 +18,7 @@ from chalicelib import wiring
 from chalicelib.core.wire import reply
 from chalicelib.local.api import ApiServer
 from chalicelib.memory.stores import MemoryInvoker
+from chalicelib.settings import Settings
 from tests.support import ADMIN_KEY, ROOT, Api, bundle, deploy, new_account
 
 pytestmark = pytest.mark.functional
@@ -38,7 +39,7 @@ class EchoPicture:
 
 @pytest.fixture
 def served() -> Iterator[dict[str, Any]]:
-    container = wiring.memory_container(wiring.Settings(admin_key=ADMIN_KEY))
+    container = wiring.memory_container(Settings(admin_key=ADMIN_KEY))
     wiring.override(container)
     fake = EchoPicture()
     assert isinstance(container.invoker, MemoryInvoker)

@@ -36,8 +36,8 @@ from chalicelib.client import (
     log_lines,
     post_form,
 )
+from chalicelib.demo import run_demo
 from chalicelib.local.stack import LOCAL_CREDENTIALS, LocalStack
-from chalicelib.services.demo import run_demo
 from tests.functional.local_stack import ECHO_PREDICT
 
 pytestmark = [pytest.mark.functional, pytest.mark.slow]

@@ -14,7 +14,7 @@ import pytest
 from chalicelib.aws.dynamodb import DynamoModelStore
 from chalicelib.aws.infra import create_infrastructure, destroy_infrastructure
 from chalicelib.core.records import ModelRecord
-from chalicelib.wiring import Settings
+from chalicelib.settings import Settings
 from tests.conftest import unique_settings
 
 pytestmark = pytest.mark.localstack

@@ -15,7 +15,7 @@ import pytest
 
 from chalicelib.core.errors import UnsafeBundle
 from chalicelib.services.bundles import BundleLimits, extract_bundle
-from chalicelib.services.deployments import DeploymentService
+from chalicelib.wiring import deployment_service
 from tests.unit.test_deployments import World, bundle
 
 MB = 1024 * 1024
@@ -123,7 +123,7 @@ def test_a_zip_with_too_many_entries_is_refused_from_its_end_record(tmp_path: Pa
 
 def test_a_bomb_fails_the_deployment_naming_the_member(tmp_path: Path) -> None:
     world = World(tmp_path)
-    world.service = DeploymentService(
+    world.service = deployment_service(
         world.c, scratch=world.scratch, limits=BundleLimits(max_total_bytes=4 * MB, max_ratio=1e9)
     )
     reason = world.failed(world.upload(bundle({"weights.bin": bytes(16 * MB)})))

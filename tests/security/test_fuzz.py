@@ -29,8 +29,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from chalicelib.client import Client, Connection, deploy, invoke
+from chalicelib.demo import samples_of
 from chalicelib.local.stack import LocalStack
-from chalicelib.services.demo import samples_of
 from chalicelib.services.intake import manifest_for_dir
 
 pytestmark = [pytest.mark.functional, pytest.mark.slow]

@@ -21,7 +21,8 @@ from chalicelib.aws.secrets import SecretsManagerSecret, SsmSecureString
 from chalicelib.core.errors import ConfigError, Unauthorized
 from chalicelib.memory.secrets import MemorySecret
 from chalicelib.memory.stores import MemoryAccountStore
-from chalicelib.services.accounts import BOOTSTRAP_ADMIN_ID, REVOCATION_WINDOW_S, AccountService, generate_key
+from chalicelib.services.accounts import BOOTSTRAP_ADMIN_ID, AccountService, generate_key
+from chalicelib.settings import REVOCATION_WINDOW_S, Settings
 from tests.conftest import Infra
 from tests.support import ROOT, Api, bundle, new_account
 
@@ -75,7 +76,7 @@ def test_the_authorizer_asks_api_gateway_to_cache_for_the_stated_window_and_read
     doc = TemplatedSwaggerGenerator().generate_swagger(app)
     authorizer = doc["securityDefinitions"]["authorizer"]["x-amazon-apigateway-authorizer"]
     assert authorizer["authorizerResultTtlInSeconds"] == REVOCATION_WINDOW_S
-    assert wiring.Settings().cache_ttl_s * 2 <= REVOCATION_WINDOW_S
+    assert Settings().cache_ttl_s * 2 <= REVOCATION_WINDOW_S
     readme = " ".join((ROOT / "README.md").read_text().split())
     assert re.search(rf"within {REVOCATION_WINDOW_S} s\b", readme)
 
@@ -90,13 +91,17 @@ class CountingStore(MemoryAccountStore):
         return super().get_key(key_id)
 
 
+DEPLOYED: dict[str, Any] = {"image_builder": "process", "functions": "lambda"}
+"""What a deployed stage must name instead of the twins (the calls here build nothing)."""
+
+
 @pytest.mark.parametrize(("stage", "reads"), [("local", 1), ("dev", 3)])
 def test_behind_api_gateway_the_authorizer_keeps_no_second_cache(stage: str, reads: int) -> None:
     """API Gateway's cache is the window on AWS; a process cache behind it would add its own age."""
     from chalicelib.api.deps import services
 
     store = CountingStore()
-    wiring.override(replace(wiring.memory_container(wiring.Settings(stage=stage)), accounts=store))
+    wiring.override(replace(wiring.memory_container(Settings(stage=stage, **DEPLOYED)), accounts=store))
     try:
         accounts = services().accounts
         admin = accounts.bootstrap_admin(generate_key())
@@ -114,7 +119,7 @@ def test_behind_api_gateway_the_authorizer_keeps_no_second_cache(stage: str, rea
 
 @pytest.fixture
 def shared() -> Iterator[wiring.Container]:
-    container = wiring.memory_container(wiring.Settings(admin_key=generate_key()))
+    container = wiring.memory_container(Settings(admin_key=generate_key()))
     wiring.override(container)
     yield container
     wiring.override(None)
@@ -246,10 +251,10 @@ def test_the_api_bootstraps_the_admin_key_from_its_secret(infra: Infra, source: 
     token, name = generate_key(), _secret_name()
     if source == "secret":
         infra.client("secretsmanager").create_secret(Name=name, SecretString=token)
-        settings = replace(infra.settings, stage="dev", admin_key_secret=name)
+        settings = replace(infra.settings, stage="dev", admin_key_secret=name, **DEPLOYED)
     else:
         infra.client("ssm").put_parameter(Name=f"/{name}", Value=token, Type="SecureString")
-        settings = replace(infra.settings, stage="dev", admin_key_parameter=f"/{name}")
+        settings = replace(infra.settings, stage="dev", admin_key_parameter=f"/{name}", **DEPLOYED)
     wiring.override(wiring.aws_container(settings))
     try:
         with Client(app) as client:
@@ -272,9 +277,9 @@ def test_a_deployed_stage_with_a_plain_admin_key_refuses_to_start(
     assert "MODELPORT_ADMIN_KEY is set on stage" in message and "MODELPORT_ADMIN_KEY_SECRET" in message
     assert "\n" not in message
     monkeypatch.setenv("MODELPORT_STAGE", "local")  # the local stack keeps its plain variable
-    assert wiring.Settings.from_env().admin_key
+    assert Settings.from_env().admin_key
     with pytest.raises(ConfigError, match="name one source"):
-        wiring.Settings(admin_key=generate_key(), admin_key_secret="modelport/admin-key")
+        Settings(admin_key=generate_key(), admin_key_secret="modelport/admin-key")
 
 
 class Untouchable:

@@ -12,6 +12,7 @@ from chalice.test import Client
 
 from app import app
 from chalicelib import wiring
+from chalicelib.settings import Settings
 from tests.support import ADMIN_KEY, ROOT, Api, bundle, deploy, new_account
 
 UNKNOWN_ACCOUNT = "acct_0123456789abcdef"
@@ -22,7 +23,7 @@ UNKNOWN_DEPLOYMENT = "0" * 32
 @pytest.fixture
 def world() -> Iterator[dict[str, Any]]:
     """alice owns iris (deployed, version 1 READY); carol holds a grant on it; bob is a stranger."""
-    container = wiring.memory_container(wiring.Settings(admin_key=ADMIN_KEY))
+    container = wiring.memory_container(Settings(admin_key=ADMIN_KEY))
     wiring.override(container)
     with Client(app) as client:
         admin = Api(client, ADMIN_KEY)

@@ -18,6 +18,7 @@ from chalicelib.core.wire import MAX_SYNC_PAYLOAD
 from chalicelib.memory.stores import MemoryInvoker
 from chalicelib.runtime.handler import MAX_RESPONSE_BYTES, Runtime, load
 from chalicelib.runtime.layout import prepare_model_dir
+from chalicelib.settings import Settings
 from tests.support import ADMIN_KEY, ROOT, Api, bundle, deploy, new_account
 
 RECORD = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
@@ -34,7 +35,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """iris-onnx (records -> labels + bar chart) and iris-tensors (float32[-1,4] in, tensors out), both
     deployed through the API and served by the real runtime in this process."""
     tmp = tmp_path_factory.mktemp("world")
-    container = wiring.memory_container(wiring.Settings(admin_key=ADMIN_KEY))
+    container = wiring.memory_container(Settings(admin_key=ADMIN_KEY))
     wiring.override(container)
     assert isinstance(container.invoker, MemoryInvoker)
     runtimes: dict[str, Runtime] = {}

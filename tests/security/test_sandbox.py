@@ -27,8 +27,9 @@ from chalicelib.core.errors import ArtifactError
 from chalicelib.core.manifest import ModelConfigFile
 from chalicelib.core.probe import ProbeRequest, read_result, sanitize
 from chalicelib.core.records import Deployment, ModelRecord
-from chalicelib.services.deployments import DeploymentService, upload_key
-from chalicelib.wiring import Container, Settings, memory_container
+from chalicelib.services.deployments import upload_key
+from chalicelib.settings import Settings
+from chalicelib.wiring import Container, deployment_service, memory_container
 
 BUCKET = Settings().bundle_bucket
 FIXED_REASON = re.compile(
@@ -70,7 +71,7 @@ class World:
             self.c.sandbox = sandbox
         scratch = tmp_path / "scratch"
         scratch.mkdir()
-        self.service = DeploymentService(self.c, scratch=scratch)
+        self.service = deployment_service(self.c, scratch=scratch)
 
     def deploy(self, name: str, pkl: bytes) -> Deployment:
         config = f"name: {name}\nallow_pickle: true\n".encode()
@@ -299,7 +300,7 @@ def test_the_logged_excerpt_is_bounded_printable_and_has_no_env_like_tokens() ->
 
 def test_the_refusing_twin_names_the_artifact_and_why() -> None:
     from chalicelib.core.errors import SandboxUnavailable
-    from chalicelib.memory.sandbox import NoSandbox
+    from chalicelib.core.probe import NoSandbox
 
     request = ProbeRequest(
         config=parse_config({"name": "m", "trusted_types": ["sklearn.tree._tree.Tree"]}),

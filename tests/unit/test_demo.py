@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib.services.demo import samples_of
+from chalicelib.demo import samples_of
 from chalicelib.services.intake import manifest_for_dir
 from tests.unit.stepkit import EXAMPLES
 

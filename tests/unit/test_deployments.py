@@ -21,13 +21,13 @@ from chalicelib.core.records import DEPLOYMENT_STAGES, Deployment, ModelRecord
 from chalicelib.memory.stores import MemoryFunctionManager, MemoryImageBuilder
 from chalicelib.services.deployments import (
     DeploymentBusy,
-    DeploymentService,
     deployment_id,
     parse_upload_key,
     upload_key,
 )
 from chalicelib.services.events import s3_records
-from chalicelib.wiring import Container, Settings, memory_container
+from chalicelib.settings import Settings
+from chalicelib.wiring import Container, deployment_service, memory_container
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "iris-onnx"
 EVENTS = Path(__file__).resolve().parents[1] / "events"
@@ -62,7 +62,7 @@ class World:
         self.c: Container = memory_container(settings, clock=self.clock)
         self.scratch = tmp_path / "scratch"
         self.scratch.mkdir()
-        self.service = DeploymentService(self.c, scratch=self.scratch)
+        self.service = deployment_service(self.c, scratch=self.scratch)
 
     @property
     def images(self) -> MemoryImageBuilder:

@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 
 from chalicelib.core.errors import ConfigError
-from chalicelib.memory.sandbox import NoSandbox
-from chalicelib.wiring import Settings, aws_container, memory_container
+from chalicelib.core.probe import NoSandbox
+from chalicelib.settings import Settings
+from chalicelib.wiring import aws_container, memory_container
 
 
 def test_settings_read_the_sandbox_and_the_probe_role() -> None:

@@ -105,7 +105,9 @@ def run_demo(
         rows.append(row)
         progress(f"deploying {manifest.name}")
         try:
-            row.deployed = deploy(client, model_dir, progress=lambda line: progress("  " + line))
+            row.deployed = deploy(
+                client, model_dir, name=manifest.name, progress=lambda line: progress("  " + line)
+            )
         except ApiError as exc:
             row.problem = f"deploy refused: {exc}"
             continue
