@@ -162,6 +162,15 @@ TIERS = ("unit", "functional", "integration")
 ENGINE_MARKERS = {"functional", "docker", "localstack"}
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--shard",
+        default="1/1",
+        metavar="K/N",
+        help="run every N-th test from the K-th (`make test-unit` runs N shards at once, one per core)",
+    )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark each test with its folder's tier, so a file cannot disagree with where it lives.
 
@@ -188,3 +197,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(tier)
     if misplaced:
         raise pytest.UsageError("tests in the wrong tier's folder:\n  " + "\n  ".join(misplaced))
+    shard, shards = (int(n) for n in config.getoption("shard").split("/"))
+    if shards > 1:  # interleaved, so each shard gets its share of every slow file
+        config.hook.pytest_deselected(items=[t for i, t in enumerate(items) if i % shards != shard - 1])
+        items[:] = items[shard - 1 :: shards]
