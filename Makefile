@@ -2,7 +2,7 @@
 VENV := .venv/bin
 EXAMPLES := $(sort $(dir $(wildcard examples/*/modelport.yaml)))
 
-.PHONY: bootstrap demo test lint examples schemas bench base-image
+.PHONY: bootstrap demo test test-unit lint examples schemas bench base-image
 
 bootstrap:
 	@scripts/bootstrap
@@ -22,6 +22,18 @@ lint: bootstrap
 
 test: lint
 	$(VENV)/python -m pytest
+
+# The quick loop, without lint: the in-process tiers (tests/unit, the twins' half of tests/contract) but
+# the tests marked slow. The tier is the folder (tests/conftest.py); `make test` runs every tier.
+# Without pytest-xdist: UNIT_SHARDS pytest processes at once, each printing its result when done.
+UNIT_SHARDS ?= 2
+test-unit: bootstrap
+	@$(MAKE) --no-print-directory -j$(UNIT_SHARDS) --output-sync=target \
+	  $(addprefix unit-shard-,$(shell seq $(UNIT_SHARDS)))
+
+unit-shard-%:
+	$(VENV)/python -m pytest -q -p no:cacheprovider -m "unit and not slow" --shard=$*/$(UNIT_SHARDS) \
+	  tests/unit tests/contract
 
 examples: bootstrap
 	$(VENV)/python examples/make_examples.py

@@ -34,7 +34,7 @@ ATTACKS: dict[str, tuple[str, str]] = {
     "modelport.yaml alias bomb (9 levels)": (
         "384 bytes",
         r"""
-from tests.security.test_config_bombs import alias_bomb
+from tests.unit.security.test_config_bombs import alias_bomb
 run = lambda: parse_config_yaml(alias_bomb())
 """,
     ),

@@ -12,6 +12,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -144,3 +145,50 @@ def docker_sandbox(engine: Any) -> Any:
     from chalicelib.docker.sandbox import DockerSandbox
 
     return DockerSandbox(DockerImageBuilder(engine))
+
+
+# --------------------------------------------------------------------------- test tiers: the folder decides
+
+TIERS = ("unit", "functional", "integration")
+ENGINE_MARKERS = {"functional", "docker", "localstack"}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--shard",
+        default="1/1",
+        metavar="K/N",
+        help="run every N-th test from the K-th (`make test-unit` runs N shards at once, one per core)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test with its folder's tier, so a file cannot disagree with where it lives.
+
+    tests/contract runs one suite against a twin and a real engine: there the parameter decides (the
+    real-engine half carries ``functional`` from its ``pytest.param``, the rest is ``unit``). A test in a
+    unit folder that asks for an engine is a collection error: move it to tests/functional.
+    """
+    root = Path(__file__).parent
+    misplaced = []
+    for item in items:
+        folder = item.path.relative_to(root).parts[0] if item.path.is_relative_to(root) else ""
+        marked = {mark.name for mark in item.iter_markers()}
+        if folder == "contract":
+            tier = "functional" if marked & ENGINE_MARKERS else "unit"
+        elif folder in TIERS:
+            tier = folder
+        else:
+            misplaced.append(
+                f"{item.nodeid}: not in tests/unit, tests/functional, tests/integration, tests/contract"
+            )
+            continue
+        if tier == "unit" and marked & ENGINE_MARKERS:
+            misplaced.append(f"{item.nodeid}: marked {sorted(marked & ENGINE_MARKERS)} in tests/unit")
+        item.add_marker(tier)
+    if misplaced:
+        raise pytest.UsageError("tests in the wrong tier's folder:\n  " + "\n  ".join(misplaced))
+    shard, shards = (int(n) for n in config.getoption("shard").split("/"))
+    if shards > 1:  # interleaved, so each shard gets its share of every slow file
+        config.hook.pytest_deselected(items=[t for i, t in enumerate(items) if i % shards != shard - 1])
+        items[:] = items[shard - 1 :: shards]

@@ -364,6 +364,7 @@ def _render_both(manifest: ModelConfigFile) -> tuple[list[tuple[str, str]], list
 REFERENCE = _render_both(iris_manifest().model_copy(update={"description": "benign"}))
 
 
+@pytest.mark.slow  # 300 examples
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     name=slug_or_nasty,

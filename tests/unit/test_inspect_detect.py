@@ -149,7 +149,6 @@ def test_missing_model_dir(tmp_path: Path) -> None:
         inspect_model(tmp_path / "nope", cfg())
 
 
-@pytest.mark.functional
 def test_importing_the_package_is_cheap() -> None:
     code = (
         "import sys, chalicelib.inspect; "

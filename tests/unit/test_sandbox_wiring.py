@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from chalicelib.core.errors import ConfigError
@@ -30,15 +28,3 @@ def test_without_the_docker_builder_there_is_no_sandbox() -> None:
 def test_a_sandbox_the_image_builder_cannot_serve_is_a_config_error(kind: str) -> None:
     with pytest.raises(ConfigError, match=rf"^MODELPORT_SANDBOX={kind} needs MODELPORT_IMAGE_BUILDER=docker"):
         aws_container(Settings(sandbox=kind))
-
-
-@pytest.mark.docker
-def test_the_docker_builder_brings_the_docker_sandbox(engine: Any) -> None:
-    from chalicelib.aws.sandbox import LambdaSandbox
-    from chalicelib.docker.sandbox import DockerSandbox
-
-    assert isinstance(aws_container(Settings(image_builder="docker")).sandbox, DockerSandbox)
-    assert isinstance(aws_container(Settings(image_builder="docker", sandbox="none")).sandbox, NoSandbox)
-    lambda_sandbox = aws_container(Settings(image_builder="docker", sandbox="lambda")).sandbox
-    assert isinstance(lambda_sandbox, LambdaSandbox)
-    assert lambda_sandbox.role_arn == Settings().probe_role

@@ -35,7 +35,7 @@ from chalicelib.services.intake import manifest_for_dir
 
 pytestmark = [pytest.mark.functional, pytest.mark.slow]
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 MODELS = tuple(sorted(p.parent.name for p in EXAMPLES.glob("*/modelport.yaml")))
 PREFIX = "fz-"
 """Deployed under names of their own: moto's state is process-wide, and an earlier test's stack in this

@@ -17,7 +17,7 @@ from chalicelib.core.errors import ConfigError
 from tests.support import modelport_manifest
 from tests.unit.test_deployments import World, bundle
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 NAME = "iris-onnx"
 
 

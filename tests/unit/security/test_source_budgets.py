@@ -53,7 +53,7 @@ def test_hostile_predictor_source(tmp_path: Path, source: str, problem: str) -> 
 
 
 def test_hostile_user_step_source(tmp_path: Path) -> None:
-    config = (Path(__file__).parents[2] / "examples" / "iris-onnx" / "modelport.yaml").read_text()
+    config = (Path(__file__).parents[3] / "examples" / "iris-onnx" / "modelport.yaml").read_text()
     config = config.replace("pre:\n", "pre:\n    - steps.py:clean\n", 1)
     assert "steps.py:clean" in config
     source = "def clean(value: " + " | ".join(["int"] * 50_000) + "): ...\n"

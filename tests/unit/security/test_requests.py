@@ -298,39 +298,6 @@ def test_a_reply_over_6_mb_is_a_clear_error_in_the_control_plane(world: dict[str
     _refused(r, 502, "ResponseTooLarge", "over Lambda's 6 MB")
 
 
-@pytest.fixture
-def fake_lambda() -> Iterator[Any]:
-    """A Lambda Invoke endpoint on 127.0.0.1 that answers from a script (tests/functional)."""
-    import threading
-
-    from tests.functional.test_direct_invoke import FakeLambda
-
-    server = FakeLambda()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-
-
-def test_an_over_size_reply_read_by_the_lambda_invoker_is_a_clear_error(fake_lambda: Any) -> None:
-    from chalicelib.core.errors import ResponseTooLarge
-    from tests.functional.test_direct_invoke import DEPLOYMENT, _invoker
-
-    invoker, _ = _invoker(fake_lambda.url)
-    refused = {
-        "errorType": "Function.ResponseSizeTooLarge",
-        "errorMessage": "Response payload size exceeded maximum allowed payload size (6291556 bytes).",
-    }
-    fake_lambda.script = [(200, {"X-Amz-Function-Error": "Unhandled"}, json.dumps(refused).encode())]
-    with pytest.raises(ResponseTooLarge, match="over Lambda's 6 MB limit for a synchronous response"):
-        invoker.invoke(DEPLOYMENT, {})
-    huge = json.dumps({"status": 200, "body": "x" * 6_300_000}).encode()  # an emulator that lets it through
-    fake_lambda.script = [(200, {}, huge)]
-    with pytest.raises(ResponseTooLarge, match=f"answered {len(huge)} bytes"):
-        invoker.invoke(DEPLOYMENT, {})
-
-
 def test_the_nesting_scan_agrees_with_the_parsed_depth() -> None:
     """``too_deep`` reads raw text: brackets inside strings (escaped quotes too) do not count."""
     import random

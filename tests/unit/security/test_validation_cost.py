@@ -54,6 +54,7 @@ def _peak(validator: RequestValidator, body: bytes) -> tuple[int, list[dict[str,
     return peak, problems
 
 
+@pytest.mark.slow  # tracemalloc over 1 MB documents: seconds per case
 @pytest.mark.parametrize("case", sorted(INVALID))
 def test_an_invalid_1_mb_body_costs_about_what_a_valid_one_does(
     validator: RequestValidator, case: str
