@@ -139,7 +139,7 @@ def shared_stage_functions(images: Any, lam: Any, root: Path) -> dict[str, str]:
 
 def shared_deployment(manifest: ModelConfigFile, shared: dict[str, str], lam: Any, sfn: Any) -> Any:
     """The model's own function (the model stage only) behind a machine whose pre/post are shared."""
-    from chalicelib.core.manifest import Deployment
+    from chalicelib.core.manifest import DeployedFunctions
     from chalicelib.core.pipeline import state_machine_definition
 
     assert manifest.container is not None
@@ -154,7 +154,7 @@ def shared_deployment(manifest: ModelConfigFile, shared: dict[str, str], lam: An
     machine = sfn.create_state_machine(
         name=name, definition=json.dumps(definition), roleArn=ROLE, type="EXPRESS"
     )["stateMachineArn"]
-    return Deployment(mode="chained", functions=(), state_machine_arn=machine)
+    return DeployedFunctions(mode="chained", functions=(), state_machine_arn=machine)
 
 
 def env_sizes() -> tuple[float, float] | None:

@@ -28,7 +28,7 @@ from typing import Any, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.core.errors import FunctionFailed
-from chalicelib.core.manifest import DeployedFunction, Deployment, ModelConfigFile
+from chalicelib.core.manifest import DeployedFunction, DeployedFunctions, ModelConfigFile
 from chalicelib.core.pipeline import (
     Mode,
     Role,
@@ -171,7 +171,7 @@ class LambdaFunctionManager:
 
     # ----------------------------------------------------------------------- the port
 
-    def deploy(self, manifest: ModelConfigFile, progress: Progress) -> Deployment:
+    def deploy(self, manifest: ModelConfigFile, progress: Progress) -> DeployedFunctions:
         steps_image = self.steps_image(manifest) if self.steps_image is not None else None
         mode = pipeline_mode(manifest, shared_stages=steps_image is not None)
         if mode == "chained" and self.sfn is None:
@@ -183,11 +183,11 @@ class LambdaFunctionManager:
         specs = function_specs(manifest, mode, steps_image=steps_image)
         functions = tuple(self._deploy(spec, progress) for spec in specs)
         if mode == "fused":
-            return Deployment(mode="fused", functions=functions)
+            return DeployedFunctions(mode="fused", functions=functions)
         arn = self._state_machine(manifest, functions, progress)
-        return Deployment(mode="chained", functions=functions, state_machine_arn=arn)
+        return DeployedFunctions(mode="chained", functions=functions, state_machine_arn=arn)
 
-    def promote(self, deployment: Deployment) -> None:
+    def promote(self, deployment: DeployedFunctions) -> None:
         """Point each function's ``live`` alias at this deployment's published version (shared stage
         functions have no alias: each machine names the version it was deployed with)."""
         for function in deployment.functions:
@@ -197,7 +197,7 @@ class LambdaFunctionManager:
                 raise FunctionFailed(f"{function.function_name} has no published version to promote")
             self._point_alias(function.function_name, function.version)
 
-    def retire(self, deployment: Deployment) -> None:
+    def retire(self, deployment: DeployedFunctions) -> None:
         """Delete what only this deployment uses: its state machine and its own functions' published
         versions (shared stage functions serve other models and stay). Idempotent: what is gone is skipped;
         a version an alias still names is kept (it is some model's live version)."""

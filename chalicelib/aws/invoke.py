@@ -26,7 +26,7 @@ from urllib.parse import quote, urlsplit
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
 from chalicelib.core.errors import FunctionFailed, FunctionTimedOut, ResponseTooLarge
-from chalicelib.core.manifest import Deployment as DeployedFunctions
+from chalicelib.core.manifest import DeployedFunctions
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 RETRYABLE_CODES = frozenset(

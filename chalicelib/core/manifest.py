@@ -58,7 +58,7 @@ class DeployedFunction(Frozen):
     version: str | None = None
 
 
-class Deployment(Frozen):
+class DeployedFunctions(Frozen):
     """What runs this model version (filled by the function manager)."""
 
     mode: Literal["fused", "chained"]
@@ -83,7 +83,7 @@ class ModelConfigFile(Frozen):
     pipeline: Literal["auto", "chained", "fused"]
     protocol: Protocol
     container: ContainerAssociation | None = None
-    deployment: Deployment | None = None
+    deployment: DeployedFunctions | None = None
 
     def to_json(self) -> str:
         return json.dumps(self.to_data(), indent=2, ensure_ascii=False) + "\n"

@@ -15,8 +15,12 @@ from typing import TypeVar
 
 from chalicelib.core.errors import Conflict, FunctionFailed, NotFound, TooLarge
 from chalicelib.core.keys import check_key
-from chalicelib.core.manifest import ContainerAssociation, DeployedFunction, ModelConfigFile
-from chalicelib.core.manifest import Deployment as DeployedFunctions
+from chalicelib.core.manifest import (
+    ContainerAssociation,
+    DeployedFunction,
+    DeployedFunctions,
+    ModelConfigFile,
+)
 from chalicelib.core.ports import Clock, ObjectInfo, PresignedUpload, Progress
 from chalicelib.core.records import (
     Account,
