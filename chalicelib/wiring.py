@@ -238,7 +238,7 @@ def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
             registry=settings.registry, associations=associations, clock=clock, ecr=ecr, shared_stages=True
         )
     elif settings.image_builder == "process":
-        from chalicelib.local.images import ProcessImageBuilder
+        from chalicelib.docker.process import ProcessImageBuilder
 
         images = ProcessImageBuilder(shared_stages=True)
     functions: FunctionManager = MemoryFunctionManager()
