@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from results import RESULTS, markers, write_section  # noqa: E402 - bench/results.py, beside this script
 
 from chalicelib.core.manifest import ContainerAssociation, ModelConfigFile  # noqa: E402
-from chalicelib.core.pipeline import stages_of  # noqa: E402
+from chalicelib.core.pipeline import stages_of, with_plan  # noqa: E402
 from chalicelib.runtime.handler import load  # noqa: E402
 from chalicelib.services.intake import manifest_for_dir  # noqa: E402
 
@@ -77,7 +77,8 @@ def with_image(manifest: ModelConfigFile, image: str, version: int, pipeline: st
     container = ContainerAssociation(
         environment_image="env", image_uri=image, image_digest="sha256:" + "0" * 64, size_bytes=1
     )
-    return manifest.model_copy(update={"container": container, "version": version, "pipeline": pipeline})
+    update = {"container": container, "version": version, "pipeline": pipeline}
+    return with_plan(manifest.model_copy(update=update), shared_stages=False)
 
 
 def intermediate_sizes(model_dir: Path, event: dict[str, Any]) -> list[int]:

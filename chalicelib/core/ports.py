@@ -140,6 +140,20 @@ class ArtifactStore(Protocol):
         """Stream to ``dest``; ``TooLarge`` past ``max_bytes``."""
 
 
+class RegistryLogin(Protocol):
+    def auth_config(self) -> dict[str, str]:
+        """The credentials a push hands the docker engine (``username``, ``password``, ``serveraddress``)."""
+
+
+class RepositoryHost(Protocol):
+    """A registry whose repositories exist before a push and whose pushes need a login (ECR)."""
+
+    def ensure_repository(self, name: str) -> str:
+        """The URI of repository ``name``, created if missing."""
+
+    def authorization(self) -> RegistryLogin: ...
+
+
 class ImageBuilder(Protocol):
     def build(
         self, manifest: ModelConfigFile, bundle_dir: Path, progress: Progress

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from chalicelib.core.config import ModelConfig
-from chalicelib.core.errors import ArtifactError
+from chalicelib.core.errors import ArtifactError, SandboxUnavailable
 from chalicelib.core.native import NativeContract
 from chalicelib.core.protocol import Frozen
 
@@ -63,6 +63,18 @@ class ContractError(ArtifactError):
         super().__init__(message, hint=hint)
         self.reason = reason
         self.type_name = type_name
+
+
+SANDBOXES = "a docker engine locally, the probe function on AWS"
+
+
+def no_sandbox(request: ProbeRequest, why: str) -> SandboxUnavailable:
+    """The refusal of an artifact that needs code to open where no sandbox can open it (``why``)."""
+    what = "a pickle" if request.format == "pickle" else "a .skops file with trusted_types"
+    return SandboxUnavailable(
+        f"{request.rel} is {what}: it can only be opened in a sandbox ({SANDBOXES}), and {why}",
+        hint="convert it to .skops with skops' default types, or deploy where a sandbox runs",
+    )
 
 
 def not_an_estimator(rel: str, type_name: str) -> ContractError:

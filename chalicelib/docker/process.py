@@ -21,11 +21,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from chalicelib.core.environment import ResolvedEnvironment, split_environment
+from chalicelib.core.environment import ResolvedEnvironment
 from chalicelib.core.errors import ArtifactError
 from chalicelib.core.manifest import ContainerAssociation, ModelConfigFile
-from chalicelib.core.pipeline import pipeline_mode
-from chalicelib.core.ports import Progress
+from chalicelib.core.pipeline import stage_environments
+from chalicelib.core.ports import AssociationStore, Clock, Progress
+from chalicelib.core.records import EnvironmentImage
 from chalicelib.docker import ImageError, cache_root
 from chalicelib.docker.builder import DockerImageBuilder, runtime_code_digest, runtime_files
 from chalicelib.docker.wheelhouse import parse_glibc, resolve_wheels
@@ -56,8 +57,10 @@ class ProcessImageBuilder:
     """Builds process images under ``root`` (default ``<cache>/process-images``, where the local stack's
     ``ProcessImages`` looks) and environments under ``<cache>/process-envs``.
 
-    ``shared_stages`` as for ``DockerImageBuilder``: a chained model's image leaves the step packages out
-    and the association names a shared steps image (its environment and the runtime code, no model)."""
+    As ``DockerImageBuilder``, it reads the recorded pipeline plan: where pre and post run on the shared
+    steps image, the model's image leaves the step packages out and the association names that steps image
+    (its environment and the runtime code, no model). ``associations``: where the environments it makes
+    are recorded."""
 
     kind = "process"
 
@@ -66,11 +69,13 @@ class ProcessImageBuilder:
         root: Path | None = None,
         *,
         cache_dir: Path | None = None,
-        shared_stages: bool = False,
+        associations: AssociationStore | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.cache_dir = cache_dir if cache_dir is not None else cache_root()
         self.root = root if root is not None else self.cache_dir / "process-images"
-        self.shared_stages = shared_stages
+        self.associations = associations
+        self.clock = clock
 
     def build(self, manifest: ModelConfigFile, bundle_dir: Path, progress: Progress) -> ContainerAssociation:
         env = manifest.environment
@@ -80,9 +85,7 @@ class ProcessImageBuilder:
                 f"python {HOST_PYTHON} can run it",
                 hint="start a docker engine, or set environment.python to " + HOST_PYTHON,
             )
-        model_env, steps_env = env, None
-        if self.shared_stages and pipeline_mode(manifest, shared_stages=True) == "chained":
-            model_env, steps_env = split_environment(env, manifest.processing)
+        model_env, steps_env = stage_environments(manifest)
         key, venv = self._venv(model_env, progress)
         image_uri = f"modelport/{manifest.name}:v{manifest.version}"
         directory = self.root / image_key(image_uri)
@@ -114,8 +117,29 @@ class ProcessImageBuilder:
             glibc=host_glibc(),
             progress=progress,
         )
-        key = hashlib.sha256("\n".join(sorted(w.sha256 for w in house.wheels)).encode()).hexdigest()[:16]
-        return key, self._environment(key, house.dir, house.requirements, progress)
+        digest = hashlib.sha256("\n".join(sorted(w.sha256 for w in house.wheels)).encode()).hexdigest()
+        venv = self._environment(digest[:16], house.dir, house.requirements, progress)
+        self._record_environment(env, digest, venv)
+        return digest[:16], venv
+
+    def _record_environment(self, env: ResolvedEnvironment, digest: str, venv: Path) -> None:
+        """The environment image record of ``env``: its virtualenv, named by the digest of its wheels."""
+        uri = f"process-env/{digest[:16]}"
+        if self.associations is None or self.clock is None:
+            return
+        known = self.associations.get_environment_image(env.fingerprint)
+        if known is not None and known.image_uri == uri:
+            return
+        size = sum(p.stat().st_size for p in venv.rglob("*") if p.is_file() and not p.is_symlink())
+        self.associations.put_environment_image(
+            EnvironmentImage(
+                fingerprint=env.fingerprint,
+                image_uri=uri,
+                image_digest=f"sha256:{digest}",
+                size_bytes=size,
+                created_at=self.clock(),
+            )
+        )
 
     @staticmethod
     def _code(target: Path) -> tuple[Path, str]:

@@ -21,10 +21,17 @@ from chalicelib.core.environment import resolve_environment
 from chalicelib.core.errors import Unavailable
 from chalicelib.core.native import NativeContract
 from chalicelib.core.ports import Progress, Sandbox
-from chalicelib.core.probe import EXCERPT_CHARS, MAX_OUTPUT, TIMEOUT_S, ProbeRequest, failure, read_result
+from chalicelib.core.probe import (
+    EXCERPT_CHARS,
+    MAX_OUTPUT,
+    TIMEOUT_S,
+    ProbeRequest,
+    failure,
+    no_sandbox,
+    read_result,
+)
 from chalicelib.docker import EngineUnavailable, _first_line
 from chalicelib.docker.dockerfile import RUNTIME_UID, TASK_ROOT, VENV
-from chalicelib.memory.sandbox import NoSandbox
 
 LABEL = "dev.modelport.probe"
 PROBE_DIR = "/probe"
@@ -70,7 +77,7 @@ class DockerSandbox:
                 try:
                     self._builder = factory()
                 except EngineUnavailable:
-                    NoSandbox("no docker engine answers here").probe(request)  # raises SandboxUnavailable
+                    raise no_sandbox(request, "no docker engine answers here") from None
             return self._builder
 
     def probe(self, request: ProbeRequest) -> NativeContract:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from chalicelib.core.errors import SandboxUnavailable
 from chalicelib.core.native import NativeContract
 from chalicelib.core.ports import Sandbox
-from chalicelib.core.probe import ProbeRequest
-
-WHERE = "a docker engine locally, the probe function on AWS"
+from chalicelib.core.probe import ProbeRequest, no_sandbox
 
 
 class NoSandbox:
@@ -17,11 +14,7 @@ class NoSandbox:
         self.why = why
 
     def probe(self, request: ProbeRequest) -> NativeContract:
-        what = "a pickle" if request.format == "pickle" else "a .skops file with trusted_types"
-        raise SandboxUnavailable(
-            f"{request.rel} is {what}: it can only be opened in a sandbox ({WHERE}), and {self.why}",
-            hint="convert it to .skops with skops' default types, or deploy where a sandbox runs",
-        )
+        raise no_sandbox(request, self.why)
 
 
 def _implements_the_port(sandbox: NoSandbox) -> Sandbox:
