@@ -248,7 +248,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import onnxruntime as ort
 
     from chalicelib.aws.invoke import LambdaInvoker
-    from chalicelib.core.manifest import Deployment
+    from chalicelib.core.manifest import DeployedFunctions
     from chalicelib.core.wire import JSON, invocation_event
     from chalicelib.runtime.handler import load
     from chalicelib.runtime.layout import prepare_model_dir
@@ -286,7 +286,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             invoke_path = f"/2015-03-31/functions/{fn['function_name']}/invocations?Qualifier={version}"
             invoker = LambdaInvoker(lam, stack["sfn"])
             boto3_invoker = LambdaInvoker(lam, stack["sfn"], direct=False)
-            fused_dep = Deployment.model_validate(fused)
+            fused_dep = DeployedFunctions.model_validate(fused)
             api = Http(stack["api_url"])
             api_headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
             body_bytes = json.dumps({"records": [RECORD]}).encode()
@@ -327,7 +327,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ]  # fmt: skip
             machine = chained["state_machine_arn"]
             sfn = stack["sfn"]
-            chained_deployment = Deployment.model_validate(chained)
+            chained_deployment = DeployedFunctions.model_validate(chained)
             layers += [
                 (Series("sfn sync", "start_sync_execution through the edge (in-process ASL)"),
                  lambda: sfn.start_sync_execution(stateMachineArn=machine, input=json.dumps(event))),

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from results import RESULTS, markers, write_section  # noqa: E402 - bench/results.py, beside this script
 
 from chalicelib.core.manifest import ContainerAssociation, ModelConfigFile  # noqa: E402
-from chalicelib.core.pipeline import stages_of  # noqa: E402
+from chalicelib.core.pipeline import stages_of, with_plan  # noqa: E402
 from chalicelib.core.wire import JSON, InvocationEvent, invocation_event  # noqa: E402
 from chalicelib.runtime.handler import load  # noqa: E402
 from chalicelib.services.intake import manifest_for_dir  # noqa: E402
@@ -67,7 +67,8 @@ def with_image(manifest: ModelConfigFile, image: str, version: int, pipeline: st
     container = ContainerAssociation(
         environment_image="env", image_uri=image, image_digest="sha256:" + "0" * 64, size_bytes=1
     )
-    return manifest.model_copy(update={"container": container, "version": version, "pipeline": pipeline})
+    update = {"container": container, "version": version, "pipeline": pipeline}
+    return with_plan(manifest.model_copy(update=update), shared_stages=False)
 
 
 def intermediate_sizes(model_dir: Path, event: dict[str, Any]) -> list[int]:
@@ -129,7 +130,7 @@ def shared_stage_functions(images: Any, lam: Any, root: Path) -> dict[str, str]:
 
 def shared_deployment(manifest: ModelConfigFile, shared: dict[str, str], lam: Any, sfn: Any) -> Any:
     """The model's own function (the model stage only) behind a machine whose pre/post are shared."""
-    from chalicelib.core.manifest import Deployment
+    from chalicelib.core.manifest import DeployedFunctions
     from chalicelib.core.pipeline import state_machine_definition
 
     assert manifest.container is not None
@@ -144,7 +145,7 @@ def shared_deployment(manifest: ModelConfigFile, shared: dict[str, str], lam: An
     machine = sfn.create_state_machine(
         name=name, definition=json.dumps(definition), roleArn=ROLE, type="EXPRESS"
     )["stateMachineArn"]
-    return Deployment(mode="chained", functions=(), state_machine_arn=machine)
+    return DeployedFunctions(mode="chained", functions=(), state_machine_arn=machine)
 
 
 def env_sizes() -> tuple[float, float] | None:

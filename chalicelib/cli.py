@@ -67,7 +67,7 @@ def inspect(model_dir: Path, fmt: str) -> None:
     """Show the framework and native inputs/outputs of the model in DIR."""
     from chalicelib.services.intake import inspect_dir
 
-    _, native = inspect_dir(model_dir, _local_sandbox())
+    native = inspect_dir(model_dir, _local_sandbox()).native
     if fmt == "json":
         click.echo(native.model_dump_json(indent=2))
         return
@@ -246,9 +246,12 @@ def build(model_dir: Path, registry: str | None, base_image: str | None, version
     """Build the container image of the model in DIR (and push it with --push)."""
     from chalicelib.docker.builder import DockerImageBuilder
     from chalicelib.services.intake import manifest_for_dir
+    from chalicelib.wiring import repository_host
 
     doc = manifest_for_dir(model_dir, version=version, sandbox=_local_sandbox())
-    builder = DockerImageBuilder(registry=registry, base_image=base_image)
+    builder = DockerImageBuilder(
+        registry=registry, base_image=base_image, repositories=repository_host(registry)
+    )
     progress = _BuildProgress(verbose=verbose)
     try:
         report = builder.build_image(doc, model_dir, progress)

@@ -23,6 +23,7 @@ from chalicelib.core.ports import (
     FunctionManager,
     ImageBuilder,
     ModelStore,
+    RepositoryHost,
     Sandbox,
     SecretSource,
 )
@@ -46,6 +47,9 @@ class Container:
     admin_key: SecretSource | None = None
     """Where the bootstrap admin key is read; only the API's authorizer reads it (``AccountService``)."""
     sandbox: Sandbox = field(default_factory=lambda: _no_sandbox())
+    shared_stages: bool = False
+    """The image builder makes shared steps images, so chained pipelines' pre and post run on shared stage
+    functions; the deployment service decides ``pipeline: auto`` with it (``core.pipeline.plan_pipeline``)."""
 
 
 def _no_sandbox(why: str = "none is configured here") -> Sandbox:
@@ -81,6 +85,23 @@ def _sandbox(settings: Settings, images: ImageBuilder, lambda_client: Any, s3: A
     )
 
 
+def repository_host(registry: str | None, ecr_client: Any = None) -> RepositoryHost | None:
+    """The ECR adapter when ``registry`` is ECR (``ecr`` or an ECR host), for ``DockerImageBuilder``;
+    None for any other registry (pushed to as it is). Without ``ecr_client``, one for the host's region."""
+    if registry is None:
+        return None
+    from chalicelib.aws.ecr import ECR_HOST, EcrRegistry
+
+    host = ECR_HOST.fullmatch(registry.rstrip("/"))
+    if registry != "ecr" and host is None:
+        return None
+    if ecr_client is None:
+        import boto3
+
+        ecr_client = boto3.client("ecr", region_name=host.group("region") if host else None)
+    return EcrRegistry(ecr_client)
+
+
 def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
     import boto3
     from botocore.config import Config
@@ -112,29 +133,27 @@ def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
         config=long.merge(Config(inject_host_prefix=settings.endpoint_url is None)),
     )
     associations = DynamoAssociationStore(settings.associations_table, dynamodb)
-    images: ImageBuilder = MemoryImageBuilder(clock)
+    images: ImageBuilder = MemoryImageBuilder(clock, associations=associations)
     if settings.image_builder == "docker":
-        from chalicelib.aws.ecr import EcrRegistry
         from chalicelib.docker.builder import DockerImageBuilder
 
-        ecr = EcrRegistry(session.client("ecr", endpoint_url=settings.endpoint_url, config=quick))
+        ecr = session.client("ecr", endpoint_url=settings.endpoint_url, config=quick)
         images = DockerImageBuilder(
-            registry=settings.registry, associations=associations, clock=clock, ecr=ecr, shared_stages=True
+            registry=settings.registry,
+            associations=associations,
+            clock=clock,
+            repositories=repository_host(settings.registry, ecr),
         )
     elif settings.image_builder == "process":
-        from chalicelib.local.images import ProcessImageBuilder
+        from chalicelib.docker.process import ProcessImageBuilder
 
-        images = ProcessImageBuilder(shared_stages=True)
+        images = ProcessImageBuilder(associations=associations, clock=clock)
     functions: FunctionManager = MemoryFunctionManager()
     if settings.functions == "lambda":
         from chalicelib.aws.functions import LambdaFunctionManager
 
         functions = LambdaFunctionManager(
-            lambda_client,
-            settings.function_role,
-            sfn_client=sfn,
-            states_role_arn=settings.states_role,
-            steps_image=lambda manifest: manifest.container.steps_image if manifest.container else None,
+            lambda_client, settings.function_role, sfn_client=sfn, states_role_arn=settings.states_role
         )
     admin_key: SecretSource | None = None
     if settings.admin_key_secret:
@@ -162,6 +181,7 @@ def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
         invoker=LambdaInvoker(lambda_client, sfn),
         admin_key=admin_key,
         sandbox=_sandbox(settings, images, lambda_client, s3),
+        shared_stages=settings.image_builder in ("docker", "process"),  # they build steps images
     )
 
 
@@ -179,15 +199,16 @@ def memory_container(settings: Settings | None = None, clock: Clock = utc_now) -
     )
 
     settings = settings or Settings()
+    associations = MemoryAssociationStore()
     return Container(
         settings=settings,
         clock=clock,
         accounts=MemoryAccountStore(),
         models=MemoryModelStore(),
         deployments=MemoryDeploymentStore(),
-        associations=MemoryAssociationStore(),
+        associations=associations,
         artifacts=MemoryArtifactStore(),
-        images=MemoryImageBuilder(clock),
+        images=MemoryImageBuilder(clock, associations=associations),
         functions=MemoryFunctionManager(),
         invoker=MemoryInvoker(),
         admin_key=MemorySecret(settings.admin_key, "MODELPORT_ADMIN_KEY") if settings.admin_key else None,
@@ -211,6 +232,7 @@ def deployment_service(
         clock=c.clock,
         bundle_bucket=c.settings.bundle_bucket,
         max_bundle_bytes=c.settings.max_bundle_bytes,
+        shared_stages=c.shared_stages,
         outage=outage,
         limits=limits,
         scratch=scratch,

@@ -29,15 +29,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.aws.outage import translates_outages
 from chalicelib.core.errors import FunctionFailed
-from chalicelib.core.manifest import DeployedFunction, Deployment, ModelConfigFile
-from chalicelib.core.pipeline import (
-    Mode,
-    Role,
-    definition_text,
-    pipeline_mode,
-    stages_of,
-    state_machine_definition,
-)
+from chalicelib.core.manifest import DeployedFunction, DeployedFunctions, ModelConfigFile
+from chalicelib.core.pipeline import Role, definition_text, recorded_plan, stages_of, state_machine_definition
 from chalicelib.core.ports import Progress
 
 LIVE_ALIAS = "live"
@@ -87,20 +80,23 @@ def shared_function_name(steps_image: str, architecture: str, role: Role) -> str
     return f"{SHARED_PREFIX}{digest}-{role}"
 
 
-def function_specs(
-    manifest: ModelConfigFile, mode: Mode | None = None, *, steps_image: str | None = None
-) -> list[FunctionSpec]:
-    """The functions of ``manifest``'s deployment: one fused function running the whole chain, or (chained)
-    one per stage, all from the same image, each told its stage by ``MODELPORT_ROLE``. With a
-    ``steps_image``, a chain's pre and post stages are the shared stage functions of that image (same
-    spec for every model, so deploying one model never changes them for another). ``mode`` defaults to
-    ``core.pipeline.pipeline_mode``."""
+def function_specs(manifest: ModelConfigFile) -> list[FunctionSpec]:
+    """The functions of ``manifest``'s deployment, as its recorded pipeline plan says: one fused function
+    running the whole chain, or (chained) one per stage, all from the same image, each told its stage by
+    ``MODELPORT_ROLE``. Where the plan puts pre and post on the shared steps image, they are the shared
+    stage functions of the container's ``steps_image`` (same spec for every model, so deploying one model
+    never changes them for another)."""
     if manifest.container is None:
         raise FunctionFailed(
             f"{manifest.name} v{manifest.version} has no image yet: build it before deploying"
         )
-    if mode is None:
-        mode = pipeline_mode(manifest, shared_stages=steps_image is not None)
+    plan = recorded_plan(manifest)
+    mode, steps_image = plan.mode, manifest.container.steps_image if plan.shared_steps else None
+    if plan.shared_steps and steps_image is None:
+        raise FunctionFailed(
+            f"{manifest.name} v{manifest.version} runs pre and post on a shared steps image, but its image "
+            "has none: build it again"
+        )
     env = manifest.environment
     base = {"MODELPORT_MODEL": manifest.name, "MODELPORT_VERSION": str(manifest.version)}
     roles: list[Literal["fused"] | Role] = ["fused"] if mode == "fused" else list(stages_of(manifest))
@@ -143,9 +139,8 @@ class LambdaFunctionManager:
     ``sfn_client`` (a boto3 Step Functions client) is needed by chained deployments only;
     ``states_role_arn`` is the role their state machines run as (allowed ``lambda:InvokeFunction`` on the
     model functions); without it the functions' role is used, which must then trust
-    ``states.amazonaws.com`` too. ``steps_image`` gives a model's steps image (runtime and step packages,
-    no model), or None when it has none: with one, a chained model's pre and post run on the shared stage
-    functions of that image, and ``pipeline: auto`` may choose chained. ``wait_s`` bounds each wait (for
+    ``states.amazonaws.com`` too. What it deploys is what the config file's pipeline plan says (and, for
+    shared stages, the container's steps image): it decides nothing. ``wait_s`` bounds each wait (for
     Active, for an update to finish, for a conflicting call to clear); ``sleep`` is injected so tests need
     not wait.
     """
@@ -157,7 +152,6 @@ class LambdaFunctionManager:
         *,
         sfn_client: Any | None = None,
         states_role_arn: str | None = None,
-        steps_image: Callable[[ModelConfigFile], str | None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         wait_s: float = 300.0,
         attempts: int = 5,
@@ -166,30 +160,26 @@ class LambdaFunctionManager:
         self.role_arn = role_arn
         self.sfn = sfn_client
         self.states_role_arn = states_role_arn or role_arn
-        self.steps_image = steps_image
         self.sleep = sleep
         self.wait_s = wait_s
         self.attempts = attempts
 
     # ----------------------------------------------------------------------- the port
 
-    def deploy(self, manifest: ModelConfigFile, progress: Progress) -> Deployment:
-        steps_image = self.steps_image(manifest) if self.steps_image is not None else None
-        mode = pipeline_mode(manifest, shared_stages=steps_image is not None)
+    def deploy(self, manifest: ModelConfigFile, progress: Progress) -> DeployedFunctions:
+        mode = recorded_plan(manifest).mode
         if mode == "chained" and self.sfn is None:
             raise FunctionFailed(
                 f"{manifest.name} runs chained, but this function manager has no Step Functions client"
             )
-        if mode == "fused":
-            steps_image = None
-        specs = function_specs(manifest, mode, steps_image=steps_image)
+        specs = function_specs(manifest)
         functions = tuple(self._deploy(spec, progress) for spec in specs)
         if mode == "fused":
-            return Deployment(mode="fused", functions=functions)
+            return DeployedFunctions(mode="fused", functions=functions)
         arn = self._state_machine(manifest, functions, progress)
-        return Deployment(mode="chained", functions=functions, state_machine_arn=arn)
+        return DeployedFunctions(mode="chained", functions=functions, state_machine_arn=arn)
 
-    def promote(self, deployment: Deployment) -> None:
+    def promote(self, deployment: DeployedFunctions) -> None:
         """Point each function's ``live`` alias at this deployment's published version (shared stage
         functions have no alias: each machine names the version it was deployed with)."""
         for function in deployment.functions:
@@ -199,7 +189,7 @@ class LambdaFunctionManager:
                 raise FunctionFailed(f"{function.function_name} has no published version to promote")
             self._point_alias(function.function_name, function.version)
 
-    def retire(self, deployment: Deployment) -> None:
+    def retire(self, deployment: DeployedFunctions) -> None:
         """Delete what only this deployment uses: its state machine and its own functions' published
         versions (shared stage functions serve other models and stay). Idempotent: what is gone is skipped;
         a version an alias still names is kept (it is some model's live version)."""

@@ -27,7 +27,7 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 
 from chalicelib.aws.outage import translates_outages
 from chalicelib.core.errors import FunctionFailed, FunctionTimedOut, ResponseTooLarge
-from chalicelib.core.manifest import Deployment as DeployedFunctions
+from chalicelib.core.manifest import DeployedFunctions
 from chalicelib.core.wire import MAX_SYNC_PAYLOAD, InvocationEvent
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})

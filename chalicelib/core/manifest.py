@@ -1,8 +1,8 @@
 """The model config file: the versioned deployment manifest every later stage reads.
 
 One pydantic model, deterministic to serialize (no clocks, no random ids, stable key order), with its JSON
-Schema generated into ``schemas/model-config.schema.json``. The container and function slots are empty
-until the image builder and the function manager fill them.
+Schema generated into ``schemas/model-config.schema.json``. The pipeline plan is resolved by intake; the
+container and function slots are empty until the image builder and the function manager fill them.
 """
 
 from __future__ import annotations
@@ -58,12 +58,24 @@ class DeployedFunction(Frozen):
     version: str | None = None
 
 
-class Deployment(Frozen):
+class DeployedFunctions(Frozen):
     """What runs this model version (filled by the function manager)."""
 
     mode: Literal["fused", "chained"]
     functions: tuple[DeployedFunction, ...]
     state_machine_arn: str | None = None
+
+
+class PipelinePlan(Frozen):
+    """How this version runs, decided once when its config file is generated
+    (``core.pipeline.plan_pipeline``); the image builder and the function manager only read it."""
+
+    mode: Literal["fused", "chained"]
+    reason: str = Field(description="why: the config's choice, or the first ``auto`` rule that applied")
+    shared_steps: bool = Field(
+        description="pre and post run on the shared steps image's stage functions (a chain where the "
+        "platform has them): the model image then carries no step packages"
+    )
 
 
 class ModelConfigFile(Frozen):
@@ -81,13 +93,18 @@ class ModelConfigFile(Frozen):
     allow_pickle: bool
     trusted_types: tuple[str, ...]
     pipeline: Literal["auto", "chained", "fused"]
+    pipeline_plan: PipelinePlan | None = Field(
+        default=None,
+        description="the pipeline as decided for this deployment (absent until intake resolves it)",
+        exclude_if=lambda value: value is None,
+    )
     protocol: Protocol
     steps: tuple[BoundStep, ...] = Field(
         description="the processing steps in chain order with the arguments their runtime is built from, "
         "resolved with the protocol (the owner's: not in a grantee's view)"
     )
     container: ContainerAssociation | None = None
-    deployment: Deployment | None = None
+    deployment: DeployedFunctions | None = None
 
     def to_json(self) -> str:
         return json.dumps(self.to_data(), indent=2, ensure_ascii=False) + "\n"

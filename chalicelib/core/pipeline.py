@@ -12,8 +12,9 @@ import json
 from collections.abc import Collection
 from typing import Any, Literal
 
+from chalicelib.core.environment import ResolvedEnvironment, split_environment
 from chalicelib.core.errors import ConfigError
-from chalicelib.core.manifest import ModelConfigFile
+from chalicelib.core.manifest import ModelConfigFile, PipelinePlan
 from chalicelib.core.steps import BUILTIN_STEPS
 
 Role = Literal["pre", "model", "post"]
@@ -43,15 +44,18 @@ def user_code_steps(manifest: ModelConfigFile) -> list[str]:
     return [ref.step for ref in (*manifest.processing.pre, *manifest.processing.post) if ref.is_user_code]
 
 
-def pipeline_mode(manifest: ModelConfigFile, *, shared_stages: bool = False) -> Mode:
-    """How ``manifest``'s version runs: what its config says, ``auto`` decided by ``auto_decision``
-    (``shared_stages``: the deployment can put pre/post on shared stage functions).
+def plan_pipeline(manifest: ModelConfigFile, *, shared_stages: bool) -> PipelinePlan:
+    """The one place fused against chained is decided: what the config says, ``auto`` by
+    ``auto_decision``. ``shared_stages``: the platform has shared stage functions (a steps image per
+    environment), so a chain's pre and post run there. Intake records the answer in the config file
+    (``ModelConfigFile.pipeline_plan``); the builders and the function manager only read it.
 
     Chained mode refuses user-code steps: what user code returns need not be data the intermediate
     document between stages can carry (docs/pipelines.md)."""
+    mode: Mode
     if manifest.pipeline == "fused":
-        return "fused"
-    if manifest.pipeline == "chained":
+        mode, reason = "fused", "the config says pipeline: fused"
+    elif manifest.pipeline == "chained":
         user = user_code_steps(manifest)
         if user:
             raise ConfigError(
@@ -59,8 +63,39 @@ def pipeline_mode(manifest: ModelConfigFile, *, shared_stages: bool = False) -> 
                 path="pipeline",
                 hint="use pipeline: fused (or auto), or built-in steps only",
             )
-        return "chained"
-    return auto_decision(manifest, shared_stages=shared_stages)[0]
+        mode, reason = "chained", "the config says pipeline: chained"
+    else:
+        mode, reason = auto_decision(manifest, shared_stages=shared_stages)
+    return PipelinePlan(mode=mode, reason=reason, shared_steps=mode == "chained" and shared_stages)
+
+
+def pipeline_mode(manifest: ModelConfigFile, *, shared_stages: bool = False) -> Mode:
+    """The mode ``plan_pipeline`` gives ``manifest`` (for callers that need only the mode)."""
+    return plan_pipeline(manifest, shared_stages=shared_stages).mode
+
+
+def with_plan(manifest: ModelConfigFile, *, shared_stages: bool) -> ModelConfigFile:
+    """``manifest`` with its pipeline plan recorded."""
+    return manifest.model_copy(update={"pipeline_plan": plan_pipeline(manifest, shared_stages=shared_stages)})
+
+
+def recorded_plan(manifest: ModelConfigFile) -> PipelinePlan:
+    """The plan intake recorded; a config file without one was not made by intake (or by an older one)."""
+    if manifest.pipeline_plan is None:
+        raise ConfigError(
+            f"the config file of {manifest.name} v{manifest.version} records no pipeline plan",
+            path="pipeline_plan",
+            hint="generate it again (modelport manifest, or upload the bundle again)",
+        )
+    return manifest.pipeline_plan
+
+
+def stage_environments(manifest: ModelConfigFile) -> tuple[ResolvedEnvironment, ResolvedEnvironment | None]:
+    """(the model image's environment, the shared steps image's or None), as the recorded plan implies:
+    where pre and post run on the shared steps image, the model's image goes without the step packages."""
+    if recorded_plan(manifest).shared_steps:
+        return split_environment(manifest.environment, manifest.processing)
+    return manifest.environment, None
 
 
 SFN_STATE_LIMIT = 256 * 1024
@@ -107,11 +142,6 @@ def auto_decision(manifest: ModelConfigFile, *, shared_stages: bool = False) -> 
         "the steps need matplotlib: on warm shared stage functions the model's own function starts without "
         "it, about half the fused cold start"
     )
-
-
-def auto_mode(manifest: ModelConfigFile, *, shared_stages: bool = False) -> Mode:
-    """``pipeline: auto``: see ``auto_decision``."""
-    return auto_decision(manifest, shared_stages=shared_stages)[0]
 
 
 def shared_config_text(manifest: ModelConfigFile) -> str:

@@ -10,8 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from chalicelib.core.manifest import ContainerAssociation, ModelConfigFile
-from chalicelib.core.manifest import Deployment as DeployedFunctions
+from chalicelib.core.manifest import ContainerAssociation, DeployedFunctions, ModelConfigFile
 from chalicelib.core.native import NativeContract
 from chalicelib.core.probe import ProbeRequest
 from chalicelib.core.protocol import Frozen
@@ -140,6 +139,20 @@ class ArtifactStore(Protocol):
 
     def download(self, key: str, dest: Path, *, max_bytes: int) -> ObjectInfo:
         """Stream to ``dest``; ``TooLarge`` past ``max_bytes``."""
+
+
+class RegistryLogin(Protocol):
+    def auth_config(self) -> dict[str, str]:
+        """The credentials a push hands the docker engine (``username``, ``password``, ``serveraddress``)."""
+
+
+class RepositoryHost(Protocol):
+    """A registry whose repositories exist before a push and whose pushes need a login (ECR)."""
+
+    def ensure_repository(self, name: str) -> str:
+        """The URI of repository ``name``, created if missing."""
+
+    def authorization(self) -> RegistryLogin: ...
 
 
 class ImageBuilder(Protocol):

@@ -65,6 +65,18 @@ class ContractError(ArtifactError):
         self.type_name = type_name
 
 
+SANDBOXES = "a docker engine locally, the probe function on AWS"
+
+
+def no_sandbox(request: ProbeRequest, why: str) -> SandboxUnavailable:
+    """The refusal of an artifact that needs code to open where no sandbox can open it (``why``)."""
+    what = "a pickle" if request.format == "pickle" else "a .skops file with trusted_types"
+    return SandboxUnavailable(
+        f"{request.rel} is {what}: it can only be opened in a sandbox ({SANDBOXES}), and {why}",
+        hint="convert it to .skops with skops' default types, or deploy where a sandbox runs",
+    )
+
+
 def not_an_estimator(rel: str, type_name: str) -> ContractError:
     shown = type_name if _TYPE_NAME.fullmatch(type_name) else "an object"
     return ContractError(
@@ -137,9 +149,6 @@ def read_result(raw: bytes, rel: str, *, excerpt: str | bytes = "") -> NativeCon
     raise failure(rel, "no_contract", excerpt=excerpt)
 
 
-SANDBOXES = "a docker engine locally, the probe function on AWS"
-
-
 class NoSandbox:
     """The ``Sandbox`` that refuses every artifact needing code to open (a pickle, trusted types): where no
     sandbox runs (process mode, no docker engine, memory stacks, ``MODELPORT_SANDBOX=none``), nothing of a
@@ -149,8 +158,4 @@ class NoSandbox:
         self.why = why
 
     def probe(self, request: ProbeRequest) -> NativeContract:
-        what = "a pickle" if request.format == "pickle" else "a .skops file with trusted_types"
-        raise SandboxUnavailable(
-            f"{request.rel} is {what}: it can only be opened in a sandbox ({SANDBOXES}), and {self.why}",
-            hint="convert it to .skops with skops' default types, or deploy where a sandbox runs",
-        )
+        raise no_sandbox(request, self.why)

@@ -29,11 +29,11 @@ from typing import IO, Any
 
 from chalicelib.core.clock import utc_now
 from chalicelib.core.config import REQUIREMENT
-from chalicelib.core.environment import AWS_BASE_IMAGE, ResolvedEnvironment, canonical_name, split_environment
+from chalicelib.core.environment import AWS_BASE_IMAGE, ResolvedEnvironment, canonical_name
 from chalicelib.core.errors import ArtifactError, ConfigError
 from chalicelib.core.manifest import ContainerAssociation, ModelConfigFile
-from chalicelib.core.pipeline import pipeline_mode
-from chalicelib.core.ports import AssociationStore, Clock, ImageBuilder, Progress
+from chalicelib.core.pipeline import stage_environments
+from chalicelib.core.ports import AssociationStore, Clock, ImageBuilder, Progress, RepositoryHost
 from chalicelib.core.records import EnvironmentImage
 from chalicelib.docker import (
     BaseImageError,
@@ -123,7 +123,8 @@ class BuildReport:
 
 
 class DockerImageBuilder:
-    """Builds model images with a docker engine; ``registry`` (host[:port], an ECR host or ``ecr``) pushes.
+    """Builds model images with a docker engine; ``registry`` (host[:port], an ECR host or ``ecr``) pushes,
+    through ``repositories`` (the ECR adapter: repositories made, a login per push) when it is ECR.
 
     ``base_image`` (or ``$MODELPORT_BASE_IMAGE``) overrides the manifest's base. When the base is the AWS
     default and no registry gives it, the local Debian base of the same python is used (and built if
@@ -139,24 +140,24 @@ class DockerImageBuilder:
         cache_dir: Path | None = None,
         associations: AssociationStore | None = None,
         clock: Clock = utc_now,
-        ecr: Any = None,
+        repositories: RepositoryHost | None = None,
         compile_code: bool = True,
-        shared_stages: bool = False,
     ) -> None:
-        """``shared_stages``: a model that ``pipeline_mode`` chains on shared stage functions gets a model
-        image without the step packages and a shared steps image (``ContainerAssociation.steps_image``)."""
+        """``associations``: where the environment images built are recorded (this builder knows their
+        size and digest)."""
         self.client = client if client is not None else docker_client()
         self.registry = registry.rstrip("/") if registry else None
         if self.registry not in (None, "ecr") and not REGISTRY_HOST.fullmatch(self.registry or ""):
             raise ConfigError(f"{registry!r} is not a registry like 127.0.0.1:5000", path="registry")
+        if self.registry == "ecr" and repositories is None:
+            raise ConfigError("registry ecr needs the ECR adapter (wiring.repository_host)", path="registry")
         override = base_image or os.environ.get("MODELPORT_BASE_IMAGE") or None
         self.base_override = check_image(override) if override else None
         self.cache_dir = cache_dir if cache_dir is not None else cache_root()
         self.associations = associations
         self.clock = clock
-        self.ecr = ecr
+        self.repositories = repositories if self.registry is not None else None
         self.compile_code = compile_code
-        self.shared_stages = shared_stages
         self._unreachable: set[str] = set()
         self._probed: dict[str, tuple[str, tuple[int, int]]] = {}
 
@@ -169,13 +170,11 @@ class DockerImageBuilder:
         timings: dict[str, float] = {}
         started = time.perf_counter()
         env = manifest.environment
+        model_env, steps_env = stage_environments(manifest)
         self._check_architecture(env.architecture)
         base = self._choose_base(env, progress)
         timings["base_s"] = time.perf_counter() - started
-
-        model_env, steps_env = env, None
-        if self.shared_stages and pipeline_mode(manifest, shared_stages=True) == "chained":
-            model_env, steps_env = split_environment(env, manifest.processing)
+        if steps_env is not None:
             progress("chained pipeline: the model image without the step packages, pre/post on a steps image")
 
         t = time.perf_counter()
@@ -556,26 +555,12 @@ class DockerImageBuilder:
         """The repository to tag an image ``modelport-<what>`` with, and the push credentials (ECR) if any."""
         if self.registry is None:
             return f"modelport/{name.removeprefix('modelport-')}", None
-        from chalicelib.aws.ecr import is_ecr_registry
-
-        if self.registry != "ecr" and not is_ecr_registry(self.registry):
+        if self.repositories is None:
             return f"{self.registry}/{name}", None
-        registry = self._ecr_registry()
-        uri = registry.ensure_repository(name)
-        auth = registry.authorization()
+        uri = self.repositories.ensure_repository(name)
+        auth = self.repositories.authorization()
         progress(f"ECR repository {uri}")
         return uri, auth.auth_config()
-
-    def _ecr_registry(self) -> Any:
-        if self.ecr is None:
-            import boto3
-
-            from chalicelib.aws.ecr import ECR_HOST, EcrRegistry
-
-            match = ECR_HOST.fullmatch(self.registry or "")
-            region = match.group("region") if match else None
-            self.ecr = EcrRegistry(boto3.client("ecr", region_name=region))
-        return self.ecr
 
     def _push(self, repository: str, tag: str, auth: dict[str, str] | None, progress: Progress) -> str:
         import docker

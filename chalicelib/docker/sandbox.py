@@ -25,9 +25,9 @@ from chalicelib.core.probe import (
     EXCERPT_CHARS,
     MAX_OUTPUT,
     TIMEOUT_S,
-    NoSandbox,
     ProbeRequest,
     failure,
+    no_sandbox,
     read_result,
 )
 from chalicelib.docker import EngineUnavailable, _first_line
@@ -77,7 +77,7 @@ class DockerSandbox:
                 try:
                     self._builder = factory()
                 except EngineUnavailable:
-                    NoSandbox("no docker engine answers here").probe(request)  # raises SandboxUnavailable
+                    raise no_sandbox(request, "no docker engine answers here") from None
             return self._builder
 
     def probe(self, request: ProbeRequest) -> NativeContract:

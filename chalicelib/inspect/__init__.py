@@ -172,12 +172,19 @@ def detect(model_dir: Path, config: ModelConfig) -> tuple[Framework, tuple[str, 
         raise ArtifactError(f"cannot read {model_dir}: {exc.strerror or exc}") from None
 
 
-def inspect_model(model_dir: Path, config: ModelConfig, sandbox: Sandbox | None = None) -> NativeContract:
+def inspect_model(
+    model_dir: Path,
+    config: ModelConfig,
+    sandbox: Sandbox | None = None,
+    *,
+    detected: tuple[Framework, tuple[str, ...]] | None = None,
+) -> NativeContract:
     """Read the native contract of the model in ``model_dir``; never imports or runs its code here.
 
-    Artifacts that need code to open go to ``sandbox``; without one they are refused.
+    Artifacts that need code to open go to ``sandbox``; without one they are refused. ``detected`` is
+    ``detect``'s answer when the caller has it (intake detects once).
     """
-    framework, artifacts = detect(model_dir, config)
+    framework, artifacts = detected if detected is not None else detect(model_dir, config)
     suffixes = _SUFFIXES[framework]
     rel = next(a for a in artifacts if Path(a).suffix.lower() in suffixes)
     path = model_dir / rel

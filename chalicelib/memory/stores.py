@@ -15,9 +15,13 @@ from typing import TypeVar
 
 from chalicelib.core.errors import Conflict, FunctionFailed, NotFound, TooLarge
 from chalicelib.core.keys import check_key
-from chalicelib.core.manifest import ContainerAssociation, DeployedFunction, ModelConfigFile
-from chalicelib.core.manifest import Deployment as DeployedFunctions
-from chalicelib.core.ports import Clock, ObjectInfo, PresignedUpload, Progress
+from chalicelib.core.manifest import (
+    ContainerAssociation,
+    DeployedFunction,
+    DeployedFunctions,
+    ModelConfigFile,
+)
+from chalicelib.core.ports import AssociationStore, Clock, ObjectInfo, PresignedUpload, Progress
 from chalicelib.core.records import (
     Account,
     ApiKey,
@@ -265,12 +269,21 @@ class MemoryArtifactStore:
 class MemoryImageBuilder:
     """A deterministic stand-in for the container builder: the same manifest always names the same image.
 
-    ``calls`` records every manifest it was asked to build; ``fail_with`` makes every build raise it.
+    ``calls`` records every manifest it was asked to build; ``fail_with`` makes every build raise it. Like
+    the real builders it records the environment image in ``associations`` (when given). It builds no
+    steps images: a platform with this builder has no shared stage functions.
     """
 
-    def __init__(self, clock: Clock, *, fail_with: Exception | None = None) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        fail_with: Exception | None = None,
+        associations: AssociationStore | None = None,
+    ) -> None:
         self.clock = clock
         self.fail_with = fail_with
+        self.associations = associations
         self.calls: list[ModelConfigFile] = []
         self._lock = threading.Lock()
 
@@ -288,6 +301,18 @@ class MemoryImageBuilder:
             image_digest="sha256:" + digest.hexdigest(),
             size_bytes=sum(f.size_bytes for f in manifest.artifact.files),
         )
+        fingerprint = manifest.environment.fingerprint
+        if self.associations is not None and self.associations.get_environment_image(fingerprint) is None:
+            env_digest = hashlib.sha256(fingerprint.encode()).hexdigest()
+            self.associations.put_environment_image(
+                EnvironmentImage(
+                    fingerprint=fingerprint,
+                    image_uri=association.environment_image,
+                    image_digest=f"sha256:{env_digest}",
+                    size_bytes=0,
+                    created_at=self.clock(),
+                )
+            )
         progress(f"{self.clock()} built {association.image_uri}")
         return association
 

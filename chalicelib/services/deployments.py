@@ -40,12 +40,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from chalicelib import inspect as inspectors
 from chalicelib.core.clock import parse_utc, utc_text
-from chalicelib.core.config import CONFIG_FILE, ModelConfig
+from chalicelib.core.config import CONFIG_FILE
 from chalicelib.core.errors import ConfigError, Conflict, ModelportError, NotFound, TooLarge, Unavailable
-from chalicelib.core.manifest import ModelConfigFile, build_manifest
-from chalicelib.core.native import NativeContract
+from chalicelib.core.manifest import ModelConfigFile
+from chalicelib.core.pipeline import stage_environments, with_plan
 from chalicelib.core.ports import (
     ArtifactStore,
     AssociationStore,
@@ -60,14 +59,13 @@ from chalicelib.core.records import (
     DEPLOYMENT_STAGES,
     Deployment,
     DeploymentStage,
-    EnvironmentImage,
     ModelAssociation,
     StageRecord,
     VersionRecord,
 )
 from chalicelib.services.bundles import BundleLimits, extract_bundle
 from chalicelib.services.events import s3_records
-from chalicelib.services.intake import artifact_files, inspect_dir
+from chalicelib.services.intake import Inspected, inspect_dir, manifest_for_dir
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +121,7 @@ class _Attempt:
         self.etag = etag.strip('"')
         self.size = size
         self._root: Path | None = None
-        self._inspected: tuple[ModelConfig, NativeContract] | None = None
+        self._inspected: Inspected | None = None
         self._manifest: ModelConfigFile | None = None
 
     @property
@@ -162,26 +160,30 @@ class _Attempt:
             self._root = _model_root(extracted)
         return self._root
 
-    def inspected(self) -> tuple[ModelConfig, NativeContract]:
+    def inspected(self) -> Inspected:
+        """The bundle's config and native contract (detected and inspected once per attempt)."""
         if self._inspected is None:
-            root = self.bundle_root()
-            config, native = inspect_dir(root, self.service.sandbox)
-            name = self.dep.model_name
+            inspected = inspect_dir(self.bundle_root(), self.service.sandbox)
+            config, name = inspected.config, self.dep.model_name
             if config.name != name:
                 raise ConfigError(
                     f"{CONFIG_FILE} names the model {config.name!r} but the bundle was uploaded as {name!r}",
                     hint=f"set 'name: {name}' or upload to /v1/models/{config.name}/versions",
                 )
-            self._inspected = config, native
+            self._inspected = inspected
         return self._inspected
 
     def manifest(self) -> ModelConfigFile:
-        """The version's model config file: as generated in this attempt, else as the version stored it."""
+        """The version's model config file: as generated in this attempt, else as the version stored it
+        (one stored before plans were recorded gets its plan here, as intake would have made it)."""
         if self._manifest is None:
             stored = self.service.version(self.dep).manifest
             if stored is None:
                 raise ConfigError(f"version {self.dep.version} of {self.dep.model_name!r} has no config file")
-            self._manifest = ModelConfigFile.model_validate_json(stored)
+            manifest = ModelConfigFile.model_validate_json(stored)
+            if manifest.pipeline_plan is None:
+                manifest = with_plan(manifest, shared_stages=self.service.shared_stages)
+            self._manifest = manifest
         return self._manifest
 
     def store_manifest(self, manifest: ModelConfigFile) -> None:
@@ -232,6 +234,7 @@ class DeploymentService:
         clock: Clock,
         bundle_bucket: str,
         max_bundle_bytes: int,
+        shared_stages: bool = False,
         outage: Outage = _no_outage,
         lease_s: int = 900,
         max_attempts: int = 3,
@@ -252,6 +255,8 @@ class DeploymentService:
         self.bundle_bucket = bundle_bucket
         self.max_bundle_bytes = max_bundle_bytes
         self.outage = outage
+        self.shared_stages = shared_stages
+        """The platform has shared stage functions: ``pipeline: auto`` may chain on them."""
         self.lease_s = lease_s
         self.max_attempts = max_attempts
         self.limits = limits or BundleLimits()
@@ -465,45 +470,30 @@ class DeploymentService:
         attempt.inspected()
 
     def _generate_config(self, attempt: _Attempt) -> None:
-        config, native = attempt.inspected()
-        root = attempt.bundle_root()
-        _, paths = inspectors.detect(root, config)
-        manifest = build_manifest(
-            config,
-            native,
-            artifact_files(root, paths),
+        """Intake, with the pipeline decided here once: everything after reads the recorded plan."""
+        manifest = manifest_for_dir(
+            attempt.bundle_root(),
             version=attempt.dep.version,
-            user_steps=inspectors.inspect_user_steps(root, config),
+            shared_stages=self.shared_stages,
+            inspected=attempt.inspected(),
         )
         attempt.store_manifest(manifest)
 
     def _build_image(self, attempt: _Attempt) -> None:
+        """The builder records the environment image (it knows its size and digest); this stage records
+        the model version's association."""
         # A resumed attempt may find the slots filled by the attempt it replaces; build from the plain file.
         manifest = attempt.manifest().model_copy(update={"container": None, "deployment": None})
         built = self.images.build(manifest, attempt.bundle_root(), attempt.progress)
-        store = self.associations
-        fingerprint = manifest.environment.fingerprint
-        now = self.clock()
-        if store.get_environment_image(fingerprint) is None:
-            digest = built.environment_image.partition("@")[2]
-            store.put_environment_image(
-                EnvironmentImage(
-                    fingerprint=fingerprint,
-                    image_uri=built.environment_image,
-                    image_digest=digest,
-                    size_bytes=0,  # the builder reports only the model image's size
-                    created_at=now,
-                )
-            )
-        store.put_model_association(
+        self.associations.put_model_association(
             ModelAssociation(
                 model_name=manifest.name,
                 version=manifest.version,
-                fingerprint=fingerprint,
+                fingerprint=stage_environments(manifest)[0].fingerprint,  # what its image is built on
                 image_uri=built.image_uri,
                 image_digest=built.image_digest,
                 size_bytes=built.size_bytes,
-                created_at=now,
+                created_at=self.clock(),
             )
         )
         attempt.store_manifest(manifest.model_copy(update={"container": built}))
@@ -511,9 +501,8 @@ class DeploymentService:
     def _deploy_functions(self, attempt: _Attempt) -> None:
         manifest = attempt.manifest().model_copy(update={"deployment": None})
         deployed = self.functions.deploy(manifest, attempt.progress)
-        store = self.associations
-        association = store.get_model_association(manifest.name, manifest.version)
-        store.put_model_association(
+        association = self.associations.get_model_association(manifest.name, manifest.version)
+        self.associations.put_model_association(
             association.model_copy(
                 update={
                     "functions": tuple(f.function_name for f in deployed.functions),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,7 +11,8 @@ from chalicelib.core.config import CONFIG_FILE, MAX_CONFIG_BYTES, ModelConfig, p
 from chalicelib.core.errors import ArtifactError, ConfigError
 from chalicelib.core.files import sha256_file
 from chalicelib.core.manifest import ArtifactFile, ModelConfigFile, build_manifest
-from chalicelib.core.native import NativeContract
+from chalicelib.core.native import Framework, NativeContract
+from chalicelib.core.pipeline import with_plan
 
 if TYPE_CHECKING:
     from chalicelib.core.ports import Sandbox
@@ -44,15 +46,37 @@ def artifact_files(model_dir: Path, paths: tuple[str, ...]) -> tuple[ArtifactFil
     return tuple(files)
 
 
-def inspect_dir(model_dir: Path, sandbox: Sandbox | None = None) -> tuple[ModelConfig, NativeContract]:
-    config = load_config(model_dir)
-    return config, inspectors.inspect_model(model_dir, config, sandbox)
+@dataclass(frozen=True)
+class Inspected:
+    """One read of a model directory: its ``modelport.yaml``, what ``detect`` found, the native contract."""
+
+    config: ModelConfig
+    framework: Framework
+    paths: tuple[str, ...]
+    native: NativeContract
 
 
-def manifest_for_dir(model_dir: Path, *, version: int = 1, sandbox: Sandbox | None = None) -> ModelConfigFile:
+def inspect_dir(model_dir: Path, sandbox: Sandbox | None = None) -> Inspected:
+    """Load the config and inspect the model, detecting its artifacts once."""
     config = load_config(model_dir)
-    _, paths = inspectors.detect(model_dir, config)
-    native = inspectors.inspect_model(model_dir, config, sandbox)
-    user_steps = inspectors.inspect_user_steps(model_dir, config)
-    files = artifact_files(model_dir, paths)
-    return build_manifest(config, native, files, version=version, user_steps=user_steps)
+    detected = inspectors.detect(model_dir, config)
+    native = inspectors.inspect_model(model_dir, config, sandbox, detected=detected)
+    return Inspected(config, *detected, native)
+
+
+def manifest_for_dir(
+    model_dir: Path,
+    *,
+    version: int = 1,
+    sandbox: Sandbox | None = None,
+    shared_stages: bool = False,
+    inspected: Inspected | None = None,
+) -> ModelConfigFile:
+    """Intake, for the CLI and the deployment alike: a model directory -> its model config file, with
+    the pipeline plan decided (``shared_stages``: the platform has shared stage functions). ``inspected``
+    is the directory's inspection when the caller has it already (the deployment checks the name first)."""
+    found = inspected if inspected is not None else inspect_dir(model_dir, sandbox)
+    user_steps = inspectors.inspect_user_steps(model_dir, found.config)
+    files = artifact_files(model_dir, found.paths)
+    manifest = build_manifest(found.config, found.native, files, version=version, user_steps=user_steps)
+    return with_plan(manifest, shared_stages=shared_stages)

@@ -18,7 +18,7 @@ from chalicelib.aws.functions import LambdaFunctionManager
 from chalicelib.aws.invoke import LambdaInvoker
 from chalicelib.core.errors import FunctionFailed
 from chalicelib.core.manifest import ContainerAssociation, ModelConfigFile
-from chalicelib.core.pipeline import STATE_NAMES, Role, stages_of, state_machine_definition
+from chalicelib.core.pipeline import STATE_NAMES, Role, stages_of, state_machine_definition, with_plan
 from chalicelib.local.launchers import ProcessImage
 from chalicelib.local.runtime_api import REPO_ROOT
 from chalicelib.services.intake import manifest_for_dir
@@ -109,9 +109,8 @@ def _chained_manifest(name: str, version: int, image: str = DIABETES) -> ModelCo
         image_digest="sha256:" + "0" * 64,
         size_bytes=1,
     )
-    return manifest.model_copy(
-        update={"name": name, "version": version, "pipeline": "chained", "container": container}
-    )
+    update = {"name": name, "version": version, "pipeline": "chained", "container": container}
+    return with_plan(manifest.model_copy(update=update), shared_stages=False)
 
 
 def test_the_function_manager_deploys_a_chained_pipeline_through_the_edge(stack: Stack) -> None:
@@ -202,7 +201,10 @@ def test_a_chain_of_one_and_a_stage_that_cannot_load(stack: Stack) -> None:
     )
     name = _name("echo")
     one = manager.deploy(
-        echo.model_copy(update={"name": name, "pipeline": "chained", "container": container}),
+        with_plan(
+            echo.model_copy(update={"name": name, "pipeline": "chained", "container": container}),
+            shared_stages=False,
+        ),
         lambda line: None,
     )
     assert [f.role for f in one.functions] == ["model"]
@@ -210,7 +212,10 @@ def test_a_chain_of_one_and_a_stage_that_cannot_load(stack: Stack) -> None:
     assert invoker.invoke(one, {"body": "{}"})["status"] == 400  # the model stage's own answer
 
     broken = _chained_manifest(_name("broken"), 1, BROKEN)
-    broken = broken.model_copy(update={"processing": manifest_for_dir(EXAMPLES / "iris-onnx").processing})
+    broken = with_plan(
+        broken.model_copy(update={"processing": manifest_for_dir(EXAMPLES / "iris-onnx").processing}),
+        shared_stages=False,
+    )
     deployment = manager.deploy(broken, lambda line: None)
     event: dict[str, object] = {
         "body": '{"rows": [[5.1, 3.5, 1.4, 0.2]]}',
@@ -283,18 +288,20 @@ def test_the_function_manager_puts_models_that_plot_on_shared_stage_functions(st
     stack.images.register("modelport/iris-onnx:shared", stack.images.resolve(IRIS))
     lam = stack.client("lambda")
     sfn = stack.client("stepfunctions", inject_host_prefix=False)
-    manager = LambdaFunctionManager(
-        lam, ROLE, sfn_client=sfn, steps_image=lambda manifest: steps_image, wait_s=30
-    )
+    manager = LambdaFunctionManager(lam, ROLE, sfn_client=sfn, wait_s=30)
     invoker = LambdaInvoker(lam, sfn)
 
     def auto(src: Path, image: str, version: int = 1) -> ModelConfigFile:
         container = ContainerAssociation(
-            environment_image="env", image_uri=image, image_digest="sha256:" + "0" * 64, size_bytes=1
+            environment_image="env",
+            image_uri=image,
+            image_digest="sha256:" + "0" * 64,
+            size_bytes=1,
+            steps_image=steps_image,
         )
         manifest: ModelConfigFile = manifest_for_dir(src)
         update = {"name": _name(src.name), "version": version, "container": container}
-        return manifest.model_copy(update=update)
+        return with_plan(manifest.model_copy(update=update), shared_stages=True)  # stage functions shared
 
     iris = manager.deploy(auto(EXAMPLES / "iris-onnx", "modelport/iris-onnx:shared"), lambda line: None)
     diabetes = manager.deploy(auto(EXAMPLES / "diabetes-lightgbm", DIABETES), lambda line: None)

@@ -14,12 +14,12 @@ from botocore.config import Config
 
 from chalicelib.aws.invoke import DirectInvoke, LambdaInvoker
 from chalicelib.core.errors import FunctionFailed, FunctionTimedOut
-from chalicelib.core.manifest import DeployedFunction, Deployment
+from chalicelib.core.manifest import DeployedFunction, DeployedFunctions
 
 pytestmark = pytest.mark.functional
 
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:modelport-iris"
-DEPLOYMENT = Deployment(
+DEPLOYMENT = DeployedFunctions(
     mode="fused",
     functions=(
         DeployedFunction(role="fused", function_name="modelport-iris", function_arn=ARN, version="3"),
@@ -185,7 +185,7 @@ def _sfn(url: str, **config: Any) -> Any:
 
 def test_chained_start_sync_execution_is_sent_as_boto3_sends_it(fake: FakeLambda) -> None:
     machine = "arn:aws:states:eu-west-1:123456789012:stateMachine:modelport-iris-v1"
-    chained = Deployment(mode="chained", functions=(), state_machine_arn=machine)
+    chained = DeployedFunctions(mode="chained", functions=(), state_machine_arn=machine)
     sfn = _sfn(fake.url, inject_host_prefix=False)
     invoker = LambdaInvoker(_invoker(fake.url)[0].lambda_client, sfn)
     answer = {"status": "SUCCEEDED", "output": json.dumps({"status": 200, "body": "ok"})}

@@ -21,7 +21,12 @@ from botocore.exceptions import ClientError
 from chalicelib.aws.functions import LambdaFunctionManager
 from chalicelib.aws.invoke import LambdaInvoker
 from chalicelib.core.errors import FunctionTimedOut
-from chalicelib.core.manifest import ContainerAssociation, DeployedFunction, Deployment, ModelConfigFile
+from chalicelib.core.manifest import (
+    ContainerAssociation,
+    DeployedFunction,
+    DeployedFunctions,
+    ModelConfigFile,
+)
 from chalicelib.core.pipeline import state_machine_definition
 from chalicelib.local.edge.server import EdgeServer
 from chalicelib.services.intake import manifest_for_dir
@@ -133,7 +138,7 @@ def test_moto_runs_a_chained_pipeline_through_our_functions(
 
     # the control plane's invoker, chained mode: StartSyncExecution through the edge
     invoker = LambdaInvoker(lam, sfn)
-    chained = Deployment(mode="chained", functions=(), state_machine_arn=machine)
+    chained = DeployedFunctions(mode="chained", functions=(), state_machine_arn=machine)
     answer = invoker.invoke(chained, echo_event([7.0]))
     assert json.loads(str(answer["body"])) == {"output": [7.0]}
 
@@ -149,7 +154,7 @@ def test_a_failing_stage_fails_the_execution(stack: Stack, iris_manifest: ModelC
     assert synced["status"] == "FAILED" and synced["error"] == "ModelportStageFailed"
 
     # a function's timeout, invoked directly, is the invoker's FunctionTimedOut (the API's 504)
-    fused = Deployment(
+    fused = DeployedFunctions(
         mode="fused", functions=(DeployedFunction(role="fused", function_name="x", function_arn=arn),)
     )
     with pytest.raises(FunctionTimedOut):

@@ -151,7 +151,7 @@ def environment_packages(stack: LocalStack, environment_image: str) -> set[str]:
         text = labels["dev.modelport.packages"]
     else:
         from chalicelib.docker import cache_root
-        from chalicelib.local.images import ENV_MARKER
+        from chalicelib.docker.process import ENV_MARKER
 
         key = environment_image.removeprefix("process-env/")
         text = (cache_root() / "process-envs" / key / ENV_MARKER).read_text()

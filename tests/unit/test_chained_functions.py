@@ -16,19 +16,33 @@ from chalicelib.aws.functions import LambdaFunctionManager, function_specs
 from chalicelib.core.config import Processing
 from chalicelib.core.errors import ConfigError, FunctionFailed
 from chalicelib.core.manifest import ContainerAssociation, ModelConfigFile
-from chalicelib.core.pipeline import auto_decision, pipeline_mode
+from chalicelib.core.pipeline import auto_decision, pipeline_mode, with_plan
 from chalicelib.services.intake import manifest_for_dir
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/modelport/iris:v1"
 
 
-def _manifest(example: str, pipeline: str, **update: Any) -> ModelConfigFile:
+def _config_file(
+    example: str, pipeline: str, *, steps_image: str | None = None, **update: Any
+) -> ModelConfigFile:
     container = ContainerAssociation(
-        environment_image="env", image_uri=IMAGE, image_digest="sha256:" + "0" * 64, size_bytes=1
+        environment_image="env",
+        image_uri=IMAGE,
+        image_digest="sha256:" + "0" * 64,
+        size_bytes=1,
+        steps_image=steps_image,
     )
     manifest: ModelConfigFile = manifest_for_dir(EXAMPLES / example)
     return manifest.model_copy(update={"pipeline": pipeline, "container": container, **update})
+
+
+def _manifest(
+    example: str, pipeline: str, *, steps_image: str | None = None, **update: Any
+) -> ModelConfigFile:
+    """The config file as intake plans it; ``steps_image``: built where stage functions are shared."""
+    manifest = _config_file(example, pipeline, steps_image=steps_image, **update)
+    return with_plan(manifest, shared_stages=steps_image is not None)
 
 
 def test_a_chained_deployment_has_one_function_per_stage_that_exists() -> None:
@@ -47,7 +61,7 @@ def test_a_chained_deployment_has_one_function_per_stage_that_exists() -> None:
 
 def test_chained_mode_refuses_user_code_steps() -> None:
     processing = Processing.model_validate({"pre": ["steps/clean.py:clean"], "post": ["labels"]})
-    manifest = _manifest("iris-onnx", "chained", processing=processing)
+    manifest = _config_file("iris-onnx", "chained", processing=processing)
     with pytest.raises(ConfigError, match=r"chained cannot run user-code steps \(steps/clean.py:clean\)"):
         pipeline_mode(manifest)
     assert pipeline_mode(manifest.model_copy(update={"pipeline": "auto"})) == "fused"
@@ -135,8 +149,8 @@ def test_with_shared_stage_functions_auto_chains_models_whose_steps_plot() -> No
 
 def test_shared_stage_specs_are_the_same_for_every_model() -> None:
     steps = "123456789012.dkr.ecr.us-east-1.amazonaws.com/modelport/steps:py3.11"
-    iris = function_specs(_manifest("iris-onnx", "auto"), steps_image=steps)
-    diabetes = function_specs(_manifest("diabetes-lightgbm", "auto", version=7), steps_image=steps)
+    iris = function_specs(_manifest("iris-onnx", "auto", steps_image=steps))
+    diabetes = function_specs(_manifest("diabetes-lightgbm", "auto", version=7, steps_image=steps))
     assert [s.role for s in iris] == ["pre", "model", "post"]  # auto chains: the steps plot
     assert [iris[0], iris[2]] == [diabetes[0], diabetes[2]]
     assert iris[0].image_uri == steps and iris[0].name.startswith("modelport-steps-")
@@ -146,6 +160,6 @@ def test_shared_stage_specs_are_the_same_for_every_model() -> None:
         IMAGE,
         "7",
     )
-    assert [s.role for s in function_specs(_manifest("digits-onnx", "auto"), steps_image=steps)] == ["fused"]
-    other = function_specs(_manifest("iris-onnx", "chained"), steps_image=steps + "-2")
+    assert [s.role for s in function_specs(_manifest("digits-onnx", "auto", steps_image=steps))] == ["fused"]
+    other = function_specs(_manifest("iris-onnx", "chained", steps_image=steps + "-2"))
     assert other[0].name != iris[0].name  # another steps image, another shared pair
