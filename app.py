@@ -8,8 +8,8 @@ from chalice.app import Response, SQSEvent
 from chalicelib.api import accounts, auth, invoke, models
 from chalicelib.api.deps import services
 from chalicelib.api.http import Api, control_plane_openapi, json_response
+from chalicelib.core.config_file import config_json_schema, manifest_json_schema
 from chalicelib.core.errors import NotFound
-from chalicelib.core.manifest import config_json_schema, manifest_json_schema
 
 app = Chalice(app_name="modelport")
 app.register_blueprint(auth.blueprint)

@@ -38,7 +38,7 @@ from results import markers, write_section  # noqa: E402 - bench/results.py, bes
 from chalicelib.core.wire import JSON, InvocationEvent, invocation_event  # noqa: E402
 from chalicelib.docker.builder import BuildReport, DockerImageBuilder  # noqa: E402
 from chalicelib.local.runtime_api import RuntimeApiServer  # noqa: E402
-from chalicelib.services.intake import manifest_for_dir  # noqa: E402
+from chalicelib.services.intake import config_file_for_dir  # noqa: E402
 
 NOTES = """
 What is in the size. **base**: Debian 12 minbase + python3 from debootstrap, docs, man pages, locales,
@@ -145,20 +145,20 @@ def measure(client: Any, name: str, runs: int, cold_wheels: bool, work: Path) ->
     src = copy_example(name, work)
     builder = DockerImageBuilder(client, cache_dir=(work / "cache") if cold_wheels else None)
     quiet = lambda line: None  # noqa: E731
-    warm_report = builder.build_image(manifest_for_dir(src), src, quiet)
+    warm_report = builder.build_image(config_file_for_dir(src), src, quiet)
     # Cold: remove the environment image (and so every model image on it), then build again.
     env_tag = warm_report.environment_image
     for image in client.images.list(filters={"label": f"dev.modelport.environment-image={env_tag}"}):
         client.api.remove_image(image.id, force=True)
     client.api.remove_image(env_tag, force=True)
     start = time.perf_counter()
-    cold: BuildReport = builder.build_image(manifest_for_dir(src), src, quiet)
+    cold: BuildReport = builder.build_image(config_file_for_dir(src), src, quiet)
     cold_s = time.perf_counter() - start
     assert cold.environment_built
     rebuilds = []
     for n in range(runs):
         change_model(src, n)
-        manifest = manifest_for_dir(src)
+        manifest = config_file_for_dir(src)
         start = time.perf_counter()
         report = builder.build_image(manifest, src, quiet)
         rebuilds.append(time.perf_counter() - start)

@@ -229,11 +229,11 @@ def deploy(stack: dict[str, Any], directory: Path, key: str) -> dict[str, Any]:
     (``memory/<name>:v1``) is registered as a process image first."""
     from chalicelib.client import Client, Connection
     from chalicelib.client import deploy as deploy_dir
-    from chalicelib.core.manifest import ModelConfigFile
-    from chalicelib.services.intake import manifest_for_dir
+    from chalicelib.core.config_file import ModelConfigFile
+    from chalicelib.services.intake import config_file_for_dir
 
     name = directory.name
-    stack["images"].write(f"memory/{name}:v1", directory, manifest_for_dir(directory))
+    stack["images"].write(f"memory/{name}:v1", directory, config_file_for_dir(directory))
     client = Client(Connection(stack["api_url"], key, stack["endpoint_url"]))
     outcome = deploy_dir(client, directory, timeout_s=300)
     assert outcome.status == "READY", outcome.reason
@@ -248,11 +248,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import onnxruntime as ort
 
     from chalicelib.aws.invoke import LambdaInvoker
-    from chalicelib.core.manifest import DeployedFunctions
+    from chalicelib.core.config_file import DeployedFunctions
     from chalicelib.core.wire import JSON, invocation_event
     from chalicelib.runtime.handler import load
     from chalicelib.runtime.layout import prepare_model_dir
-    from chalicelib.services.intake import manifest_for_dir
+    from chalicelib.services.intake import config_file_for_dir
 
     out: dict[str, Any] = {"load_before": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="invoke-overhead-") as tmp:
@@ -280,7 +280,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
             session = ort.InferenceSession(str(fused_dir / "model.onnx"), providers=["CPUExecutionProvider"])
             feed = {session.get_inputs()[0].name: np.array([[6.4, 3.2, 4.5, 1.5]], dtype=np.float32)}
-            runtime = load(prepare_model_dir(fused_dir, manifest_for_dir(fused_dir), root / "layout"))
+            runtime = load(prepare_model_dir(fused_dir, config_file_for_dir(fused_dir), root / "layout"))
             emulator, lam = stack["emulator"], stack["lambda"]
             edge_http = Http(stack["edge"].url)
             invoke_path = f"/2015-03-31/functions/{fn['function_name']}/invocations?Qualifier={version}"

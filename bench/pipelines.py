@@ -29,11 +29,11 @@ sys.path.insert(0, str(ROOT))
 
 from results import RESULTS, markers, write_section  # noqa: E402 - bench/results.py, beside this script
 
-from chalicelib.core.manifest import ContainerAssociation, ModelConfigFile  # noqa: E402
+from chalicelib.core.config_file import ContainerAssociation, ModelConfigFile  # noqa: E402
 from chalicelib.core.pipeline import stages_of, with_plan  # noqa: E402
 from chalicelib.core.wire import JSON, InvocationEvent, invocation_event  # noqa: E402
 from chalicelib.runtime.handler import load  # noqa: E402
-from chalicelib.services.intake import manifest_for_dir  # noqa: E402
+from chalicelib.services.intake import config_file_for_dir  # noqa: E402
 
 MARK_BEGIN, MARK_END = markers("pipelines")
 EXAMPLES = ROOT / "examples"
@@ -130,7 +130,7 @@ def shared_stage_functions(images: Any, lam: Any, root: Path) -> dict[str, str]:
 
 def shared_deployment(manifest: ModelConfigFile, shared: dict[str, str], lam: Any, sfn: Any) -> Any:
     """The model's own function (the model stage only) behind a machine whose pre/post are shared."""
-    from chalicelib.core.manifest import DeployedFunctions
+    from chalicelib.core.config_file import DeployedFunctions
     from chalicelib.core.pipeline import state_machine_definition
 
     assert manifest.container is not None
@@ -201,7 +201,7 @@ def main() -> None:
             if args.only and name not in args.only:
                 continue
             src = EXAMPLES / name
-            manifest = manifest_for_dir(src)
+            manifest = config_file_for_dir(src)
             image = f"modelport/{name}:bench"
             written = images.write(image, src, manifest)
             row: dict[str, Any] = {"name": name, "what": what, "stages": "/".join(stages_of(manifest))}

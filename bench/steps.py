@@ -25,7 +25,7 @@ from results import markers, write_section  # noqa: E402 - bench/results.py, bes
 from chalicelib.core.wire import JSON, InvocationEvent, invocation_event  # noqa: E402
 from chalicelib.runtime.handler import load  # noqa: E402
 from chalicelib.runtime.layout import prepare_model_dir  # noqa: E402
-from chalicelib.services.intake import manifest_for_dir  # noqa: E402
+from chalicelib.services.intake import config_file_for_dir  # noqa: E402
 
 MARK_BEGIN, MARK_END = markers("steps")
 EXAMPLES = ROOT / "examples"
@@ -57,7 +57,7 @@ def percentile(values: list[float], q: float) -> float:
 def measure(name: str, event: InvocationEvent, calls: int, accept: str) -> dict[str, list[float]]:
     src = EXAMPLES / name
     with tempfile.TemporaryDirectory(prefix="bench-steps-") as tmp:
-        runtime = load(prepare_model_dir(src, manifest_for_dir(src), Path(tmp) / name))
+        runtime = load(prepare_model_dir(src, config_file_for_dir(src), Path(tmp) / name))
         runtime.handle({**event, "accept": accept})  # the first answer reports init_ms: not a sample
         samples: dict[str, list[float]] = {}
         for _ in range(calls):

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from results import markers, write_section  # noqa: E402 - bench/results.py, beside this script
 
 from chalicelib.core.errors import InvalidRequest  # noqa: E402
-from chalicelib.services.intake import manifest_for_dir  # noqa: E402
+from chalicelib.services.intake import config_file_for_dir  # noqa: E402
 from chalicelib.services.invoke import RequestValidator, _leaf_errors  # noqa: E402
 
 NAME = "validation_cost"
@@ -152,7 +152,7 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="write the section of bench/RESULTS.md")
     args = parser.parse_args()
 
-    validator = RequestValidator(manifest_for_dir(ROOT / "examples/iris-onnx"))
+    validator = RequestValidator(config_file_for_dir(ROOT / "examples/iris-onnx"))
     hot = hot_path(validator)
     print(hot[0], flush=True)
     sizes = [float(s) for s in args.sizes.split(",")]

@@ -98,9 +98,9 @@ def inspect(model_dir: Path, fmt: str) -> None:
 @_friendly
 def manifest(model_dir: Path, fmt: str, version: int, output: Path | None) -> None:
     """Print the model config file of the model in DIR."""
-    from chalicelib.services.intake import manifest_for_dir
+    from chalicelib.services.intake import config_file_for_dir
 
-    doc = manifest_for_dir(model_dir, version=version, sandbox=_local_sandbox())
+    doc = config_file_for_dir(model_dir, version=version, sandbox=_local_sandbox())
     text = doc.to_yaml() if fmt == "yaml" else doc.to_json()
     if output is None:
         click.echo(text, nl=False)
@@ -115,16 +115,18 @@ def manifest(model_dir: Path, fmt: str, version: int, output: Path | None) -> No
 def openapi(model_dir: Path) -> None:
     """Print the OpenAPI 3.1 document of the model's invoke endpoints."""
     from chalicelib.core.openapi import openapi_document
-    from chalicelib.services.intake import manifest_for_dir
+    from chalicelib.services.intake import config_file_for_dir
 
-    click.echo(json.dumps(openapi_document(manifest_for_dir(model_dir, sandbox=_local_sandbox())), indent=2))
+    click.echo(
+        json.dumps(openapi_document(config_file_for_dir(model_dir, sandbox=_local_sandbox())), indent=2)
+    )
 
 
 @cli.command()
 @click.argument("which", type=click.Choice(["model-config", "modelport-yaml"]))
 def schema(which: str) -> None:
     """Print a JSON Schema: the model config file's or modelport.yaml's."""
-    from chalicelib.core.manifest import config_json_schema, manifest_json_schema, schema_text
+    from chalicelib.core.config_file import config_json_schema, manifest_json_schema, schema_text
 
     doc = manifest_json_schema() if which == "model-config" else config_json_schema()
     click.echo(schema_text(doc), nl=False)
@@ -245,10 +247,10 @@ class _BuildProgress:
 def build(model_dir: Path, registry: str | None, base_image: str | None, version: int, verbose: bool) -> None:
     """Build the container image of the model in DIR (and push it with --push)."""
     from chalicelib.docker.builder import DockerImageBuilder
-    from chalicelib.services.intake import manifest_for_dir
+    from chalicelib.services.intake import config_file_for_dir
     from chalicelib.wiring import repository_host
 
-    doc = manifest_for_dir(model_dir, version=version, sandbox=_local_sandbox())
+    doc = config_file_for_dir(model_dir, version=version, sandbox=_local_sandbox())
     builder = DockerImageBuilder(
         registry=registry, base_image=base_image, repositories=repository_host(registry)
     )
@@ -461,10 +463,10 @@ def _checked_name(model_dir: Path) -> str:
     """The model's name, after inspecting DIR here so a mistake costs no upload (a pickle is opened only
     by the deployment's sandbox: its name is read from modelport.yaml)."""
     from chalicelib.core.errors import SandboxUnavailable
-    from chalicelib.services.intake import load_config, manifest_for_dir
+    from chalicelib.services.intake import config_file_for_dir, load_config
 
     try:
-        return manifest_for_dir(model_dir).name
+        return config_file_for_dir(model_dir).name
     except SandboxUnavailable:
         return load_config(model_dir).name
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chalicelib.client import ApiError, Client, DeployOutcome, deploy, invoke
-from chalicelib.core.manifest import ModelConfigFile
+from chalicelib.core.config_file import ModelConfigFile
 from chalicelib.core.protocol import Figure
-from chalicelib.services.intake import manifest_for_dir
+from chalicelib.services.intake import config_file_for_dir
 
 SAMPLE_TYPES = {
     ".png": "image/png",
@@ -100,7 +100,7 @@ def run_demo(
 ) -> list[DemoRow]:
     rows = []
     for model_dir in model_dirs:
-        manifest = manifest_for_dir(model_dir)
+        manifest = config_file_for_dir(model_dir)
         row = DemoRow(manifest.name, None)
         rows.append(row)
         progress(f"deploying {manifest.name}")

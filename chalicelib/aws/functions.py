@@ -28,8 +28,8 @@ from typing import Any, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.aws.outage import translates_outages
+from chalicelib.core.config_file import DeployedFunction, DeployedFunctions, ModelConfigFile
 from chalicelib.core.errors import FunctionFailed
-from chalicelib.core.manifest import DeployedFunction, DeployedFunctions, ModelConfigFile
 from chalicelib.core.pipeline import Role, definition_text, recorded_plan, stages_of, state_machine_definition
 from chalicelib.core.ports import Progress
 

@@ -26,8 +26,8 @@ from urllib.parse import quote, urlsplit
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
 from chalicelib.aws.outage import translates_outages
+from chalicelib.core.config_file import DeployedFunctions
 from chalicelib.core.errors import FunctionFailed, FunctionTimedOut, ResponseTooLarge
-from chalicelib.core.manifest import DeployedFunctions
 from chalicelib.core.wire import MAX_SYNC_PAYLOAD, InvocationEvent
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})

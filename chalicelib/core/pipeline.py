@@ -12,9 +12,9 @@ import json
 from collections.abc import Collection
 from typing import Any, Literal
 
+from chalicelib.core.config_file import ModelConfigFile, PipelinePlan
 from chalicelib.core.environment import ResolvedEnvironment, split_environment
 from chalicelib.core.errors import ConfigError
-from chalicelib.core.manifest import ModelConfigFile, PipelinePlan
 from chalicelib.core.steps import BUILTIN_STEPS
 
 Role = Literal["pre", "model", "post"]

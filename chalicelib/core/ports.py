@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from chalicelib.core.manifest import ContainerAssociation, DeployedFunctions, ModelConfigFile
+from chalicelib.core.config_file import ContainerAssociation, DeployedFunctions, ModelConfigFile
 from chalicelib.core.native import NativeContract
 from chalicelib.core.probe import ProbeRequest
 from chalicelib.core.protocol import Frozen

@@ -29,9 +29,9 @@ from typing import IO, Any
 
 from chalicelib.core.clock import utc_now
 from chalicelib.core.config import REQUIREMENT
+from chalicelib.core.config_file import ContainerAssociation, ModelConfigFile
 from chalicelib.core.environment import AWS_BASE_IMAGE, ResolvedEnvironment, canonical_name
 from chalicelib.core.errors import ArtifactError, ConfigError
-from chalicelib.core.manifest import ContainerAssociation, ModelConfigFile
 from chalicelib.core.pipeline import stage_environments
 from chalicelib.core.ports import AssociationStore, Clock, ImageBuilder, Progress, RepositoryHost
 from chalicelib.core.records import EnvironmentImage

@@ -23,9 +23,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from chalicelib.core.config_file import ModelConfigFile
 from chalicelib.core.environment import ResolvedEnvironment
 from chalicelib.core.errors import ConfigError
-from chalicelib.core.manifest import ModelConfigFile
 
 Keyword = Literal["FROM", "ARG", "ENV", "LABEL", "COPY", "RUN", "USER", "WORKDIR", "ENTRYPOINT", "CMD"]
 

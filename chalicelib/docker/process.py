@@ -21,9 +21,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from chalicelib.core.config_file import ContainerAssociation, ModelConfigFile
 from chalicelib.core.environment import ResolvedEnvironment
 from chalicelib.core.errors import ArtifactError
-from chalicelib.core.manifest import ContainerAssociation, ModelConfigFile
 from chalicelib.core.pipeline import stage_environments
 from chalicelib.core.ports import AssociationStore, Clock, Progress
 from chalicelib.core.records import EnvironmentImage

@@ -13,14 +13,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from chalicelib.core.errors import Conflict, FunctionFailed, NotFound, TooLarge
-from chalicelib.core.keys import check_key
-from chalicelib.core.manifest import (
+from chalicelib.core.config_file import (
     ContainerAssociation,
     DeployedFunction,
     DeployedFunctions,
     ModelConfigFile,
 )
+from chalicelib.core.errors import Conflict, FunctionFailed, NotFound, TooLarge
+from chalicelib.core.keys import check_key
 from chalicelib.core.ports import AssociationStore, Clock, ObjectInfo, PresignedUpload, Progress
 from chalicelib.core.records import (
     Account,

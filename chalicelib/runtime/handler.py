@@ -32,7 +32,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import ValidationError
 
-from chalicelib.core.manifest import ModelConfigFile
+from chalicelib.core.config_file import ModelConfigFile
 from chalicelib.core.pipeline import stages_of
 from chalicelib.core.protocol import (
     Boxes,

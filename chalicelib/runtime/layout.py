@@ -10,8 +10,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from chalicelib.core.config_file import ModelConfigFile
 from chalicelib.core.files import is_safe_relative_path, sha256_file
-from chalicelib.core.manifest import ModelConfigFile
 
 MODEL_CONFIG = "model-config.json"
 MODEL_DIR_ENV = "MODELPORT_MODEL_DIR"

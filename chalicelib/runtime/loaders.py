@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from chalicelib.core.manifest import ModelConfigFile
+from chalicelib.core.config_file import ModelConfigFile
 from chalicelib.core.protocol import Json, Tensors
 from chalicelib.runtime.codecs import Problems, check_schema, to_jsonable
 from chalicelib.runtime.predictor import File, Image, InputSpec

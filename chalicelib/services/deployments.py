@@ -42,8 +42,8 @@ from typing import Any
 
 from chalicelib.core.clock import parse_utc, utc_text
 from chalicelib.core.config import CONFIG_FILE
+from chalicelib.core.config_file import ModelConfigFile
 from chalicelib.core.errors import ConfigError, Conflict, ModelportError, NotFound, TooLarge, Unavailable
-from chalicelib.core.manifest import ModelConfigFile
 from chalicelib.core.pipeline import stage_environments, with_plan
 from chalicelib.core.ports import (
     ArtifactStore,
@@ -65,7 +65,7 @@ from chalicelib.core.records import (
 )
 from chalicelib.services.bundles import BundleLimits, extract_bundle
 from chalicelib.services.events import s3_records
-from chalicelib.services.intake import Inspected, inspect_dir, manifest_for_dir
+from chalicelib.services.intake import Inspected, config_file_for_dir, inspect_dir
 
 log = logging.getLogger(__name__)
 
@@ -471,7 +471,7 @@ class DeploymentService:
 
     def _generate_config(self, attempt: _Attempt) -> None:
         """Intake, with the pipeline decided here once: everything after reads the recorded plan."""
-        manifest = manifest_for_dir(
+        manifest = config_file_for_dir(
             attempt.bundle_root(),
             version=attempt.dep.version,
             shared_stages=self.shared_stages,

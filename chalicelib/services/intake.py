@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 
 from chalicelib import inspect as inspectors
 from chalicelib.core.config import CONFIG_FILE, MAX_CONFIG_BYTES, ModelConfig, parse_config_yaml
+from chalicelib.core.config_file import ArtifactFile, ModelConfigFile, build_config_file
 from chalicelib.core.errors import ArtifactError, ConfigError
 from chalicelib.core.files import sha256_file
-from chalicelib.core.manifest import ArtifactFile, ModelConfigFile, build_manifest
 from chalicelib.core.native import Framework, NativeContract
 from chalicelib.core.pipeline import with_plan
 
@@ -64,7 +64,7 @@ def inspect_dir(model_dir: Path, sandbox: Sandbox | None = None) -> Inspected:
     return Inspected(config, *detected, native)
 
 
-def manifest_for_dir(
+def config_file_for_dir(
     model_dir: Path,
     *,
     version: int = 1,
@@ -78,5 +78,5 @@ def manifest_for_dir(
     found = inspected if inspected is not None else inspect_dir(model_dir, sandbox)
     user_steps = inspectors.inspect_user_steps(model_dir, found.config)
     files = artifact_files(model_dir, found.paths)
-    manifest = build_manifest(found.config, found.native, files, version=version, user_steps=user_steps)
+    manifest = build_config_file(found.config, found.native, files, version=version, user_steps=user_steps)
     return with_plan(manifest, shared_stages=shared_stages)

@@ -19,6 +19,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator, ValidationError, validators
 
+from chalicelib.core.config_file import ModelConfigFile
 from chalicelib.core.errors import (
     Conflict,
     InvalidRequest,
@@ -28,7 +29,6 @@ from chalicelib.core.errors import (
     UnsupportedMediaType,
 )
 from chalicelib.core.jsontext import JsonTextError, loads, pointer, short
-from chalicelib.core.manifest import ModelConfigFile
 from chalicelib.core.ports import FunctionInvoker
 from chalicelib.core.protocol import Records
 from chalicelib.core.records import Account, VersionRecord

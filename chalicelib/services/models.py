@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import Literal
 
 from chalicelib.core.config import SLUG
+from chalicelib.core.config_file import ModelConfigFile
 from chalicelib.core.errors import Conflict, Forbidden, InvalidRequest, NotFound, TooLarge
-from chalicelib.core.manifest import ModelConfigFile
 from chalicelib.core.ports import (
     AccountStore,
     ArtifactStore,

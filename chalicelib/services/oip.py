@@ -11,9 +11,9 @@ import json
 import math
 from typing import Any
 
+from chalicelib.core.config_file import ModelConfigFile
 from chalicelib.core.errors import InvalidRequest
 from chalicelib.core.jsontext import MAX_DEPTH, short
-from chalicelib.core.manifest import ModelConfigFile
 from chalicelib.core.protocol import Boxes, EncodedImage, Figure, Json, Labels, Records, Tensors, Value
 
 

@@ -21,7 +21,7 @@ from chalicelib.local.awslambda.emulator import LambdaEmulator
 from chalicelib.local.edge.moto import MotoServer, start_moto
 from chalicelib.local.edge.server import EdgeServer
 from chalicelib.local.launchers import ProcessImages, ProcessLauncher
-from chalicelib.services.intake import manifest_for_dir
+from chalicelib.services.intake import config_file_for_dir
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 ROLE = "arn:aws:iam::123456789012:role/modelport-functions"
@@ -66,14 +66,14 @@ def make_images(root: Path) -> ProcessImages:
     """The process images the tests run: iris-onnx, echo, and iris with a corrupt model file."""
     images = ProcessImages(root / "process-images")
     iris = EXAMPLES / "iris-onnx"
-    images.write(IRIS, iris, manifest_for_dir(iris))
-    broken = images.write(BROKEN, iris, manifest_for_dir(iris))
+    images.write(IRIS, iris, config_file_for_dir(iris))
+    broken = images.write(BROKEN, iris, config_file_for_dir(iris))
     (broken.model_dir / "model.onnx").write_bytes(b"\x08not a model")
     echo = root / "echo"
     echo.mkdir()
     (echo / "predict.py").write_text(ECHO_PREDICT, encoding="utf-8")
     (echo / "modelport.yaml").write_text(ECHO_CONFIG, encoding="utf-8")
-    images.write(ECHO, echo, manifest_for_dir(echo))
+    images.write(ECHO, echo, config_file_for_dir(echo))
     return images
 
 

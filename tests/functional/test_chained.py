@@ -16,12 +16,12 @@ from botocore.exceptions import ClientError
 
 from chalicelib.aws.functions import LambdaFunctionManager
 from chalicelib.aws.invoke import LambdaInvoker
+from chalicelib.core.config_file import ContainerAssociation, ModelConfigFile
 from chalicelib.core.errors import FunctionFailed
-from chalicelib.core.manifest import ContainerAssociation, ModelConfigFile
 from chalicelib.core.pipeline import STATE_NAMES, Role, stages_of, state_machine_definition, with_plan
 from chalicelib.local.launchers import ProcessImage
 from chalicelib.local.runtime_api import REPO_ROOT
-from chalicelib.services.intake import manifest_for_dir
+from chalicelib.services.intake import config_file_for_dir
 from tests.functional.local_stack import (
     BROKEN,
     ECHO,
@@ -45,7 +45,7 @@ DIABETES = "modelport/diabetes-lightgbm:v1"
 def stack(tmp_path_factory: pytest.TempPathFactory, aws_credentials: None) -> Iterator[Stack]:
     running = start_stack(tmp_path_factory.mktemp("stack"))
     src = EXAMPLES / "diabetes-lightgbm"
-    running.images.write(DIABETES, src, manifest_for_dir(src))
+    running.images.write(DIABETES, src, config_file_for_dir(src))
     yield running
     running.stop()
 
@@ -61,7 +61,7 @@ def _csv_event(path: Path, accept: str) -> dict[str, Any]:
 def test_a_state_machine_of_stage_functions_answers_like_the_fused_function(stack: Stack) -> None:
     """diabetes-lightgbm: CSV -> tabular (pre) -> LightGBM (model) -> regression + scatter (post); the
     scatter plots against a request feature, so the request's table crosses two hops."""
-    manifest: ModelConfigFile = manifest_for_dir(EXAMPLES / "diabetes-lightgbm")
+    manifest: ModelConfigFile = config_file_for_dir(EXAMPLES / "diabetes-lightgbm")
     lam = stack.client("lambda")
     fused = _name("fused")
     create(lam, fused, DIABETES)
@@ -102,7 +102,7 @@ def test_a_state_machine_of_stage_functions_answers_like_the_fused_function(stac
 
 
 def _chained_manifest(name: str, version: int, image: str = DIABETES) -> ModelConfigFile:
-    manifest: ModelConfigFile = manifest_for_dir(EXAMPLES / "diabetes-lightgbm")
+    manifest: ModelConfigFile = config_file_for_dir(EXAMPLES / "diabetes-lightgbm")
     container = ContainerAssociation(
         environment_image="modelport/env:test",
         image_uri=image,
@@ -213,7 +213,7 @@ def test_a_chain_of_one_and_a_stage_that_cannot_load(stack: Stack) -> None:
 
     broken = _chained_manifest(_name("broken"), 1, BROKEN)
     broken = with_plan(
-        broken.model_copy(update={"processing": manifest_for_dir(EXAMPLES / "iris-onnx").processing}),
+        broken.model_copy(update={"processing": config_file_for_dir(EXAMPLES / "iris-onnx").processing}),
         shared_stages=False,
     )
     deployment = manager.deploy(broken, lambda line: None)
@@ -253,7 +253,7 @@ def test_shared_stage_functions_serve_two_models_through_the_local_stack(stack: 
         (DIABETES, EXAMPLES / "diabetes-lightgbm", _csv_event(patients, "image/png")),
     ]
     for image, src, event in cases:
-        manifest: ModelConfigFile = manifest_for_dir(src)
+        manifest: ModelConfigFile = config_file_for_dir(src)
         model_arn = create(
             lam, _name("model"), image, Environment={"Variables": {"MODELPORT_ROLE": "model"}}
         )["FunctionArn"]
@@ -299,7 +299,7 @@ def test_the_function_manager_puts_models_that_plot_on_shared_stage_functions(st
             size_bytes=1,
             steps_image=steps_image,
         )
-        manifest: ModelConfigFile = manifest_for_dir(src)
+        manifest: ModelConfigFile = config_file_for_dir(src)
         update = {"name": _name(src.name), "version": version, "container": container}
         return with_plan(manifest.model_copy(update=update), shared_stages=True)  # stage functions shared
 

@@ -13,8 +13,8 @@ import pytest
 from botocore.config import Config
 
 from chalicelib.aws.invoke import DirectInvoke, LambdaInvoker
+from chalicelib.core.config_file import DeployedFunction, DeployedFunctions
 from chalicelib.core.errors import FunctionFailed, FunctionTimedOut
-from chalicelib.core.manifest import DeployedFunction, DeployedFunctions
 
 pytestmark = pytest.mark.functional
 

@@ -20,16 +20,16 @@ from botocore.exceptions import ClientError
 
 from chalicelib.aws.functions import LambdaFunctionManager
 from chalicelib.aws.invoke import LambdaInvoker
-from chalicelib.core.errors import FunctionTimedOut
-from chalicelib.core.manifest import (
+from chalicelib.core.config_file import (
     ContainerAssociation,
     DeployedFunction,
     DeployedFunctions,
     ModelConfigFile,
 )
+from chalicelib.core.errors import FunctionTimedOut
 from chalicelib.core.pipeline import state_machine_definition
 from chalicelib.local.edge.server import EdgeServer
-from chalicelib.services.intake import manifest_for_dir
+from chalicelib.services.intake import config_file_for_dir
 from tests.functional.local_stack import (
     ECHO,
     EXAMPLES,
@@ -54,7 +54,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, aws_credentials: None) -> It
 
 @pytest.fixture(scope="module")
 def iris_manifest() -> ModelConfigFile:
-    return manifest_for_dir(EXAMPLES / "iris-onnx")
+    return config_file_for_dir(EXAMPLES / "iris-onnx")
 
 
 def _name(prefix: str) -> str:

@@ -23,7 +23,7 @@ from botocore.exceptions import ClientError
 from chalicelib.local.awslambda.emulator import LambdaEmulator
 from chalicelib.local.awslambda.models import LambdaError, iter_log
 from chalicelib.local.launchers import ProcessLauncher
-from chalicelib.services.intake import manifest_for_dir
+from chalicelib.services.intake import config_file_for_dir
 from tests.functional.local_stack import (
     BROKEN,
     ECHO,
@@ -350,7 +350,7 @@ def _iris_image(engine: Any) -> str:
             pytest.fail(f"the image builder must be there in CI: {exc}")
         pytest.skip(f"the image builder is not ready: {exc}")
     src = EXAMPLES / "iris-onnx"
-    report = DockerImageBuilder(engine).build_image(manifest_for_dir(src), src, lambda line: None)
+    report = DockerImageBuilder(engine).build_image(config_file_for_dir(src), src, lambda line: None)
     return report.association.image_uri
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from chalicelib.core.pipeline import state_machine_definition
-from chalicelib.services.intake import manifest_for_dir
+from chalicelib.services.intake import config_file_for_dir
 from tests.functional.local_stack import ECHO, EXAMPLES, ROLE, Stack, create, echo_event, start_stack
 
 pytestmark = pytest.mark.functional
@@ -43,7 +43,7 @@ def _sync(stack: Stack, machine: str, event: dict[str, Any], *, fast: bool = Tru
 
 def test_a_three_task_pipeline_gives_the_same_answer_in_process_and_on_moto(stack: Stack) -> None:
     arn = create(stack.client("lambda"), f"echo-{uuid.uuid4().hex[:8]}", ECHO)["FunctionArn"]
-    manifest = manifest_for_dir(EXAMPLES / "iris-onnx")  # pre and post steps: three Task states
+    manifest = config_file_for_dir(EXAMPLES / "iris-onnx")  # pre and post steps: three Task states
     machine = _machine(stack, state_machine_definition(manifest, {"pre": arn, "model": arn, "post": arn}))
     event = echo_event([1.5, 2.5])
 
@@ -62,7 +62,7 @@ def test_a_three_task_pipeline_gives_the_same_answer_in_process_and_on_moto(stac
 def test_a_failing_stage_fails_alike(stack: Stack) -> None:
     lam = stack.client("lambda")
     arn = create(lam, f"slow-{uuid.uuid4().hex[:8]}", ECHO, Timeout=1)["FunctionArn"]
-    manifest = manifest_for_dir(EXAMPLES / "iris-onnx")
+    manifest = config_file_for_dir(EXAMPLES / "iris-onnx")
     machine = _machine(stack, state_machine_definition(manifest, {"pre": arn, "model": arn, "post": arn}))
     fast = _sync(stack, machine, echo_event([1.0], 2.0))
     slow = _sync(stack, machine, echo_event([1.0], 2.0), fast=False)

@@ -33,7 +33,7 @@ from chalicelib.local.runtime_api import RuntimeApiServer
 from chalicelib.memory.stores import MemoryAssociationStore
 from chalicelib.runtime.handler import load
 from chalicelib.runtime.layout import prepare_model_dir
-from chalicelib.services.intake import manifest_for_dir
+from chalicelib.services.intake import config_file_for_dir
 
 pytestmark = [pytest.mark.docker, pytest.mark.functional]
 
@@ -100,7 +100,7 @@ class Built:
         if name not in self.reports:
             src = EXAMPLES / name
             start = time.perf_counter()
-            self.reports[name] = self.builder.build_image(manifest_for_dir(src), src, self.log.append)
+            self.reports[name] = self.builder.build_image(config_file_for_dir(src), src, self.log.append)
             print(f"\nbuilt {name} in {time.perf_counter() - start:.1f} s")
         return self.reports[name]
 
@@ -155,7 +155,7 @@ def test_the_container_answers_as_the_in_process_runtime(
 ) -> None:
     report = built(name)
     src = EXAMPLES / name
-    runtime = load(prepare_model_dir(src, manifest_for_dir(src), tmp_path / name))
+    runtime = load(prepare_model_dir(src, config_file_for_dir(src), tmp_path / name))
     expected = [_comparable(runtime.handle(event)) for event in EVENTS[name]]
 
     start = time.perf_counter()
@@ -187,7 +187,7 @@ def test_images_have_four_layers_and_the_lambda_contract(engine: Any, built: Bui
     env = dict(item.split("=", 1) for item in config["Env"])
     assert env["HOME"] == "/tmp" and env["MPLCONFIGDIR"] == "/tmp/matplotlib"
     assert env["PYTHONDONTWRITEBYTECODE"] == "1" and env["MODELPORT_MODEL_DIR"] == "/var/task/model"
-    manifest = manifest_for_dir(EXAMPLES / "iris-onnx")
+    manifest = config_file_for_dir(EXAMPLES / "iris-onnx")
     labels = config["Labels"]
     assert labels["dev.modelport.model"] == "iris-onnx"
     assert labels["dev.modelport.version"] == "1"
@@ -255,11 +255,12 @@ def test_a_new_model_file_changes_only_the_last_layer(
     built("iris-onnx")  # the environment image exists
     # Built again here (a cache hit unless the runtime code changed since the session's build).
     original = EXAMPLES / "iris-onnx"
-    first = builder.build_image(manifest_for_dir(original), original, lambda line: None)
+    first = builder.build_image(config_file_for_dir(original), original, lambda line: None)
     src = _retrained(tmp_path)
-    manifest = manifest_for_dir(src, version=2)
+    manifest = config_file_for_dir(src, version=2)
     assert (
-        manifest.environment.fingerprint == manifest_for_dir(EXAMPLES / "iris-onnx").environment.fingerprint
+        manifest.environment.fingerprint
+        == config_file_for_dir(EXAMPLES / "iris-onnx").environment.fingerprint
     )
     start = time.perf_counter()
     second = builder.build_image(manifest, src, lambda line: None)
@@ -278,7 +279,7 @@ def test_models_with_the_same_environment_share_one_environment_image(
 ) -> None:
     iris = built("iris-onnx")
     src = _retrained(tmp_path, name="iris-onnx-twin")
-    manifest = manifest_for_dir(src)
+    manifest = config_file_for_dir(src)
     twin = builder.build_image(manifest, src, lambda line: None)
     assert not twin.environment_built
     assert twin.environment_image == iris.environment_image
@@ -293,7 +294,7 @@ def test_models_with_the_same_environment_share_one_environment_image(
     assert shared.size_bytes == iris.environment_size_bytes and shared.image_digest.startswith("sha256:")
     # Across the examples: equal environment fingerprints, one image; different ones, different images.
     images = {name: built(name).environment_image for name in BUILT}
-    fingerprints = {name: manifest_for_dir(EXAMPLES / name).environment.fingerprint for name in BUILT}
+    fingerprints = {name: config_file_for_dir(EXAMPLES / name).environment.fingerprint for name in BUILT}
     for a in BUILT:
         for b in BUILT:
             assert (fingerprints[a] == fingerprints[b]) == (images[a] == images[b]), (a, b)
@@ -362,7 +363,7 @@ def test_a_base_image_that_no_registry_has_is_a_clear_error(engine: Any, tmp_pat
 
     with pytest.raises(BaseImageError, match="neither in the engine nor pullable"):
         DockerImageBuilder(engine, base_image="example.invalid/none/python:3.11").build_image(
-            manifest_for_dir(EXAMPLES / "iris-onnx"), EXAMPLES / "iris-onnx", lambda line: None
+            config_file_for_dir(EXAMPLES / "iris-onnx"), EXAMPLES / "iris-onnx", lambda line: None
         )
     with pytest.raises(ConfigError, match="image reference"):
         DockerImageBuilder(engine, base_image="python:3.11\nRUN id")
@@ -385,7 +386,7 @@ def test_push_to_a_local_registry_records_the_digest(engine: Any, built: Built, 
         assert start_registry(port, tmp_path / "registry") == registry  # idempotent
         lines: list[str] = []
         pushed = DockerImageBuilder(engine, registry=registry).build_image(
-            manifest_for_dir(EXAMPLES / "iris-onnx"), EXAMPLES / "iris-onnx", lines.append
+            config_file_for_dir(EXAMPLES / "iris-onnx"), EXAMPLES / "iris-onnx", lines.append
         )
         assert pushed.pushed and pushed.association.image_uri == f"{registry}/modelport-iris-onnx:v1"
         assert pushed.association.image_digest.startswith("sha256:")

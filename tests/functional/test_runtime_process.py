@@ -17,7 +17,7 @@ from chalicelib.core.wire import JSON, InvocationEvent, invocation_event
 from chalicelib.local.runtime_api import RuntimeApiServer, RuntimeProcess, start_runtime_process
 from chalicelib.runtime.handler import load
 from chalicelib.runtime.layout import prepare_model_dir
-from chalicelib.services.intake import manifest_for_dir
+from chalicelib.services.intake import config_file_for_dir
 
 pytestmark = pytest.mark.functional
 
@@ -40,7 +40,7 @@ def server() -> Iterator[RuntimeApiServer]:
 
 def _prepared(name: str, tmp_path: Path) -> Path:
     src = EXAMPLES / name
-    return prepare_model_dir(src, manifest_for_dir(src), tmp_path / name)
+    return prepare_model_dir(src, config_file_for_dir(src), tmp_path / name)
 
 
 def _start(model_dir: Path, server: RuntimeApiServer, tmp_path: Path) -> RuntimeProcess:

@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from chalicelib.core.manifest import ModelConfigFile
+from chalicelib.core.config_file import ModelConfigFile
 from chalicelib.core.wire import BASE64, UTF8, invocation_event, reply_body
 from chalicelib.runtime.handler import Runtime, load
 from chalicelib.runtime.layout import prepare_model_dir
-from chalicelib.services.intake import manifest_for_dir
+from chalicelib.services.intake import config_file_for_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -137,7 +137,7 @@ def detector_dir(tmp: Path, post: list[Any], name: str = "shapes", **extra: Any)
 
 
 def runtime_for(tmp: Path, src: Path, *, warm: bool = True) -> Runtime:
-    manifest: ModelConfigFile = manifest_for_dir(src)
+    manifest: ModelConfigFile = config_file_for_dir(src)
     return load(prepare_model_dir(src, manifest, tmp / f"dir-{src.name}"), warm=warm)
 
 

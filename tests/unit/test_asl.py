@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from chalicelib.core.manifest import ModelConfigFile
+from chalicelib.core.config_file import ModelConfigFile
 from chalicelib.core.pipeline import state_machine_definition
 from chalicelib.local.asl import LAMBDA_INVOKE, Unsupported, compile_machine, run
 from chalicelib.local.awslambda.models import EmulatorInvocation, LambdaError
-from chalicelib.services.intake import manifest_for_dir
+from chalicelib.services.intake import config_file_for_dir
 from tests.support import ROOT
 
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:"
@@ -72,7 +72,7 @@ def out(outcome: Any) -> Any:
 
 
 def test_the_generated_pipeline_runs_three_stages_in_order() -> None:
-    manifest: ModelConfigFile = manifest_for_dir(ROOT / "examples/iris-onnx")
+    manifest: ModelConfigFile = config_file_for_dir(ROOT / "examples/iris-onnx")
     arns = {role: ARN + role for role in ("pre", "model", "post")}
     fake = FakeLambda(
         pre=lambda e: {**e, "status": 200, "seen": ["pre"]},
@@ -85,7 +85,7 @@ def test_the_generated_pipeline_runs_three_stages_in_order() -> None:
 
 
 def test_a_stage_answering_an_error_status_ends_the_chain_with_that_answer() -> None:
-    manifest: ModelConfigFile = manifest_for_dir(ROOT / "examples/iris-onnx")
+    manifest: ModelConfigFile = config_file_for_dir(ROOT / "examples/iris-onnx")
     arns = {role: ARN + role for role in ("pre", "model", "post")}
     fake = FakeLambda(pre=lambda e: {"status": 400, "body": "bad"}, model=lambda e: e, post=lambda e: e)
     assert out(run(compile_machine(state_machine_definition(manifest, arns)), {}, fake)) == {

@@ -14,10 +14,10 @@ from moto import mock_aws
 
 from chalicelib.aws.functions import LambdaFunctionManager, function_specs
 from chalicelib.core.config import Processing
+from chalicelib.core.config_file import ContainerAssociation, ModelConfigFile
 from chalicelib.core.errors import ConfigError, FunctionFailed
-from chalicelib.core.manifest import ContainerAssociation, ModelConfigFile
 from chalicelib.core.pipeline import auto_decision, pipeline_mode, with_plan
-from chalicelib.services.intake import manifest_for_dir
+from chalicelib.services.intake import config_file_for_dir
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/modelport/iris:v1"
@@ -33,7 +33,7 @@ def _config_file(
         size_bytes=1,
         steps_image=steps_image,
     )
-    manifest: ModelConfigFile = manifest_for_dir(EXAMPLES / example)
+    manifest: ModelConfigFile = config_file_for_dir(EXAMPLES / example)
     return manifest.model_copy(update={"pipeline": pipeline, "container": container, **update})
 
 

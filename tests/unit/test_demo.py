@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from chalicelib.demo import samples_of
-from chalicelib.services.intake import manifest_for_dir
+from chalicelib.services.intake import config_file_for_dir
 from tests.unit.stepkit import EXAMPLES
 
 
@@ -25,13 +25,13 @@ from tests.unit.stepkit import EXAMPLES
     ],
 )
 def test_each_example_sends_its_samples(example: str, samples: list[str], media: str) -> None:
-    found = samples_of(EXAMPLES / example, manifest_for_dir(EXAMPLES / example))
+    found = samples_of(EXAMPLES / example, config_file_for_dir(EXAMPLES / example))
     assert [s.name for s in found] == samples
     assert {s.content_type for s in found} == {media}
 
 
 def test_without_samples_the_protocols_example_is_sent(tmp_path: Path) -> None:
-    manifest = manifest_for_dir(EXAMPLES / "iris-onnx")
+    manifest = config_file_for_dir(EXAMPLES / "iris-onnx")
     (sample,) = samples_of(EXAMPLES / "iris-onnx", manifest)
     assert json.loads(sample.body) == manifest.protocol.request.example
 
@@ -47,5 +47,5 @@ def test_samples_the_protocol_does_not_take_are_left_out(tmp_path: Path) -> None
     (model / "samples" / "seven.png").write_bytes(
         (EXAMPLES / "digits-onnx" / "samples" / "digit-7.png").read_bytes()
     )
-    found = samples_of(model, manifest_for_dir(model))
+    found = samples_of(model, config_file_for_dir(model))
     assert [(s.name, s.content_type) for s in found] == [("seven", "image/png")]

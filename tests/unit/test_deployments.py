@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from chalicelib.core.config_file import ModelConfigFile
 from chalicelib.core.errors import Conflict, Unavailable
-from chalicelib.core.manifest import ModelConfigFile
 from chalicelib.core.records import DEPLOYMENT_STAGES, Deployment, ModelRecord
 from chalicelib.memory.stores import MemoryFunctionManager, MemoryImageBuilder
 from chalicelib.services.deployments import (

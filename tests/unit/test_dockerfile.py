@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from chalicelib.core.config_file import ModelConfigFile
 from chalicelib.core.errors import ConfigError
-from chalicelib.core.manifest import ModelConfigFile
 from chalicelib.docker.builder import RUNTIME_PACKAGES, DockerImageBuilder
 from chalicelib.docker.dockerfile import (
     Dockerfile,

@@ -207,7 +207,7 @@ def test_each_model_serves_its_openapi(world: dict[str, Any]) -> None:
 @pytest.fixture
 def real(tmp_path: Any) -> Iterator[dict[str, Any]]:
     """Every example deployed, each function served by the real runtime in this process."""
-    from chalicelib.core.manifest import ModelConfigFile
+    from chalicelib.core.config_file import ModelConfigFile
     from chalicelib.runtime.handler import load
     from chalicelib.runtime.layout import prepare_model_dir
 

@@ -12,15 +12,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chalicelib.core.config import parse_config
-from chalicelib.core.environment import resolve_environment
-from chalicelib.core.manifest import (
+from chalicelib.core.config_file import (
     ArtifactFile,
     ModelConfigFile,
-    build_manifest,
+    build_config_file,
     config_json_schema,
     manifest_json_schema,
     schema_text,
 )
+from chalicelib.core.environment import resolve_environment
 from chalicelib.core.openapi import openapi_document
 from tests.unit.test_chain import IRIS, SKLEARN_IRIS
 
@@ -41,13 +41,13 @@ IRIS_CONFIG: dict[str, Any] = {
 
 
 def iris_manifest(**overrides: Any) -> ModelConfigFile:
-    return build_manifest(parse_config({**IRIS_CONFIG, **overrides}), IRIS, FILES, version=2)
+    return build_config_file(parse_config({**IRIS_CONFIG, **overrides}), IRIS, FILES, version=2)
 
 
 def test_same_inputs_give_byte_identical_files() -> None:
     a, b = (
         iris_manifest(),
-        build_manifest(parse_config(IRIS_CONFIG), IRIS, tuple(reversed(FILES)), version=2),
+        build_config_file(parse_config(IRIS_CONFIG), IRIS, tuple(reversed(FILES)), version=2),
     )
     assert a.to_yaml() == b.to_yaml()
     assert a.to_json() == b.to_json()
@@ -70,7 +70,7 @@ def test_the_file_holds_every_section_and_empty_deployment_slots() -> None:
 
 
 def test_a_changed_artifact_changes_the_digest_but_not_the_fingerprint() -> None:
-    other = build_manifest(
+    other = build_config_file(
         parse_config(IRIS_CONFIG),
         IRIS,
         (ArtifactFile(path="model.onnx", sha256="c" * 64, size_bytes=1),),
@@ -103,7 +103,7 @@ def test_the_file_validates_against_its_committed_schema() -> None:
     committed = json.loads((ROOT / "schemas/model-config.schema.json").read_text())
     jsonschema.validate(iris_manifest().to_data(), committed)
     jsonschema.validate(
-        build_manifest(
+        build_config_file(
             parse_config({"name": "s", "processing": {"pre": ["tabular"]}}), SKLEARN_IRIS, FILES
         ).to_data(),
         committed,
@@ -111,7 +111,7 @@ def test_the_file_validates_against_its_committed_schema() -> None:
 
 
 def test_committed_schemas_have_not_drifted() -> None:
-    """Regenerate with `make schemas` after changing core/manifest.py or core/config.py."""
+    """Regenerate with `make schemas` after changing core/config_file.py or core/config.py."""
     assert (ROOT / "schemas/model-config.schema.json").read_text() == schema_text(manifest_json_schema())
     assert (ROOT / "schemas/modelport.schema.json").read_text() == schema_text(config_json_schema())
 
@@ -138,8 +138,8 @@ def test_any_config_gives_a_stable_file(name: str, version: int, memory: int, de
             "environment": {"memory_mb": memory},
         }
     )
-    a = build_manifest(config, IRIS, FILES, version=version)
-    assert build_manifest(config, IRIS, FILES, version=version).to_yaml() == a.to_yaml()
+    a = build_config_file(config, IRIS, FILES, version=version)
+    assert build_config_file(config, IRIS, FILES, version=version).to_yaml() == a.to_yaml()
     assert ModelConfigFile.model_validate(yaml.safe_load(a.to_yaml())) == a
 
 

@@ -13,14 +13,14 @@ from chalicelib.core.pipeline import (
     stages_of,
     state_machine_definition,
 )
-from chalicelib.services.intake import manifest_for_dir
+from chalicelib.services.intake import config_file_for_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 ARNS = {r: f"arn:aws:lambda:us-east-1:000000000000:function:m-{r}" for r in ("pre", "model", "post")}
 
 
 def test_a_full_chain_has_a_task_per_stage_and_short_circuits_on_error_statuses() -> None:
-    manifest = manifest_for_dir(ROOT / "examples/iris-onnx")
+    manifest = config_file_for_dir(ROOT / "examples/iris-onnx")
     assert stages_of(manifest) == ["pre", "model", "post"]
     asl = state_machine_definition(manifest, ARNS)  # type: ignore[arg-type]
     assert asl["StartAt"] == "Preprocess"
@@ -47,7 +47,7 @@ def test_a_full_chain_has_a_task_per_stage_and_short_circuits_on_error_statuses(
     [("diabetes-lightgbm", ["pre", "model", "post"]), ("sentiment-predictor", ["model"])],
 )
 def test_stages_follow_the_config(example: str, roles: list[str]) -> None:
-    manifest = manifest_for_dir(ROOT / "examples" / example)
+    manifest = config_file_for_dir(ROOT / "examples" / example)
     assert stages_of(manifest) == roles
     asl = state_machine_definition(manifest, ARNS)  # type: ignore[arg-type]
     tasks = [s for s in asl["States"].values() if s["Type"] == "Task"]
@@ -55,7 +55,7 @@ def test_stages_follow_the_config(example: str, roles: list[str]) -> None:
 
 
 def test_arns_are_values_never_structure() -> None:
-    manifest = manifest_for_dir(ROOT / "examples/sentiment-predictor")
+    manifest = config_file_for_dir(ROOT / "examples/sentiment-predictor")
     hostile = 'arn"},\n"Injected": {"Type": "Pass'
     text = definition_text(state_machine_definition(manifest, {"model": hostile}))
     assert json.loads(text)["States"]["Predict"]["Parameters"]["FunctionName"] == hostile
@@ -63,6 +63,6 @@ def test_arns_are_values_never_structure() -> None:
 
 
 def test_a_missing_function_is_an_error() -> None:
-    manifest = manifest_for_dir(ROOT / "examples/iris-onnx")
+    manifest = config_file_for_dir(ROOT / "examples/iris-onnx")
     with pytest.raises(ValueError, match="no function for stage"):
         state_machine_definition(manifest, {"model": "arn"})

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from chalicelib.core.manifest import ModelConfigFile
+from chalicelib.core.config_file import ModelConfigFile
 from chalicelib.core.native import NativeContract
 from chalicelib.core.probe import ProbeRequest, read_result
 from chalicelib.core.wire import BASE64, invocation_event, negotiate
@@ -28,7 +28,7 @@ from chalicelib.runtime.codecs import Problems, check_schema
 from chalicelib.runtime.handler import Runtime, load
 from chalicelib.runtime.layout import MODEL_CONFIG, LayoutError, prepare_model_dir
 from chalicelib.runtime.loaders import ModelLoadError, threads_for
-from chalicelib.services.intake import manifest_for_dir
+from chalicelib.services.intake import config_file_for_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -46,7 +46,7 @@ def prepare(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path], Path]:
 
     def _prepare(src: Path) -> Path:
         dest = tmp_path_factory.mktemp("model") / src.name
-        return prepare_model_dir(src, manifest_for_dir(src), dest)
+        return prepare_model_dir(src, config_file_for_dir(src), dest)
 
     return _prepare
 
@@ -483,7 +483,7 @@ def test_pickles_load_only_when_the_config_allows_them(
     src.mkdir()
     joblib.dump(sio.load(EXAMPLES / "iris-skops" / "model.skops", trusted=[]), src / "model.joblib")
     (src / "modelport.yaml").write_text("name: iris-pickle\nallow_pickle: true\n")
-    allowed = prepare_model_dir(src, manifest_for_dir(src, sandbox=InProcessProbe()), tmp_path / "image")
+    allowed = prepare_model_dir(src, config_file_for_dir(src, sandbox=InProcessProbe()), tmp_path / "image")
     assert ok(call(load(allowed), {"inputs": {"input": IRIS_ROWS}}))["outputs"]["label"] == [
         "setosa",
         "versicolor",
@@ -507,7 +507,7 @@ def test_a_corrupt_model_fails_at_load(tmp_path: Path, prepare: Callable[[Path],
 def test_prepare_model_dir_checks_digests(tmp_path: Path) -> None:
     src = tmp_path / "src"
     shutil.copytree(EXAMPLES / "iris-onnx", src)
-    manifest = manifest_for_dir(src)
+    manifest = config_file_for_dir(src)
     dest = prepare_model_dir(src, manifest, tmp_path / "dest")
     assert sorted(p.name for p in dest.iterdir()) == ["model-config.json", "model.onnx"]
     assert ModelConfigFile.model_validate_json((dest / MODEL_CONFIG).read_text()) == manifest

@@ -26,7 +26,7 @@ from chalicelib.runtime.intermediate import (
 from chalicelib.runtime.layout import prepare_model_dir
 from chalicelib.runtime.loaders import ModelLoadError
 from chalicelib.runtime.steps.base import Geometry, StepCall
-from chalicelib.services.intake import manifest_for_dir
+from chalicelib.services.intake import config_file_for_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -40,7 +40,9 @@ def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[s
     def get(name: str) -> Path:
         if name not in cache:
             src = EXAMPLES / name
-            cache[name] = prepare_model_dir(src, manifest_for_dir(src), tmp_path_factory.mktemp(name) / name)
+            cache[name] = prepare_model_dir(
+                src, config_file_for_dir(src), tmp_path_factory.mktemp(name) / name
+            )
         return cache[name]
 
     yield get
@@ -209,7 +211,7 @@ def test_a_detector_with_an_overlay_composes_like_fused(
     from tests.unit.stepkit import detector_dir, encode, scene_png
 
     src = detector_dir(tmp_path, post)
-    directory = prepare_model_dir(src, manifest_for_dir(src), tmp_path / "model")
+    directory = prepare_model_dir(src, config_file_for_dir(src), tmp_path / "model")
     fused = load(directory)
     with caplog.at_level(logging.WARNING, logger="modelport.runtime"):
         stages = [load(directory, role=role) for role in stages_of(fused.manifest)]

@@ -509,7 +509,7 @@ def test_new_response_examples_satisfy_their_schemas(value: Any) -> None:
 
 
 def test_detections_travel_as_json_in_the_open_inference_protocol() -> None:
-    from chalicelib.core.manifest import build_manifest
+    from chalicelib.core.config_file import build_config_file
     from chalicelib.services.oip import to_oip_response
 
     config = parse_config(
@@ -519,7 +519,7 @@ def test_detections_travel_as_json_in_the_open_inference_protocol() -> None:
             "processing": {"pre": DETECT_PRE, "post": ["boxes", "overlay"]},
         }
     )
-    manifest = build_manifest(config, DETECTOR, ())
+    manifest = build_config_file(config, DETECTOR, ())
     detections = [[{"box": [24.0, 12.0, 84.0, 72.0], "label": "circle", "score": 0.92}]]
     body = {"detections": detections, "figure": {"media_type": "image/png", "data": "iVBORw0KGgo="}}
     outputs = to_oip_response(manifest, body, "r1")["outputs"]

@@ -31,7 +31,7 @@ from chalicelib.runtime.steps.image import ImageRun
 from chalicelib.runtime.steps.scale import ScaleRun
 from chalicelib.runtime.steps.scores import SoftmaxRun, ThresholdRun
 from chalicelib.runtime.steps.text import TextRun
-from chalicelib.services.intake import manifest_for_dir
+from chalicelib.services.intake import config_file_for_dir
 from chalicelib.services.invoke import server_timing
 from tests.unit.stepkit import (
     DIABETES_FEATURES,
@@ -630,9 +630,9 @@ def test_heavy_packages_load_only_for_the_steps_that_need_them(tmp: Path) -> Non
         "from chalicelib.runtime.layout import prepare_model_dir\n"
         "import chalicelib.runtime.steps\n"
         "assert not {'matplotlib', 'PIL'} & set(sys.modules), 'imported at module level'\n"
-        "from chalicelib.services.intake import manifest_for_dir\n"
+        "from chalicelib.services.intake import config_file_for_dir\n"
         f"src = Path({str(raw)!r})\n"
-        f"rt = load(prepare_model_dir(src, manifest_for_dir(src), Path({str(tmp / 'lazy-dir')!r})))\n"
+        f"rt = load(prepare_model_dir(src, config_file_for_dir(src), Path({str(tmp / 'lazy-dir')!r})))\n"
         "print(sorted({'matplotlib', 'PIL'} & set(sys.modules)))\n"
     )
     result = subprocess.run(
@@ -649,7 +649,7 @@ def test_the_runtime_builds_the_recorded_steps_and_refuses_a_chain_they_do_not_r
     """The steps come from the config file's record (``steps``), not from replaying the chain;
     a file whose processing says otherwise is refused rather than run."""
     raw = model_dir(tmp, "iris-onnx", {"name": "iris-record", "processing": {"pre": [IRIS_TABULAR]}})
-    manifest = manifest_for_dir(raw)
+    manifest = config_file_for_dir(raw)
     assert [(b.stage, b.step) for b in manifest.steps] == [("pre", "tabular")]
     assert manifest.steps[0].args["features"] == list(IRIS_FEATURES)
     pre, post = build_steps(manifest, raw)

@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from chalicelib.core.manifest import ModelConfigFile
+from chalicelib.core.config_file import ModelConfigFile
 from chalicelib.core.steps import BoundStep, UserStep
 from chalicelib.core.steps.boxes import BoxesStep
 from chalicelib.core.steps.charts import BarChart, Heatmap, LineChart, Scatter

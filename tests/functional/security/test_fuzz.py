@@ -31,7 +31,7 @@ from schemathesis.specs.openapi.checks import (
 from chalicelib.client import Client, Connection, deploy, invoke
 from chalicelib.demo import samples_of
 from chalicelib.local.stack import LocalStack
-from chalicelib.services.intake import manifest_for_dir
+from chalicelib.services.intake import config_file_for_dir
 
 pytestmark = [pytest.mark.functional, pytest.mark.slow]
 
@@ -86,7 +86,7 @@ def tenant(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Clien
         outcome = deploy(client, model_dir)
         assert outcome.status == "READY", (name, outcome.reason)
     for name, model_dir in dirs.items():  # one at a time: parallel cold starts on 2 busy cores outlast 10 s
-        sample = samples_of(model_dir, manifest_for_dir(model_dir))[0]
+        sample = samples_of(model_dir, config_file_for_dir(model_dir))[0]
         assert invoke(client, PREFIX + name, sample.body, content_type=sample.content_type).status == 200
     return client
 

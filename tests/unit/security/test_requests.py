@@ -13,7 +13,7 @@ from chalice.test import Client
 
 from app import app
 from chalicelib import wiring
-from chalicelib.core.manifest import ModelConfigFile
+from chalicelib.core.config_file import ModelConfigFile
 from chalicelib.core.wire import MAX_SYNC_PAYLOAD
 from chalicelib.memory.stores import MemoryInvoker
 from chalicelib.runtime.handler import MAX_RESPONSE_BYTES, Runtime, load

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from chalicelib.core.config import parse_config
+from chalicelib.core.config_file import ModelConfigFile
 from chalicelib.core.errors import ArtifactError
-from chalicelib.core.manifest import ModelConfigFile
 from chalicelib.core.probe import ProbeRequest, read_result, sanitize
 from chalicelib.core.records import Deployment, ModelRecord
 from chalicelib.services.deployments import upload_key

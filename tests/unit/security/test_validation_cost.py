@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from chalicelib.core.errors import InvalidRequest
-from chalicelib.services.intake import manifest_for_dir
+from chalicelib.services.intake import config_file_for_dir
 from chalicelib.services.invoke import MAX_PROBLEMS, RequestValidator
 from tests.support import ROOT
 
@@ -22,7 +22,7 @@ SIZE = 1_000_000
 
 @pytest.fixture(scope="module")
 def validator() -> RequestValidator:
-    return RequestValidator(manifest_for_dir(ROOT / "examples/iris-onnx"))
+    return RequestValidator(config_file_for_dir(ROOT / "examples/iris-onnx"))
 
 
 def _body(make: Callable[[int], Any], key: str = "records") -> bytes:

@@ -142,7 +142,7 @@ def artifact_digest(files: tuple[ArtifactFile, ...]) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def build_manifest(
+def build_config_file(
     config: ModelConfig,
     native: NativeContract,
     files: tuple[ArtifactFile, ...],
