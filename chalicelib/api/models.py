@@ -16,6 +16,7 @@ from chalicelib.api.http import Api, caller, json_response, parse_body, path_int
 from chalicelib.core.errors import NotFound
 from chalicelib.core.ports import PresignedUpload
 from chalicelib.core.records import Account, Deployment, Grant, ModelRecord, VersionRecord
+from chalicelib.core.wire import negotiate
 from chalicelib.services.models import no_deployment
 
 api = Api(__name__, "models", api_key)
@@ -148,6 +149,10 @@ def delete_version(name: str, version: str) -> Response:
     return Response(body="", status_code=204)
 
 
+CONFIG_TYPES = ("application/json", "application/yaml", "application/x-yaml", "text/yaml")
+"""The model config file's forms, JSON first (negotiated as invocations are)."""
+
+
 @api.route(
     "/v1/models/{name}/versions/{version}/config",
     summary="The version's model config file (YAML with Accept: application/yaml, else JSON); a grantee "
@@ -156,7 +161,8 @@ def delete_version(name: str, version: str) -> Response:
 )  # fmt: skip
 def get_config_file(name: str, version: str) -> Response:
     doc, fields = services().models.config_file(caller(_request()), name, path_int(version, "version"))
-    yaml_wanted = "yaml" in (_request().headers.get("accept") or "")
+    chosen = negotiate(_request().headers.get("accept"), CONFIG_TYPES)
+    yaml_wanted = chosen is not None and "yaml" in chosen  # nothing acceptable: JSON, as before
     if fields is None:  # the owner: the file itself
         text = doc.to_yaml() if yaml_wanted else doc.to_json()
     else:
