@@ -72,6 +72,12 @@ class Settings:
     else ``none``."""
     probe_role: str = "arn:aws:iam::000000000000:role/modelport-probe"
     """The probe function's execution role (``MODELPORT_PROBE_ROLE``): one that grants nothing."""
+    wheel_cache_prefix: str = "wheels/"
+    """Where in the bundle bucket the shared wheel cache lives (``MODELPORT_WHEEL_CACHE_PREFIX``; the deploy
+    worker reads it first and fills it on a miss; the local stack pre-fills it from the host)."""
+    worker_function: str = "modelport-deploy-worker"
+    """The deploy worker's function name (``MODELPORT_WORKER_FUNCTION``): the container-image Lambda that the
+    deploy queue feeds, which builds images daemonlessly."""
 
     def __post_init__(self) -> None:
         """Start-up checks: a deployed stage never takes the admin key from its environment, and never
@@ -136,6 +142,8 @@ class Settings:
             cache_ttl_s=float(get("cache_ttl_s", defaults.cache_ttl_s)),
             sandbox=get("sandbox", None),
             probe_role=get("probe_role", defaults.probe_role),
+            wheel_cache_prefix=get("wheel_cache_prefix", defaults.wheel_cache_prefix),
+            worker_function=get("worker_function", defaults.worker_function),
         )
 
 

@@ -155,6 +155,20 @@ class RepositoryHost(Protocol):
     def authorization(self) -> RegistryLogin: ...
 
 
+class WheelCache(Protocol):
+    """Wheelhouses shared between the machines that build images (an S3 prefix on AWS and in the local stack):
+    the deploy worker reads one here first and stores what it had to download, so a builder that cannot
+    reach the package index (a container behind a proxy) finds what the host resolved."""
+
+    def fetch(self, key: str, dest: Path) -> bool:
+        """Copy wheelhouse ``key`` (its wheels and ``wheelhouse.json``) into the empty directory ``dest``;
+        False when the cache does not hold a complete one."""
+
+    def store(self, key: str, source: Path) -> None:
+        """Keep the complete wheelhouse in ``source`` as ``key`` (its index last, so a reader never sees half
+        of one); idempotent."""
+
+
 class ImageBuilder(Protocol):
     def build(
         self, manifest: ModelConfigFile, bundle_dir: Path, progress: Progress
