@@ -147,8 +147,8 @@ def test_the_registry_refuses_a_push_without_credentials(registry: str, tmp_path
     blob = tmp_path / "blob"
     blob.write_bytes(b"x")
     anonymous = RegistryClient(registry)
-    with pytest.raises(PushError, match="401|credentials"):
+    with pytest.raises(PushError, match=r"401|credentials"):
         anonymous.push_blob("modelport-x", "sha256:" + "0" * 64, blob)
     wrong = RegistryClient(registry, username=USER, password="wrong")
-    with pytest.raises(PushError, match="401|credentials"):
+    with pytest.raises(PushError, match=r"401|credentials"):
         wrong.blob_exists("modelport-x", "sha256:" + "0" * 64)
