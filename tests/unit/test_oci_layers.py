@@ -1,4 +1,4 @@
-"""Layers are deterministic: the bytes depend on the entries only, never on the host's times, owners or order."""
+"""Layers are deterministic: their bytes depend on the entries only, not on host times, owners or order."""
 
 from __future__ import annotations
 
