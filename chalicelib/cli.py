@@ -271,7 +271,16 @@ def build(
         from chalicelib.oci.builder import OciImageBuilder
 
         assert registry is not None
-        oci = OciImageBuilder(registry, base_image=base_image, repositories=repository_host(registry))
+        user, password = (
+            os.environ.get("MODELPORT_REGISTRY_USER"),
+            os.environ.get("MODELPORT_REGISTRY_PASSWORD"),
+        )
+        oci = OciImageBuilder(
+            registry,
+            base_image=base_image,
+            repositories=repository_host(registry),
+            credentials=(user, password) if user and password else None,
+        )
         try:
             made = oci.build_image(doc, model_dir, progress)
         finally:

@@ -98,7 +98,10 @@ class OciImageBuilder:
         clock: Clock = utc_now,
         wheel_cache: WheelCache | None = None,
         scratch: Path | None = None,
+        credentials: tuple[str, str] | None = None,
     ) -> None:
+        """``credentials``: (user, password) for a registry with basic or token auth that is not ECR."""
+        self.credentials = credentials
         self.registry = (registry or "").rstrip("/")
         if self.registry != "ecr" and not REGISTRY_HOST.fullmatch(self.registry):
             raise ConfigError(f"{registry!r} is not a registry like 127.0.0.1:5000", path="registry")
@@ -220,7 +223,7 @@ class OciImageBuilder:
 
     def _client(self, host: str) -> RegistryClient:
         if host not in self._clients:
-            username = password = None
+            username, password = self.credentials or (None, None)
             if self.repositories is not None and host == self._client_host():
                 auth = self.repositories.authorization().auth_config()
                 username, password = auth.get("username"), auth.get("password")

@@ -152,3 +152,19 @@ def test_the_registry_refuses_a_push_without_credentials(registry: str, tmp_path
     wrong = RegistryClient(registry, username=USER, password="wrong")
     with pytest.raises(PushError, match=r"401|credentials"):
         wrong.blob_exists("modelport-x", "sha256:" + "0" * 64)
+
+
+def test_modelport_build_push_needs_no_docker_engine(
+    oci: OciImageBuilder, registry: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from chalicelib.cli import cli
+
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    monkeypatch.setenv("MODELPORT_REGISTRY_USER", USER)
+    monkeypatch.setenv("MODELPORT_REGISTRY_PASSWORD", PASSWORD)
+    result = CliRunner().invoke(cli, ["build", str(EXAMPLES / "iris-onnx"), "--push", registry])
+    assert result.exit_code == 0, result.output
+    expected = oci.build_image(config_file_for_dir(EXAMPLES / "iris-onnx"), EXAMPLES / "iris-onnx", print)
+    assert result.stdout.strip() == expected.reference
