@@ -112,6 +112,42 @@ def repository_host(registry: str | None, ecr_client: Any = None) -> RepositoryH
     return EcrRegistry(ecr_client)
 
 
+def _image_builder(
+    settings: Settings, associations: AssociationStore, clock: Clock, ecr_client: Any
+) -> ImageBuilder:
+    """The ``ImageBuilder`` settings name (``ecr_client()`` makes the ECR client when one is needed)."""
+    from chalicelib.memory.stores import MemoryImageBuilder
+
+    images: ImageBuilder = MemoryImageBuilder(clock, associations=associations)
+    if settings.image_builder == "docker":
+        from chalicelib.docker.builder import DockerImageBuilder
+
+        ecr = ecr_client()
+        images = DockerImageBuilder(
+            registry=settings.registry,
+            associations=associations,
+            clock=clock,
+            repositories=repository_host(settings.registry, ecr),
+        )
+    elif settings.image_builder == "oci":
+        from chalicelib.oci.builder import OciImageBuilder
+
+        if not settings.registry:
+            raise ConfigError("MODELPORT_IMAGE_BUILDER=oci needs MODELPORT_REGISTRY (host:port or ecr)")
+        ecr = ecr_client()
+        images = OciImageBuilder(
+            settings.registry,
+            associations=associations,
+            clock=clock,
+            repositories=repository_host(settings.registry, ecr),
+        )
+    elif settings.image_builder == "process":
+        from chalicelib.docker.process import ProcessImageBuilder
+
+        images = ProcessImageBuilder(associations=associations, clock=clock)
+    return images
+
+
 def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
     import boto3
     from botocore.config import Config
@@ -125,7 +161,7 @@ def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
     from chalicelib.aws.invoke import LambdaInvoker
     from chalicelib.aws.s3 import S3ArtifactStore
     from chalicelib.memory.secrets import MemorySecret
-    from chalicelib.memory.stores import MemoryFunctionManager, MemoryImageBuilder
+    from chalicelib.memory.stores import MemoryFunctionManager
 
     session = boto3.session.Session(region_name=settings.region)
     # Bounded retries and timeouts: a service that does not answer is a 503 in seconds (API Gateway
@@ -143,33 +179,12 @@ def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
         config=long.merge(Config(inject_host_prefix=settings.endpoint_url is None)),
     )
     associations = DynamoAssociationStore(settings.associations_table, dynamodb)
-    images: ImageBuilder = MemoryImageBuilder(clock, associations=associations)
-    if settings.image_builder == "docker":
-        from chalicelib.docker.builder import DockerImageBuilder
-
-        ecr = session.client("ecr", endpoint_url=settings.endpoint_url, config=quick)
-        images = DockerImageBuilder(
-            registry=settings.registry,
-            associations=associations,
-            clock=clock,
-            repositories=repository_host(settings.registry, ecr),
-        )
-    elif settings.image_builder == "oci":
-        from chalicelib.oci.builder import OciImageBuilder
-
-        if not settings.registry:
-            raise ConfigError("MODELPORT_IMAGE_BUILDER=oci needs MODELPORT_REGISTRY (host:port or ecr)")
-        ecr = session.client("ecr", endpoint_url=settings.endpoint_url, config=quick)
-        images = OciImageBuilder(
-            settings.registry,
-            associations=associations,
-            clock=clock,
-            repositories=repository_host(settings.registry, ecr),
-        )
-    elif settings.image_builder == "process":
-        from chalicelib.docker.process import ProcessImageBuilder
-
-        images = ProcessImageBuilder(associations=associations, clock=clock)
+    images = _image_builder(
+        settings,
+        associations,
+        clock,
+        lambda: session.client("ecr", endpoint_url=settings.endpoint_url, config=quick),
+    )
     functions: FunctionManager = MemoryFunctionManager()
     if settings.functions == "lambda":
         from chalicelib.aws.functions import LambdaFunctionManager

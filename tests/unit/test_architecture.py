@@ -19,7 +19,9 @@ MAX_FILE_LINES = 800
 MAX_FUNCTION_LINES = 90
 
 ADAPTERS = frozenset({"memory", "aws", "docker"})
-BELOW_LOCAL = frozenset({"core", "runtime", "settings", "inspect", *ADAPTERS, "services", "wiring", "api"})
+BELOW_LOCAL = frozenset(
+    {"core", "runtime", "settings", "inspect", *ADAPTERS, "oci", "services", "wiring", "api"}
+)
 # The layer (a folder, or a top-level module) -> the layers it may import besides itself.
 # An entry point (cli, demo) may import anything; a layer missing here is reported, so a new one gets a rule.
 MAY_IMPORT: dict[str, frozenset[str] | None] = {
@@ -29,8 +31,10 @@ MAY_IMPORT: dict[str, frozenset[str] | None] = {
     "settings": frozenset({"core"}),
     "inspect": frozenset({"core", "runtime"}),
     **{adapter: frozenset({"core", "runtime", "settings"}) for adapter in ADAPTERS},
+    # The daemonless builder shares the docker builder's wheelhouse, recipe constants and image errors.
+    "oci": frozenset({"core", "runtime", "settings", "docker"}),
     "services": frozenset({"core", "inspect", "settings"}),
-    "wiring": frozenset({"core", "settings", "services", *ADAPTERS}),
+    "wiring": frozenset({"core", "settings", "services", "oci", *ADAPTERS}),
     "api": frozenset({"core", "services", "wiring", "settings"}),
     "client": frozenset({"core"}),
     "local": BELOW_LOCAL,
