@@ -48,8 +48,9 @@ class Settings:
     secret_ttl_s: float = 300.0
     """How long a process keeps the admin key it read before reading it again (a rotation lands then)."""
     image_builder: str = TWIN
-    """``docker`` builds real images with the engine (CLI, CI, the local stack); ``process`` builds the
-    process images the local stack runs without an engine; ``memory`` is the twin."""
+    """``oci`` builds daemonlessly (the deploy worker on AWS); ``docker`` builds real images with the engine
+    (CLI, CI, the local stack); ``process`` builds the process images the local stack runs without an
+    engine; ``memory`` is the twin."""
     registry: str | None = None
     """Where built images are pushed: ``127.0.0.1:5000``, ``ecr``, or nowhere (the local engine)."""
     functions: str = TWIN
@@ -100,7 +101,7 @@ class Settings:
         if self.stage == "local":
             return
         for variable, value, real in (
-            ("MODELPORT_IMAGE_BUILDER", self.image_builder, "docker (with MODELPORT_REGISTRY=ecr)"),
+            ("MODELPORT_IMAGE_BUILDER", self.image_builder, "oci (with MODELPORT_REGISTRY=ecr)"),
             ("MODELPORT_FUNCTIONS", self.functions, "lambda"),
         ):
             if value in ("", TWIN):
@@ -109,6 +110,12 @@ class Settings:
                     "not run on the in-memory twins",
                     hint=f"set {variable} to {real} in the stage's environment (.chalice/config.json)",
                 )
+        if self.image_builder in ("oci", "docker") and not self.registry:
+            raise ConfigError(
+                f"MODELPORT_REGISTRY is unset on stage {self.stage[:40]!r}: the {self.image_builder} builder "
+                "has nowhere to push the images the model functions run",
+                hint="set MODELPORT_REGISTRY to ecr (or a registry host[:port]) in the stage's environment",
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
