@@ -706,6 +706,16 @@ def aws_package(stage: str, out_dir: Path) -> None:
     click.echo(f"API package: {made.zip_path} ({made.zip_bytes / 2**20:.1f} MB, {made.seconds:.1f} s)")
 
 
+def _push_worker_image(settings: Any, session: Any, registry: str, progress: Callable[[str], None]) -> str:
+    """Build and push the deploy worker's image daemonlessly into the account's ECR."""
+    from chalicelib.aws.ecr import EcrRegistry
+    from chalicelib.oci.builder import OciImageBuilder  # type: ignore[import-not-found,unused-ignore]
+    from chalicelib.worker.image import build_worker_image  # type: ignore[import-not-found,unused-ignore]
+
+    ecr = EcrRegistry(session.client("ecr", region_name=settings.region))
+    return str(build_worker_image(OciImageBuilder(registry, repositories=ecr), progress))
+
+
 @aws_group.command("deploy")
 @stage_option
 @_friendly
@@ -713,7 +723,7 @@ def aws_deploy(stage: str) -> None:
     """Build and push the deploy worker's image, then create or update the stage's stack."""
     from chalicelib.aws.cloudformation import deploy
 
-    done = deploy(stage, lambda line: click.echo(line, err=True))
+    done = deploy(stage, lambda line: click.echo(line, err=True), worker_image=_push_worker_image)
     click.echo(f"stack:   {done.stack}")
     click.echo(f"API URL: {done.outputs.get('EndpointURL', '?')}")
     click.echo(f"admin key: in Secrets Manager, secret {done.outputs.get('AdminKeySecret', '?')}")

@@ -256,17 +256,8 @@ class Stack:
 
 
 WorkerImage = Callable[[Settings, Any, str, Progress], str]
-"""(settings, session, registry host, progress) -> the worker image's ``REGISTRY/REPO@sha256:...``."""
-
-
-def build_worker_image(settings: Settings, session: Any, registry: str, progress: Progress) -> str:
-    """Build and push the worker's image daemonlessly (the oci and worker packages; imported when needed)."""
-    from chalicelib.aws.ecr import EcrRegistry
-    from chalicelib.oci.builder import OciImageBuilder  # type: ignore[import-not-found,unused-ignore]
-    from chalicelib.worker.image import build_worker_image as build  # type: ignore[import-not-found,unused-ignore]
-
-    ecr = EcrRegistry(session.client("ecr", region_name=settings.region))
-    return str(build(OciImageBuilder(registry, repositories=ecr), progress))
+"""(settings, session, registry host, progress) -> the worker image's ``REGISTRY/REPO@sha256:...``; the CLI
+passes the daemonless builder's recipe (``chalicelib.worker.image``), which this adapter may not import."""
 
 
 def deploy(
@@ -274,7 +265,7 @@ def deploy(
     progress: Progress,
     *,
     session: Any | None = None,
-    worker_image: WorkerImage = build_worker_image,
+    worker_image: WorkerImage,
     packaged: Package | None = None,
     sleep: Sleep = time.sleep,
     poll_s: float = 5.0,
