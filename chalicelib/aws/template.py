@@ -588,3 +588,26 @@ def merge(sam: Mapping[str, Any], settings: Settings, *, code_uri: Any | None = 
     if "EndpointURL" in merged["Outputs"]:
         merged["Outputs"]["EndpointURL"]["Description"] = "The API's URL"
     return merged
+
+
+LOCALSTACK_UNSUPPORTED = ("WorkerRepository", "ModelRepositoryTemplate")
+"""Resources LocalStack's community edition cannot create (ECR is in its paid edition); the worker itself
+needs an image there, so without ``WorkerImageUri`` its condition leaves it out too."""
+
+
+def localstack_template(settings: Settings) -> dict[str, Any]:
+    """The same stack for ``localstack/`` (its init hook deploys ``localstack/stack.json``, this output)."""
+    template = stack_template(settings)
+    for logical in LOCALSTACK_UNSUPPORTED:
+        del template["Resources"][logical]
+    del template["Outputs"]["WorkerRepositoryUri"]
+    template["Description"] = "Modelport on LocalStack (see localstack/init/README.md)"
+    return template
+
+
+if __name__ == "__main__":  # python -m chalicelib.aws.template > localstack/stack.json
+    import json
+    import sys
+
+    json.dump(localstack_template(Settings()), sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")

@@ -207,3 +207,17 @@ def test_bad_names_never_reach_the_template() -> None:
         stack_template(Settings(bundle_bucket="Not_A_Bucket"))
     with pytest.raises(ConfigError, match="table name"):
         stack_template(Settings(models_table='x"}, {"Evil'))
+
+
+def test_localstack_deploys_the_same_template_as_generated() -> None:
+    from pathlib import Path
+
+    from chalicelib.aws.template import localstack_template
+
+    committed = json.loads((Path(__file__).parents[2] / "localstack" / "stack.json").read_text())
+    assert committed == localstack_template(Settings()), (
+        "python -m chalicelib.aws.template > localstack/stack.json"
+    )
+    ours = stack_template(Settings())["Resources"]
+    assert set(ours) - set(committed["Resources"]) == {"WorkerRepository", "ModelRepositoryTemplate"}
+    assert lint(committed) == []
