@@ -24,6 +24,9 @@ TWIN = "memory"
 """The adapter setting that names the in-memory twins: stage ``local`` only."""
 
 
+IMAGE_BUILDERS = ("oci", "docker", "process", TWIN)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Names and limits, from environment variables set by ``.chalice/config.json`` or the local stack."""
@@ -95,6 +98,11 @@ class Settings:
             "MODELPORT_ADMIN_KEY_SECRET": self.admin_key_secret,
             "MODELPORT_ADMIN_KEY_PARAMETER": self.admin_key_parameter,
         }
+        if self.image_builder not in IMAGE_BUILDERS:
+            raise ConfigError(
+                f"MODELPORT_IMAGE_BUILDER={self.image_builder[:40]!r} names no image builder",
+                hint="one of " + ", ".join(IMAGE_BUILDERS),
+            )
         given = [name for name, value in sources.items() if value]
         if len(given) > 1:
             raise ConfigError(f"{' and '.join(given)} are both set: name one source of the admin key")

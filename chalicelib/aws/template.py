@@ -202,7 +202,8 @@ def worker_env(settings: Settings) -> dict[str, Any]:
         k: v for k, v in settings_env(settings).items() if k not in ("AWS_REGION", "AWS_DEFAULT_REGION")
     }
     env.pop("MODELPORT_ENDPOINT_URL", None)
-    env.pop("MODELPORT_ADMIN_KEY", None)  # a deployed stage never holds it (Settings refuses it anyway)
+    for name in ("MODELPORT_ADMIN_KEY", "MODELPORT_ADMIN_KEY_SECRET", "MODELPORT_ADMIN_KEY_PARAMETER"):
+        env.pop(name, None)  # only the authorizer learns where the admin key lives
     env.update(
         MODELPORT_IMAGE_BUILDER="oci",
         MODELPORT_REGISTRY="ecr",

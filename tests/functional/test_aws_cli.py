@@ -146,3 +146,21 @@ def test_no_credentials_is_one_line_not_a_traceback(monkeypatch: pytest.MonkeyPa
     assert "error: no AWS credentials" in result.output and "Traceback" not in result.output
     result = CliRunner().invoke(cli, ["aws", "deploy", "--stage", "local"])
     assert result.exit_code == 2 and "runs on this machine" in result.output
+
+
+def test_package_writes_a_lint_clean_template_and_a_slim_api_zip(tmp_path: Path) -> None:
+    """The real ``chalice package`` (offline: the wheels come from pip's cache or the index)."""
+    from cfnlint.api import lint
+
+    result = CliRunner().invoke(cli, ["aws", "package", "--stage", "dev", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "chalice" / "deployment.zip").stat().st_size <= 50 * 1024 * 1024
+    with zipfile.ZipFile(tmp_path / "chalice" / "deployment.zip") as zf:
+        top = {name.split("/")[0] for name in zf.namelist()}
+    assert not top & {"numpy", "onnx", "sklearn", "skops", "scipy"}, top
+    template = json.loads((tmp_path / "template.json").read_text())
+    assert [str(m) for m in lint(json.dumps(template), regions=["us-east-1"])] == []
+    types = {r["Type"] for r in template["Resources"].values()}
+    assert {"AWS::DynamoDB::Table", "AWS::ECR::Repository", "AWS::Lambda::EventSourceMapping"} <= types
+    assert template["Resources"]["DeployWorker"]["Properties"]["PackageType"] == "Image"
+    assert template["Resources"]["APIHandler"]["Type"] == "AWS::Serverless::Function"

@@ -47,3 +47,8 @@ def test_every_stage_of_the_chalice_config_starts(stage: str) -> None:
     if stage != "local":
         assert (settings.image_builder, settings.registry, settings.functions) == ("oci", "ecr", "lambda")
         assert settings.sandbox == "lambda"  # the probe function: its role and staging are in the policy
+
+
+def test_an_unknown_image_builder_is_a_start_up_error() -> None:
+    with pytest.raises(ConfigError, match=r"^MODELPORT_IMAGE_BUILDER='dokcer' names no image builder"):
+        Settings.from_env({"MODELPORT_IMAGE_BUILDER": "dokcer"})

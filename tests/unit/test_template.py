@@ -112,6 +112,7 @@ def test_the_worker_is_an_image_function_fed_by_the_deploy_queue() -> None:
     }
     assert env["MODELPORT_MODELS_TABLE"] == {"Ref": "ModelsTable"}
     assert "MODELPORT_ADMIN_KEY" not in worker_env(Settings(admin_key="k"))
+    assert not any(k.startswith("MODELPORT_ADMIN_KEY") for k in env)
     mapping = resources["DeployWorkerQueueMapping"]["Properties"]
     assert mapping["EventSourceArn"] == {"Fn::GetAtt": ["DeployQueue", "Arn"]}
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
