@@ -24,6 +24,9 @@ TWIN = "memory"
 """The adapter setting that names the in-memory twins: stage ``local`` only."""
 
 
+IMAGE_BUILDERS = ("oci", "docker", "process", TWIN)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Names and limits, from environment variables set by ``.chalice/config.json`` or the local stack."""
@@ -48,8 +51,9 @@ class Settings:
     secret_ttl_s: float = 300.0
     """How long a process keeps the admin key it read before reading it again (a rotation lands then)."""
     image_builder: str = TWIN
-    """``docker`` builds real images with the engine (CLI, CI, the local stack); ``process`` builds the
-    process images the local stack runs without an engine; ``memory`` is the twin."""
+    """``oci`` builds daemonlessly (the deploy worker on AWS); ``docker`` builds real images with the engine
+    (CLI, CI, the local stack); ``process`` builds the process images the local stack runs without an
+    engine; ``memory`` is the twin."""
     registry: str | None = None
     """Where built images are pushed: ``127.0.0.1:5000``, ``ecr``, or nowhere (the local engine)."""
     functions: str = TWIN
@@ -94,13 +98,18 @@ class Settings:
             "MODELPORT_ADMIN_KEY_SECRET": self.admin_key_secret,
             "MODELPORT_ADMIN_KEY_PARAMETER": self.admin_key_parameter,
         }
+        if self.image_builder not in IMAGE_BUILDERS:
+            raise ConfigError(
+                f"MODELPORT_IMAGE_BUILDER={self.image_builder[:40]!r} names no image builder",
+                hint="one of " + ", ".join(IMAGE_BUILDERS),
+            )
         given = [name for name, value in sources.items() if value]
         if len(given) > 1:
             raise ConfigError(f"{' and '.join(given)} are both set: name one source of the admin key")
         if self.stage == "local":
             return
         for variable, value, real in (
-            ("MODELPORT_IMAGE_BUILDER", self.image_builder, "docker (with MODELPORT_REGISTRY=ecr)"),
+            ("MODELPORT_IMAGE_BUILDER", self.image_builder, "oci (with MODELPORT_REGISTRY=ecr)"),
             ("MODELPORT_FUNCTIONS", self.functions, "lambda"),
         ):
             if value in ("", TWIN):
@@ -109,6 +118,12 @@ class Settings:
                     "not run on the in-memory twins",
                     hint=f"set {variable} to {real} in the stage's environment (.chalice/config.json)",
                 )
+        if self.image_builder in ("oci", "docker") and not self.registry:
+            raise ConfigError(
+                f"MODELPORT_REGISTRY is unset on stage {self.stage[:40]!r}: the {self.image_builder} builder "
+                "has nowhere to push the images the model functions run",
+                hint="set MODELPORT_REGISTRY to ecr (or a registry host[:port]) in the stage's environment",
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

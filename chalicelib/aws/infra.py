@@ -20,8 +20,10 @@ UPLOAD_PREFIX = "uploads/"
 """Bundles are uploaded under this prefix; only objects created here notify the deploy queue."""
 
 GSI1 = "gsi1"
-DEPLOY_LAMBDA_TIMEOUT_S = 150
-VISIBILITY_TIMEOUT_S = 6 * DEPLOY_LAMBDA_TIMEOUT_S
+WORKER_TIMEOUT_S = 600
+"""The deploy worker's function timeout: an image build with a cold wheel cache fits well inside it."""
+DEPLOY_LAMBDA_TIMEOUT_S = WORKER_TIMEOUT_S  # the name before the worker became its own function
+VISIBILITY_TIMEOUT_S = 6 * WORKER_TIMEOUT_S
 """AWS advises at least 6x the consumer's timeout, so a retried batch never overlaps a running one."""
 MAX_RECEIVE_COUNT = 5
 DLQ_RETENTION_S = 14 * 24 * 3600

@@ -158,18 +158,13 @@ def test_the_cli_creates_the_infrastructure_on_any_endpoint(moto_server: str) ->
     )
 
 
-@pytest.mark.parametrize("stage", ["dev", "prod"])
-def test_the_iam_policy_allows_every_lambda_and_step_functions_call_of_the_adapters(stage: str) -> None:
-    """Read the calls from the adapters' source, so a new call without its permission fails here."""
+def _adapter_calls(modules: tuple[str, ...], receivers: dict[str, str]) -> set[str]:
+    """The IAM actions of the boto3 calls in the adapters' source (self.<client>.<op> or sfn.<op>)."""
     import ast
-    import re
 
-    policy = json.loads((ROOT / ".chalice" / f"policy-{stage}.json").read_text())
-    allowed = {a for s in policy["Statement"] for a in s["Action"]}
-    receivers = {"client": "lambda", "lambda_client": "lambda", "sfn": "states", "sfn_client": "states"}
     iam_names = {"invoke": "InvokeFunction", "list_versions_by_function": "ListVersionsByFunction"}
     called: set[str] = set()
-    for module in ("functions.py", "invoke.py"):
+    for module in modules:
         tree = ast.parse((ROOT / "chalicelib" / "aws" / module).read_text())
         for node in ast.walk(tree):
             if not isinstance(node, ast.Attribute):
@@ -186,7 +181,43 @@ def test_the_iam_policy_allows_every_lambda_and_step_functions_call_of_the_adapt
             if name in receivers and not node.attr.startswith(("meta", "exceptions", "_")):
                 op = iam_names.get(node.attr) or "".join(p.title() for p in node.attr.split("_"))
                 called.add(f"{receivers[name]}:{op}")
-    called |= {"lambda:InvokeFunction", "states:StartSyncExecution"}  # the invoker's own signed requests
+    return called | {"lambda:InvokeFunction", "states:StartSyncExecution"}  # the invoker's signed requests
+
+
+LAMBDA_AND_STATES = {"client": "lambda", "lambda_client": "lambda", "sfn": "states", "sfn_client": "states"}
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_the_iam_policy_allows_every_lambda_and_step_functions_call_of_the_adapters(stage: str) -> None:
+    """Read the calls from the adapters' source, so a new call without its permission fails here."""
+    import re
+
+    policy = json.loads((ROOT / ".chalice" / f"policy-{stage}.json").read_text())
+    allowed = {a for s in policy["Statement"] for a in s["Action"]}
+    called = _adapter_calls(("functions.py", "invoke.py"), LAMBDA_AND_STATES)
     assert {"lambda:CreateFunction", "lambda:PublishVersion", "states:CreateStateMachine"} <= called
     assert called <= allowed, sorted(called - allowed)
     assert all(re.fullmatch(r"[a-z0-9]+:[A-Za-z]+", a) for a in allowed)
+
+
+def test_the_worker_role_allows_every_call_of_the_worker_and_the_builder() -> None:
+    """The deploy worker (the template's WorkerRole) makes the model functions, the probe's calls, the
+    state machines and the ECR pushes: each call in those adapters' source, and the registry client's."""
+    from chalicelib.aws.template import REGISTRY_PUSH_ACTIONS, stack_template
+
+    role = stack_template(Settings(stage="dev", image_builder="oci", registry="ecr", functions="lambda"))
+    statements = [
+        s
+        for p in role["Resources"]["WorkerRole"]["Properties"]["Policies"]
+        for s in p["PolicyDocument"]["Statement"]
+    ]
+    allowed = {a for s in statements for a in s["Action"]}
+    called = _adapter_calls(("functions.py", "invoke.py", "sandbox.py"), LAMBDA_AND_STATES)
+    called |= _adapter_calls(("ecr.py",), {"client": "ecr"}) - {
+        "lambda:InvokeFunction",
+        "states:StartSyncExecution",
+    }
+    called |= set(REGISTRY_PUSH_ACTIONS) | {"ecr:TagResource"}  # create_repository(tags=...)
+    assert {"ecr:CreateRepository", "ecr:GetAuthorizationToken", "lambda:CreateFunction"} <= called
+    assert called <= allowed, sorted(called - allowed)
+    assert not any(a.endswith("*") for a in allowed)

@@ -50,3 +50,12 @@ def test_the_infrastructure_and_a_store_work_on_localstack(settings: Settings) -
         assert store.get_model("iris").owner == "acct_1"
     finally:
         destroy_infrastructure(settings, session)
+
+
+def test_the_init_hook_deployed_the_stack_from_the_template(settings: Settings) -> None:
+    """localstack/init/10-modelport-stack.sh deploys localstack/stack.json on start-up."""
+    cfn = boto3.client("cloudformation", endpoint_url=URL, region_name="us-east-1")
+    stack = cfn.describe_stacks(StackName="modelport-local")["Stacks"][0]
+    assert stack["StackStatus"] in ("CREATE_COMPLETE", "UPDATE_COMPLETE")
+    tables = boto3.client("dynamodb", endpoint_url=URL, region_name="us-east-1").list_tables()["TableNames"]
+    assert Settings().models_table in tables

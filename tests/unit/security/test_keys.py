@@ -252,7 +252,7 @@ def _functions(stage: str) -> dict[str, Any]:
 @pytest.mark.parametrize("stage", ["dev", "prod"])
 def test_only_the_authorizer_can_reach_the_admin_key(stage: str) -> None:
     functions = _functions(stage)
-    assert {"api_handler", "authorizer", "on_bundle_uploaded", "on_bundle_abandoned"} <= set(functions)
+    assert {"api_handler", "authorizer", "on_bundle_abandoned"} <= set(functions)
     for name, function in functions.items():
         env = function.environment_variables
         assert "MODELPORT_ADMIN_KEY" not in env, name
@@ -286,7 +286,7 @@ def test_the_deploy_handlers_cannot_touch_accounts_or_keys(stage: str) -> None:
     the probe's staging and role."""
     functions = _functions(stage)
     api = json.loads((ROOT / ".chalice" / f"policy-{stage}.json").read_text())
-    for name in ("on_bundle_uploaded", "on_bundle_abandoned"):
+    for name in ("on_bundle_abandoned",):  # the deploy queue's consumer is the worker (below)
         filename = functions[name].role.policy.filename.split("/")[-1]
         assert filename == f"policy-deploy-{stage}.json"
         deploy = json.loads((ROOT / ".chalice" / filename).read_text())
@@ -299,3 +299,17 @@ def test_the_deploy_handlers_cannot_touch_accounts_or_keys(stage: str) -> None:
             (a, r) for a, r in allowed if a.startswith(("lambda:", "states:", "iam:", "ecr:"))
         }
         assert lambda_and_states <= granted
+
+
+def test_the_deploy_worker_cannot_touch_accounts_or_keys() -> None:
+    """The worker (the template's WorkerRole) opens tenant bundles: no accounts table, no secret, no key."""
+    from chalicelib.aws.template import stack_template
+
+    template = stack_template(Settings(stage="dev", image_builder="oci", registry="ecr", functions="lambda"))
+    role = template["Resources"]["WorkerRole"]["Properties"]
+    statements = [s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]]
+    text = json.dumps(statements)
+    assert "AccountsTable" not in text and "AdminKeySecret" not in text and "secret" not in text.lower()
+    actions = {a for s in statements for a in s["Action"]}
+    assert not any(a.startswith(("secretsmanager:", "ssm:", "kms:")) for a in actions)
+    assert "ProbeRole" in json.dumps([s for s in statements if s["Action"] == ["iam:PassRole"]])

@@ -1,0 +1,224 @@
+"""The stack's template: cfn-lint clean on its own and merged into Chalice's output; it holds the worker as an
+image function fed by the deploy queue, the tables as infra.py creates them, and least-privilege roles."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from chalicelib.aws import infra
+from chalicelib.aws.template import REGISTRY_PUSH_ACTIONS, merge, stack_template, worker_env
+from chalicelib.core.errors import ConfigError
+from chalicelib.settings import REVOCATION_WINDOW_S, Settings
+
+SETTINGS = Settings(
+    stage="dev",
+    image_builder="oci",
+    registry="ecr",
+    functions="lambda",
+    sandbox="lambda",
+    admin_key_secret="modelport/admin-key",
+)
+
+SAM: dict[str, Any] = {
+    "AWSTemplateFormatVersion": "2010-09-09",
+    "Transform": "AWS::Serverless-2016-10-31",
+    "Resources": {
+        "APIHandler": {
+            "Type": "AWS::Serverless::Function",
+            "Properties": {
+                "Runtime": "python3.11",
+                "Handler": "app.app",
+                "CodeUri": "./deployment.zip",
+                "Environment": {"Variables": {"MODELPORT_STAGE": "dev", "MODELPORT_MODELS_TABLE": "x"}},
+            },
+        },
+        "Authorizer": {
+            "Type": "AWS::Serverless::Function",
+            "Properties": {
+                "Runtime": "python3.11",
+                "Handler": "chalicelib.api.auth.api_key",
+                "CodeUri": "./deployment.zip",
+                "Environment": {"Variables": {"MODELPORT_ADMIN_KEY_SECRET": "modelport/admin-key"}},
+            },
+        },
+        "RestAPI": {
+            "Type": "AWS::Serverless::Api",
+            "Properties": {
+                "StageName": "dev",
+                "DefinitionBody": {
+                    "swagger": "2.0",
+                    "info": {"title": "modelport", "version": "1"},
+                    "paths": {},
+                    "securityDefinitions": {
+                        "authorizer": {
+                            "type": "apiKey",
+                            "name": "Authorization",
+                            "in": "header",
+                            "x-amazon-apigateway-authorizer": {
+                                "type": "token",
+                                "authorizerResultTtlInSeconds": 300,
+                            },
+                        }
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+def lint(template: dict[str, Any]) -> list[str]:
+    from cfnlint.api import lint as cfn_lint
+
+    return [str(m) for m in cfn_lint(json.dumps(template), regions=["us-east-1"])]
+
+
+def test_our_template_alone_and_merged_is_cfn_lint_clean() -> None:
+    assert lint(stack_template(SETTINGS)) == []
+    assert lint(merge(SAM, SETTINGS, code_uri={"Bucket": "b", "Key": "k.zip"})) == []
+
+
+def test_a_broken_template_is_caught_by_the_lint() -> None:
+    broken = stack_template(SETTINGS)
+    broken["Resources"]["DeployWorker"]["Properties"]["PackageType"] = "Docker"
+    assert lint(broken)
+
+
+def test_the_worker_is_an_image_function_fed_by_the_deploy_queue() -> None:
+    resources = stack_template(SETTINGS)["Resources"]
+    worker = resources["DeployWorker"]["Properties"]
+    assert worker["PackageType"] == "Image" and worker["Code"] == {"ImageUri": {"Ref": "WorkerImageUri"}}
+    assert worker["Timeout"] == infra.WORKER_TIMEOUT_S and worker["Timeout"] <= infra.VISIBILITY_TIMEOUT_S
+    assert worker["EphemeralStorage"]["Size"] >= 4096
+    env = worker["Environment"]["Variables"]
+    assert {
+        k: env[k]
+        for k in (
+            "MODELPORT_IMAGE_BUILDER",
+            "MODELPORT_REGISTRY",
+            "MODELPORT_FUNCTIONS",
+            "MODELPORT_SANDBOX",
+            "MODELPORT_STAGE",
+        )
+    } == {
+        "MODELPORT_IMAGE_BUILDER": "oci",
+        "MODELPORT_REGISTRY": "ecr",
+        "MODELPORT_FUNCTIONS": "lambda",
+        "MODELPORT_SANDBOX": "lambda",
+        "MODELPORT_STAGE": "dev",
+    }
+    assert env["MODELPORT_MODELS_TABLE"] == {"Ref": "ModelsTable"}
+    assert "MODELPORT_ADMIN_KEY" not in worker_env(Settings(admin_key="k"))
+    assert not any(k.startswith("MODELPORT_ADMIN_KEY") for k in env)
+    mapping = resources["DeployWorkerQueueMapping"]["Properties"]
+    assert mapping["EventSourceArn"] == {"Fn::GetAtt": ["DeployQueue", "Arn"]}
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    queue = resources["DeployQueue"]["Properties"]
+    assert queue["VisibilityTimeout"] == infra.VISIBILITY_TIMEOUT_S
+    assert queue["RedrivePolicy"]["maxReceiveCount"] == infra.MAX_RECEIVE_COUNT
+    rules = resources["BundleBucket"]["Properties"]["NotificationConfiguration"]["QueueConfigurations"]
+    assert rules[0]["Filter"]["S3Key"]["Rules"] == [{"Name": "prefix", "Value": infra.UPLOAD_PREFIX}]
+
+
+def test_the_tables_have_the_keys_and_index_infra_creates() -> None:
+    resources = stack_template(SETTINGS)["Resources"]
+    tables = {
+        r["Properties"]["TableName"]: r["Properties"]
+        for r in resources.values()
+        if r["Type"] == "AWS::DynamoDB::Table"
+    }
+    assert set(tables) == {
+        SETTINGS.accounts_table,
+        SETTINGS.models_table,
+        SETTINGS.deployments_table,
+        SETTINGS.associations_table,
+    }
+    for name, props in tables.items():
+        assert [k["AttributeName"] for k in props["KeySchema"]] == ["pk", "sk"]
+        indexes = [i["IndexName"] for i in props.get("GlobalSecondaryIndexes", [])]
+        assert indexes == ([] if name == SETTINGS.associations_table else [infra.GSI1])
+
+
+def test_repositories_expire_old_images_and_data_buckets_are_retained() -> None:
+    resources = stack_template(SETTINGS)["Resources"]
+    lifecycle = json.loads(
+        resources["WorkerRepository"]["Properties"]["LifecyclePolicy"]["LifecyclePolicyText"]
+    )
+    assert lifecycle["rules"][0]["action"] == {"type": "expire"}
+    models = resources["ModelRepositoryTemplate"]["Properties"]
+    assert models["Prefix"] == "modelport" and json.loads(models["LifecyclePolicy"]) == lifecycle
+    for name in ("BundleBucket", "ArtifactBucket"):
+        assert resources[name]["DeletionPolicy"] == "Retain"
+
+
+def _actions(role: dict[str, Any]) -> set[str]:
+    return {
+        a
+        for p in role["Properties"].get("Policies", [])
+        for s in p["PolicyDocument"]["Statement"]
+        for a in s["Action"]
+    }
+
+
+def test_roles_grant_least_privilege() -> None:
+    resources = stack_template(SETTINGS)["Resources"]
+    assert "Policies" not in resources["ProbeRole"]["Properties"]
+    assert _actions(resources["FunctionRole"]) == {
+        "logs:CreateLogGroup",
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+    }
+    assert _actions(resources["StatesRole"]) == {"lambda:InvokeFunction"}
+    worker = _actions(resources["WorkerRole"])
+    assert set(REGISTRY_PUSH_ACTIONS) <= worker
+    assert not any(a.endswith("*") or a in ("dynamodb:Scan", "s3:DeleteObject") for a in worker)
+    statements = [
+        s for p in resources["WorkerRole"]["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]
+    ]
+    assert [s["Sid"] for s in statements if "*" in s["Resource"]] == ["RegistryLogin"]
+
+
+def test_the_registry_actions_match_the_oci_client_once_it_exports_them() -> None:
+    registry = pytest.importorskip("chalicelib.oci.registry")
+    exported = getattr(registry, "REGISTRY_PUSH_ACTIONS", None)
+    if exported is None:
+        pytest.skip("chalicelib.oci.registry does not export REGISTRY_PUSH_ACTIONS yet")
+    assert set(exported) <= set(REGISTRY_PUSH_ACTIONS)
+
+
+def test_merging_wires_the_api_to_our_resources_and_the_authorizer_ttl() -> None:
+    merged = merge(SAM, SETTINGS, code_uri={"Bucket": "b", "Key": "k.zip"})
+    api = merged["Resources"]["APIHandler"]["Properties"]
+    assert api["Environment"]["Variables"]["MODELPORT_MODELS_TABLE"] == {"Ref": "ModelsTable"}
+    assert api["CodeUri"] == {"Bucket": "b", "Key": "k.zip"}
+    authorizer = merged["Resources"]["Authorizer"]["Properties"]["Environment"]["Variables"]
+    assert authorizer["MODELPORT_ADMIN_KEY_SECRET"] == {"Ref": "AdminKeySecret"}
+    body = merged["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]
+    ttl = body["securityDefinitions"]["authorizer"]["x-amazon-apigateway-authorizer"]
+    assert ttl["authorizerResultTtlInSeconds"] == REVOCATION_WINDOW_S
+    assert "APIHandlerLogGroup" in merged["Resources"]
+    assert SAM["Resources"]["APIHandler"]["Properties"]["CodeUri"] == "./deployment.zip"  # not mutated
+
+
+def test_bad_names_never_reach_the_template() -> None:
+    with pytest.raises(ConfigError, match="bucket name"):
+        stack_template(Settings(bundle_bucket="Not_A_Bucket"))
+    with pytest.raises(ConfigError, match="table name"):
+        stack_template(Settings(models_table='x"}, {"Evil'))
+
+
+def test_localstack_deploys_the_same_template_as_generated() -> None:
+    from pathlib import Path
+
+    from chalicelib.aws.template import localstack_template
+
+    committed = json.loads((Path(__file__).parents[2] / "localstack" / "stack.json").read_text())
+    assert committed == localstack_template(Settings()), (
+        "python -m chalicelib.aws.template > localstack/stack.json"
+    )
+    ours = stack_template(Settings())["Resources"]
+    assert set(ours) - set(committed["Resources"]) == {"WorkerRepository", "ModelRepositoryTemplate"}
+    assert lint(committed) == []
