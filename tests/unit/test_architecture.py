@@ -39,6 +39,7 @@ MAY_IMPORT: dict[str, frozenset[str] | None] = {
     "client": frozenset({"core"}),
     "local": BELOW_LOCAL,
     "cli": None,
+    "cli_aws": None,
     "demo": None,
 }
 
@@ -253,6 +254,7 @@ RULES: dict[str, frozenset[str] | None] = {
     "settings": frozenset({"core"}),
     "services": frozenset({"core", "settings"}),
     "cli": None,
+    "cli_aws": None,
 }
 
 
