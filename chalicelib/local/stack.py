@@ -291,6 +291,7 @@ class LocalStack:
         self._undo.append(lambda: lambda_log.removeHandler(shipper))
 
     def _start_pump(self, settings: Any, app: Any) -> None:
+        from chalicelib import worker
         from chalicelib.local.pump import EventPump, QueueMapping
 
         pump = EventPump(
@@ -298,7 +299,7 @@ class LocalStack:
             [
                 QueueMapping(
                     self.outputs["deploy_queue_url"], self.outputs["deploy_queue_arn"],
-                    app.on_bundle_uploaded, "on_bundle_uploaded",
+                    worker.handler, "deploy-worker",
                 ),
                 QueueMapping(
                     self.outputs["deploy_dlq_url"], self.outputs["deploy_dlq_arn"],
@@ -308,7 +309,7 @@ class LocalStack:
             region=settings.region,
         ).start()  # fmt: skip
         self._undo.append(pump.stop)
-        self.progress("event pump: deploy queue and DLQ -> the app's SQS handlers")
+        self.progress("event pump: deploy queue -> the deploy worker (in process), DLQ -> the app")
 
     def _api_process(self, settings: Any, wait_s: float = 60.0) -> str:
         """The API served by ``python -m chalicelib.local.api``, wired from ``settings`` as a second
