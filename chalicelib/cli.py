@@ -242,21 +242,53 @@ class _BuildProgress:
     "else the local Debian base)",
 )
 @click.option("--version", "version", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option(
+    "--builder",
+    type=click.Choice(["oci", "docker"]),
+    default=None,
+    help="oci: no docker engine, straight to the registry (the default with --push); docker: the engine",
+)
 @click.option("-v", "--verbose", is_flag=True, help="show every line of the build")
 @_friendly
-def build(model_dir: Path, registry: str | None, base_image: str | None, version: int, verbose: bool) -> None:
+def build(
+    model_dir: Path,
+    registry: str | None,
+    base_image: str | None,
+    version: int,
+    builder: str | None,
+    verbose: bool,
+) -> None:
     """Build the container image of the model in DIR (and push it with --push)."""
-    from chalicelib.docker.builder import DockerImageBuilder
     from chalicelib.services.intake import config_file_for_dir
     from chalicelib.wiring import repository_host
 
+    kind = builder or ("oci" if registry else "docker")
+    if kind == "oci" and not registry:
+        raise click.UsageError("the oci builder writes to a registry: give --push REGISTRY")
     doc = config_file_for_dir(model_dir, version=version, sandbox=_local_sandbox())
-    builder = DockerImageBuilder(
+    progress = _BuildProgress(verbose=verbose)
+    if kind == "oci":
+        from chalicelib.oci.builder import OciImageBuilder
+
+        assert registry is not None
+        oci = OciImageBuilder(registry, base_image=base_image, repositories=repository_host(registry))
+        try:
+            made = oci.build_image(doc, model_dir, progress)
+        finally:
+            progress.close()
+        click.echo(made.reference)
+        click.echo(f"size:        {made.association.size_bytes / 1e6:.0f} MB", err=True)
+        click.echo(f"layers:      {made.layers} ({len(made.uploaded)} blobs uploaded)", err=True)
+        click.echo(f"base:        {made.base_image}", err=True)
+        click.echo(f"time:        {made.timings.get('total_s', 0.0):.1f} s", err=True)
+        return
+    from chalicelib.docker.builder import DockerImageBuilder
+
+    docker_builder = DockerImageBuilder(
         registry=registry, base_image=base_image, repositories=repository_host(registry)
     )
-    progress = _BuildProgress(verbose=verbose)
     try:
-        report = builder.build_image(doc, model_dir, progress)
+        report = docker_builder.build_image(doc, model_dir, progress)
     finally:
         progress.close()
     built = report.association
@@ -287,6 +319,17 @@ def base_image_build(python: str, force: bool) -> None:
     from chalicelib.docker.baseimage import build_base_image
 
     click.echo(build_base_image(python, progress=lambda line: click.echo(line, err=True), force=force))
+
+
+@base_image_group.command("push")
+@click.argument("registry")
+@click.option("--python", type=click.Choice(["3.11", "3.13"]), default="3.11", show_default=True)
+@_friendly
+def base_image_push(registry: str, python: str) -> None:
+    """Put the local base (from the docker engine) into REGISTRY, for `modelport build --push` to build on."""
+    from chalicelib.oci.base import ensure_local_base
+
+    click.echo(ensure_local_base(registry, python, lambda line: click.echo(line, err=True)))
 
 
 @cli.group()

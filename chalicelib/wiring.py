@@ -65,7 +65,17 @@ def _sandbox(settings: Settings, images: ImageBuilder, lambda_client: Any, s3: A
     if kind == "none":
         return _no_sandbox()
     from chalicelib.docker.builder import DockerImageBuilder
+    from chalicelib.oci.builder import OciImageBuilder
 
+    if kind == "lambda" and isinstance(images, OciImageBuilder):
+        from chalicelib.aws.sandbox import LambdaSandbox, S3Staging
+
+        return LambdaSandbox(
+            lambda_client,
+            settings.probe_role,
+            probe_image=images.probe_image,
+            staging=S3Staging(s3, settings.bundle_bucket),
+        )
     if kind not in ("docker", "lambda") or not isinstance(images, DockerImageBuilder):
         raise ConfigError(
             f"MODELPORT_SANDBOX={kind[:20]} needs MODELPORT_IMAGE_BUILDER=docker (it builds the probe image)",
@@ -144,6 +154,18 @@ def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
             clock=clock,
             repositories=repository_host(settings.registry, ecr),
         )
+    elif settings.image_builder == "oci":
+        from chalicelib.oci.builder import OciImageBuilder
+
+        if not settings.registry:
+            raise ConfigError("MODELPORT_IMAGE_BUILDER=oci needs MODELPORT_REGISTRY (host:port or ecr)")
+        ecr = session.client("ecr", endpoint_url=settings.endpoint_url, config=quick)
+        images = OciImageBuilder(
+            settings.registry,
+            associations=associations,
+            clock=clock,
+            repositories=repository_host(settings.registry, ecr),
+        )
     elif settings.image_builder == "process":
         from chalicelib.docker.process import ProcessImageBuilder
 
@@ -181,7 +203,7 @@ def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
         invoker=LambdaInvoker(lambda_client, sfn),
         admin_key=admin_key,
         sandbox=_sandbox(settings, images, lambda_client, s3),
-        shared_stages=settings.image_builder in ("docker", "process"),  # they build steps images
+        shared_stages=settings.image_builder in ("docker", "oci", "process"),  # they build steps images
     )
 
 

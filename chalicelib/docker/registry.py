@@ -30,8 +30,9 @@ def default_data_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "modelport" / "registry"
 
 
-def registry_config(port: int, storage: Path) -> dict[str, object]:
-    return {
+def registry_config(port: int, storage: Path, htpasswd: Path | None = None) -> dict[str, object]:
+    """``htpasswd`` (bcrypt entries) turns on basic auth, as a registry a team shares would have it."""
+    config: dict[str, object] = {
         "version": 0.1,
         "log": {"level": "warn", "fields": {"service": "registry"}},
         "storage": {
@@ -45,6 +46,9 @@ def registry_config(port: int, storage: Path) -> dict[str, object]:
             "headers": {"X-Content-Type-Options": ["nosniff"]},
         },
     }
+    if htpasswd is not None:
+        config["auth"] = {"htpasswd": {"realm": "modelport", "path": str(htpasswd)}}
+    return config
 
 
 def answers(port: int, timeout: float = 1.0) -> bool:
@@ -79,7 +83,9 @@ def _running_pid(data_dir: Path, port: int) -> int | None:
     return pid if BINARY.encode() in cmdline else None
 
 
-def start_registry(port: int = 5000, data_dir: Path | None = None, *, wait_s: float = 15.0) -> str:
+def start_registry(
+    port: int = 5000, data_dir: Path | None = None, *, wait_s: float = 15.0, htpasswd: Path | None = None
+) -> str:
     """Start (or find) the registry on 127.0.0.1:``port``; returns ``127.0.0.1:port``."""
     data_dir = data_dir if data_dir is not None else default_data_dir()
     address = f"127.0.0.1:{port}"
@@ -94,7 +100,7 @@ def start_registry(port: int = 5000, data_dir: Path | None = None, *, wait_s: fl
         )
     data_dir.mkdir(parents=True, exist_ok=True)
     config = data_dir / f"config-{port}.yml"
-    config.write_text(json.dumps(registry_config(port, data_dir / "storage"), indent=2) + "\n")
+    config.write_text(json.dumps(registry_config(port, data_dir / "storage", htpasswd), indent=2) + "\n")
     log = data_dir / f"registry-{port}.log"
     with log.open("ab") as out:
         proc = subprocess.Popen(
