@@ -332,7 +332,7 @@ class LocalStack:
                 hint="use worker='in-process' with the process launcher",
             )
         lambda_client = container_client(settings, "lambda")
-        create_worker_function(lambda_client, settings, self.registry, LOCAL_CREDENTIALS, self.progress)
+        create_worker_function(lambda_client, settings, self.registry, self.progress)
         # Wheel cache: the worker resolves model wheels with pip inside its container, which reaches no
         # package index here; pre-filling an S3 wheel cache from the host waits for chalicelib.aws.wheels.
         return lambda_target(lambda_client, settings.worker_function)

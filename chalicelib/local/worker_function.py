@@ -21,20 +21,21 @@ WORKER_TIMEOUT_S = 900
 WORKER_MEMORY_MB = 3008  # image builds unpack numpy-sized wheels
 
 
-def worker_environment(settings: Any, registry: str, credentials: dict[str, str]) -> dict[str, str]:
-    """The stack's settings as the worker function's variables: the daemonless builder, Lambda functions."""
+def worker_environment(settings: Any, registry: str) -> dict[str, str]:
+    """The stack's settings as the worker function's variables: the daemonless builder, Lambda functions.
+
+    The region and the (local dummy) credentials are Lambda's to set, as on AWS (the emulator does)."""
     from chalicelib.settings import settings_env
 
     wired = replace(settings, image_builder="oci", registry=registry, functions="lambda", sandbox="lambda")
     env = settings_env(wired)
     env.pop("MODELPORT_ADMIN_KEY", None)  # the worker never needs it (tests/unit/security/test_keys.py)
-    env.update({name.upper(): value for name, value in credentials.items()})
+    for reserved in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        env.pop(reserved, None)
     return env
 
 
-def create_worker_function(
-    lambda_client: Any, settings: Any, registry: str, credentials: dict[str, str], progress: Progress
-) -> str:
+def create_worker_function(lambda_client: Any, settings: Any, registry: str, progress: Progress) -> str:
     """Build the worker's image into ``registry`` and create (or update) the function; returns its image."""
     from chalicelib.oci.base import ensure_local_base
     from chalicelib.oci.builder import OciImageBuilder
@@ -47,7 +48,7 @@ def create_worker_function(
         "Role": settings.function_role,
         "Timeout": WORKER_TIMEOUT_S,
         "MemorySize": WORKER_MEMORY_MB,
-        "Environment": {"Variables": worker_environment(settings, registry, credentials)},
+        "Environment": {"Variables": worker_environment(settings, registry)},
     }
     try:
         lambda_client.create_function(
