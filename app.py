@@ -45,11 +45,8 @@ def openapi() -> Response:
 app.register_blueprint(meta.blueprint)
 
 
-@app.on_sqs_message(queue="modelport-deploy", batch_size=1)
-def on_bundle_uploaded(event: SQSEvent) -> None:
-    """S3 ObjectCreated -> SQS -> here; a busy or failed attempt raises so SQS redelivers."""
-    for record in event:
-        services().deployments.handle_message(record.body)
+# The deploy queue is consumed by the deploy worker (chalicelib.worker.handler), a container-image function
+# outside Chalice: the inspectors and the image builder do not fit a zip function.
 
 
 @app.on_sqs_message(queue="modelport-deploy-dlq", batch_size=1)

@@ -63,6 +63,9 @@ class LaunchSpec:
             "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
             "AWS_REGION": self.region,
             "AWS_DEFAULT_REGION": self.region,
+            # Lambda hands every function its role's credentials; locally the edge takes these dummy ones.
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
             "TZ": ":UTC",
         }
 

@@ -1,8 +1,9 @@
-"""The local stack's event source mappings: poll SQS queues and call the Chalice SQS handlers with batches.
+"""The local stack's event source mappings: poll SQS queues and call the SQS handlers with batches.
 
 What Lambda's SQS event source mapping does, and the handlers rely on: receive up to ``batch_size``
 messages, hand them over as one ``{"Records": [...]}`` event, delete them when the handler returns, leave
-them when it raises. A left message comes back after its visibility timeout; the queue's redrive policy
+them when it raises (and, with ReportBatchItemFailures, leave those its ``batchItemFailures`` answer names).
+A left message comes back after its visibility timeout; the queue's redrive policy
 (``maxReceiveCount``) moves it to the dead-letter queue, whose own mapping then gets it. The one liberty
 taken: a failed batch is made visible again after a short backoff (``retry_s``, doubling per receive)
 instead of the queue's 15 minutes, so a local redelivery is seen in seconds. Nothing here imports boto3:
@@ -126,23 +127,42 @@ class EventPump:
         event = lambda_event(messages, mapping.queue_arn, self.region)
         request_id = messages[0]["MessageId"]
         try:
-            mapping.handler(event, _Context(mapping.name, request_id))
+            answer = mapping.handler(event, _Context(mapping.name, request_id))
         except Exception as exc:
-            mapping.failed += 1
-            receives = max(int(m.get("Attributes", {}).get("ApproximateReceiveCount", "1")) for m in messages)
-            backoff = int(min(self.retry_s * 2 ** (receives - 1), 60))
-            log.warning(
-                "%s failed on receive %d (%s: %s); redelivery in %d s",
-                mapping.name, receives, type(exc).__name__, exc, backoff,
-            )  # fmt: skip
-            for m in messages:
-                self.sqs.change_message_visibility(
-                    QueueUrl=mapping.queue_url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=backoff
-                )
+            self._retry(mapping, messages, exc)
             return len(messages)
-        mapping.delivered += 1
-        self.sqs.delete_message_batch(
-            QueueUrl=mapping.queue_url,
-            Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)],
-        )
+        failed_ids = batch_item_failures(answer)
+        failed = [m for m in messages if m["MessageId"] in failed_ids]
+        if failed:
+            self._retry(mapping, failed, RuntimeError(f"{len(failed)} record(s) in batchItemFailures"))
+        done = [m for m in messages if m["MessageId"] not in failed_ids]
+        if not failed:
+            mapping.delivered += 1
+        if done:
+            self.sqs.delete_message_batch(
+                QueueUrl=mapping.queue_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
+            )
         return len(messages)
+
+    def _retry(self, mapping: QueueMapping, messages: list[dict[str, Any]], exc: BaseException) -> None:
+        """Failed messages made visible again after the backoff (their receive count picks the DLQ)."""
+        mapping.failed += 1
+        receives = max(int(m.get("Attributes", {}).get("ApproximateReceiveCount", "1")) for m in messages)
+        backoff = int(min(self.retry_s * 2 ** (receives - 1), 60))
+        log.warning(
+            "%s failed on receive %d (%s: %s); redelivery in %d s",
+            mapping.name, receives, type(exc).__name__, exc, backoff,
+        )  # fmt: skip
+        for m in messages:
+            self.sqs.change_message_visibility(
+                QueueUrl=mapping.queue_url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=backoff
+            )
+
+
+def batch_item_failures(answer: Any) -> set[str]:
+    """The message ids a handler's ``{"batchItemFailures": [...]}`` answer names (ReportBatchItemFailures)."""
+    items = answer.get("batchItemFailures") if isinstance(answer, dict) else None
+    if not isinstance(items, list):
+        return set()
+    return {str(i.get("itemIdentifier")) for i in items if isinstance(i, dict)}

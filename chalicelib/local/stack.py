@@ -159,6 +159,8 @@ class LocalStack:
         image_builder: str | None = None,
         process_images: ProcessImages | None = None,
         ship_logs: bool = True,
+        worker: Literal["in-process", "function"] = "in-process",
+        registry_port: int = REGISTRY_PORT,
     ) -> None:
         self.edge_port = edge_port
         self.api_port = api_port
@@ -170,6 +172,10 @@ class LocalStack:
         self.image_builder = image_builder
         self.process_images = process_images
         self.ship_logs = ship_logs
+        self.worker = worker
+        self.registry_port = registry_port
+        """Where deploy-queue messages go: ``chalicelib.worker.handler`` in this process, or (on an engine)
+        the worker as a container-image function in the emulator, built daemonlessly (``worker_function``)."""
         from chalicelib.services.accounts import generate_key
 
         self.admin_key = admin_key or generate_key()
@@ -255,8 +261,8 @@ class LocalStack:
         from chalicelib.docker.registry import start_registry, stop_registry
 
         try:
-            self.registry = start_registry(REGISTRY_PORT)
-            self._undo.append(lambda: _ignore(stop_registry(REGISTRY_PORT)))
+            self.registry = start_registry(self.registry_port)
+            self._undo.append(lambda: _ignore(stop_registry(self.registry_port)))
             self.progress(f"image registry {self.registry}")
         except Exception as exc:  # images then stay in the engine, which the launcher reads too
             self.progress(f"no image registry ({exc}); images stay in the local engine")
@@ -291,14 +297,19 @@ class LocalStack:
         self._undo.append(lambda: lambda_log.removeHandler(shipper))
 
     def _start_pump(self, settings: Any, app: Any) -> None:
+        from chalicelib import worker
         from chalicelib.local.pump import EventPump, QueueMapping
 
+        deploy: Any = worker.handler
+        where = "in process"
+        if self.worker == "function":
+            deploy, where = self._worker_function(settings), "a container-image function"
         pump = EventPump(
             container_client(settings, "sqs"),
             [
                 QueueMapping(
                     self.outputs["deploy_queue_url"], self.outputs["deploy_queue_arn"],
-                    app.on_bundle_uploaded, "on_bundle_uploaded",
+                    deploy, "deploy-worker",
                 ),
                 QueueMapping(
                     self.outputs["deploy_dlq_url"], self.outputs["deploy_dlq_arn"],
@@ -308,7 +319,23 @@ class LocalStack:
             region=settings.region,
         ).start()  # fmt: skip
         self._undo.append(pump.stop)
-        self.progress("event pump: deploy queue and DLQ -> the app's SQS handlers")
+        self.progress(f"event pump: deploy queue -> the deploy worker ({where}), DLQ -> the app")
+
+    def _worker_function(self, settings: Any) -> Any:
+        """The worker built into the registry and created in the emulator; the pump's target invoking it."""
+        from chalicelib.core.errors import ConfigError
+        from chalicelib.local.worker_function import create_worker_function, lambda_target
+
+        if self.launcher != "container" or self.registry is None:
+            raise ConfigError(
+                "the deploy worker runs as a function only on a docker engine with the local registry",
+                hint="use worker='in-process' with the process launcher",
+            )
+        lambda_client = container_client(settings, "lambda")
+        create_worker_function(lambda_client, settings, self.registry, self.progress)
+        # Wheel cache: the worker resolves model wheels with pip inside its container, which reaches no
+        # package index here; pre-filling an S3 wheel cache from the host waits for chalicelib.aws.wheels.
+        return lambda_target(lambda_client, settings.worker_function)
 
     def _api_process(self, settings: Any, wait_s: float = 60.0) -> str:
         """The API served by ``python -m chalicelib.local.api``, wired from ``settings`` as a second
@@ -401,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--edge-port", type=int, default=DEFAULT_EDGE_PORT)
     parser.add_argument("--api-port", type=int, default=DEFAULT_API_PORT)
     parser.add_argument("--launcher", choices=["auto", "container", "process"], default="auto")
+    parser.add_argument("--worker", choices=["in-process", "function"], default="in-process")
     parser.add_argument("--home", type=Path, default=None)
     parser.add_argument("--log-file", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -413,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
         edge_port=args.edge_port,
         api_port=args.api_port,
         launcher=args.launcher,
+        worker=args.worker,
         admin_key=os.environ.get("MODELPORT_ADMIN_KEY") or None,
         progress=lambda line: log.info("%s", line),
     )

@@ -42,9 +42,7 @@ class Recorder:
 def mappings(infra: Infra, deploy: Recorder, dlq: Recorder, batch_size: int = 1) -> list[QueueMapping]:
     out = infra.outputs
     return [
-        QueueMapping(
-            out["deploy_queue_url"], out["deploy_queue_arn"], deploy, "on_bundle_uploaded", batch_size
-        ),
+        QueueMapping(out["deploy_queue_url"], out["deploy_queue_arn"], deploy, "deploy-worker", batch_size),
         QueueMapping(out["deploy_dlq_url"], out["deploy_dlq_arn"], dlq, "on_bundle_abandoned"),
     ]
 
@@ -123,3 +121,28 @@ def test_the_pump_threads_deliver_and_stop(queues: Infra) -> None:
         pump.stop(timeout=10)
     assert deploy.bodies() == ["threaded"]
     assert all(not t.is_alive() for t in pump._threads)
+
+
+def test_only_the_records_a_handler_reports_failed_come_back(queues: Infra) -> None:
+    """ReportBatchItemFailures: the batch's other messages are deleted, the named one is redelivered."""
+    infra = queues
+    seen: list[str] = []
+
+    def partial(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        records = event["Records"]
+        seen.extend(r["body"] for r in records)
+        return {
+            "batchItemFailures": [{"itemIdentifier": r["messageId"]} for r in records if r["body"] == "bad"]
+        }
+
+    dlq = Recorder()
+    pump = EventPump(
+        infra.client("sqs"), mappings(infra, Recorder(), dlq, batch_size=10), wait_s=0, retry_s=0.0
+    )
+    pump.mappings[0].handler = partial
+    send(infra, "good", "bad", "fine")
+    deadline = time.monotonic() + 10
+    while seen.count("bad") < 2 and time.monotonic() < deadline:
+        pump.poll(pump.mappings[0])
+    assert sorted(seen) == ["bad", "bad", "fine", "good"]
+    assert pump.mappings[0].failed >= 1

@@ -20,7 +20,7 @@ import requests
 from chalice.test import Client
 
 from app import app
-from chalicelib import wiring
+from chalicelib import wiring, worker
 from chalicelib.services.accounts import generate_key
 from tests.conftest import Infra
 
@@ -78,7 +78,7 @@ def queued_bodies(infra: Infra) -> list[str]:
 
 def deliver(client: Client, body: str) -> None:
     event = client.events.generate_sqs_event(message_bodies=[body], queue_name="modelport-deploy")
-    client.lambda_.invoke("on_bundle_uploaded", event)
+    assert worker.handler(event, None) == {"batchItemFailures": []}
 
 
 def test_an_upload_is_deployed_once_even_when_the_event_comes_three_times(

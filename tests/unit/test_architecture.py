@@ -20,7 +20,7 @@ MAX_FUNCTION_LINES = 90
 
 ADAPTERS = frozenset({"memory", "aws", "docker"})
 BELOW_LOCAL = frozenset(
-    {"core", "runtime", "settings", "inspect", *ADAPTERS, "oci", "services", "wiring", "api"}
+    {"core", "runtime", "settings", "inspect", *ADAPTERS, "services", "wiring", "api", "worker", "oci"}
 )
 # The layer (a folder, or a top-level module) -> the layers it may import besides itself.
 # An entry point (cli, demo) may import anything; a layer missing here is reported, so a new one gets a rule.
@@ -37,6 +37,7 @@ MAY_IMPORT: dict[str, frozenset[str] | None] = {
     "wiring": frozenset({"core", "settings", "services", "oci", *ADAPTERS}),
     "api": frozenset({"core", "services", "wiring", "settings"}),
     "client": frozenset({"core"}),
+    "worker": frozenset({"core", "services", "wiring", "settings", "oci"}),
     "local": BELOW_LOCAL,
     "cli": None,
     "cli_aws": None,

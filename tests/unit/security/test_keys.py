@@ -14,7 +14,7 @@ import pytest
 from chalice.test import Client
 
 from app import app
-from chalicelib import wiring
+from chalicelib import wiring, worker
 from chalicelib.core.errors import ConfigError, Unauthorized
 from chalicelib.memory.secrets import MemorySecret
 from chalicelib.memory.stores import MemoryAccountStore
@@ -223,7 +223,7 @@ def test_the_deploy_handler_runs_without_the_admin_key(shared: wiring.Container)
             "bucket": {"name": shared.settings.bundle_bucket},
             "object": {"key": info.key, "size": info.size_bytes, "eTag": info.etag}}}]})  # fmt: skip
         event = client.events.generate_sqs_event(message_bodies=[body], queue_name="modelport-deploy")
-        client.lambda_.invoke("on_bundle_uploaded", event)
+        assert worker.handler(event, None) == {"batchItemFailures": []}
     assert shared.models.get_version("iris", 1).status == "READY"
 
 
@@ -253,6 +253,7 @@ def _functions(stage: str) -> dict[str, Any]:
 def test_only_the_authorizer_can_reach_the_admin_key(stage: str) -> None:
     functions = _functions(stage)
     assert {"api_handler", "authorizer", "on_bundle_abandoned"} <= set(functions)
+    assert "on_bundle_uploaded" not in functions  # the deploy worker is an image function outside Chalice
     for name, function in functions.items():
         env = function.environment_variables
         assert "MODELPORT_ADMIN_KEY" not in env, name
