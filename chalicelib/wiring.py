@@ -113,9 +113,14 @@ def repository_host(registry: str | None, ecr_client: Any = None) -> RepositoryH
 
 
 def _image_builder(
-    settings: Settings, associations: AssociationStore, clock: Clock, ecr_client: Any
+    settings: Settings,
+    associations: AssociationStore,
+    clock: Clock,
+    ecr_client: Any,
+    artifacts: ArtifactStore | None = None,
 ) -> ImageBuilder:
-    """The ``ImageBuilder`` settings name (``ecr_client()`` makes the ECR client when one is needed)."""
+    """The ``ImageBuilder`` settings name (``ecr_client()`` makes the ECR client when one is needed); the
+    daemonless builder shares its wheels through ``artifacts`` (the bundle bucket)."""
     from chalicelib.memory.stores import MemoryImageBuilder
 
     images: ImageBuilder = MemoryImageBuilder(clock, associations=associations)
@@ -134,12 +139,17 @@ def _image_builder(
 
         if not settings.registry:
             raise ConfigError("MODELPORT_IMAGE_BUILDER=oci needs MODELPORT_REGISTRY (host:port or ecr)")
+        from chalicelib.docker.wheel_cache import ArtifactWheelCache
+
         ecr = ecr_client()
         images = OciImageBuilder(
             settings.registry,
             associations=associations,
             clock=clock,
             repositories=repository_host(settings.registry, ecr),
+            wheel_cache=(
+                ArtifactWheelCache(artifacts, settings.wheel_cache_prefix) if artifacts is not None else None
+            ),
         )
     elif settings.image_builder == "process":
         from chalicelib.docker.process import ProcessImageBuilder
@@ -179,11 +189,13 @@ def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
         config=long.merge(Config(inject_host_prefix=settings.endpoint_url is None)),
     )
     associations = DynamoAssociationStore(settings.associations_table, dynamodb)
+    artifacts = S3ArtifactStore(settings.bundle_bucket, s3)
     images = _image_builder(
         settings,
         associations,
         clock,
         lambda: session.client("ecr", endpoint_url=settings.endpoint_url, config=quick),
+        artifacts,
     )
     functions: FunctionManager = MemoryFunctionManager()
     if settings.functions == "lambda":
@@ -212,7 +224,7 @@ def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
         models=DynamoModelStore(settings.models_table, dynamodb),
         deployments=DynamoDeploymentStore(settings.deployments_table, dynamodb),
         associations=associations,
-        artifacts=S3ArtifactStore(settings.bundle_bucket, s3),
+        artifacts=artifacts,
         images=images,
         functions=functions,
         invoker=LambdaInvoker(lambda_client, sfn),

@@ -47,6 +47,12 @@ class S3ArtifactStore:
         response = self.client.put_object(Bucket=self.bucket, Key=check_key(key), Body=data)
         return ObjectInfo(key=key, size_bytes=len(data), etag=_etag(response))
 
+    def upload(self, key: str, source: Path) -> ObjectInfo:
+        """One streamed PUT (S3 takes up to 5 GB in one); the body is read from the file, never held."""
+        with source.open("rb") as body:
+            response = self.client.put_object(Bucket=self.bucket, Key=check_key(key), Body=body)
+        return ObjectInfo(key=key, size_bytes=source.stat().st_size, etag=_etag(response))
+
     def head(self, key: str) -> ObjectInfo:
         try:
             response = self.client.head_object(Bucket=self.bucket, Key=check_key(key))

@@ -135,6 +135,9 @@ class ArtifactStore(Protocol):
 
     def put(self, key: str, data: bytes) -> ObjectInfo: ...
 
+    def upload(self, key: str, source: Path) -> ObjectInfo:
+        """``put`` from a file, streamed (a wheel may be hundreds of MB)."""
+
     def head(self, key: str) -> ObjectInfo: ...
 
     def download(self, key: str, dest: Path, *, max_bytes: int) -> ObjectInfo:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chalicelib.core.files import sha256_file
-from chalicelib.core.ports import Progress
+from chalicelib.core.ports import Progress, WheelCache
 from chalicelib.docker import WheelResolutionError, cache_root
 
 # manylinux2014 is manylinux_2_17; older aliases name older glibcs. pip does not expand the new-style tags
@@ -101,8 +101,10 @@ def resolve_wheels(
     progress: Progress,
     cache_dir: Path | None = None,
     glibc: tuple[int, int] = (2, 36),
+    wheel_cache: WheelCache | None = None,
 ) -> Wheelhouse:
-    """The wheels of ``packages`` and their dependencies for the image; from the cache when present."""
+    """The wheels of ``packages`` and their dependencies for the image: from the disk cache, else the shared
+    ``wheel_cache``, else the package index (and then kept in both)."""
     root = (cache_dir if cache_dir is not None else cache_root()) / "wheels"
     key = wheelhouse_key(packages, python=python, architecture=architecture, glibc=glibc)
     target = root / key
@@ -113,24 +115,47 @@ def resolve_wheels(
     if target.exists():  # an incomplete or damaged wheelhouse: make it again
         shutil.rmtree(target)
     root.mkdir(parents=True, exist_ok=True)
+    if wheel_cache is not None:
+        staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=root))
+        try:
+            shared = _load(staging) if wheel_cache.fetch(key, staging) else None
+            if shared is not None:
+                (staging / REQUIREMENTS).write_text("".join(f"{pin}\n" for pin in shared.requirements))
+                house = _publish(staging, target)
+                progress(f"wheelhouse {key[:12]}: {len(house.wheels)} wheels (from the shared wheel cache)")
+                return house
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=root))
     try:
         _download(packages, staging, python=python, architecture=architecture, glibc=glibc, progress=progress)
-        house = _index(staging, packages)
-        try:
-            staging.rename(target)
-        except OSError:  # another process finished the same wheelhouse first: use it
-            shutil.rmtree(staging, ignore_errors=True)
-            found = _load(target)
-            if found is None:
-                raise
-            return found
-    except BaseException:
+        _index(staging, packages)
+        house = _publish(staging, target)
+    finally:
         shutil.rmtree(staging, ignore_errors=True)
-        raise
-    house = Wheelhouse(dir=target, wheels=house.wheels, requirements=house.requirements)
     progress(f"wheelhouse {key[:12]}: {len(house.wheels)} wheels, {house.size_bytes / 1e6:.0f} MB")
+    if wheel_cache is not None:
+        try:
+            wheel_cache.store(key, target)
+        except Exception as exc:  # a cache that cannot keep it costs the next build time, not this one
+            progress(f"wheelhouse {key[:12]}: not kept in the shared cache ({type(exc).__name__}: {exc})")
     return house
+
+
+def _publish(staging: Path, target: Path) -> Wheelhouse:
+    """Move the complete wheelhouse in ``staging`` to ``target`` (or take the one another process put
+    there first)."""
+    try:
+        staging.rename(target)
+    except OSError:
+        found = _load(target)
+        if found is None:
+            raise
+        return found
+    house = _load(target)
+    if house is None:
+        raise WheelResolutionError(f"the wheelhouse in {target} is incomplete")
+    return Wheelhouse(dir=target, wheels=house.wheels, requirements=house.requirements)
 
 
 def resolved_fingerprint(

@@ -251,6 +251,9 @@ class MemoryArtifactStore:
             self.objects[key] = bytes(data)
         return _info(key, data)
 
+    def upload(self, key: str, source: Path) -> ObjectInfo:
+        return self.put(key, source.read_bytes())
+
     def head(self, key: str) -> ObjectInfo:
         check_key(key)
         with self._lock:

@@ -318,6 +318,7 @@ class OciImageBuilder:
             cache_dir=self.cache_dir,
             glibc=base.glibc,
             progress=progress,
+            wheel_cache=self.wheel_cache,
         )
         base_id = base.config.get("rootfs", {}).get("diff_ids", [])
         fingerprint = resolved_fingerprint(

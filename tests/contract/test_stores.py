@@ -384,6 +384,16 @@ def test_objects_are_put_headed_and_downloaded(backend: Stores, tmp_path: Path) 
         store.download("uploads/missing", tmp_path / "missing", max_bytes=10)
 
 
+def test_a_file_is_uploaded_as_put_would_store_it(backend: Stores, tmp_path: Path) -> None:
+    store, source = backend.artifacts, tmp_path / "wheel.whl"
+    source.write_bytes(b"wheel bytes" * 100_000)
+    info = store.upload("wheels/k/wheel.whl", source)
+    assert info == store.head("wheels/k/wheel.whl")
+    assert info.size_bytes == source.stat().st_size and info.etag == hashlib.md5(source.read_bytes()).hexdigest()
+    with pytest.raises(ConfigError):
+        store.upload("../escape", source)
+
+
 def test_a_download_over_the_limit_is_refused(backend: Stores, tmp_path: Path) -> None:
     backend.artifacts.put("uploads/big", b"x" * 2048)
     dest = tmp_path / "big"
