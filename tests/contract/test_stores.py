@@ -389,7 +389,8 @@ def test_a_file_is_uploaded_as_put_would_store_it(backend: Stores, tmp_path: Pat
     source.write_bytes(b"wheel bytes" * 100_000)
     info = store.upload("wheels/k/wheel.whl", source)
     assert info == store.head("wheels/k/wheel.whl")
-    assert info.size_bytes == source.stat().st_size and info.etag == hashlib.md5(source.read_bytes()).hexdigest()
+    assert info.size_bytes == source.stat().st_size
+    assert info.etag == hashlib.md5(source.read_bytes()).hexdigest()
     with pytest.raises(ConfigError):
         store.upload("../escape", source)
 

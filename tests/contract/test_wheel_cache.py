@@ -92,9 +92,10 @@ def test_a_damaged_wheel_or_a_missing_one_is_a_miss(artifacts: ArtifactStore, tm
         b"not json",
         json.dumps({"wheels": [{"name": "../../etc/evil.whl", "sha256": "0" * 64}], "requirements": []}),
         json.dumps({"wheels": [{"name": "a-1-py3-none-any.whl", "sha256": "short"}], "requirements": []}),
-        json.dumps({"wheels": [{"name": "a-1-py3-none-any.whl", "sha256": "0" * 64}] * 2, "requirements": []}),
-        json.dumps({"wheels": [{"name": f"a{i}-1-py3-none-any.whl", "sha256": "0" * 64} for i in range(501)],
-                    "requirements": []}),  # fmt: skip
+        json.dumps({"wheels": [{"name": "a-1-py3-none-any.whl", "sha256": "0" * 64}] * 2, "requirements": 0}),
+        json.dumps(
+            {"wheels": [{"name": f"a{i}-1-py3-none-any.whl", "sha256": "0" * 64} for i in range(501)]}
+        ),
     ],
 )
 def test_a_hostile_index_is_a_miss_and_writes_nothing_outside(
