@@ -86,13 +86,16 @@ def test_a_damaged_wheel_or_a_missing_one_is_a_miss(artifacts: ArtifactStore, tm
     assert not cache.fetch(half, other)
 
 
+TWICE = {"name": "a-1-py3-none-any.whl", "sha256": "0" * 64}
+
+
 @pytest.mark.parametrize(
     "index",
     [
         b"not json",
         json.dumps({"wheels": [{"name": "../../etc/evil.whl", "sha256": "0" * 64}], "requirements": []}),
         json.dumps({"wheels": [{"name": "a-1-py3-none-any.whl", "sha256": "short"}], "requirements": []}),
-        json.dumps({"wheels": [{"name": "a-1-py3-none-any.whl", "sha256": "0" * 64}] * 2, "requirements": 0}),
+        json.dumps({"wheels": [TWICE, TWICE], "requirements": []}),
         json.dumps(
             {"wheels": [{"name": f"a{i}-1-py3-none-any.whl", "sha256": "0" * 64} for i in range(501)]}
         ),
