@@ -391,11 +391,14 @@ def _show_stack(state: Any, verb: str) -> None:
     click.echo(f"  API           {state.api_url}")
     click.echo(f"  AWS endpoint  {state.endpoint_url}   (for boto3 / the aws CLI: AWS_ENDPOINT_URL)")
     click.echo(f"  registry      {state.registry or '- (process images)'}")
+    click.echo(
+        f"  deploy worker {'a container-image function' if state.worker == 'function' else state.worker}"
+    )
     click.echo(f"  admin key     {state.admin_key}   (saved in {_stack_home() / 'stack.json'})")
     click.echo(f"  log           {state.log_file}")
 
 
-def start_stack(edge_port: int, api_port: int, launcher: str, wait_s: float) -> Any:
+def start_stack(edge_port: int, api_port: int, launcher: str, wait_s: float, worker: str = "auto") -> Any:
     """Start ``python -m chalicelib.local.stack`` in its own session and wait until it is ready."""
     import subprocess
     import time
@@ -410,7 +413,7 @@ def start_stack(edge_port: int, api_port: int, launcher: str, wait_s: float) -> 
             [
                 sys.executable, "-m", "chalicelib.local.stack", "--edge-port", str(edge_port),
                 "--api-port", str(api_port), "--launcher", launcher, "--home", str(home),
-                "--log-file", str(log_file),
+                "--log-file", str(log_file), "--worker", worker,
             ],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
@@ -460,6 +463,9 @@ stack_options = [
                  help="the Modelport API"),
     click.option("--launcher", type=click.Choice(["auto", "container", "process"]), default="auto",
                  show_default=True, help="execution environments: containers need a docker engine"),
+    click.option("--worker", type=click.Choice(["auto", "in-process", "function"]), default="auto",
+                 show_default=True, help="the deploy worker: a container-image function (auto, on an "
+                 "engine with the registry) or in the stack's process"),
 ]  # fmt: skip
 
 
@@ -473,14 +479,14 @@ def _with_stack_options(func: F) -> F:
 @_with_stack_options
 @click.option("--wait", "wait_s", type=click.FloatRange(1, 3600), default=180, show_default=True)
 @_friendly
-def up(edge_port: int, api_port: int, launcher: str, wait_s: float) -> None:
+def up(edge_port: int, api_port: int, launcher: str, worker: str, wait_s: float) -> None:
     """Start the local stack in the background: AWS endpoint, Lambda emulator, API, event pump."""
     state = _running()
     if state is not None:
         _show_stack(state, "is already running")
         return
     click.echo("starting the local stack ...", err=True)
-    _show_stack(start_stack(edge_port, api_port, launcher, wait_s), "up")
+    _show_stack(start_stack(edge_port, api_port, launcher, wait_s, worker), "up")
     click.echo(
         "state lives in memory: `modelport down` forgets every model (built images and wheels stay cached)"
     )
@@ -689,7 +695,13 @@ def logs_cmd(name: str, since_min: float, follow: bool) -> None:
 @_with_stack_options
 @_friendly
 def demo(
-    model_dirs: tuple[Path, ...], out: Path, keep: bool, edge_port: int, api_port: int, launcher: str
+    model_dirs: tuple[Path, ...],
+    out: Path,
+    keep: bool,
+    edge_port: int,
+    api_port: int,
+    launcher: str,
+    worker: str,
 ) -> None:
     """Start the local stack, deploy every example, invoke each with its samples, save the answers.
 
@@ -706,11 +718,14 @@ def demo(
     started = state is None
     if started:
         click.echo("starting the local stack ...", err=True)
-        state = start_stack(edge_port, api_port, launcher, 180)
+        state = start_stack(edge_port, api_port, launcher, 600, worker)
         _show_stack(state, "up")
     else:
         _show_stack(state, "is running")
     try:
+        from chalicelib.cli_local import share_with_stack
+
+        share_with_stack(state, dirs, lambda line: click.echo(f"wheels: {line}", err=True))
         client = Client(_connection())
         rows = run_demo(client, dirs, out, progress=lambda line: click.echo(line, err=True))
     finally:
@@ -737,12 +752,14 @@ def demo(
         sys.exit(1)
 
 
-from chalicelib.cli_aws import aws_group  # noqa: E402 - below _friendly, which its commands get
+from chalicelib.cli_aws import aws_group  # noqa: E402 - below _friendly, which their commands get
+from chalicelib.cli_local import wheels_command  # noqa: E402
 
-for _command in aws_group.commands.values():
+for _command in (*aws_group.commands.values(), wheels_command):
     assert _command.callback is not None
     _command.callback = _friendly(_command.callback)
 cli.add_command(aws_group)
+cli.add_command(wheels_command)
 
 
 def main() -> None:

@@ -108,7 +108,7 @@ def resolve_wheels(
     root = (cache_dir if cache_dir is not None else cache_root()) / "wheels"
     key = wheelhouse_key(packages, python=python, architecture=architecture, glibc=glibc)
     target = root / key
-    cached = _load(target)
+    cached = load_wheelhouse(target)
     if cached is not None:
         progress(f"wheelhouse {key[:12]}: {len(cached.wheels)} wheels (cached)")
         return cached
@@ -118,7 +118,7 @@ def resolve_wheels(
     if wheel_cache is not None:
         staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=root))
         try:
-            shared = _load(staging) if wheel_cache.fetch(key, staging) else None
+            shared = load_wheelhouse(staging) if wheel_cache.fetch(key, staging) else None
             if shared is not None:
                 (staging / REQUIREMENTS).write_text("".join(f"{pin}\n" for pin in shared.requirements))
                 house = _publish(staging, target)
@@ -148,11 +148,11 @@ def _publish(staging: Path, target: Path) -> Wheelhouse:
     try:
         staging.rename(target)
     except OSError:
-        found = _load(target)
+        found = load_wheelhouse(target)
         if found is None:
             raise
         return found
-    house = _load(target)
+    house = load_wheelhouse(target)
     if house is None:
         raise WheelResolutionError(f"the wheelhouse in {target} is incomplete")
     return Wheelhouse(dir=target, wheels=house.wheels, requirements=house.requirements)
@@ -269,7 +269,7 @@ def _index(directory: Path, packages: tuple[str, ...]) -> Wheelhouse:
     return Wheelhouse(dir=directory, wheels=tuple(wheels), requirements=tuple(pins))
 
 
-def _load(directory: Path) -> Wheelhouse | None:
+def load_wheelhouse(directory: Path) -> Wheelhouse | None:
     """A complete cached wheelhouse (its index is written last), or None."""
     try:
         index = json.loads((directory / INDEX).read_text(encoding="utf-8"))

@@ -47,6 +47,7 @@ class LaunchSpec:
     timeout_s: int
     environment: Mapping[str, str]
     runtime_api: str
+    ephemeral_mb: int = EPHEMERAL_STORAGE_MB
     region: str = "us-east-1"
     log_stream: str = ""
 
@@ -148,7 +149,8 @@ class Launcher(Protocol):
 
 class ContainerLauncher:
     """Runs the function's image as Lambda runs it: host network (the Runtime API is on 127.0.0.1),
-    read-only root, a 512 MiB tmpfs /tmp, uid 1000, memory (and swap) limited to MemorySize.
+    read-only root, a tmpfs /tmp of EphemeralStorage (512 MiB unless set), uid 1000, memory (and swap)
+    limited to MemorySize.
 
     Containers are removed by the exit watcher right after their exit state is read rather than with
     ``auto_remove``: an auto-removed container can vanish before ``OOMKilled`` is read, and an OOM kill
@@ -185,7 +187,7 @@ class ContainerLauncher:
             environment=spec.lambda_variables(),
             network_mode="host",
             read_only=True,
-            tmpfs={"/tmp": f"rw,size={EPHEMERAL_STORAGE_MB}m"},  # noqa: S108 - Lambda's writable /tmp
+            tmpfs={"/tmp": f"rw,size={spec.ephemeral_mb}m"},  # noqa: S108 - Lambda's writable /tmp
             mem_limit=memory,
             memswap_limit=memory,
             user=RUNTIME_USER,

@@ -75,6 +75,9 @@ class StackState:
     started_at: str
     log_file: str
     ready: bool = False
+    worker: str = "in-process"
+    wheel_cache: str | None = None
+    """``s3://BUCKET/PREFIX`` of the shared wheel cache the worker function reads (``modelport wheels``)."""
 
     def write(self, directory: Path) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
@@ -159,7 +162,7 @@ class LocalStack:
         image_builder: str | None = None,
         process_images: ProcessImages | None = None,
         ship_logs: bool = True,
-        worker: Literal["in-process", "function"] = "in-process",
+        worker: Literal["auto", "in-process", "function"] = "auto",
         registry_port: int = REGISTRY_PORT,
     ) -> None:
         self.edge_port = edge_port
@@ -175,7 +178,8 @@ class LocalStack:
         self.worker = worker
         self.registry_port = registry_port
         """Where deploy-queue messages go: ``chalicelib.worker.handler`` in this process, or (on an engine)
-        the worker as a container-image function in the emulator, built daemonlessly (``worker_function``)."""
+        the worker as a container-image function in the emulator, built daemonlessly (``worker_function``);
+        ``auto``: the function where there are containers and a registry."""
         from chalicelib.services.accounts import generate_key
 
         self.admin_key = admin_key or generate_key()
@@ -190,6 +194,7 @@ class LocalStack:
         """The control plane's ``wiring.Container`` (the one ``wiring.override`` serves), once started."""
         self.api_url = ""
         self.outputs: dict[str, str] = {}
+        self.wheel_cache: str | None = None
 
     @property
     def endpoint_url(self) -> str:
@@ -302,6 +307,8 @@ class LocalStack:
 
         deploy: Any = worker.handler
         where = "in process"
+        if self.worker == "auto":
+            self.worker = "function" if self.launcher == "container" and self.registry else "in-process"
         if self.worker == "function":
             deploy, where = self._worker_function(settings), "a container-image function"
         pump = EventPump(
@@ -333,8 +340,14 @@ class LocalStack:
             )
         lambda_client = container_client(settings, "lambda")
         create_worker_function(lambda_client, settings, self.registry, self.progress)
-        # Wheel cache: the worker resolves model wheels with pip inside its container, which reaches no
-        # package index here; pre-filling an S3 wheel cache from the host waits for chalicelib.aws.wheels.
+        # The worker's container reaches no package index here: the host shares what it has resolved.
+        from chalicelib.docker.wheel_cache import ArtifactWheelCache
+        from chalicelib.local.wheels import share_host_wheelhouses
+
+        share_host_wheelhouses(
+            ArtifactWheelCache(self.container.artifacts, settings.wheel_cache_prefix), self.progress
+        )
+        self.wheel_cache = f"s3://{settings.bundle_bucket}/{settings.wheel_cache_prefix}"
         return lambda_target(lambda_client, settings.worker_function)
 
     def _api_process(self, settings: Any, wait_s: float = 60.0) -> str:
@@ -400,6 +413,8 @@ class LocalStack:
             started_at=datetime.now(UTC).isoformat(timespec="seconds"),
             log_file=str(log_file),
             ready=ready,
+            worker=self.worker,
+            wheel_cache=self.wheel_cache,
         )
 
 
@@ -428,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--edge-port", type=int, default=DEFAULT_EDGE_PORT)
     parser.add_argument("--api-port", type=int, default=DEFAULT_API_PORT)
     parser.add_argument("--launcher", choices=["auto", "container", "process"], default="auto")
-    parser.add_argument("--worker", choices=["in-process", "function"], default="in-process")
+    parser.add_argument("--worker", choices=["auto", "in-process", "function"], default="auto")
     parser.add_argument("--home", type=Path, default=None)
     parser.add_argument("--log-file", type=Path, default=None)
     args = parser.parse_args(argv)

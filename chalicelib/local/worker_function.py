@@ -18,7 +18,9 @@ from chalicelib.core.errors import FunctionFailed
 from chalicelib.core.ports import Progress
 
 WORKER_TIMEOUT_S = 900
-WORKER_MEMORY_MB = 3008  # image builds unpack numpy-sized wheels
+# Lambda's 3008 MB (the template's) plus room for /tmp: a container's tmpfs pages count against its memory
+# limit here, Lambda's ephemeral storage does not, and the worker keeps wheelhouses and layers there.
+WORKER_MEMORY_MB = 6144
 
 
 def worker_environment(settings: Any, registry: str) -> dict[str, str]:
@@ -37,6 +39,7 @@ def worker_environment(settings: Any, registry: str) -> dict[str, str]:
 
 def create_worker_function(lambda_client: Any, settings: Any, registry: str, progress: Progress) -> str:
     """Build the worker's image into ``registry`` and create (or update) the function; returns its image."""
+    from chalicelib.aws.template import WORKER_EPHEMERAL_MB
     from chalicelib.oci.base import ensure_local_base
     from chalicelib.oci.builder import OciImageBuilder
     from chalicelib.worker.image import build_worker_image, worker_recipe
@@ -48,6 +51,7 @@ def create_worker_function(lambda_client: Any, settings: Any, registry: str, pro
         "Role": settings.function_role,
         "Timeout": WORKER_TIMEOUT_S,
         "MemorySize": WORKER_MEMORY_MB,
+        "EphemeralStorage": {"Size": WORKER_EPHEMERAL_MB},
         "Environment": {"Variables": worker_environment(settings, registry)},
     }
     try:
@@ -55,6 +59,7 @@ def create_worker_function(lambda_client: Any, settings: Any, registry: str, pro
             FunctionName=settings.worker_function, PackageType="Image", Code={"ImageUri": image}, **config
         )
     except lambda_client.exceptions.ResourceConflictException:
+        lambda_client.update_function_configuration(FunctionName=settings.worker_function, **config)
         lambda_client.update_function_code(FunctionName=settings.worker_function, ImageUri=image)
     progress(f"deploy worker: function {settings.worker_function} from {image}")
     return image

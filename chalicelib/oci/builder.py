@@ -44,7 +44,7 @@ from chalicelib.docker.dockerfile import (
     VENV,
     model_labels,
 )
-from chalicelib.docker.wheelhouse import parse_glibc, resolve_wheels, resolved_fingerprint
+from chalicelib.docker.wheelhouse import Wheelhouse, parse_glibc, resolve_wheels, resolved_fingerprint
 from chalicelib.oci import CONFIG_V1, LAYER_GZIP, MANIFEST_LIST_V2, MANIFEST_V2, OCI_INDEX
 from chalicelib.oci.layers import Entry, Layer, tree_entries, write_layer
 from chalicelib.oci.registry import RegistryClient, parse_reference
@@ -310,16 +310,7 @@ class OciImageBuilder:
         self, env: ResolvedEnvironment, base: Base, progress: Progress, *, extra: bool = True
     ) -> tuple[Layer, bool, int]:
         """The environment's layer, from the disk cache by its resolved fingerprint, else made."""
-        packages = DockerImageBuilder.packages_of(env) if extra else tuple(env.packages)
-        house = resolve_wheels(
-            packages,
-            python=env.python,
-            architecture=env.architecture,
-            cache_dir=self.cache_dir,
-            glibc=base.glibc,
-            progress=progress,
-            wheel_cache=self.wheel_cache,
-        )
+        house = self._wheelhouse(env, base, progress, extra=extra)
         base_id = base.config.get("rootfs", {}).get("diff_ids", [])
         fingerprint = resolved_fingerprint(
             env.fingerprint, house.wheels, base_image=json.dumps(base_id), recipe=RECIPE
@@ -356,6 +347,29 @@ class OciImageBuilder:
         layer = made
         progress(f"environment layer {layer.digest[:19]} made ({layer.size / 1e6:.0f} MB)")
         return layer, True, len(house.wheels)
+
+    def _wheelhouse(
+        self, env: ResolvedEnvironment, base: Base, progress: Progress, *, extra: bool
+    ) -> Wheelhouse:
+        packages = DockerImageBuilder.packages_of(env) if extra else tuple(env.packages)
+        return resolve_wheels(
+            packages,
+            python=env.python,
+            architecture=env.architecture,
+            cache_dir=self.cache_dir,
+            glibc=base.glibc,
+            progress=progress,
+            wheel_cache=self.wheel_cache,
+        )
+
+    def resolve_wheelhouses(self, envs: Sequence[ResolvedEnvironment], progress: Progress) -> int:
+        """Resolve the wheelhouses images of ``envs`` need, as a build would, sharing them through the wheel
+        cache (a host that reaches the package index fills it for a worker that cannot); how many."""
+        done = {}
+        for env in envs:
+            if env.fingerprint not in done:
+                done[env.fingerprint] = self._wheelhouse(env, self._base(env, progress), progress, extra=True)
+        return len(done)
 
     def _code_layer(self, python: str, work: Path, progress: Progress) -> Layer:
         """chalicelib's runtime code under /var/task/chalicelib, with hash-checked .pyc where this

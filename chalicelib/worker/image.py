@@ -85,6 +85,8 @@ def worker_recipe(project_root: Path = PROJECT_ROOT) -> WorkerRecipe:
             "MODELPORT_IMAGE_BUILDER": "oci",
             "MODELPORT_FUNCTIONS": "lambda",
             "MODELPORT_SANDBOX": "lambda",
+            # Lambda's one writable place: wheelhouses and environment layers of a warm worker stay there.
+            "MODELPORT_CACHE": "/tmp/modelport",  # noqa: S108
         },
     )
 

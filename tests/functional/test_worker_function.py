@@ -7,7 +7,6 @@ no docker socket: whatever it builds it builds with Python and the Registry HTTP
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import socket
 from collections.abc import Iterator
@@ -80,10 +79,6 @@ def test_the_worker_is_an_image_function_whose_container_has_no_docker_socket(
         assert probe.output.strip() == b"False", probe.output
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("chalicelib.aws.wheels") is None,
-    reason="the worker's container reaches no package index here: it needs the S3 wheel cache (oci helper)",
-)
 def test_a_deployment_through_the_api_is_built_inside_the_worker_and_pushed_to_the_registry(
     stack: LocalStack,
 ) -> None:

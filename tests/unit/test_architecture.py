@@ -41,6 +41,7 @@ MAY_IMPORT: dict[str, frozenset[str] | None] = {
     "local": BELOW_LOCAL,
     "cli": None,
     "cli_aws": None,
+    "cli_local": None,
     "demo": None,
 }
 

@@ -113,6 +113,7 @@ class LambdaEmulator:
             role=role,
             memory_mb=int(request.get("MemorySize", 128)),
             timeout_s=int(request.get("Timeout", 3)),
+            ephemeral_mb=int((request.get("EphemeralStorage") or {}).get("Size", 512)),
             environment=dict((request.get("Environment") or {}).get("Variables") or {}),
             architectures=tuple(request.get("Architectures") or ("x86_64",)),
             description=str(request.get("Description", "")),
@@ -180,6 +181,8 @@ class LambdaEmulator:
         ):
             if key in request:
                 changes[attr] = kind(request[key])
+        if "EphemeralStorage" in request:
+            changes["ephemeral_mb"] = int((request["EphemeralStorage"] or {}).get("Size", 512))
         if "Environment" in request:
             changes["environment"] = dict((request["Environment"] or {}).get("Variables") or {})
         return self._update(function_name, request, changes, publish=False)

@@ -67,6 +67,7 @@ class FunctionConfig:
     role: str
     memory_mb: int = 128
     timeout_s: int = 3
+    ephemeral_mb: int = 512
     environment: Mapping[str, str] = field(default_factory=dict)
     architectures: tuple[str, ...] = ("x86_64",)
     description: str = ""
@@ -82,6 +83,7 @@ class FunctionConfig:
             self.role,
             self.memory_mb,
             self.timeout_s,
+            self.ephemeral_mb,
             tuple(sorted(self.environment.items())),
             self.architectures,
         )
@@ -92,6 +94,8 @@ class FunctionConfig:
             raise invalid(f"MemorySize {self.memory_mb} is outside 128..10240 MB.")
         if not 1 <= self.timeout_s <= 900:
             raise invalid(f"Timeout {self.timeout_s} is outside 1..900 seconds.")
+        if not 512 <= self.ephemeral_mb <= 10240:
+            raise invalid(f"EphemeralStorage.Size {self.ephemeral_mb} is outside 512..10240 MB.")
         if len(self.architectures) != 1 or self.architectures[0] not in ("x86_64", "arm64"):
             raise invalid("Architectures must be one of [x86_64] or [arm64].")
         reserved = sorted(
@@ -226,7 +230,7 @@ class Function:
             "LastUpdateStatus": update,
             "PackageType": "Image",
             "Architectures": list(config.architectures),
-            "EphemeralStorage": {"Size": 512},
+            "EphemeralStorage": {"Size": config.ephemeral_mb},
             "LoggingConfig": {"LogFormat": "Text", "LogGroup": f"/aws/lambda/{config.name}"},
         }
         if state == "Pending":

@@ -107,6 +107,7 @@ class Environment:
             image_uri=config.image_uri,
             memory_mb=config.memory_mb,
             timeout_s=config.timeout_s,
+            ephemeral_mb=config.ephemeral_mb,
             environment=dict(config.environment),
             runtime_api=self.server.url,
             region=emulator.region,
