@@ -35,10 +35,15 @@ def _push_worker_image(settings: Any, session: Any, registry: str, progress: Cal
     """Build and push the deploy worker's image daemonlessly into the account's ECR."""
     from chalicelib.aws.ecr import EcrRegistry
     from chalicelib.oci.builder import OciImageBuilder  # type: ignore[import-not-found,unused-ignore]
-    from chalicelib.worker.image import build_worker_image  # type: ignore[import-not-found,unused-ignore]
+    from chalicelib.worker.image import (  # type: ignore[import-not-found,unused-ignore]
+        AWS_WORKER_PYTHON,
+        build_worker_image,
+        worker_recipe,
+    )
 
     ecr = EcrRegistry(session.client("ecr", region_name=settings.region))
-    return str(build_worker_image(OciImageBuilder(registry, repositories=ecr), progress))
+    recipe = worker_recipe(python=AWS_WORKER_PYTHON)
+    return str(build_worker_image(OciImageBuilder(registry, repositories=ecr), progress, recipe))
 
 
 @aws_group.command("deploy")

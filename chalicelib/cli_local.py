@@ -56,6 +56,8 @@ def share_with_stack(state: Any, model_dirs: Sequence[Path], progress: Progress)
         return {}
     bucket, _, prefix = str(state.wheel_cache).removeprefix("s3://").partition("/")
     cache = stack_wheel_cache(state.endpoint_url, bucket, prefix)
-    from chalicelib.local.wheels import resolve_for_dirs
+    from chalicelib.local.wheels import resolve_for_dirs, share_host_wheelhouses
 
-    return resolve_for_dirs(model_dirs, registry=state.registry, cache=cache, progress=progress)
+    outcome = resolve_for_dirs(model_dirs, registry=state.registry, cache=cache, progress=progress)
+    share_host_wheelhouses(cache, progress)  # those found on disk here, which the stack may lack
+    return outcome

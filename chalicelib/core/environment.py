@@ -19,7 +19,9 @@ from chalicelib.core.native import Framework
 from chalicelib.core.protocol import Frozen
 from chalicelib.core.steps import BUILTIN_STEPS
 
-# Versions the runtime is tested with; every one ships manylinux wheels for CPython 3.11-3.13.
+# Versions the runtime is tested with; every one ships manylinux wheels for CPython 3.11-3.13 on glibc 2.28+
+# (Debian bookworm, Amazon Linux 2023). Where one has none (Amazon Linux 2, the Lambda base of 3.11, has glibc
+# 2.26), the image builders take the newest version that has one and say so (docker.builder.DEFAULT_PINS).
 PINS: dict[str, str] = {
     "awslambdaric": "4.2.2",
     "numpy": "2.4.6",

@@ -45,6 +45,8 @@ class WheelResolutionError(ImageError):
     """pip found no wheel of a package for the image's python, platform and glibc."""
 
     code = "WheelResolutionError"
+    requirement: str | None = None
+    """The requirement pip found no wheel of, when it said which."""
 
 
 class BuildError(ImageError):

@@ -30,7 +30,7 @@ from typing import IO, Any
 from chalicelib.core.clock import utc_now
 from chalicelib.core.config import REQUIREMENT
 from chalicelib.core.config_file import ContainerAssociation, ModelConfigFile
-from chalicelib.core.environment import AWS_BASE_IMAGE, ResolvedEnvironment, canonical_name
+from chalicelib.core.environment import AWS_BASE_IMAGE, PINS, ResolvedEnvironment, canonical_name
 from chalicelib.core.errors import ArtifactError, ConfigError
 from chalicelib.core.pipeline import stage_environments
 from chalicelib.core.ports import AssociationStore, Clock, ImageBuilder, Progress, RepositoryHost
@@ -72,6 +72,9 @@ from chalicelib.docker.wheelhouse import (
 
 # The runtime imports chalicelib.core (pydantic models, YAML): the versions of requirements.txt.
 RUNTIME_PACKAGES: tuple[str, ...] = ("pydantic==2.13.4", "PyYAML==6.0.3")
+DEFAULT_PINS = frozenset({*RUNTIME_PACKAGES, *(f"{name}=={version}" for name, version in PINS.items())})
+"""Modelport's own pins: where one has no wheel for the target (numpy 2.4 on Amazon Linux 2's glibc 2.26),
+the newest version that has one is taken (``resolve_wheels(relaxable=...)``). A user's pins never are."""
 ENV_REPOSITORY = "modelport/env"
 STEPS_REPOSITORY = "modelport-steps"
 # glibc of the AWS Lambda Python base images: Amazon Linux 2 (3.11) and Amazon Linux 2023 (3.12, 3.13).
@@ -243,6 +246,7 @@ class DockerImageBuilder:
             cache_dir=self.cache_dir,
             glibc=base.glibc,
             progress=progress,
+            relaxable=DEFAULT_PINS,
         )
         recipe = self._environment_recipe(house, base)
         fingerprint = resolved_fingerprint(

@@ -28,7 +28,7 @@ from chalicelib.core.pipeline import stage_environments
 from chalicelib.core.ports import AssociationStore, Clock, Progress
 from chalicelib.core.records import EnvironmentImage
 from chalicelib.docker import ImageError, cache_root
-from chalicelib.docker.builder import DockerImageBuilder, runtime_code_digest, runtime_files
+from chalicelib.docker.builder import DEFAULT_PINS, DockerImageBuilder, runtime_code_digest, runtime_files
 from chalicelib.docker.wheelhouse import parse_glibc, resolve_wheels
 from chalicelib.runtime.layout import prepare_model_dir
 
@@ -116,6 +116,7 @@ class ProcessImageBuilder:
             cache_dir=self.cache_dir,
             glibc=host_glibc(),
             progress=progress,
+            relaxable=DEFAULT_PINS,
         )
         digest = hashlib.sha256("\n".join(sorted(w.sha256 for w in house.wheels)).encode()).hexdigest()
         venv = self._environment(digest[:16], house.dir, house.requirements, progress)

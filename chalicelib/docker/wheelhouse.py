@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,9 +103,14 @@ def resolve_wheels(
     cache_dir: Path | None = None,
     glibc: tuple[int, int] = (2, 36),
     wheel_cache: WheelCache | None = None,
+    relaxable: Collection[str] = (),
 ) -> Wheelhouse:
     """The wheels of ``packages`` and their dependencies for the image: from the disk cache, else the shared
-    ``wheel_cache``, else the package index (and then kept in both)."""
+    ``wheel_cache``, else the package index (and then kept in both).
+
+    A ``name==version`` of ``relaxable`` (Modelport's default pins, never a user's) with no wheel for the
+    platform is taken at the newest version that has one (``name<=version``), and said so; any other
+    requirement without a wheel is a ``WheelResolutionError`` naming it and the platform."""
     root = (cache_dir if cache_dir is not None else cache_root()) / "wheels"
     key = wheelhouse_key(packages, python=python, architecture=architecture, glibc=glibc)
     target = root / key
@@ -128,8 +134,24 @@ def resolve_wheels(
             shutil.rmtree(staging, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=root))
     try:
-        _download(packages, staging, python=python, architecture=architecture, glibc=glibc, progress=progress)
-        _index(staging, packages)
+        wanted = list(packages)
+        relaxed: dict[str, str] = {}
+        while True:
+            try:
+                _download(
+                    tuple(wanted), staging, python=python, architecture=architecture, glibc=glibc,
+                    progress=progress,
+                )  # fmt: skip
+                break
+            except WheelResolutionError as exc:
+                loose = _relaxed(exc.requirement, relaxable, wanted)
+                if loose is None:
+                    raise
+                wanted[wanted.index(str(exc.requirement))] = relaxed[str(exc.requirement)] = loose
+                progress(f"{exc.message}: taking the newest version that has one ({loose})")
+                for leftover in staging.iterdir():  # a fresh resolution: nothing of the failed one stays
+                    leftover.unlink()
+        _index(staging, packages, relaxed)
         house = _publish(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -140,6 +162,14 @@ def resolve_wheels(
         except Exception as exc:  # a cache that cannot keep it costs the next build time, not this one
             progress(f"wheelhouse {key[:12]}: not kept in the shared cache ({type(exc).__name__}: {exc})")
     return house
+
+
+def _relaxed(requirement: str | None, relaxable: Collection[str], wanted: list[str]) -> str | None:
+    """``name<=version`` for a relaxable ``name==version`` still asked for as such, else None."""
+    if requirement is None or requirement not in relaxable or requirement not in wanted:
+        return None
+    name, sep, version = requirement.partition("==")
+    return f"{name}<={version}" if sep and version and "," not in version else None
 
 
 def _publish(staging: Path, target: Path) -> Wheelhouse:
@@ -239,7 +269,9 @@ def _pip_error(output: list[str], platform: str, returncode: int) -> WheelResolu
             if have
             else "the package has no wheel for this platform (or does not exist): drop it or pick another"
         )
-        return WheelResolutionError(f"no wheel of {requirement} for {platform}", hint=hint)
+        found = WheelResolutionError(f"no wheel of {requirement} for {platform}", hint=hint)
+        found.requirement = requirement
+        return found
     conflict = re.search(r"ResolutionImpossible|conflicting dependencies", text)
     errors = [line.removeprefix("ERROR: ") for line in output if line.startswith("ERROR:")]
     detail = errors[-1] if errors else (output[-1] if output else f"exit {returncode}")
@@ -248,7 +280,7 @@ def _pip_error(output: list[str], platform: str, returncode: int) -> WheelResolu
     return WheelResolutionError(f"pip download for {platform} failed: {detail}")
 
 
-def _index(directory: Path, packages: tuple[str, ...]) -> Wheelhouse:
+def _index(directory: Path, packages: tuple[str, ...], relaxed: dict[str, str] | None = None) -> Wheelhouse:
     wheels: list[WheelFile] = []
     pins: list[str] = []
     for path in sorted(directory.iterdir()):
@@ -263,6 +295,7 @@ def _index(directory: Path, packages: tuple[str, ...]) -> Wheelhouse:
     index = {
         "packages": list(packages),
         "requirements": pins,
+        "relaxed": relaxed or {},
         "wheels": [{"name": w.name, "sha256": w.sha256} for w in wheels],
     }
     (directory / INDEX).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")

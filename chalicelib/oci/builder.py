@@ -34,7 +34,7 @@ from chalicelib.core.ports import AssociationStore, Clock, Progress, RepositoryH
 from chalicelib.core.records import EnvironmentImage
 from chalicelib.docker import BaseImageError, PushError, cache_root
 from chalicelib.docker.baseimage import RELEASES, base_image_tag
-from chalicelib.docker.builder import REGISTRY_HOST, DockerImageBuilder, runtime_files
+from chalicelib.docker.builder import DEFAULT_PINS, REGISTRY_HOST, DockerImageBuilder, runtime_files
 from chalicelib.docker.dockerfile import (
     DEFAULT_PATH,
     ENTRYPOINT,
@@ -360,6 +360,7 @@ class OciImageBuilder:
             glibc=base.glibc,
             progress=progress,
             wheel_cache=self.wheel_cache,
+            relaxable=DEFAULT_PINS if extra else (),
         )
 
     def resolve_wheelhouses(self, envs: Sequence[ResolvedEnvironment], progress: Progress) -> int:

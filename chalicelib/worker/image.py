@@ -26,6 +26,11 @@ CHALICELIB = PROJECT_ROOT / "chalicelib"
 FROM_DEV = ("boto3", "awslambdaric")
 # What chalicelib.oci runs at build time: `pip download` resolves the model images' wheels.
 BUILDER_RUNTIME = ("pip==26.2.2.post1",)
+# The worker's python on AWS: Lambda's python:3.12 base is Amazon Linux 2023 (glibc 2.34), where every pin of
+# requirements*.txt has a wheel; the 3.11 base is Amazon Linux 2 (glibc 2.26), which numpy 2.4, onnx 1.23 and
+# scikit-learn 1.9 ship none for. The local stack's worker is 3.11, on the debootstrap base (bookworm has no
+# 3.12). The worker builds images for any target python: pip resolves for the target, nothing runs.
+AWS_WORKER_PYTHON = "3.12"
 # chalicelib's parts the worker never runs (entry points for people, and the local stack).
 NOT_IN_WORKER = frozenset({"local", "cli.py", "demo.py", "client.py", "api"})
 
@@ -70,7 +75,7 @@ def _worker_files(root: Path) -> Iterator[tuple[str, Path]]:
         yield f"chalicelib/{rel.as_posix()}", found
 
 
-def worker_recipe(project_root: Path = PROJECT_ROOT) -> WorkerRecipe:
+def worker_recipe(project_root: Path = PROJECT_ROOT, *, python: str = "3.11") -> WorkerRecipe:
     """The recipe from the project's requirements files (one source of truth for the versions)."""
     packages = requirement_pins(project_root / "requirements.txt")
     packages += requirement_pins(project_root / "requirements-worker.txt")
@@ -78,6 +83,7 @@ def worker_recipe(project_root: Path = PROJECT_ROOT) -> WorkerRecipe:
     packages += [dev[name] for name in FROM_DEV]
     packages += BUILDER_RUNTIME
     return WorkerRecipe(
+        python=python,
         packages=tuple(sorted(packages, key=_name)),
         # The worker is a Lambda function: it builds daemonlessly and manages Lambda functions. The stage's
         # settings (tables, buckets, registry) come with the function's configuration, not the image.

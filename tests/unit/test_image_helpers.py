@@ -72,9 +72,16 @@ if "missing==9" in packages:
           "(from versions: 1.0, 2.0)")
     print("ERROR: No matching distribution found for missing==9")
     sys.exit(1)
+numpy = "numpy-2.4.6-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl"
+if args[args.index("--platform") + 1] == "manylinux_2_26_x86_64":  # Amazon Linux 2: no numpy 2.4 wheel
+    if "numpy==2.4.6" in packages:
+        print("ERROR: Could not find a version that satisfies the requirement numpy==2.4.6 "
+              "(from versions: 2.2.5, 2.2.6)")
+        print("ERROR: No matching distribution found for numpy==2.4.6")
+        sys.exit(1)
+    numpy = "numpy-2.2.6-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
 print("Collecting numpy==2.4.6")
-for name in ("numpy-2.4.6-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl",
-             "tzdata-2026.6-py2.py3-none-any.whl"):
+for name in (numpy, "tzdata-2026.6-py2.py3-none-any.whl"):
     with open(os.path.join(dest, name), "wb") as fh:
         fh.write(name.encode())
 """
@@ -233,3 +240,38 @@ def test_the_aws_base_images_glibc_is_known_without_running_them(tmp_path: Path)
         "Config": {"Labels": {"dev.modelport.base.python": "3.11.2", "dev.modelport.base.glibc": "2.36"}},
     }
     assert builder._base_runtime("modelport/base:py3.11-bookworm", labelled) == ("3.11.2", (2, 36))
+
+
+def test_a_default_pin_without_a_wheel_takes_the_newest_version_that_has_one(
+    fake_pip: Path, tmp_path: Path
+) -> None:
+    lines: list[str] = []
+    house = resolve_wheels(
+        ("numpy==2.4.6",), python="3.11", architecture="x86_64", cache_dir=tmp_path,
+        progress=lines.append, glibc=(2, 26), relaxable={"numpy==2.4.6"},
+    )  # fmt: skip
+    assert house.requirements == ("numpy==2.2.6", "tzdata==2026.6")
+    said = [line for line in lines if "taking the newest" in line]
+    assert said == [
+        "no wheel of numpy==2.4.6 for CPython 3.11 manylinux_2_26_x86_64 (glibc <= 2.26): "
+        "taking the newest version that has one (numpy<=2.4.6)"
+    ]
+    index = json.loads((house.dir / "wheelhouse.json").read_text())
+    assert index["relaxed"] == {"numpy==2.4.6": "numpy<=2.4.6"}
+    calls = fake_pip.read_text().splitlines()
+    assert len(calls) == 2 and calls[1].endswith("-- numpy<=2.4.6")
+
+
+def test_a_users_pin_without_a_wheel_is_an_error_naming_package_platform_and_the_newest_that_fits(
+    fake_pip: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(WheelResolutionError) as caught:
+        resolve_wheels(
+            ("numpy==2.4.6",), python="3.11", architecture="x86_64", cache_dir=tmp_path,
+            progress=lambda _: None, glibc=(2, 26), relaxable={"numpy==2.4.7"},
+        )  # fmt: skip
+    assert str(caught.value) == (
+        "no wheel of numpy==2.4.6 for CPython 3.11 manylinux_2_26_x86_64 (glibc <= 2.26) "
+        "(the newest version with such a wheel is 2.2.6)"
+    )
+    assert len(fake_pip.read_text().splitlines()) == 1
