@@ -23,6 +23,9 @@ from chalicelib.docker import WheelResolutionError
 
 VENV = "opt/env"
 MAX_WHEEL_MEMBERS = 200_000
+MAX_ENVIRONMENT_BYTES = 6 * 1024**3
+"""What all wheels of an environment may unpack to: under Lambda's 10 GB image limit and the worker's 10 GB
+/tmp, which also holds the wheels and the layer. Counted as written, not as the zip declares (a bomb lies)."""
 _DATA = re.compile(r"^[^/]+\.data/(purelib|platlib|scripts|data|headers)/(.+)$")
 
 
@@ -33,9 +36,10 @@ def install_wheels(wheels: list[Path], root: Path, *, python: str, python_home: 
     site.mkdir(parents=True, exist_ok=True)
     (venv / "bin").mkdir(exist_ok=True)
     installed: set[str] = set()
+    budget = MAX_ENVIRONMENT_BYTES
     for wheel in sorted(wheels, key=lambda p: p.name):
         installed.add(wheel.name.split("-", 1)[0].lower().replace("_", "-"))
-        _unpack(wheel, venv, site)
+        budget -= _unpack(wheel, venv, site, budget)
     keep_capi = any(name.startswith("onnxruntime-") for name in installed)
     _trim(site, keep_capi=keep_capi)
     (venv / "pyvenv.cfg").write_text(
@@ -56,7 +60,8 @@ def install_wheels(wheels: list[Path], root: Path, *, python: str, python_home: 
     return venv
 
 
-def _unpack(wheel: Path, venv: Path, site: Path) -> None:
+def _unpack(wheel: Path, venv: Path, site: Path, budget: int) -> int:
+    """Unpack one wheel; the bytes written, never more than ``budget``."""
     try:
         archive = zipfile.ZipFile(wheel)
     except (OSError, zipfile.BadZipFile) as exc:
@@ -65,6 +70,12 @@ def _unpack(wheel: Path, venv: Path, site: Path) -> None:
         members = archive.infolist()
         if len(members) > MAX_WHEEL_MEMBERS:
             raise WheelResolutionError(f"{wheel.name} has more than {MAX_WHEEL_MEMBERS} files")
+        too_big = WheelResolutionError(
+            f"{wheel.name} unpacks to more than the environment's {MAX_ENVIRONMENT_BYTES // 1024**3} GB"
+        )
+        if sum(m.file_size for m in members) > budget:
+            raise too_big
+        written = 0
         for member in members:
             if member.is_dir():
                 continue
@@ -86,9 +97,13 @@ def _unpack(wheel: Path, venv: Path, site: Path) -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             with archive.open(member) as src, target.open("wb") as out:
                 while chunk := src.read(1024 * 1024):
+                    written += len(chunk)
+                    if written > budget:
+                        raise too_big
                     out.write(chunk)
             if (member.external_attr >> 16) & 0o111 or (data is not None and data.group(1) == "scripts"):
                 target.chmod(0o755)
+    return written
 
 
 def _trim(site: Path, *, keep_capi: bool) -> None:
