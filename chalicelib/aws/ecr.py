@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,36 @@ ECR_HOST = re.compile(
     r"^(?P<account>\d{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$"
 )
 REPOSITORY = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
+KEEP_IMAGES = 10
+REGISTRY_PUSH_ACTIONS: tuple[str, ...] = (
+    # the registry API calls of chalicelib.oci.registry (HEAD/GET blobs and manifests, uploads, mounts, puts)
+    "ecr:GetAuthorizationToken",
+    "ecr:BatchCheckLayerAvailability",
+    "ecr:InitiateLayerUpload",
+    "ecr:UploadLayerPart",
+    "ecr:CompleteLayerUpload",
+    "ecr:PutImage",
+    "ecr:BatchGetImage",
+    "ecr:GetDownloadUrlForLayer",
+    # EcrRegistry.ensure_repository
+    "ecr:CreateRepository",
+    "ecr:TagResource",
+    "ecr:PutLifecyclePolicy",
+    "ecr:DescribeRepositories",
+)
+"""The IAM actions a push to ECR needs; the stack template's worker policy grants these (tests compare)."""
+
+
+def lifecycle_policy() -> str:
+    """Every Modelport repository keeps its newest ``KEEP_IMAGES`` images (an old version's image goes; its
+    version's function keeps running, Lambda holds its own copy of the image)."""
+    rule = {
+        "rulePriority": 1,
+        "description": f"keep the newest {KEEP_IMAGES} images",
+        "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": KEEP_IMAGES},
+        "action": {"type": "expire"},
+    }
+    return json.dumps({"rules": [rule]}, sort_keys=True)
 
 
 class RegistryError(ModelportError):
@@ -59,7 +90,8 @@ class EcrRegistry:
         self.client = client
 
     def ensure_repository(self, name: str) -> str:
-        """The URI of repository ``name``, creating it (scan on push, mutable tags) if it does not exist."""
+        """The URI of repository ``name``, creating it (scan on push, mutable tags, the lifecycle policy) if
+        it does not exist. (A repository creation template applies to CREATE_ON_PUSH, not to this call.)"""
         if not REPOSITORY.fullmatch(name) or len(name) > 256:
             raise ConfigError(f"{name!r} is not an ECR repository name", path="repository")
         try:
@@ -69,6 +101,7 @@ class EcrRegistry:
                 imageScanningConfiguration={"scanOnPush": True},
                 tags=[{"Key": "modelport", "Value": "model"}],
             )
+            self.client.put_lifecycle_policy(repositoryName=name, lifecyclePolicyText=lifecycle_policy())
             return str(created["repository"]["repositoryUri"])
         except ClientError as err:
             if _code(err) != "RepositoryAlreadyExistsException":

@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from chalicelib.aws.ecr import REGISTRY_PUSH_ACTIONS, lifecycle_policy
 from chalicelib.aws.infra import (
     DLQ_RETENTION_S,
     GSI1,
@@ -27,21 +28,6 @@ from chalicelib.aws.infra import (
 from chalicelib.core.errors import ConfigError
 from chalicelib.settings import REVOCATION_WINDOW_S, Settings, settings_env
 
-REGISTRY_PUSH_ACTIONS: tuple[str, ...] = (
-    "ecr:GetAuthorizationToken",
-    "ecr:BatchCheckLayerAvailability",
-    "ecr:InitiateLayerUpload",
-    "ecr:UploadLayerPart",
-    "ecr:CompleteLayerUpload",
-    "ecr:PutImage",
-    "ecr:BatchGetImage",
-    "ecr:GetDownloadUrlForLayer",
-    "ecr:CreateRepository",
-    "ecr:DescribeRepositories",
-)
-"""What the daemonless builder's registry client does on ECR. ``chalicelib.oci.registry`` exports the same
-tuple (``REGISTRY_PUSH_ACTIONS``); this copy stands in until that lands, and a test compares the two."""
-
 MODEL_PREFIX = "modelport-"
 """Model functions, state machines and model repositories are named ``modelport-*``."""
 WORKER_REPOSITORY = "modelport-deploy-worker"
@@ -50,7 +36,6 @@ WORKER_MEMORY_MB = 3008
 WORKER_EPHEMERAL_MB = 10240
 """The scratch space holds the wheelhouse, the unpacked environment and the layer tarballs."""
 LOG_RETENTION_DAYS = 30
-KEEP_IMAGES = 10
 """Each repository keeps this many images (newest first); older ones expire."""
 ROLE_NAMES = {
     "FunctionRole": "modelport-functions",
@@ -173,18 +158,6 @@ def _bucket(name: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-def _lifecycle() -> str:
-    import json
-
-    rule = {
-        "rulePriority": 1,
-        "description": f"keep the newest {KEEP_IMAGES} images",
-        "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": KEEP_IMAGES},
-        "action": {"type": "expire"},
-    }
-    return json.dumps({"rules": [rule]}, sort_keys=True)
-
-
 def artifact_bucket(settings: Settings) -> str:
     """Where ``modelport aws deploy`` uploads the API package (CloudFormation reads code from S3)."""
     return f"{_checked('bucket', settings.bundle_bucket)}-artifacts"
@@ -290,7 +263,7 @@ def _worker_policy(settings: Settings) -> dict[str, Any]:
         _statement("RegistryLogin", ["ecr:GetAuthorizationToken"], ["*"]),  # account-wide by design
         _statement(
             "PushModelImages",
-            sorted({*REGISTRY_PUSH_ACTIONS, "ecr:TagResource"} - {"ecr:GetAuthorizationToken"}),
+            sorted(set(REGISTRY_PUSH_ACTIONS) - {"ecr:GetAuthorizationToken"}),
             [repositories],
         ),
         _statement(
@@ -442,7 +415,7 @@ def _worker(settings: Settings) -> dict[str, Any]:
             "Properties": {
                 "RepositoryName": WORKER_REPOSITORY,
                 "ImageScanningConfiguration": {"ScanOnPush": True},
-                "LifecyclePolicy": {"LifecyclePolicyText": _lifecycle()},
+                "LifecyclePolicy": {"LifecyclePolicyText": lifecycle_policy()},
                 "EmptyOnDelete": True,
             },
         },
@@ -453,7 +426,7 @@ def _worker(settings: Settings) -> dict[str, Any]:
                 "AppliedFor": ["CREATE_ON_PUSH"],  # a push to a missing repository creates it so
                 "Description": "Modelport model images: scanned, the newest few kept",
                 "ImageTagMutability": "MUTABLE",
-                "LifecyclePolicy": _lifecycle(),
+                "LifecyclePolicy": lifecycle_policy(),
             },
         },
         "DeployWorker": {

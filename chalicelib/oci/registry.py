@@ -30,18 +30,6 @@ from chalicelib.oci import MANIFEST_TYPES
 
 CHUNK_BYTES = 16 * 1024 * 1024
 """Blobs above this go in chunks of this size (ECR wants parts of at least 5 MiB)."""
-REGISTRY_PUSH_ACTIONS: tuple[str, ...] = (
-    "ecr:GetAuthorizationToken",
-    "ecr:BatchCheckLayerAvailability",
-    "ecr:InitiateLayerUpload",
-    "ecr:UploadLayerPart",
-    "ecr:CompleteLayerUpload",
-    "ecr:PutImage",
-    "ecr:BatchGetImage",
-    "ecr:GetDownloadUrlForLayer",
-)
-"""The IAM actions ECR checks for the registry API calls this client makes (HEAD/GET blobs and manifests,
-uploads, mounts, manifest puts); the stack template's worker policy is tested against it."""
 _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
 
 

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import boto3
 import pytest
 
-from chalicelib.aws.ecr import EcrRegistry, RegistryError, decode_token, is_ecr_registry
+from chalicelib.aws.ecr import (
+    KEEP_IMAGES,
+    EcrRegistry,
+    RegistryError,
+    decode_token,
+    is_ecr_registry,
+    lifecycle_policy,
+)
 from chalicelib.core.errors import ConfigError
 
 pytestmark = pytest.mark.functional
@@ -26,6 +34,9 @@ def test_a_repository_is_created_once_and_found_after(ecr: EcrRegistry) -> None:
     assert ecr.ensure_repository("modelport-ecr-test") == uri
     found = ecr.client.describe_repositories(repositoryNames=["modelport-ecr-test"])["repositories"][0]
     assert found["imageScanningConfiguration"] == {"scanOnPush": True}
+    policy = ecr.client.get_lifecycle_policy(repositoryName="modelport-ecr-test")["lifecyclePolicyText"]
+    assert json.loads(policy) == json.loads(lifecycle_policy())
+    assert json.loads(policy)["rules"][0]["selection"]["countNumber"] == KEEP_IMAGES
 
 
 def test_the_login_token_decodes_to_user_and_password(ecr: EcrRegistry) -> None:

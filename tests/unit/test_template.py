@@ -181,14 +181,6 @@ def test_roles_grant_least_privilege() -> None:
     assert [s["Sid"] for s in statements if "*" in s["Resource"]] == ["RegistryLogin"]
 
 
-def test_the_registry_actions_match_the_oci_client_once_it_exports_them() -> None:
-    registry = pytest.importorskip("chalicelib.oci.registry")
-    exported = getattr(registry, "REGISTRY_PUSH_ACTIONS", None)
-    if exported is None:
-        pytest.skip("chalicelib.oci.registry does not export REGISTRY_PUSH_ACTIONS yet")
-    assert set(exported) <= set(REGISTRY_PUSH_ACTIONS)
-
-
 def test_merging_wires_the_api_to_our_resources_and_the_authorizer_ttl() -> None:
     merged = merge(SAM, SETTINGS, code_uri={"Bucket": "b", "Key": "k.zip"})
     api = merged["Resources"]["APIHandler"]["Properties"]
