@@ -28,13 +28,14 @@ VISIBILITY_TIMEOUT_S = 6 * WORKER_TIMEOUT_S
 MAX_RECEIVE_COUNT = 5
 DLQ_RETENTION_S = 14 * 24 * 3600
 
-_TABLES: tuple[tuple[str, bool], ...] = (
-    ("accounts_table", True),
-    ("models_table", True),
-    ("deployments_table", True),
-    ("associations_table", False),
+TABLES: tuple[tuple[str, str, bool], ...] = (
+    ("AccountsTable", "accounts_table", True),
+    ("ModelsTable", "models_table", True),
+    ("DeploymentsTable", "deployments_table", True),
+    ("AssociationsTable", "associations_table", False),
 )
-"""Each Settings field naming a table, and whether the table has GSI1."""
+"""Each table: its logical name in the stack template, the Settings field naming it, whether it has GSI1."""
+_TABLES = tuple((field, has_gsi) for _, field, has_gsi in TABLES)
 
 
 def _code(err: Any) -> str:
@@ -126,8 +127,9 @@ def destroy_infrastructure(settings: Settings, session: Any | None = None) -> No
                 raise
 
 
-def _create_table(dynamodb: Any, name: str, has_gsi: bool) -> None:
-    """Generic string keys ``pk``/``sk`` (and ``gsi1pk``/``gsi1sk``): item types live in the key values."""
+def table_definition(name: str, has_gsi: bool) -> dict[str, Any]:
+    """CreateTable's parameters (and the template's table properties): generic string keys ``pk``/``sk``
+    (and ``gsi1pk``/``gsi1sk``, GSI1 projected ALL); item types live in the key values."""
     attributes = ["pk", "sk", "gsi1pk", "gsi1sk"] if has_gsi else ["pk", "sk"]
     kwargs: dict[str, Any] = {
         "TableName": name,
@@ -149,8 +151,12 @@ def _create_table(dynamodb: Any, name: str, has_gsi: bool) -> None:
                 "Projection": {"ProjectionType": "ALL"},
             }
         ]
+    return kwargs
+
+
+def _create_table(dynamodb: Any, name: str, has_gsi: bool) -> None:
     try:
-        dynamodb.create_table(**kwargs)
+        dynamodb.create_table(**table_definition(name, has_gsi))
     except ClientError as err:
         if _code(err) != "ResourceInUseException":  # exists already (or is being created)
             raise

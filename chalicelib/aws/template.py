@@ -18,12 +18,13 @@ from typing import Any
 from chalicelib.aws.ecr import REGISTRY_PUSH_ACTIONS, lifecycle_policy
 from chalicelib.aws.infra import (
     DLQ_RETENTION_S,
-    GSI1,
     MAX_RECEIVE_COUNT,
+    TABLES,
     UPLOAD_PREFIX,
     VISIBILITY_TIMEOUT_S,
     WORKER_TIMEOUT_S,
     dlq_name,
+    table_definition,
 )
 from chalicelib.core.errors import ConfigError
 from chalicelib.settings import REVOCATION_WINDOW_S, Settings, settings_env
@@ -44,12 +45,6 @@ ROLE_NAMES = {
 }
 """Fixed names: the API's policy files (``.chalice/policy-deploy-*.json``) may pass exactly these."""
 
-_TABLES = (
-    ("AccountsTable", "accounts_table", True),
-    ("ModelsTable", "models_table", True),
-    ("DeploymentsTable", "deployments_table", True),
-    ("AssociationsTable", "associations_table", False),
-)
 _NAME_RULES = {
     "table": re.compile(r"[A-Za-z0-9_.-]{3,255}"),
     "bucket": re.compile(r"[a-z0-9][a-z0-9.-]{1,53}[a-z0-9]"),  # room for the -artifacts suffix
@@ -107,30 +102,12 @@ def _logs_statement(group: Any) -> dict[str, Any]:
 
 
 def _table(name: str, has_gsi: bool) -> dict[str, Any]:
-    """As ``infra._create_table``: generic string keys, on demand, GSI1 projected ALL on three tables."""
-    attributes = ["pk", "sk", "gsi1pk", "gsi1sk"] if has_gsi else ["pk", "sk"]
-    props: dict[str, Any] = {
-        "TableName": name,
-        "BillingMode": "PAY_PER_REQUEST",
-        "AttributeDefinitions": [{"AttributeName": a, "AttributeType": "S"} for a in attributes],
-        "KeySchema": [
-            {"AttributeName": "pk", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
-        ],
+    """``infra.table_definition``, with point-in-time recovery and encryption at rest."""
+    props = {
+        **table_definition(name, has_gsi),
         "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
         "SSESpecification": {"SSEEnabled": True},
     }
-    if has_gsi:
-        props["GlobalSecondaryIndexes"] = [
-            {
-                "IndexName": GSI1,
-                "KeySchema": [
-                    {"AttributeName": "gsi1pk", "KeyType": "HASH"},
-                    {"AttributeName": "gsi1sk", "KeyType": "RANGE"},
-                ],
-                "Projection": {"ProjectionType": "ALL"},
-            }
-        ]
     return {"Type": "AWS::DynamoDB::Table", "DeletionPolicy": "Delete", "Properties": props}
 
 
@@ -189,7 +166,7 @@ def worker_env(settings: Settings) -> dict[str, Any]:
 
 def resource_env() -> dict[str, Any]:
     """The variables that name stack resources, as references, so a function never names a stale one."""
-    env: dict[str, Any] = {f"MODELPORT_{field.upper()}": {"Ref": logical} for logical, field, _ in _TABLES}
+    env: dict[str, Any] = {f"MODELPORT_{field.upper()}": {"Ref": logical} for logical, field, _ in TABLES}
     env.update(
         MODELPORT_BUNDLE_BUCKET={"Ref": "BundleBucket"},
         MODELPORT_DEPLOY_QUEUE={"Fn::GetAtt": ["DeployQueue", "QueueName"]},
@@ -203,10 +180,10 @@ def resource_env() -> dict[str, Any]:
 def _worker_policy(settings: Settings) -> dict[str, Any]:
     """Every call the deploy worker and its image builder make, on exactly the stack's resources."""
     bucket_arn = {"Fn::GetAtt": ["BundleBucket", "Arn"]}
-    tables = [{"Fn::GetAtt": [logical, "Arn"]} for logical, _, _ in _TABLES if logical != "AccountsTable"]
+    tables = [{"Fn::GetAtt": [logical, "Arn"]} for logical, _, _ in TABLES if logical != "AccountsTable"]
     indexes = [
         _join({"Fn::GetAtt": [logical, "Arn"]}, "/index/*")
-        for logical, _, has_gsi in _TABLES
+        for logical, _, has_gsi in TABLES
         if has_gsi and logical != "AccountsTable"
     ]
     models = f"function:{MODEL_PREFIX}*"
@@ -463,7 +440,7 @@ def stack_template(settings: Settings) -> dict[str, Any]:
     bucket = _checked("bucket", settings.bundle_bucket)
     resources: dict[str, Any] = {
         logical: _table(_checked("table", getattr(settings, field)), has_gsi)
-        for logical, field, has_gsi in _TABLES
+        for logical, field, has_gsi in TABLES
     }
     resources["BundleBucket"] = _bucket(
         bucket,
