@@ -67,24 +67,16 @@ def _sandbox(settings: Settings, images: ImageBuilder, lambda_client: Any, s3: A
     from chalicelib.docker.builder import DockerImageBuilder
     from chalicelib.oci.builder import OciImageBuilder
 
-    if kind == "lambda" and isinstance(images, OciImageBuilder):
-        from chalicelib.aws.sandbox import LambdaSandbox, S3Staging
-
-        return LambdaSandbox(
-            lambda_client,
-            settings.probe_role,
-            probe_image=images.probe_image,
-            staging=S3Staging(s3, settings.bundle_bucket),
-        )
-    if kind not in ("docker", "lambda") or not isinstance(images, DockerImageBuilder):
-        raise ConfigError(
-            f"MODELPORT_SANDBOX={kind[:20]} needs MODELPORT_IMAGE_BUILDER=docker (it builds the probe image)",
-            hint="set MODELPORT_SANDBOX to docker, lambda or none",
-        )
-    if kind == "docker":
+    if kind == "docker" and isinstance(images, DockerImageBuilder):
         from chalicelib.docker.sandbox import DockerSandbox
 
         return DockerSandbox(images)
+    if kind != "lambda" or not isinstance(images, (DockerImageBuilder, OciImageBuilder)):
+        raise ConfigError(
+            f"MODELPORT_SANDBOX={kind[:20]} needs an image builder that builds the probe image "
+            "(docker: MODELPORT_IMAGE_BUILDER=docker; lambda: docker or oci)",
+            hint="set MODELPORT_SANDBOX to docker, lambda or none",
+        )
     from chalicelib.aws.sandbox import LambdaSandbox, S3Staging
 
     return LambdaSandbox(

@@ -459,21 +459,12 @@ class DockerImageBuilder:
             self.run_build(context, tag, progress, what="environment")
 
     def _record_environment(self, env: ResolvedEnvironment, tag: str, info: dict[str, Any]) -> None:
-        if self.associations is None:
-            return
-        fingerprint = env.fingerprint
-        known = self.associations.get_environment_image(fingerprint)
-        if known is not None and known.image_uri == tag and known.image_digest == info["Id"]:
-            return
-        self.associations.put_environment_image(
-            EnvironmentImage(
-                fingerprint=fingerprint,
-                image_uri=tag,
-                image_digest=str(info["Id"]),
-                size_bytes=int(info["Size"]),
-                created_at=self.clock(),
-            )
-        )
+        record_environment(
+            self.associations, env, EnvironmentImage(
+                fingerprint=env.fingerprint, image_uri=tag, image_digest=str(info["Id"]),
+                size_bytes=int(info["Size"]), created_at=self.clock(),
+            ),
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ model image
 
@@ -752,3 +743,15 @@ def _split_env(env: list[str]) -> Iterator[tuple[str, str]]:
 
 def _implements_the_port(builder: DockerImageBuilder) -> ImageBuilder:
     return builder  # mypy checks DockerImageBuilder against the ImageBuilder port here
+
+
+def record_environment(
+    associations: AssociationStore | None, env: ResolvedEnvironment, image: EnvironmentImage
+) -> None:
+    """Associate ``env``'s fingerprint with its environment image, unless it already names this one."""
+    if associations is None:
+        return
+    known = associations.get_environment_image(env.fingerprint)
+    if known is not None and known.image_uri == image.image_uri and known.image_digest == image.image_digest:
+        return
+    associations.put_environment_image(image)

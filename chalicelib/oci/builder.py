@@ -34,7 +34,13 @@ from chalicelib.core.ports import AssociationStore, Clock, Progress, RepositoryH
 from chalicelib.core.records import EnvironmentImage
 from chalicelib.docker import BaseImageError, PushError, cache_root
 from chalicelib.docker.baseimage import RELEASES, base_image_tag
-from chalicelib.docker.builder import DEFAULT_PINS, REGISTRY_HOST, DockerImageBuilder, runtime_files
+from chalicelib.docker.builder import (
+    DEFAULT_PINS,
+    REGISTRY_HOST,
+    DockerImageBuilder,
+    record_environment,
+    runtime_files,
+)
 from chalicelib.docker.dockerfile import (
     DEFAULT_PATH,
     ENTRYPOINT,
@@ -156,7 +162,12 @@ class OciImageBuilder:
             size_bytes=sum(int(d["size"]) for d in base.layers) + env_layer.size + code.size + model.size,
             steps_image=steps_image,
         )
-        self._record_environment(model_env, association, env_layer)
+        record_environment(
+            self.associations, model_env, EnvironmentImage(
+                fingerprint=model_env.fingerprint, image_uri=association.environment_image,
+                image_digest=env_layer.digest, size_bytes=env_layer.size, created_at=self.clock(),
+            ),
+        )  # fmt: skip
         progress(f"pushed {host_repo}@{digest} ({len(uploaded)} blobs uploaded)")
         return OciBuildReport(
             association=association,
@@ -452,24 +463,6 @@ class OciImageBuilder:
         manifest = _manifest(config, config_digest, [*base.layers, *(_descriptor(x) for x in layers)])
         digest = target.put_manifest(repository, tag, manifest, MANIFEST_V2)
         return digest, uploaded
-
-    def _record_environment(
-        self, env: ResolvedEnvironment, association: ContainerAssociation, layer: Layer
-    ) -> None:
-        if self.associations is None:
-            return
-        known = self.associations.get_environment_image(env.fingerprint)
-        if known is not None and known.image_digest == layer.digest:
-            return
-        self.associations.put_environment_image(
-            EnvironmentImage(
-                fingerprint=env.fingerprint,
-                image_uri=association.environment_image,
-                image_digest=layer.digest,
-                size_bytes=layer.size,
-                created_at=self.clock(),
-            )
-        )
 
 
 def _runtime_env(base: Base) -> dict[str, str]:

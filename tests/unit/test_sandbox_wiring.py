@@ -26,5 +26,5 @@ def test_without_the_docker_builder_there_is_no_sandbox() -> None:
 
 @pytest.mark.parametrize("kind", ["docker", "lambda", "chroot"])
 def test_a_sandbox_the_image_builder_cannot_serve_is_a_config_error(kind: str) -> None:
-    with pytest.raises(ConfigError, match=rf"^MODELPORT_SANDBOX={kind} needs MODELPORT_IMAGE_BUILDER=docker"):
+    with pytest.raises(ConfigError, match=rf"^MODELPORT_SANDBOX={kind} needs an image builder that builds"):
         aws_container(Settings(sandbox=kind))
