@@ -24,6 +24,7 @@ from chalicelib.core.ports import (
     ImageBuilder,
     ModelStore,
     RepositoryHost,
+    RetryQueue,
     Sandbox,
     SecretSource,
 )
@@ -47,6 +48,8 @@ class Container:
     admin_key: SecretSource | None = None
     """Where the bootstrap admin key is read; only the API's authorizer reads it (``AccountService``)."""
     sandbox: Sandbox = field(default_factory=lambda: _no_sandbox())
+    retries: RetryQueue | None = None
+    """Where an SQS handler shortens a failed message's way back (the deploy worker)."""
     shared_stages: bool = False
     """The image builder makes shared steps images, so chained pipelines' pre and post run on shared stage
     functions; the deployment service decides ``pipeline: auto`` with it (``core.pipeline.plan_pipeline``)."""
@@ -162,6 +165,7 @@ def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
     )
     from chalicelib.aws.invoke import LambdaInvoker
     from chalicelib.aws.s3 import S3ArtifactStore
+    from chalicelib.aws.sqs import SqsRetryQueue
     from chalicelib.memory.secrets import MemorySecret
     from chalicelib.memory.stores import MemoryFunctionManager
 
@@ -222,6 +226,7 @@ def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
         invoker=LambdaInvoker(lambda_client, sfn),
         admin_key=admin_key,
         sandbox=_sandbox(settings, images, lambda_client, s3),
+        retries=SqsRetryQueue(session.client("sqs", endpoint_url=settings.endpoint_url, config=quick)),
         shared_stages=settings.image_builder in ("docker", "oci", "process"),  # they build steps images
     )
 
@@ -237,6 +242,7 @@ def memory_container(settings: Settings | None = None, clock: Clock = utc_now) -
         MemoryImageBuilder,
         MemoryInvoker,
         MemoryModelStore,
+        MemoryRetryQueue,
     )
 
     settings = settings or Settings()
@@ -252,6 +258,7 @@ def memory_container(settings: Settings | None = None, clock: Clock = utc_now) -
         images=MemoryImageBuilder(clock, associations=associations),
         functions=MemoryFunctionManager(),
         invoker=MemoryInvoker(),
+        retries=MemoryRetryQueue(),
         admin_key=MemorySecret(settings.admin_key, "MODELPORT_ADMIN_KEY") if settings.admin_key else None,
     )
 

@@ -215,6 +215,7 @@ def _worker_policy(settings: Settings) -> dict[str, Any]:
                 "sqs:DeleteMessage",
                 "sqs:GetQueueAttributes",
                 "sqs:ChangeMessageVisibility",
+                "sqs:GetQueueUrl",  # the worker's RetryQueue finds the queue by the record's ARN
             ],
             [{"Fn::GetAtt": ["DeployQueue", "Arn"]}],
         ),

@@ -172,6 +172,13 @@ class WheelCache(Protocol):
         of one); idempotent."""
 
 
+class RetryQueue(Protocol):
+    """When a message an SQS handler could not finish comes back: sooner than the queue's visibility timeout
+    (an hour for the deploy queue, six times the worker's), so an outage costs a minute, not an hour."""
+
+    def retry_in(self, queue_arn: str, receipt_handle: str, seconds: int) -> None: ...
+
+
 class ImageBuilder(Protocol):
     def build(
         self, manifest: ModelConfigFile, bundle_dir: Path, progress: Progress

@@ -420,3 +420,13 @@ def _stale(stored: Deployment, expected: int) -> str:
         f"deployment {stored.deployment_id} was changed concurrently "
         f"(stored revision {stored.revision}, expected {expected})"
     )
+
+
+class MemoryRetryQueue:
+    """Records each retry delay asked for: (queue ARN, receipt handle, seconds)."""
+
+    def __init__(self) -> None:
+        self.retries: list[tuple[str, str, int]] = []
+
+    def retry_in(self, queue_arn: str, receipt_handle: str, seconds: int) -> None:
+        self.retries.append((queue_arn, receipt_handle, seconds))

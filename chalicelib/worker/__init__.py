@@ -19,6 +19,8 @@ from chalicelib.core.errors import ModelportError
 from chalicelib.services.deployments import DeploymentBusy, DeploymentService
 
 log = logging.getLogger("modelport.worker")
+RETRY_BASE_S = 30
+RETRY_MAX_S = 900
 
 _lock = threading.Lock()
 _built: tuple[wiring.Container, DeploymentService] | None = None
@@ -49,10 +51,35 @@ def handler(event: Any, context: Any) -> dict[str, list[dict[str, str]]]:
             continue
         try:
             _deployments().handle_message(body)
-        except (DeploymentBusy, ModelportError) as exc:  # another attempt holds the lease, or an outage
-            log.warning("message %s left for redelivery: %s: %s", message_id, type(exc).__name__, exc)
+        except DeploymentBusy as exc:  # another attempt holds the lease: back after the visibility timeout
+            log.warning("message %s left for redelivery: %s", message_id, exc)
             failures.append({"itemIdentifier": message_id})
-        except Exception:
-            log.exception("message %s failed; left for redelivery", message_id)
+        except Exception as exc:  # an outage (ModelportError) or a bug: back soon, with a growing delay
+            if isinstance(exc, ModelportError):
+                log.warning("message %s left for redelivery: %s: %s", message_id, type(exc).__name__, exc)
+            else:
+                log.exception("message %s failed; left for redelivery", message_id)
             failures.append({"itemIdentifier": message_id})
+            _retry_soon(record)
     return {"batchItemFailures": failures}
+
+
+def retry_delay_s(receive_count: int) -> int:
+    """30 s after the first failed receive, doubling, at most 15 minutes (the queue's own timeout is an
+    hour: six times the worker's, so a batch is never redelivered while it runs)."""
+    return int(min(RETRY_BASE_S * 2 ** max(receive_count - 1, 0), RETRY_MAX_S))
+
+
+def _retry_soon(record: Mapping[str, Any]) -> None:
+    retries = wiring.container().retries
+    arn, handle = record.get("eventSourceARN"), record.get("receiptHandle")
+    if retries is None or not isinstance(arn, str) or not isinstance(handle, str):
+        return
+    try:
+        count = int((record.get("attributes") or {}).get("ApproximateReceiveCount", "1"))
+    except (TypeError, ValueError):
+        count = 1
+    try:
+        retries.retry_in(arn, handle, retry_delay_s(count))
+    except Exception:  # the message still comes back, after the queue's visibility timeout
+        log.warning("could not shorten the redelivery of %s", record.get("messageId"), exc_info=True)

@@ -218,6 +218,11 @@ def test_the_worker_role_allows_every_call_of_the_worker_and_the_builder() -> No
         "states:StartSyncExecution",
     }
     called |= set(REGISTRY_PUSH_ACTIONS)
+    called |= _adapter_calls(("sqs.py",), {"client": "sqs"}) - {
+        "lambda:InvokeFunction",
+        "states:StartSyncExecution",
+    }
     assert {"ecr:CreateRepository", "ecr:GetAuthorizationToken", "lambda:CreateFunction"} <= called
+    assert {"sqs:ChangeMessageVisibility", "sqs:GetQueueUrl"} <= called
     assert called <= allowed, sorted(called - allowed)
     assert not any(a.endswith("*") for a in allowed)

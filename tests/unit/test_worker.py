@@ -16,12 +16,14 @@ from chalicelib import wiring
 from chalicelib.core.errors import Conflict, Unavailable
 from chalicelib.core.records import ModelRecord
 from chalicelib.local.pump import lambda_event
+from chalicelib.memory.stores import MemoryRetryQueue
 from chalicelib.services.deployments import DeploymentBusy, upload_key
-from chalicelib.worker import handler
+from chalicelib.worker import handler, retry_delay_s
 
 pytestmark = pytest.mark.unit
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "iris-onnx"
+QUEUE_ARN = "arn:aws:sqs:us-east-1:000000000000:modelport-deploy"
 
 
 def s3_body(bucket: str, key: str, etag: str, size: int) -> str:
@@ -31,7 +33,7 @@ def s3_body(bucket: str, key: str, etag: str, size: int) -> str:
 
 def sqs_event(*bodies: str) -> dict[str, Any]:
     messages = [{"MessageId": f"m{i}", "ReceiptHandle": f"r{i}", "Body": b} for i, b in enumerate(bodies)]
-    return lambda_event(messages, "arn:aws:sqs:us-east-1:000000000000:modelport-deploy", "us-east-1")
+    return lambda_event(messages, QUEUE_ARN, "us-east-1")
 
 
 @pytest.fixture
@@ -88,6 +90,33 @@ def test_only_the_failed_records_go_back_to_the_queue(
     result = handler(sqs_event("ok", "busy", "ok", "outage", "bug"), None)
     assert result == {"batchItemFailures": [{"itemIdentifier": i} for i in ("m1", "m3", "m4")]}
     assert service.bodies == ["ok", "busy", "ok", "outage", "bug"]
+    # An outage or a bug comes back in 30 s, not after the queue's hour; a busy one waits out the lease.
+    assert isinstance(container.retries, MemoryRetryQueue)
+    assert container.retries.retries == [(QUEUE_ARN, "r3", 30), (QUEUE_ARN, "r4", 30)]
+
+
+def test_the_retry_delay_doubles_with_each_receive_up_to_fifteen_minutes(
+    container: wiring.Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert [retry_delay_s(n) for n in (1, 2, 3, 4, 5, 9)] == [30, 60, 120, 240, 480, 900]
+    monkeypatch.setattr(wiring, "deployment_service", lambda c, **_: FlakyService())
+    event = sqs_event("outage")
+    event["Records"][0]["attributes"]["ApproximateReceiveCount"] = "3"
+    handler(event, None)
+    assert isinstance(container.retries, MemoryRetryQueue)
+    assert container.retries.retries == [(QUEUE_ARN, "r0", 120)]
+
+
+def test_a_retry_queue_that_fails_leaves_the_message_to_the_queues_timeout(
+    container: wiring.Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Down:
+        def retry_in(self, queue_arn: str, receipt_handle: str, seconds: int) -> None:
+            raise Unavailable("SQS does not answer")
+
+    monkeypatch.setattr(wiring, "deployment_service", lambda c, **_: FlakyService())
+    monkeypatch.setattr(container, "retries", Down())
+    assert handler(sqs_event("outage"), None) == {"batchItemFailures": [{"itemIdentifier": "m0"}]}
 
 
 @pytest.mark.parametrize(
