@@ -17,7 +17,9 @@ import boto3
 import pytest
 
 from chalicelib.client import Client, Connection, deploy
+from chalicelib.docker.wheel_cache import ArtifactWheelCache
 from chalicelib.local.stack import LOCAL_CREDENTIALS, LocalStack
+from chalicelib.local.wheels import resolve_for_dirs
 
 pytestmark = [pytest.mark.functional, pytest.mark.slow]
 
@@ -82,6 +84,12 @@ def test_the_worker_is_an_image_function_whose_container_has_no_docker_socket(
 def test_a_deployment_through_the_api_is_built_inside_the_worker_and_pushed_to_the_registry(
     stack: LocalStack,
 ) -> None:
+    # The host's share (what `modelport demo` does): the worker's container reaches no package index here.
+    assert stack.registry is not None and stack.wheel_cache is not None
+    cache = ArtifactWheelCache(stack.container.artifacts, stack.container.settings.wheel_cache_prefix)
+    assert resolve_for_dirs(
+        [EXAMPLES / "iris-onnx"], registry=stack.registry, cache=cache, progress=print
+    ) == {EXAMPLES / "iris-onnx": None}
     admin = Client(Connection(stack.api_url, stack.admin_key, stack.endpoint_url))
     outcome = deploy(admin, EXAMPLES / "iris-onnx")
     assert outcome.status == "READY", outcome.reason
