@@ -54,10 +54,19 @@ OPERATIONS: list[Operation] = []
 class Api:
     """A blueprint whose routes map domain errors and document themselves."""
 
-    def __init__(self, import_name: str, tag: str, authorizer: Any = None) -> None:
+    def __init__(
+        self,
+        import_name: str,
+        tag: str,
+        authorizer: Any = None,
+        *,
+        error_response: Callable[[ModelportError], Response] = error_response,
+    ) -> None:
+        """``error_response``: how this API's errors look (the Open Inference Protocol has its own)."""
         self.blueprint = Blueprint(import_name)
         self.tag = tag
         self.authorizer = authorizer
+        self.error_response = error_response
 
     def route(
         self,
@@ -84,13 +93,13 @@ class Api:
                 kwargs["content_types"] = content_types
             if auth and self.authorizer is not None:
                 kwargs["authorizer"] = self.authorizer
-            self.blueprint.route(path, **kwargs)(domain_errors(view))
+            self.blueprint.route(path, **kwargs)(domain_errors(view, self.error_response))
             return view
 
         return register
 
 
-def domain_errors(view: F) -> F:
+def domain_errors(view: F, respond: Callable[[ModelportError], Response] = error_response) -> F:
     """Chalice turns any exception into a 500 before middleware sees it; map ours at the view. A backing
     service that did not answer arrives as ``Unavailable`` (503): the adapters translate their SDK's
     errors."""
@@ -100,7 +109,7 @@ def domain_errors(view: F) -> F:
         try:
             return view(*args, **kwargs)
         except ModelportError as exc:
-            return error_response(exc)
+            return respond(exc)
 
     return wrapper  # type: ignore[return-value]
 

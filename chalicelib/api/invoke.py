@@ -1,20 +1,15 @@
-"""Invocations: the model's own protocol (v1), Open Inference Protocol v2, and each model's OpenAPI."""
+"""Invocations in the model's own protocol (v1), and each model's OpenAPI (Open Inference Protocol v2:
+``api/oip.py``)."""
 
 from __future__ import annotations
-
-import json
 
 from chalice.app import Request, Response
 
 from chalicelib.api.auth import api_key
 from chalicelib.api.deps import services
 from chalicelib.api.http import Api, caller, json_response, path_int, path_name
-from chalicelib.core.errors import InvalidRequest, TooLarge
-from chalicelib.core.jsontext import JsonTextError, loads
 from chalicelib.core.openapi import openapi_document
-from chalicelib.core.wire import MAX_SYNC_PAYLOAD
 from chalicelib.services.invoke import InvokeResult
-from chalicelib.services.oip import request_id, to_oip_response, to_public_request
 
 api = Api(__name__, "invoke", api_key)
 blueprint = api.blueprint
@@ -78,45 +73,3 @@ def invoke_version(name: str, version: str) -> Response:
 def model_openapi(name: str) -> Response:
     manifest = services().invoke.manifest(caller(_request()), path_name(name), None)
     return json_response(openapi_document(manifest))
-
-
-@api.route("/v2/health/ready", summary="Open Inference Protocol readiness", auth=False)
-def oip_ready() -> Response:
-    return json_response({"ready": True})
-
-
-@api.route("/v2/models/{name}", summary="Open Inference Protocol model metadata", errors=(404, 409))
-def oip_metadata(name: str) -> Response:
-    manifest = services().invoke.manifest(caller(_request()), path_name(name), None)
-    return json_response(manifest.protocol.oip)
-
-
-@api.route("/v2/models/{name}/infer", "POST", summary="Open Inference Protocol inference", errors=ERRORS)
-def oip_infer(name: str) -> Response:
-    request = _request()
-    who = caller(request)
-    s = services()
-    manifest = s.invoke.manifest(who, path_name(name), None)
-    raw = _raw(request)
-    if len(raw) > MAX_SYNC_PAYLOAD:
-        raise TooLarge(f"request body of {len(raw)} bytes is over Lambda's 6 MB synchronous limit")
-    try:
-        oip_request = loads(raw or b"{}")
-    except JsonTextError as exc:
-        raise InvalidRequest(exc.message, errors=[{"pointer": exc.pointer, "message": exc.message}]) from None
-    if not isinstance(oip_request, dict):
-        raise InvalidRequest("an OIP request is a JSON object with inputs")
-    public = to_public_request(manifest, oip_request)
-    answer_id = request_id(oip_request)
-    result = s.invoke.invoke(
-        who,
-        name,
-        manifest.version,
-        body=json.dumps(public).encode(),
-        content_type="application/json",
-        accept="application/json",
-    )
-    if result.status != 200:
-        return _response(result)
-    answer = to_oip_response(manifest, json.loads(result.body), answer_id)
-    return json_response(answer, headers=result.headers)
