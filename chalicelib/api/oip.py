@@ -164,7 +164,10 @@ def _infer(name: str, version: int | None) -> Response:
         )
     answer = to_oip_response(manifest, json.loads(result.body), answer_id)
     select_outputs(oip_request, answer)
-    binary = binary_outputs(oip_request, [t["name"] for t in answer["outputs"]])
+    # API Gateway (and Chalice) send a binary body only to a request whose Accept names its type: a client
+    # that does not say so gets every output as JSON, which OIP clients read just as well.
+    accepts_binary = "application/octet-stream" in request.headers.get("accept", "")
+    binary = binary_outputs(oip_request, [t["name"] for t in answer["outputs"]]) if accepts_binary else set()
     if not binary:
         return json_response(answer, headers=result.headers)
     body, header = encode_response(answer, binary)

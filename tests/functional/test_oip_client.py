@@ -52,6 +52,12 @@ def auth(stack: LocalStack) -> dict[str, str]:
     return {"Authorization": f"Bearer {stack.admin_key}"}
 
 
+@pytest.fixture(scope="module")
+def binary(auth: dict[str, str]) -> dict[str, str]:
+    """What a binary exchange through API Gateway needs said: its binary media type, both ways."""
+    return {**auth, "Content-Type": "application/octet-stream", "Accept": "application/octet-stream"}
+
+
 def flowers(binary: bool) -> list[Any]:
     inputs = []
     for i, name in enumerate(FEATURES):
@@ -77,44 +83,56 @@ def test_model_metadata_and_readiness_by_default_and_by_version(triton: Any, aut
     assert [t["name"] for t in meta["inputs"]] == FEATURES and meta["versions"] == ["1"]
 
 
-def test_json_and_binary_inference_give_the_same_answer(triton: Any, auth: dict[str, str]) -> None:
+def test_json_and_binary_inference_give_the_same_answer(
+    triton: Any, auth: dict[str, str], binary: dict[str, str]
+) -> None:
     as_json = triton.infer(
         "iris-onnx", flowers(False), headers=auth,
         outputs=[httpclient.InferRequestedOutput(n, binary_data=False) for n in ("label", "score")],
     )  # fmt: skip
-    as_binary = triton.infer("iris-onnx", flowers(True), headers=auth, model_version="1")  # all binary
+    as_binary = triton.infer("iris-onnx", flowers(True), headers=binary, model_version="1")  # all binary
+    # Binary inputs, but no Accept for a binary answer: the outputs come as JSON, read the same.
+    unsaid = triton.infer("iris-onnx", flowers(True), headers=auth)
+    assert all("data" in o for o in unsaid.get_response()["outputs"])
+    np.testing.assert_array_equal(unsaid.as_numpy("score"), as_binary.as_numpy("score"))
     assert as_json.get_response()["model_name"] == "iris-onnx"
     assert [o["name"] for o in as_json.get_response()["outputs"]] == ["label", "score"]  # as requested
     for name in ("label", "score"):
         assert as_binary.get_output(name)["parameters"]["binary_data_size"] > 0
-        np.testing.assert_array_equal(as_json.as_numpy(name), as_binary.as_numpy(name))
+    np.testing.assert_array_equal(as_json.as_numpy("score"), as_binary.as_numpy("score"))
+    # BYTES: the client gives JSON elements as str, binary ones as bytes
+    assert as_json.as_numpy("label").tolist() == [
+        [b.decode() for b in row] for row in as_binary.as_numpy("label")
+    ]
     scores = as_binary.as_numpy("score")
     assert scores.dtype == np.float32 and scores.shape == (2, 3)
     labels = as_binary.as_numpy("label")
     assert labels[0][0] == b"setosa" and labels[1][0] == b"virginica"
-    assert as_binary.as_numpy("figure")[0].startswith(base64.b64encode(b"\x89PNG")[:8])
+    assert base64.b64decode(as_binary.as_numpy("figure")[0]).startswith(b"\x89PNG\r\n")
 
 
-def test_a_binary_bytes_input_carries_an_image(triton: Any, auth: dict[str, str]) -> None:
+def test_a_binary_bytes_input_carries_an_image(triton: Any, binary: dict[str, str]) -> None:
     png = (EXAMPLES / "digits-onnx" / "samples" / "digit-7.png").read_bytes()
     image = httpclient.InferInput("image", [1], "BYTES")
     image.set_data_from_numpy(np.array([base64.b64encode(png)], dtype=np.object_), binary_data=True)
     result = triton.infer(
-        "digits-onnx", [image], headers=auth, outputs=[httpclient.InferRequestedOutput("label")]
+        "digits-onnx", [image], headers=binary, outputs=[httpclient.InferRequestedOutput("label")]
     )
     assert result.as_numpy("label")[0][0] == b"7"
     assert [o["name"] for o in result.get_response()["outputs"]] == ["label"]
 
 
-def test_errors_reach_the_client_as_oip_errors(triton: Any, auth: dict[str, str]) -> None:
-    with pytest.raises(InferenceServerException, match="no model"):
+def test_errors_reach_the_client_as_oip_errors(
+    triton: Any, auth: dict[str, str], binary: dict[str, str]
+) -> None:
+    with pytest.raises(InferenceServerException, match=r"\[404\] no such model"):
         triton.infer("no-such-model", flowers(False), headers=auth)
     with pytest.raises(InferenceServerException, match="unknown output"):
         triton.infer(
-            "iris-onnx", flowers(True), headers=auth, outputs=[httpclient.InferRequestedOutput("nope")]
+            "iris-onnx", flowers(True), headers=binary, outputs=[httpclient.InferRequestedOutput("nope")]
         )
     wrong = httpclient.InferInput("sepal_length", [3], "FP32")  # 3 values said, 2 sent
     wrong._raw_data = FLOWERS[:, 0].tobytes()
     wrong._parameters = {"binary_data_size": len(wrong._raw_data)}
     with pytest.raises(InferenceServerException, match="needs 12"):
-        triton.infer("iris-onnx", [wrong, *flowers(True)[1:]], headers=auth)
+        triton.infer("iris-onnx", [wrong, *flowers(True)[1:]], headers=binary)
