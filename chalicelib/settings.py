@@ -38,6 +38,7 @@ class Settings:
     models_table: str = "modelport-models"
     deployments_table: str = "modelport-deployments"
     associations_table: str = "modelport-associations"
+    jobs_table: str = "modelport-jobs"
     bundle_bucket: str = "modelport-bundles"
     deploy_queue: str = "modelport-deploy"
     max_bundle_bytes: int = 512 * 1024 * 1024
@@ -141,6 +142,7 @@ class Settings:
             models_table=get("models_table", defaults.models_table),
             deployments_table=get("deployments_table", defaults.deployments_table),
             associations_table=get("associations_table", defaults.associations_table),
+            jobs_table=get("jobs_table", defaults.jobs_table),
             bundle_bucket=get("bundle_bucket", defaults.bundle_bucket),
             deploy_queue=get("deploy_queue", defaults.deploy_queue),
             max_bundle_bytes=int(get("max_bundle_bytes", defaults.max_bundle_bytes)),

@@ -22,6 +22,7 @@ from chalicelib.core.ports import (
     FunctionInvoker,
     FunctionManager,
     ImageBuilder,
+    JobStore,
     ModelStore,
     RepositoryHost,
     RetryQueue,
@@ -45,6 +46,7 @@ class Container:
     images: ImageBuilder
     functions: FunctionManager
     invoker: FunctionInvoker
+    jobs: JobStore
     admin_key: SecretSource | None = None
     """Where the bootstrap admin key is read; only the API's authorizer reads it (``AccountService``)."""
     sandbox: Sandbox = field(default_factory=lambda: _no_sandbox())
@@ -161,6 +163,7 @@ def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
         DynamoAccountStore,
         DynamoAssociationStore,
         DynamoDeploymentStore,
+        DynamoJobStore,
         DynamoModelStore,
     )
     from chalicelib.aws.invoke import LambdaInvoker
@@ -224,6 +227,7 @@ def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
         images=images,
         functions=functions,
         invoker=LambdaInvoker(lambda_client, sfn),
+        jobs=DynamoJobStore(settings.jobs_table, dynamodb),
         admin_key=admin_key,
         sandbox=_sandbox(settings, images, lambda_client, s3),
         retries=SqsRetryQueue(session.client("sqs", endpoint_url=settings.endpoint_url, config=quick)),
@@ -241,6 +245,7 @@ def memory_container(settings: Settings | None = None, clock: Clock = utc_now) -
         MemoryFunctionManager,
         MemoryImageBuilder,
         MemoryInvoker,
+        MemoryJobStore,
         MemoryModelStore,
         MemoryRetryQueue,
     )
@@ -258,6 +263,7 @@ def memory_container(settings: Settings | None = None, clock: Clock = utc_now) -
         images=MemoryImageBuilder(clock, associations=associations),
         functions=MemoryFunctionManager(),
         invoker=MemoryInvoker(),
+        jobs=MemoryJobStore(),
         retries=MemoryRetryQueue(),
         admin_key=MemorySecret(settings.admin_key, "MODELPORT_ADMIN_KEY") if settings.admin_key else None,
     )

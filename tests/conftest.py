@@ -109,6 +109,7 @@ def unique_settings(endpoint_url: str) -> Settings:
         models_table=f"{prefix}-models",
         deployments_table=f"{prefix}-deployments",
         associations_table=f"{prefix}-associations",
+        jobs_table=f"{prefix}-jobs",
         bundle_bucket=f"{prefix}-bundles",
         deploy_queue=f"{prefix}-deploy",
     )

@@ -13,6 +13,7 @@ import random
 import time
 import zlib
 from collections.abc import Callable, Iterator
+from itertools import islice
 from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
@@ -26,6 +27,7 @@ from chalicelib.core.records import (
     Deployment,
     EnvironmentImage,
     Grant,
+    Job,
     ModelAssociation,
     ModelRecord,
     VersionRecord,
@@ -498,6 +500,44 @@ class DynamoDeploymentStore(_Table):
         item = encode(deployment, pk=f"DEPLOYMENT#{deployment.deployment_id}", sk=META)
         item["gsi1pk"] = {"S": f"MODEL#{deployment.model_name}"}
         item["gsi1sk"] = {"S": f"{deployment.created_at}#{deployment.deployment_id}"}
+        return item
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+@translates_outages
+class DynamoJobStore(_Table):
+    """``JOB#id/META``; GSI1 ``ACCOUNT#id`` / ``created_at#job_id`` lists an account's jobs; the table's TTL
+    attribute is ``expires_at``."""
+
+    def create(self, job: Job) -> bool:
+        return self._put(self._item(job), "attribute_not_exists(pk)")
+
+    def get(self, job_id: str) -> Job:
+        return decode(Job, _found(self._get(_key(f"JOB#{job_id}", META)), f"job {job_id}"))
+
+    def save(self, job: Job) -> Job:
+        saved = job.model_copy(update={"revision": job.revision + 1})
+        if not self._put(
+            self._item(saved), "revision = :r", ExpressionAttributeValues={":r": _n(job.revision)}
+        ):
+            stored = self.get(job.job_id)
+            raise Conflict(
+                f"job {job.job_id} was changed concurrently "
+                f"(stored revision {stored.revision}, expected {job.revision})"
+            )
+        return saved
+
+    def list_for_account(self, account_id: str, *, limit: int = 50) -> list[Job]:
+        items = self._gsi1(f"ACCOUNT#{account_id}", newest_first=True, Limit=limit)
+        return [decode(Job, item) for item in islice(items, limit)]
+
+    @staticmethod
+    def _item(job: Job) -> Item:
+        item = encode(job, pk=f"JOB#{job.job_id}", sk=META)
+        item["gsi1pk"] = {"S": f"ACCOUNT#{job.account_id}"}
+        item["gsi1sk"] = {"S": f"{job.created_at}#{job.job_id}"}
         return item
 
 

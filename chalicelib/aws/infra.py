@@ -33,8 +33,11 @@ TABLES: tuple[tuple[str, str, bool], ...] = (
     ("ModelsTable", "models_table", True),
     ("DeploymentsTable", "deployments_table", True),
     ("AssociationsTable", "associations_table", False),
+    ("JobsTable", "jobs_table", True),
 )
 """Each table: its logical name in the stack template, the Settings field naming it, whether it has GSI1."""
+TTL_ATTRIBUTE = {"jobs_table": "expires_at"}
+"""The tables whose items expire, and the attribute (epoch seconds) DynamoDB's TTL reads."""
 _TABLES = tuple((field, has_gsi) for _, field, has_gsi in TABLES)
 
 
@@ -68,6 +71,8 @@ def create_infrastructure(
         _create_table(dynamodb, name, has_gsi)
     for name, _ in tables:
         dynamodb.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 2, "MaxAttempts": 90})
+    for field, attribute in TTL_ATTRIBUTE.items():
+        _enable_ttl(dynamodb, getattr(settings, field), attribute)
 
     bucket = settings.bundle_bucket
     _create_bucket(s3, bucket, settings.region)
@@ -152,6 +157,18 @@ def table_definition(name: str, has_gsi: bool) -> dict[str, Any]:
             }
         ]
     return kwargs
+
+
+def _enable_ttl(dynamodb: Any, name: str, attribute: str) -> None:
+    current = dynamodb.describe_time_to_live(TableName=name).get("TimeToLiveDescription", {})
+    if (
+        current.get("TimeToLiveStatus") in ("ENABLED", "ENABLING")
+        and current.get("AttributeName") == attribute
+    ):
+        return
+    dynamodb.update_time_to_live(
+        TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": attribute}
+    )
 
 
 def _create_table(dynamodb: Any, name: str, has_gsi: bool) -> None:

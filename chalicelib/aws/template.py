@@ -20,6 +20,7 @@ from chalicelib.aws.infra import (
     DLQ_RETENTION_S,
     MAX_RECEIVE_COUNT,
     TABLES,
+    TTL_ATTRIBUTE,
     UPLOAD_PREFIX,
     VISIBILITY_TIMEOUT_S,
     WORKER_TIMEOUT_S,
@@ -30,6 +31,7 @@ from chalicelib.core.errors import ConfigError
 from chalicelib.settings import REVOCATION_WINDOW_S, Settings, settings_env
 
 MODEL_PREFIX = "modelport-"
+WORKER_NEVER_READS = frozenset({"AccountsTable", "JobsTable"})  # keys and invocations are the API's
 """Model functions, state machines and model repositories are named ``modelport-*``."""
 WORKER_REPOSITORY = "modelport-deploy-worker"
 WORKER_MEMORY_MB = 3008
@@ -101,13 +103,15 @@ def _logs_statement(group: Any) -> dict[str, Any]:
     )
 
 
-def _table(name: str, has_gsi: bool) -> dict[str, Any]:
-    """``infra.table_definition``, with point-in-time recovery and encryption at rest."""
+def _table(name: str, has_gsi: bool, ttl: str | None = None) -> dict[str, Any]:
+    """``infra.table_definition``, with point-in-time recovery, encryption at rest and ``ttl``."""
     props = {
         **table_definition(name, has_gsi),
         "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
         "SSESpecification": {"SSEEnabled": True},
     }
+    if ttl:
+        props["TimeToLiveSpecification"] = {"Enabled": True, "AttributeName": ttl}
     return {"Type": "AWS::DynamoDB::Table", "DeletionPolicy": "Delete", "Properties": props}
 
 
@@ -180,12 +184,9 @@ def resource_env() -> dict[str, Any]:
 def _worker_policy(settings: Settings) -> dict[str, Any]:
     """Every call the deploy worker and its image builder make, on exactly the stack's resources."""
     bucket_arn = {"Fn::GetAtt": ["BundleBucket", "Arn"]}
-    tables = [{"Fn::GetAtt": [logical, "Arn"]} for logical, _, _ in TABLES if logical != "AccountsTable"]
-    indexes = [
-        _join({"Fn::GetAtt": [logical, "Arn"]}, "/index/*")
-        for logical, _, has_gsi in TABLES
-        if has_gsi and logical != "AccountsTable"
-    ]
+    mine = [(logical, has_gsi) for logical, _, has_gsi in TABLES if logical not in WORKER_NEVER_READS]
+    tables = [{"Fn::GetAtt": [logical, "Arn"]} for logical, _ in mine]
+    indexes = [_join({"Fn::GetAtt": [logical, "Arn"]}, "/index/*") for logical, has_gsi in mine if has_gsi]
     models = f"function:{MODEL_PREFIX}*"
     repositories = _arn("ecr", f"repository/{MODEL_PREFIX}*")
     statements = [
@@ -440,7 +441,7 @@ def stack_template(settings: Settings) -> dict[str, Any]:
     """Our resources alone: what ``modelport aws deploy`` creates first, before the worker image exists."""
     bucket = _checked("bucket", settings.bundle_bucket)
     resources: dict[str, Any] = {
-        logical: _table(_checked("table", getattr(settings, field)), has_gsi)
+        logical: _table(_checked("table", getattr(settings, field)), has_gsi, TTL_ATTRIBUTE.get(field))
         for logical, field, has_gsi in TABLES
     }
     resources["BundleBucket"] = _bucket(

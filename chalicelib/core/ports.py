@@ -20,6 +20,7 @@ from chalicelib.core.records import (
     Deployment,
     EnvironmentImage,
     Grant,
+    Job,
     ModelAssociation,
     ModelRecord,
     VersionRecord,
@@ -102,6 +103,19 @@ class DeploymentStore(Protocol):
 
     def list_for_model(self, model_name: str) -> list[Deployment]:
         """Newest first."""
+
+
+class JobStore(Protocol):
+    def create(self, job: Job) -> bool:
+        """False when a job with this id exists (nothing is written then)."""
+
+    def get(self, job_id: str) -> Job: ...
+
+    def save(self, job: Job) -> Job:
+        """Write with revision+1; Conflict unless the stored revision is ``job.revision``."""
+
+    def list_for_account(self, account_id: str, *, limit: int = 50) -> list[Job]:
+        """The account's newest ``limit`` jobs, newest first."""
 
 
 class AssociationStore(Protocol):

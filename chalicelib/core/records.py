@@ -1,4 +1,4 @@
-"""Records the control plane keeps: accounts, keys, grants, models, versions, deployments, associations.
+"""Records the control plane keeps: accounts, keys, grants, models, versions, deployments, associations, jobs.
 
 Plain frozen data, shared by the services, the in-memory twins and the DynamoDB adapters. Times are ISO-8601
 UTC strings from an injected clock, so tests control them.
@@ -122,3 +122,33 @@ class ModelAssociation(Frozen):
     functions: tuple[str, ...] = ()
     state_machine_arn: str | None = None
     created_at: str
+
+
+JobStatus = Literal["QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"]
+JOB_DONE: frozenset[str] = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
+JOB_TTL_S = 7 * 24 * 3600
+"""How long a job's record (and result) is kept after it was submitted (the jobs table's TTL)."""
+
+
+class Job(Frozen):
+    """An asynchronous invocation by an account: QUEUED -> RUNNING -> SUCCEEDED | FAILED (or CANCELLED
+    while queued). Its request and its answer are objects in the bundle bucket, not in the record."""
+
+    job_id: str
+    account_id: str
+    model_name: str
+    version: int
+    status: JobStatus
+    input_key: str = Field(description="the request body's object key")
+    content_type: str
+    accept: str
+    created_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    result_key: str | None = Field(default=None, description="the answer's object key, once there is one")
+    result_type: str | None = None
+    result_status: int | None = Field(default=None, description="the HTTP status the answer has")
+    error: str | None = None
+    webhook_url: str | None = None
+    expires_at: int = Field(description="epoch seconds after which the table may drop the record (TTL)")
+    revision: int = 0

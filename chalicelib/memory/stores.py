@@ -28,6 +28,7 @@ from chalicelib.core.records import (
     Deployment,
     EnvironmentImage,
     Grant,
+    Job,
     ModelAssociation,
     ModelRecord,
     VersionRecord,
@@ -206,6 +207,40 @@ class MemoryDeploymentStore:
         with self._lock:
             found = [d for d in self._deployments.values() if d.model_name == model_name]
             return sorted(found, key=lambda d: (d.created_at, d.deployment_id), reverse=True)
+
+
+class MemoryJobStore:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: dict[str, Job] = {}
+
+    def create(self, job: Job) -> bool:
+        with self._lock:
+            if job.job_id in self._jobs:
+                return False
+            self._jobs[job.job_id] = job
+            return True
+
+    def get(self, job_id: str) -> Job:
+        with self._lock:
+            return _found(self._jobs.get(job_id), f"job {job_id}")
+
+    def save(self, job: Job) -> Job:
+        with self._lock:
+            stored = _found(self._jobs.get(job.job_id), f"job {job.job_id}")
+            if stored.revision != job.revision:
+                raise Conflict(
+                    f"job {job.job_id} was changed concurrently "
+                    f"(stored revision {stored.revision}, expected {job.revision})"
+                )
+            saved = job.model_copy(update={"revision": job.revision + 1})
+            self._jobs[job.job_id] = saved
+            return saved
+
+    def list_for_account(self, account_id: str, *, limit: int = 50) -> list[Job]:
+        with self._lock:
+            found = [j for j in self._jobs.values() if j.account_id == account_id]
+        return sorted(found, key=lambda j: (j.created_at, j.job_id), reverse=True)[:limit]
 
 
 class MemoryAssociationStore:

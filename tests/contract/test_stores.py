@@ -22,17 +22,26 @@ from chalicelib.aws.dynamodb import (
     DynamoAccountStore,
     DynamoAssociationStore,
     DynamoDeploymentStore,
+    DynamoJobStore,
     DynamoModelStore,
 )
 from chalicelib.aws.s3 import S3ArtifactStore
 from chalicelib.core.errors import ConfigError, Conflict, NotFound, TooLarge
-from chalicelib.core.ports import AccountStore, ArtifactStore, AssociationStore, DeploymentStore, ModelStore
+from chalicelib.core.ports import (
+    AccountStore,
+    ArtifactStore,
+    AssociationStore,
+    DeploymentStore,
+    JobStore,
+    ModelStore,
+)
 from chalicelib.core.records import (
     Account,
     ApiKey,
     Deployment,
     EnvironmentImage,
     Grant,
+    Job,
     ModelAssociation,
     ModelRecord,
     StageRecord,
@@ -43,6 +52,7 @@ from chalicelib.memory.stores import (
     MemoryArtifactStore,
     MemoryAssociationStore,
     MemoryDeploymentStore,
+    MemoryJobStore,
     MemoryModelStore,
 )
 from tests.conftest import Infra
@@ -58,6 +68,7 @@ class Stores:
     deployments: DeploymentStore
     associations: AssociationStore
     artifacts: ArtifactStore
+    jobs: JobStore
 
 
 @pytest.fixture(params=["memory", pytest.param("dynamodb", marks=pytest.mark.functional)])
@@ -70,6 +81,7 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Stores]:
             MemoryDeploymentStore(),
             MemoryAssociationStore(),
             MemoryArtifactStore(),
+            MemoryJobStore(),
         )
         return
     infra = request.getfixturevalue("infra")
@@ -81,6 +93,7 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Stores]:
         DynamoDeploymentStore(settings.deployments_table, dynamodb),
         DynamoAssociationStore(settings.associations_table, dynamodb),
         S3ArtifactStore(settings.bundle_bucket, infra.client("s3")),
+        DynamoJobStore(settings.jobs_table, dynamodb),
     )
 
 
@@ -433,3 +446,45 @@ def test_a_presigned_post_uploads_to_s3(infra: Infra) -> None:
     response = requests.post(upload.url, data=upload.fields, files={"file": ("b.tar.gz", b"abc")}, timeout=10)
     assert response.status_code == 204, response.text
     assert store.head("uploads/iris/v1.tar.gz").size_bytes == 3
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+def job(job_id: str, *, account: str = "acct-a", created_at: str = T0) -> Job:
+    return Job(
+        job_id=job_id, account_id=account, model_name="iris", version=1, status="QUEUED",
+        input_key=f"jobs/{job_id}/input", content_type="application/json", accept="application/json",
+        created_at=created_at, expires_at=1_800_000_000,
+    )  # fmt: skip
+
+
+def test_a_job_is_created_once_and_moves_by_revision(backend: Stores) -> None:
+    first = job("j-1")
+    assert backend.jobs.create(first)
+    assert not backend.jobs.create(first.model_copy(update={"model_name": "other"}))
+    assert backend.jobs.get("j-1") == first
+    running = backend.jobs.save(first.model_copy(update={"status": "RUNNING", "started_at": T0}))
+    assert running.revision == 1 and backend.jobs.get("j-1") == running
+    with pytest.raises(Conflict):
+        backend.jobs.save(first.model_copy(update={"status": "CANCELLED"}))  # read before the run took it
+    done = backend.jobs.save(
+        running.model_copy(
+            update={"status": "SUCCEEDED", "result_key": "jobs/j-1/result", "result_status": 200}
+        )
+    )
+    assert backend.jobs.get("j-1") == done and done.expires_at == 1_800_000_000
+    with pytest.raises(NotFound):
+        backend.jobs.get("j-missing")
+
+
+def test_an_accounts_jobs_are_listed_newest_first_and_only_its_own(backend: Stores) -> None:
+    for i, when in enumerate(
+        ["2026-01-01T00:00:01.000Z", "2026-01-01T00:00:03.000Z", "2026-01-01T00:00:02.000Z"]
+    ):
+        backend.jobs.create(job(f"j-{i}", created_at=when))
+    backend.jobs.create(job("j-other", account="acct-b"))
+    assert [j.job_id for j in backend.jobs.list_for_account("acct-a")] == ["j-1", "j-2", "j-0"]
+    assert [j.job_id for j in backend.jobs.list_for_account("acct-a", limit=2)] == ["j-1", "j-2"]
+    assert [j.job_id for j in backend.jobs.list_for_account("acct-b")] == ["j-other"]
+    assert backend.jobs.list_for_account("acct-c") == []

@@ -44,12 +44,15 @@ def test_creating_twice_changes_nothing(infra: Infra) -> None:
         (infra.settings.models_table, ["gsi1"]),
         (infra.settings.deployments_table, ["gsi1"]),
         (infra.settings.associations_table, []),
+        (infra.settings.jobs_table, ["gsi1"]),
     ]:
         table = dynamodb.describe_table(TableName=name)["Table"]
         assert table["TableStatus"] == "ACTIVE"
         assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
         assert [i["IndexName"] for i in table.get("GlobalSecondaryIndexes", [])] == indexes
-    assert len(dynamodb.list_tables()["TableNames"]) >= 4
+    assert len(dynamodb.list_tables()["TableNames"]) >= 5
+    ttl = dynamodb.describe_time_to_live(TableName=infra.settings.jobs_table)["TimeToLiveDescription"]
+    assert ttl == {"TimeToLiveStatus": "ENABLED", "AttributeName": "expires_at"}
 
 
 @pytest.mark.functional

@@ -135,11 +135,16 @@ def test_the_tables_have_the_keys_and_index_infra_creates() -> None:
         SETTINGS.models_table,
         SETTINGS.deployments_table,
         SETTINGS.associations_table,
+        SETTINGS.jobs_table,
     }
     for name, props in tables.items():
         assert [k["AttributeName"] for k in props["KeySchema"]] == ["pk", "sk"]
         indexes = [i["IndexName"] for i in props.get("GlobalSecondaryIndexes", [])]
         assert indexes == ([] if name == SETTINGS.associations_table else [infra.GSI1])
+        ttl = props.get("TimeToLiveSpecification")
+        assert ttl == (
+            {"Enabled": True, "AttributeName": "expires_at"} if name == SETTINGS.jobs_table else None
+        )
 
 
 def test_repositories_expire_old_images_and_data_buckets_are_retained() -> None:
