@@ -5,7 +5,7 @@ from __future__ import annotations
 from chalice import Chalice
 from chalice.app import Response, SQSEvent
 
-from chalicelib.api import accounts, auth, invoke, models, oip
+from chalicelib.api import accounts, auth, invoke, jobs, models, oip
 from chalicelib.api.deps import services
 from chalicelib.api.http import Api, control_plane_openapi, json_response
 from chalicelib.core.config_file import config_json_schema, manifest_json_schema
@@ -17,6 +17,7 @@ app.register_blueprint(accounts.blueprint)
 app.register_blueprint(models.blueprint)
 app.register_blueprint(invoke.blueprint)
 app.register_blueprint(oip.blueprint)
+app.register_blueprint(jobs.blueprint)
 app.api.binary_types.append("image/webp")  # (application/octet-stream is one already)
 
 meta = Api(__name__, "meta")
@@ -48,6 +49,13 @@ app.register_blueprint(meta.blueprint)
 
 # The deploy queue is consumed by the deploy worker (chalicelib.worker.handler), a container-image function
 # outside Chalice: the inspectors and the image builder do not fit a zip function.
+
+
+@app.on_sqs_message(queue="modelport-jobs", batch_size=1)
+def on_job(event: SQSEvent) -> None:
+    """The job runner: each message names a queued job (``JobService.run``)."""
+    for record in event:
+        services().jobs.handle_message(record.body)
 
 
 @app.on_sqs_message(queue="modelport-deploy-dlq", batch_size=1)

@@ -41,6 +41,7 @@ class Settings:
     jobs_table: str = "modelport-jobs"
     bundle_bucket: str = "modelport-bundles"
     deploy_queue: str = "modelport-deploy"
+    jobs_queue: str = "modelport-jobs"
     max_bundle_bytes: int = 512 * 1024 * 1024
     upload_expires_s: int = 900
     admin_key: str | None = field(default=None, repr=False)
@@ -145,6 +146,7 @@ class Settings:
             jobs_table=get("jobs_table", defaults.jobs_table),
             bundle_bucket=get("bundle_bucket", defaults.bundle_bucket),
             deploy_queue=get("deploy_queue", defaults.deploy_queue),
+            jobs_queue=get("jobs_queue", defaults.jobs_queue),
             max_bundle_bytes=int(get("max_bundle_bytes", defaults.max_bundle_bytes)),
             upload_expires_s=int(get("upload_expires_s", defaults.upload_expires_s)),
             admin_key=get("admin_key", None),

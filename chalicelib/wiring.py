@@ -22,6 +22,7 @@ from chalicelib.core.ports import (
     FunctionInvoker,
     FunctionManager,
     ImageBuilder,
+    JobQueue,
     JobStore,
     ModelStore,
     RepositoryHost,
@@ -47,6 +48,7 @@ class Container:
     functions: FunctionManager
     invoker: FunctionInvoker
     jobs: JobStore
+    job_queue: JobQueue
     admin_key: SecretSource | None = None
     """Where the bootstrap admin key is read; only the API's authorizer reads it (``AccountService``)."""
     sandbox: Sandbox = field(default_factory=lambda: _no_sandbox())
@@ -167,6 +169,7 @@ def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
         DynamoModelStore,
     )
     from chalicelib.aws.invoke import LambdaInvoker
+    from chalicelib.aws.jobs_queue import SqsJobQueue
     from chalicelib.aws.s3 import S3ArtifactStore
     from chalicelib.aws.sqs import SqsRetryQueue
     from chalicelib.memory.secrets import MemorySecret
@@ -189,6 +192,7 @@ def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
     )
     associations = DynamoAssociationStore(settings.associations_table, dynamodb)
     artifacts = S3ArtifactStore(settings.bundle_bucket, s3)
+    sqs_client = session.client("sqs", endpoint_url=settings.endpoint_url, config=quick)
     images = _image_builder(
         settings,
         associations,
@@ -228,9 +232,10 @@ def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
         functions=functions,
         invoker=LambdaInvoker(lambda_client, sfn),
         jobs=DynamoJobStore(settings.jobs_table, dynamodb),
+        job_queue=SqsJobQueue(sqs_client, settings.jobs_queue),
         admin_key=admin_key,
         sandbox=_sandbox(settings, images, lambda_client, s3),
-        retries=SqsRetryQueue(session.client("sqs", endpoint_url=settings.endpoint_url, config=quick)),
+        retries=SqsRetryQueue(sqs_client),
         shared_stages=settings.image_builder in ("docker", "oci", "process"),  # they build steps images
     )
 
@@ -245,6 +250,7 @@ def memory_container(settings: Settings | None = None, clock: Clock = utc_now) -
         MemoryFunctionManager,
         MemoryImageBuilder,
         MemoryInvoker,
+        MemoryJobQueue,
         MemoryJobStore,
         MemoryModelStore,
         MemoryRetryQueue,
@@ -264,6 +270,7 @@ def memory_container(settings: Settings | None = None, clock: Clock = utc_now) -
         functions=MemoryFunctionManager(),
         invoker=MemoryInvoker(),
         jobs=MemoryJobStore(),
+        job_queue=MemoryJobQueue(),
         retries=MemoryRetryQueue(),
         admin_key=MemorySecret(settings.admin_key, "MODELPORT_ADMIN_KEY") if settings.admin_key else None,
     )

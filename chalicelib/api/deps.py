@@ -13,6 +13,7 @@ from chalicelib import wiring
 from chalicelib.services.accounts import AccountService
 from chalicelib.services.deployments import DeploymentService
 from chalicelib.services.invoke import InvokeService
+from chalicelib.services.jobs import JobService
 from chalicelib.services.models import ModelService
 
 
@@ -23,6 +24,7 @@ class Services:
     models: ModelService
     deployments: DeploymentService
     invoke: InvokeService
+    jobs: JobService
 
 
 _lock = threading.Lock()
@@ -57,10 +59,12 @@ def _build(c: wiring.Container) -> Services:
         upload_expires_s=c.settings.upload_expires_s,
         functions=c.functions,
     )
+    invoke = InvokeService(models, c.invoker, cache_s=c.settings.cache_ttl_s)
     return Services(
         container=c,
         accounts=accounts,
         models=models,
         deployments=wiring.deployment_service(c),
-        invoke=InvokeService(models, c.invoker, cache_s=c.settings.cache_ttl_s),
+        invoke=invoke,
+        jobs=JobService(invoke, c.jobs, c.accounts, c.artifacts, c.job_queue, c.clock),
     )

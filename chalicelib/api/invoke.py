@@ -29,6 +29,10 @@ def _raw(request: Request) -> bytes:
 
 def _invoke(name: str, version: int | None) -> Response:
     request = _request()
+    if "respond-async" in request.headers.get("prefer", "").lower():
+        from chalicelib.api.jobs import submit
+
+        return submit(request, name, version)
     result = services().invoke.invoke(
         caller(request),
         path_name(name),

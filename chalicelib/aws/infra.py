@@ -26,6 +26,8 @@ DEPLOY_LAMBDA_TIMEOUT_S = WORKER_TIMEOUT_S  # the name before the worker became 
 VISIBILITY_TIMEOUT_S = 6 * WORKER_TIMEOUT_S
 """AWS advises at least 6x the consumer's timeout, so a retried batch never overlaps a running one."""
 MAX_RECEIVE_COUNT = 5
+JOBS_VISIBILITY_TIMEOUT_S = 6 * 900
+"""The jobs queue's: six times the job runner's timeout (a model may run Lambda's 900 s)."""
 DLQ_RETENTION_S = 14 * 24 * 3600
 
 TABLES: tuple[tuple[str, str, bool], ...] = (
@@ -93,6 +95,16 @@ def create_infrastructure(
         },
     )
     _notify_queue(s3, bucket, queue_arn, sleep)
+    jobs_url = sqs.create_queue(QueueName=settings.jobs_queue)["QueueUrl"]
+    sqs.set_queue_attributes(
+        QueueUrl=jobs_url,
+        Attributes={
+            "VisibilityTimeout": str(JOBS_VISIBILITY_TIMEOUT_S),
+            "RedrivePolicy": json.dumps(
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT}
+            ),
+        },
+    )
 
     outputs = {field: name for (field, _), (name, _) in zip(_TABLES, tables, strict=True)}
     outputs.update(
@@ -102,6 +114,8 @@ def create_infrastructure(
         deploy_queue_arn=queue_arn,
         deploy_dlq_url=str(dlq_url),
         deploy_dlq_arn=dlq_arn,
+        jobs_queue_url=str(jobs_url),
+        jobs_queue_arn=_queue_arn(sqs, jobs_url),
     )
     return outputs
 
@@ -124,7 +138,7 @@ def destroy_infrastructure(settings: Settings, session: Any | None = None) -> No
     except ClientError as err:
         if _code(err) != "NoSuchBucket":
             raise
-    for name in (settings.deploy_queue, dlq_name(settings)):
+    for name in (settings.deploy_queue, settings.jobs_queue, dlq_name(settings)):
         try:
             sqs.delete_queue(QueueUrl=sqs.get_queue_url(QueueName=name)["QueueUrl"])
         except ClientError as err:

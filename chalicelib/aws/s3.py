@@ -53,6 +53,13 @@ class S3ArtifactStore:
             response = self.client.put_object(Bucket=self.bucket, Key=check_key(key), Body=body)
         return ObjectInfo(key=key, size_bytes=source.stat().st_size, etag=_etag(response))
 
+    def presign_download(self, key: str, *, expires_in: int) -> str:
+        return str(
+            self.client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": check_key(key)}, ExpiresIn=expires_in
+            )
+        )
+
     def head(self, key: str) -> ObjectInfo:
         try:
             response = self.client.head_object(Bucket=self.bucket, Key=check_key(key))

@@ -18,6 +18,7 @@ from typing import Any
 from chalicelib.aws.ecr import REGISTRY_PUSH_ACTIONS, lifecycle_policy
 from chalicelib.aws.infra import (
     DLQ_RETENTION_S,
+    JOBS_VISIBILITY_TIMEOUT_S,
     MAX_RECEIVE_COUNT,
     TABLES,
     TTL_ATTRIBUTE,
@@ -174,6 +175,7 @@ def resource_env() -> dict[str, Any]:
     env.update(
         MODELPORT_BUNDLE_BUCKET={"Ref": "BundleBucket"},
         MODELPORT_DEPLOY_QUEUE={"Fn::GetAtt": ["DeployQueue", "QueueName"]},
+        MODELPORT_JOBS_QUEUE={"Fn::GetAtt": ["JobsQueue", "QueueName"]},
         MODELPORT_FUNCTION_ROLE={"Fn::GetAtt": ["FunctionRole", "Arn"]},
         MODELPORT_STATES_ROLE={"Fn::GetAtt": ["StatesRole", "Arn"]},
         MODELPORT_PROBE_ROLE={"Fn::GetAtt": ["ProbeRole", "Arn"]},
@@ -356,6 +358,17 @@ def _queues(settings: Settings, bucket: str) -> dict[str, Any]:
                 },
             },
         },
+        "JobsQueue": {  # the job runner (Chalice's on_job) consumes it
+            "Type": "AWS::SQS::Queue",
+            "Properties": {
+                "QueueName": _checked("queue", settings.jobs_queue),
+                "VisibilityTimeout": JOBS_VISIBILITY_TIMEOUT_S,
+                "RedrivePolicy": {
+                    "deadLetterTargetArn": {"Fn::GetAtt": ["DeployDeadLetterQueue", "Arn"]},
+                    "maxReceiveCount": MAX_RECEIVE_COUNT,
+                },
+            },
+        },
         "DeployQueuePolicy": {  # as infra._queue_policy: only our bucket, in our account
             "Type": "AWS::SQS::QueuePolicy",
             "Properties": {
@@ -522,6 +535,7 @@ def merge(sam: Mapping[str, Any], settings: Settings, *, code_uri: Any | None = 
         if code_uri is not None:
             props["CodeUri"] = code_uri
         if props.get("Events"):
+            # Chalice's SQS events name their queues; the jobs queue is a GetAtt of every function already
             resource["DependsOn"] = sorted({*resource.get("DependsOn", []), "DeployDeadLetterQueue"})
         ours["Resources"][f"{logical}LogGroup"] = {
             "Type": "AWS::Logs::LogGroup",

@@ -154,6 +154,9 @@ class ArtifactStore(Protocol):
 
     def head(self, key: str) -> ObjectInfo: ...
 
+    def presign_download(self, key: str, *, expires_in: int) -> str:
+        """A URL that GETs the object for ``expires_in`` seconds, with no other credential."""
+
     def download(self, key: str, dest: Path, *, max_bytes: int) -> ObjectInfo:
         """Stream to ``dest``; ``TooLarge`` past ``max_bytes``."""
 
@@ -184,6 +187,12 @@ class WheelCache(Protocol):
     def store(self, key: str, source: Path) -> None:
         """Keep the complete wheelhouse in ``source`` as ``key`` (its index last, so a reader never sees half
         of one); idempotent."""
+
+
+class JobQueue(Protocol):
+    """Where a submitted job waits for the runner (an SQS queue whose handler is ``JobService.run``)."""
+
+    def send(self, job_id: str) -> None: ...
 
 
 class RetryQueue(Protocol):

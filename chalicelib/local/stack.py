@@ -322,11 +322,14 @@ class LocalStack:
                     self.outputs["deploy_dlq_url"], self.outputs["deploy_dlq_arn"],
                     app.on_bundle_abandoned, "on_bundle_abandoned",
                 ),
+                QueueMapping(
+                    self.outputs["jobs_queue_url"], self.outputs["jobs_queue_arn"], app.on_job, "on_job",
+                ),
             ],
             region=settings.region,
         ).start()  # fmt: skip
         self._undo.append(pump.stop)
-        self.progress(f"event pump: deploy queue -> the deploy worker ({where}), DLQ -> the app")
+        self.progress(f"event pump: deploy queue -> the deploy worker ({where}), DLQ and jobs -> the app")
 
     def _worker_function(self, settings: Any) -> Any:
         """The worker built into the registry and created in the emulator; the pump's target invoking it."""

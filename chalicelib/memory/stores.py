@@ -289,6 +289,9 @@ class MemoryArtifactStore:
     def upload(self, key: str, source: Path) -> ObjectInfo:
         return self.put(key, source.read_bytes())
 
+    def presign_download(self, key: str, *, expires_in: int) -> str:
+        return f"memory://{check_key(key)}?expires_in={expires_in}"
+
     def head(self, key: str) -> ObjectInfo:
         check_key(key)
         with self._lock:
@@ -465,3 +468,16 @@ class MemoryRetryQueue:
 
     def retry_in(self, queue_arn: str, receipt_handle: str, seconds: int) -> None:
         self.retries.append((queue_arn, receipt_handle, seconds))
+
+
+class MemoryJobQueue:
+    """The ids sent, in order; ``run`` (when given) is called with each at once, as a runner would."""
+
+    def __init__(self, run: Callable[[str], object] | None = None) -> None:
+        self.sent: list[str] = []
+        self.run = run
+
+    def send(self, job_id: str) -> None:
+        self.sent.append(job_id)
+        if self.run is not None:
+            self.run(job_id)

@@ -119,6 +119,24 @@ class InvokeService:
         content_type: str | None,
         accept: str | None,
     ) -> InvokeResult:
+        manifest, event = self.prepare(
+            caller, name, version, body=body, content_type=content_type, accept=accept
+        )
+        assert manifest.deployment is not None
+        return _result(self.invoker.invoke(manifest.deployment, event))
+
+    def prepare(
+        self,
+        caller: Account,
+        name: str,
+        version: int | None,
+        *,
+        body: bytes,
+        content_type: str | None,
+        accept: str | None,
+    ) -> tuple[ModelConfigFile, InvocationEvent]:
+        """Everything an invocation checks before a function runs (grant, readiness, media types, sizes,
+        the protocol's schema), and the event it sends; an asynchronous job is refused here too."""
         manifest, validator = self._ready(caller, name, version)
         proto = manifest.protocol
         media = media_type(content_type) or JSON
@@ -154,8 +172,7 @@ class InvokeService:
                 hint="send a smaller request, or deploy the model with pipeline: fused (6 MB)",
             )
         validator.validate(media, body)
-        reply = self.invoker.invoke(manifest.deployment, event)
-        return _result(reply)
+        return manifest, event
 
 
 MAX_PROBLEMS = 20

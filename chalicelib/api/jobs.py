@@ -1,0 +1,79 @@
+"""Asynchronous jobs: submit (``POST /v1/models/{name}/jobs``, or ``Prefer: respond-async`` on an invoke
+route), follow (``GET /v1/jobs/{id}``), list, cancel a queued one (``DELETE``)."""
+
+from __future__ import annotations
+
+from chalice.app import Request, Response
+
+from chalicelib.api.auth import api_key
+from chalicelib.api.deps import services
+from chalicelib.api.http import Api, caller, json_response, path_int, path_name
+from chalicelib.core.records import Job
+from chalicelib.services.jobs import JobView
+
+api = Api(__name__, "jobs", api_key)
+blueprint = api.blueprint
+
+BODY_TYPES = ["application/json", "text/csv", "image/png", "image/jpeg", "image/webp"]
+ERRORS = (400, 404, 406, 409, 413, 415)
+
+
+def _raw(request: Request) -> bytes:
+    raw = request.raw_body or b""
+    return raw.encode() if isinstance(raw, str) else raw
+
+
+def accepted(job: Job) -> Response:
+    """202 with the job's place: what a submit answers."""
+    location = f"/v1/jobs/{job.job_id}"
+    return json_response(
+        JobView(job).document(),
+        status=202,
+        headers={"Location": location, "Preference-Applied": "respond-async"},
+    )
+
+
+def submit(request: Request, name: str, version: int | None) -> Response:
+    job = services().jobs.submit(
+        caller(request),
+        path_name(name),
+        version,
+        body=_raw(request),
+        content_type=request.headers.get("content-type"),
+        accept=request.headers.get("accept"),
+    )
+    return accepted(job)
+
+
+@api.route(
+    "/v1/models/{name}/jobs", "POST", summary="Run the default version asynchronously (202 + Location)",
+    status=202, errors=ERRORS, content_types=BODY_TYPES,
+)  # fmt: skip
+def submit_job(name: str) -> Response:
+    return submit(blueprint.current_request, name, None)
+
+
+@api.route(
+    "/v1/models/{name}/versions/{version}/jobs", "POST", summary="Run one version asynchronously",
+    status=202, errors=ERRORS, content_types=BODY_TYPES,
+)  # fmt: skip
+def submit_version_job(name: str, version: str) -> Response:
+    return submit(blueprint.current_request, name, path_int(version, "version"))
+
+
+@api.route("/v1/jobs", summary="This account's newest jobs")
+def list_jobs() -> Response:
+    jobs = services().jobs.list(caller(blueprint.current_request))
+    return json_response({"jobs": [JobView(j).document() for j in jobs]})
+
+
+@api.route("/v1/jobs/{job_id}", summary="A job's status and, once done, its answer", errors=(404,))
+def get_job(job_id: str) -> Response:
+    view = services().jobs.get(caller(blueprint.current_request), job_id)
+    return json_response(view.document())
+
+
+@api.route("/v1/jobs/{job_id}", "DELETE", summary="Cancel a queued job", errors=(404, 409))
+def cancel_job(job_id: str) -> Response:
+    job = services().jobs.cancel(caller(blueprint.current_request), job_id)
+    return json_response(JobView(job).document())

@@ -1,0 +1,231 @@
+"""Asynchronous invocations: a job is checked like a call, queued, run by the job runner, read back.
+
+``submit`` refuses what a synchronous call would refuse (grant, readiness, media types, sizes, schema)
+before anything is stored, so a job that is QUEUED can run. The request is kept as an object
+(``jobs/<id>/request``), the job record goes QUEUED, its id onto the jobs queue. ``run`` (the queue's
+handler) takes the job RUNNING by a conditional write (a duplicate message or a cancel loses the race and
+does nothing), invokes the model as its account, keeps the answer as ``jobs/<id>/result`` and ends the job
+SUCCEEDED (the model answered 2xx) or FAILED (with the answer's error). A backing service that does not
+answer is raised, so the queue redelivers. Jobs are per account: another account's job is a 404.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import secrets
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from chalicelib.core.errors import Conflict, ModelportError, NotFound, Unavailable
+from chalicelib.core.ports import AccountStore, ArtifactStore, Clock, JobQueue, JobStore
+from chalicelib.core.records import JOB_TTL_S, Account, Job
+from chalicelib.core.wire import JSON, MAX_SYNC_PAYLOAD
+from chalicelib.services.invoke import InvokeService
+
+log = logging.getLogger("modelport.jobs")
+
+INLINE_RESULT_BYTES = 256 * 1024
+"""An answer up to this size is in ``GET /v1/jobs/{id}`` itself; a larger one is a presigned URL."""
+RESULT_URL_S = 3600
+JOB_ID_PREFIX = "job-"
+STALE_RUN_S = 960
+"""A job RUNNING for longer than a function may run (900 s) lost its runner: a redelivery takes it over."""
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A job as its account sees it: the record and, once there is one, the answer."""
+
+    job: Job
+    result: dict[str, Any] | None = None
+
+    def document(self) -> dict[str, Any]:
+        j = self.job
+        doc: dict[str, Any] = {
+            "job_id": j.job_id,
+            "model": j.model_name,
+            "version": j.version,
+            "status": j.status,
+            "created_at": j.created_at,
+            "started_at": j.started_at,
+            "finished_at": j.finished_at,
+        }
+        if j.error:
+            doc["error"] = j.error
+        if self.result is not None:
+            doc["result"] = self.result
+        return doc
+
+
+class JobService:
+    def __init__(
+        self,
+        invoke: InvokeService,
+        jobs: JobStore,
+        accounts: AccountStore,
+        artifacts: ArtifactStore,
+        queue: JobQueue,
+        clock: Clock,
+    ) -> None:
+        self.invoke = invoke
+        self.jobs = jobs
+        self.accounts = accounts
+        self.artifacts = artifacts
+        self.queue = queue
+        self.clock = clock
+
+    def submit(
+        self,
+        caller: Account,
+        name: str,
+        version: int | None,
+        *,
+        body: bytes,
+        content_type: str | None,
+        accept: str | None,
+    ) -> Job:
+        manifest, _ = self.invoke.prepare(
+            caller, name, version, body=body, content_type=content_type, accept=accept
+        )
+        job_id = JOB_ID_PREFIX + secrets.token_hex(12)
+        now = self.clock()
+        key = f"jobs/{job_id}/request"
+        self.artifacts.put(key, body)
+        job = Job(
+            job_id=job_id,
+            account_id=caller.account_id,
+            model_name=manifest.name,
+            version=manifest.version,
+            status="QUEUED",
+            input_key=key,
+            content_type=content_type or JSON,
+            accept=accept or "*/*",
+            created_at=now,
+            expires_at=_epoch(now) + JOB_TTL_S,
+        )
+        if not self.jobs.create(job):  # 96 random bits: a clash is a bug, not bad luck
+            raise Conflict(f"job {job_id} exists")
+        self.queue.send(job_id)
+        return job
+
+    def get(self, caller: Account, job_id: str) -> JobView:
+        job = self._visible(caller, job_id)
+        if job.result_key is None:
+            return JobView(job)
+        info = self.artifacts.head(job.result_key)
+        result: dict[str, Any] = {"status": job.result_status, "content_type": job.result_type}
+        if info.size_bytes > INLINE_RESULT_BYTES:
+            result["url"] = self.artifacts.presign_download(job.result_key, expires_in=RESULT_URL_S)
+            result["size_bytes"] = info.size_bytes
+            return JobView(job, result)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "result"
+            self.artifacts.download(job.result_key, path, max_bytes=INLINE_RESULT_BYTES)
+            data = path.read_bytes()
+        if (job.result_type or "").startswith(JSON):
+            result["body"] = json.loads(data)
+        elif (job.result_type or "").startswith("text/"):
+            result["body"] = data.decode("utf-8", errors="replace")
+        else:
+            result["body_base64"] = base64.b64encode(data).decode()
+        return JobView(job, result)
+
+    def list(self, caller: Account, *, limit: int = 50) -> list[Job]:
+        return self.jobs.list_for_account(caller.account_id, limit=limit)
+
+    def cancel(self, caller: Account, job_id: str) -> Job:
+        job = self._visible(caller, job_id)
+        if job.status != "QUEUED":
+            raise Conflict(f"job {job_id} is {job.status}: only a queued job can be cancelled")
+        try:
+            return self.jobs.save(job.model_copy(update={"status": "CANCELLED", "finished_at": self.clock()}))
+        except Conflict:
+            raise Conflict(f"job {job_id} started meanwhile: it can no longer be cancelled") from None
+
+    def handle_message(self, body: str) -> Job | None:
+        """A jobs-queue message (``{"job_id": ...}``); a malformed one is logged and dropped."""
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict) or not isinstance(doc.get("job_id"), str):
+            log.warning("dropping a jobs-queue message that names no job: %.200r", body)
+            return None
+        return self.run(doc["job_id"])
+
+    def run(self, job_id: str) -> Job | None:
+        """Run a queued job (the jobs queue's handler); None when there is nothing to do."""
+        try:
+            job = self.jobs.get(job_id)
+        except NotFound:
+            log.warning("dropping a message for an unknown job %.80s", job_id)
+            return None
+        now = self.clock()
+        stale = job.status == "RUNNING" and _epoch(now) - _epoch(job.started_at or now) > STALE_RUN_S
+        if job.status != "QUEUED" and not stale:
+            return None  # a duplicate delivery, or cancelled, or done
+        try:
+            job = self.jobs.save(job.model_copy(update={"status": "RUNNING", "started_at": now}))
+        except Conflict:
+            return None  # another delivery took it, or a cancel won
+        try:
+            return self._run(job)
+        except Unavailable:
+            # An outage: queued again for the redelivery (if the store answers; else it is stale in 16 min).
+            with contextlib.suppress(ModelportError):
+                self.jobs.save(job.model_copy(update={"status": "QUEUED", "started_at": None}))
+            raise
+        except ModelportError as exc:
+            return self._end(job, "FAILED", error=str(exc))
+
+    def _run(self, job: Job) -> Job:
+        account = self.accounts.get_account(job.account_id)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "request"
+            self.artifacts.download(job.input_key, path, max_bytes=MAX_SYNC_PAYLOAD)
+            body = path.read_bytes()
+        result = self.invoke.invoke(
+            account, job.model_name, job.version, body=body, content_type=job.content_type, accept=job.accept
+        )
+        key = f"jobs/{job.job_id}/result"
+        self.artifacts.put(key, result.body)
+        update = {"result_key": key, "result_type": result.content_type, "result_status": result.status}
+        if result.status < 400:
+            return self._end(job, "SUCCEEDED", **update)
+        return self._end(job, "FAILED", error=_error_of(result.body), **update)
+
+    def _end(self, job: Job, status: str, **update: Any) -> Job:
+        return self.jobs.save(
+            job.model_copy(update={"status": status, "finished_at": self.clock(), **update})
+        )
+
+    def _visible(self, caller: Account, job_id: str) -> Job:
+        if not job_id.startswith(JOB_ID_PREFIX) or len(job_id) > 64:
+            raise NotFound(f"no job {job_id[:64]!r}")
+        try:
+            job = self.jobs.get(job_id)
+        except NotFound:
+            raise NotFound(f"no job {job_id!r}") from None
+        if job.account_id != caller.account_id and not caller.is_admin:
+            raise NotFound(f"no job {job_id!r}")
+        return job
+
+
+def _epoch(iso: str) -> int:
+    return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp())
+
+
+def _error_of(body: bytes) -> str:
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return body[:300].decode("utf-8", errors="replace")
+    if isinstance(doc, dict):
+        return str(doc.get("message") or doc.get("error") or doc)[:500]
+    return str(doc)[:500]
