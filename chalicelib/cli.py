@@ -55,8 +55,10 @@ model_dir_arg = click.argument("model_dir", type=click.Path(file_okay=False, pat
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="modelport")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """Modelport: deploy trained models as serverless functions on AWS."""
+    ctx.obj = {"client": _client}  # for the commands of other modules (cli_jobs)
 
 
 @cli.command()
@@ -598,10 +600,13 @@ CONTENT_TYPES = {
 @click.option("--accept", default=None, help="the answer's media type (default: image/png for --out *.png)")
 @click.option("--version", "version", type=click.IntRange(min=1), default=None, help="default: the default")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="save the answer")
+@click.option(
+    "--async", "run_async", is_flag=True, help="run it as a job (Prefer: respond-async) and follow it"
+)
 @_friendly
 def invoke_cmd(
     name: str, json_text: str | None, file: Path | None, content_type: str | None, accept: str | None,
-    version: int | None, out: Path | None,
+    version: int | None, out: Path | None, run_async: bool,
 ) -> None:  # fmt: skip
     """Invoke model NAME with a request body; print the answer (or save it with --out)."""
     import time
@@ -621,7 +626,16 @@ def invoke_cmd(
     if accept is None and out is not None and out.suffix.lower() == ".png":
         accept = "image/png"
     began = time.perf_counter()
-    answer = invoke(_client(), name, body, content_type=media, accept=accept, version=version)
+    client = _client()
+    answer = invoke(
+        client, name, body, content_type=media, accept=accept, version=version, respond_async=run_async
+    )
+    if run_async and answer.status == 202:
+        from chalicelib.cli_jobs import follow_and_show
+
+        click.echo(f"202 job {answer.json()['job_id']} queued", err=True)
+        follow_and_show(client, answer.headers["location"], out)
+        return
     ms = (time.perf_counter() - began) * 1000
     kind = answer.headers.get("content-type", "")
     timing = answer.headers.get("server-timing", "")
@@ -753,13 +767,15 @@ def demo(
 
 
 from chalicelib.cli_aws import aws_group  # noqa: E402 - below _friendly, which their commands get
+from chalicelib.cli_jobs import jobs_command  # noqa: E402
 from chalicelib.cli_local import wheels_command  # noqa: E402
 
-for _command in (*aws_group.commands.values(), wheels_command):
+for _command in (*aws_group.commands.values(), wheels_command, jobs_command):
     assert _command.callback is not None
     _command.callback = _friendly(_command.callback)
 cli.add_command(aws_group)
 cli.add_command(wheels_command)
+cli.add_command(jobs_command)
 
 
 def main() -> None:

@@ -287,12 +287,45 @@ def invoke(
     content_type: str,
     accept: str | None = None,
     version: int | None = None,
+    respond_async: bool = False,
 ) -> Response:
+    """``respond_async``: ask for a job (``Prefer: respond-async``): a 202 whose Location is the job."""
     path = f"/v1/models/{name}/invoke" if version is None else f"/v1/models/{name}/versions/{version}/invoke"
     headers = {"Content-Type": content_type}
     if accept:
         headers["Accept"] = accept
+    if respond_async:
+        headers["Prefer"] = "respond-async"
     return client.request("POST", path, body, headers)
+
+
+JOB_DONE = ("SUCCEEDED", "FAILED", "CANCELLED")
+
+
+def follow_job(
+    client: Client,
+    location: str,
+    *,
+    progress: Callable[[dict[str, Any]], None] = lambda doc: None,
+    timeout_s: float = 3600.0,
+    poll_s: float = 0.25,
+) -> dict[str, Any]:
+    """Poll ``GET location`` (a job) until it is done; each answer goes to ``progress``."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    delay = poll_s
+    while True:
+        doc: dict[str, Any] = client.json("GET", location)
+        progress(doc)
+        if doc.get("status") in JOB_DONE:
+            return doc
+        if time.monotonic() > deadline:
+            raise ApiError(
+                504, "JobTimeout", f"{location} is still {doc.get('status')} after {timeout_s:.0f} s"
+            )
+        time.sleep(delay)
+        delay = min(delay * 1.5, 5.0)
 
 
 def function_names(client: Client | None, model_name: str) -> tuple[str, ...]:

@@ -4,6 +4,7 @@ the answer in S3; the client follows ``Location`` until the job is done."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -73,3 +74,26 @@ def test_a_job_the_model_refuses_ends_failed_with_the_reason(stack: LocalStack) 
         stack, "POST", "/v1/models/iris-onnx/jobs", data=png, headers={"Content-Type": "image/png"}
     )
     assert wrong_type.status_code == 415
+
+
+def test_the_cli_runs_a_job_follows_it_and_lists_it(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from chalicelib.cli import cli
+
+    monkeypatch.setenv("MODELPORT_API_URL", stack.api_url)
+    monkeypatch.setenv("MODELPORT_API_KEY", stack.admin_key)
+    runner = CliRunner()
+    ran = runner.invoke(cli, ["invoke", "iris-onnx", "--async", "--json", json.dumps({"records": [FLOWER]})])
+    assert ran.exit_code == 0, ran.output
+    assert "queued" in ran.stderr and "SUCCEEDED" in ran.stderr
+    assert json.loads(ran.stdout)["predictions"][0][0]["label"] == "setosa"
+    job_id = ran.stderr.split("202 job ", 1)[1].split()[0]
+    listed = runner.invoke(cli, ["jobs"])
+    assert listed.exit_code == 0 and job_id in listed.stdout
+    shown = runner.invoke(cli, ["jobs", job_id])
+    assert shown.exit_code == 0 and json.loads(shown.stdout)["predictions"]
+    gone = runner.invoke(cli, ["jobs", "job-nope"])
+    assert gone.exit_code != 0 and "no job" in gone.output

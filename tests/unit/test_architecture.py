@@ -42,6 +42,7 @@ MAY_IMPORT: dict[str, frozenset[str] | None] = {
     "cli": None,
     "cli_aws": None,
     "cli_local": None,
+    "cli_jobs": None,
     "demo": None,
 }
 
