@@ -603,10 +603,11 @@ CONTENT_TYPES = {
 @click.option(
     "--async", "run_async", is_flag=True, help="run it as a job (Prefer: respond-async) and follow it"
 )
+@click.option("--webhook", metavar="URL", help="with --async: where the job's completion is POSTed")
 @_friendly
 def invoke_cmd(
     name: str, json_text: str | None, file: Path | None, content_type: str | None, accept: str | None,
-    version: int | None, out: Path | None, run_async: bool,
+    version: int | None, out: Path | None, run_async: bool, webhook: str | None,
 ) -> None:  # fmt: skip
     """Invoke model NAME with a request body; print the answer (or save it with --out)."""
     import time
@@ -628,8 +629,9 @@ def invoke_cmd(
     began = time.perf_counter()
     client = _client()
     answer = invoke(
-        client, name, body, content_type=media, accept=accept, version=version, respond_async=run_async
-    )
+        client, name, body, content_type=media, accept=accept, version=version, respond_async=run_async,
+        webhook=webhook if run_async else None,
+    )  # fmt: skip
     if run_async and answer.status == 202:
         from chalicelib.cli_jobs import follow_and_show
 

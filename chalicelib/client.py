@@ -288,9 +288,15 @@ def invoke(
     accept: str | None = None,
     version: int | None = None,
     respond_async: bool = False,
+    webhook: str | None = None,
 ) -> Response:
-    """``respond_async``: ask for a job (``Prefer: respond-async``): a 202 whose Location is the job."""
+    """``respond_async``: ask for a job (``Prefer: respond-async``): a 202 whose Location is the job;
+    ``webhook``: the URL its completion is POSTed to (signed)."""
     path = f"/v1/models/{name}/invoke" if version is None else f"/v1/models/{name}/versions/{version}/invoke"
+    if webhook is not None:
+        from urllib.parse import quote
+
+        path += "?webhook=" + quote(webhook, safe="")
     headers = {"Content-Type": content_type}
     if accept:
         headers["Accept"] = accept

@@ -66,5 +66,13 @@ def _build(c: wiring.Container) -> Services:
         models=models,
         deployments=wiring.deployment_service(c),
         invoke=invoke,
-        jobs=JobService(invoke, c.jobs, c.accounts, c.artifacts, c.job_queue, c.clock),
+        jobs=JobService(
+            invoke,
+            c.jobs,
+            c.accounts,
+            c.artifacts,
+            c.job_queue,
+            c.clock,
+            allow_loopback_webhooks=c.settings.stage == "local",
+        ),
     )

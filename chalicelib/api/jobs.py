@@ -1,5 +1,6 @@
 """Asynchronous jobs: submit (``POST /v1/models/{name}/jobs``, or ``Prefer: respond-async`` on an invoke
-route), follow (``GET /v1/jobs/{id}``), list, cancel a queued one (``DELETE``)."""
+route; ``?webhook=URL`` to be called when it ends), follow (``GET /v1/jobs/{id}``), list, cancel a queued
+one (``DELETE``); the account's webhook secret."""
 
 from __future__ import annotations
 
@@ -23,6 +24,12 @@ def _raw(request: Request) -> bytes:
     return raw.encode() if isinstance(raw, str) else raw
 
 
+def _query(request: Request, name: str) -> str | None:
+    params = request.query_params
+    value = params.get(name) if params is not None else None
+    return value if isinstance(value, str) else None
+
+
 def accepted(job: Job) -> Response:
     """202 with the job's place: what a submit answers."""
     location = f"/v1/jobs/{job.job_id}"
@@ -41,6 +48,7 @@ def submit(request: Request, name: str, version: int | None) -> Response:
         body=_raw(request),
         content_type=request.headers.get("content-type"),
         accept=request.headers.get("accept"),
+        webhook_url=_query(request, "webhook"),
     )
     return accepted(job)
 
@@ -77,3 +85,11 @@ def get_job(job_id: str) -> Response:
 def cancel_job(job_id: str) -> Response:
     job = services().jobs.cancel(caller(blueprint.current_request), job_id)
     return json_response(JobView(job).document())
+
+
+@api.route(
+    "/v1/webhook-secret", summary="This account's secret for verifying job webhooks (Standard Webhooks)"
+)
+def webhook_secret() -> Response:
+    secret = services().jobs.webhook_secret(caller(blueprint.current_request))
+    return json_response({"secret": secret, "scheme": "https://www.standardwebhooks.com"})

@@ -222,6 +222,13 @@ class DynamoAccountStore(_Table):
     def list_accounts(self) -> list[Account]:
         return [decode(Account, i) for i in self._gsi1("ACCOUNTS")]
 
+    def webhook_secret(self, account_id: str, candidate: str) -> str:
+        """``ACCOUNT#id/WEBHOOK``: put once (``attribute_not_exists``), then read."""
+        key = _key(f"ACCOUNT#{account_id}", "WEBHOOK")
+        self._put({**key, "secret": {"S": candidate}}, "attribute_not_exists(pk)")
+        item = _found(self._get(key), f"webhook secret of account {account_id}")
+        return str(item["secret"]["S"])
+
     def put_key(self, key: ApiKey) -> None:
         item = encode(key, pk=f"KEY#{key.key_id}", sk=META, gsi1pk=f"ACCOUNTKEYS#{key.account_id}")
         item["gsi1sk"] = {"S": key.key_id}

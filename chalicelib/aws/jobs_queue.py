@@ -20,7 +20,12 @@ class SqsJobQueue:
         self.queue_name = queue_name
         self._url: str | None = None
 
-    def send(self, job_id: str) -> None:
+    def send(self, job_id: str, *, webhook_attempt: int = 0, delay_s: int = 0) -> None:
         if self._url is None:
             self._url = str(self.client.get_queue_url(QueueName=self.queue_name)["QueueUrl"])
-        self.client.send_message(QueueUrl=self._url, MessageBody=json.dumps({"job_id": job_id}))
+        doc: dict[str, object] = {"job_id": job_id}
+        if webhook_attempt:
+            doc["webhook_attempt"] = webhook_attempt
+        self.client.send_message(
+            QueueUrl=self._url, MessageBody=json.dumps(doc), DelaySeconds=max(0, min(int(delay_s), 900))
+        )

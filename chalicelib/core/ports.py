@@ -42,6 +42,9 @@ class AccountStore(Protocol):
 
     def list_accounts(self) -> list[Account]: ...
 
+    def webhook_secret(self, account_id: str, candidate: str) -> str:
+        """The account's webhook signing secret: ``candidate`` kept if it has none yet (first writer wins)."""
+
     def put_key(self, key: ApiKey) -> None:
         """Conflict if the key id is taken."""
 
@@ -190,9 +193,10 @@ class WheelCache(Protocol):
 
 
 class JobQueue(Protocol):
-    """Where a submitted job waits for the runner (an SQS queue whose handler is ``JobService.run``)."""
+    """Where a submitted job waits for the runner (an SQS queue whose handler is ``JobService``'s), and a
+    webhook its next attempt (``webhook_attempt``, ``delay_s`` later: SQS delays up to 900 s)."""
 
-    def send(self, job_id: str) -> None: ...
+    def send(self, job_id: str, *, webhook_attempt: int = 0, delay_s: int = 0) -> None: ...
 
 
 class RetryQueue(Protocol):

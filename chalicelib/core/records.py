@@ -150,5 +150,8 @@ class Job(Frozen):
     result_status: int | None = Field(default=None, description="the HTTP status the answer has")
     error: str | None = None
     webhook_url: str | None = None
+    webhook_status: Literal["PENDING", "DELIVERED", "FAILED"] | None = None
+    webhook_attempts: int = 0
+    webhook_error: str | None = None
     expires_at: int = Field(description="epoch seconds after which the table may drop the record (TTL)")
     revision: int = 0

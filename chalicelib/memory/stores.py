@@ -44,6 +44,7 @@ class MemoryAccountStore:
         self._accounts: dict[str, Account] = {}
         self._keys: dict[str, ApiKey] = {}
         self._grants: dict[tuple[str, str], Grant] = {}
+        self._webhook_secrets: dict[str, str] = {}
 
     def put_account(self, account: Account) -> None:
         with self._lock:
@@ -58,6 +59,10 @@ class MemoryAccountStore:
     def list_accounts(self) -> list[Account]:
         with self._lock:
             return sorted(self._accounts.values(), key=lambda a: a.account_id)
+
+    def webhook_secret(self, account_id: str, candidate: str) -> str:
+        with self._lock:
+            return self._webhook_secrets.setdefault(account_id, candidate)
 
     def put_key(self, key: ApiKey) -> None:
         with self._lock:
@@ -471,13 +476,16 @@ class MemoryRetryQueue:
 
 
 class MemoryJobQueue:
-    """The ids sent, in order; ``run`` (when given) is called with each at once, as a runner would."""
+    """The messages sent, in order (as the SQS adapter's bodies), with their delays."""
 
-    def __init__(self, run: Callable[[str], object] | None = None) -> None:
+    def __init__(self) -> None:
         self.sent: list[str] = []
-        self.run = run
+        self.messages: list[tuple[dict[str, object], int]] = []
 
-    def send(self, job_id: str) -> None:
-        self.sent.append(job_id)
-        if self.run is not None:
-            self.run(job_id)
+    def send(self, job_id: str, *, webhook_attempt: int = 0, delay_s: int = 0) -> None:
+        doc: dict[str, object] = {"job_id": job_id}
+        if webhook_attempt:
+            doc["webhook_attempt"] = webhook_attempt
+        else:
+            self.sent.append(job_id)
+        self.messages.append((doc, delay_s))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import http.client
 import json
 import logging
 import secrets
@@ -26,6 +27,7 @@ from chalicelib.core.errors import Conflict, ModelportError, NotFound, Unavailab
 from chalicelib.core.ports import AccountStore, ArtifactStore, Clock, JobQueue, JobStore
 from chalicelib.core.records import JOB_TTL_S, Account, Job
 from chalicelib.core.wire import JSON, MAX_SYNC_PAYLOAD
+from chalicelib.services import webhooks
 from chalicelib.services.invoke import InvokeService
 
 log = logging.getLogger("modelport.jobs")
@@ -58,6 +60,14 @@ class JobView:
         }
         if j.error:
             doc["error"] = j.error
+        if j.webhook_url:
+            doc["webhook"] = {
+                "url": j.webhook_url,
+                "status": j.webhook_status,
+                "attempts": j.webhook_attempts,
+            }
+            if j.webhook_error:
+                doc["webhook"]["error"] = j.webhook_error
         if self.result is not None:
             doc["result"] = self.result
         return doc
@@ -72,7 +82,11 @@ class JobService:
         artifacts: ArtifactStore,
         queue: JobQueue,
         clock: Clock,
+        *,
+        allow_loopback_webhooks: bool = False,
     ) -> None:
+        """``allow_loopback_webhooks``: the local stack's, where a receiver on 127.0.0.1 is the user's own."""
+        self.allow_loopback = allow_loopback_webhooks
         self.invoke = invoke
         self.jobs = jobs
         self.accounts = accounts
@@ -89,7 +103,10 @@ class JobService:
         body: bytes,
         content_type: str | None,
         accept: str | None,
+        webhook_url: str | None = None,
     ) -> Job:
+        if webhook_url is not None:
+            webhooks.check_url(webhook_url, allow_loopback=self.allow_loopback)
         manifest, _ = self.invoke.prepare(
             caller, name, version, body=body, content_type=content_type, accept=accept
         )
@@ -108,6 +125,8 @@ class JobService:
             accept=accept or "*/*",
             created_at=now,
             expires_at=_epoch(now) + JOB_TTL_S,
+            webhook_url=webhook_url,
+            webhook_status="PENDING" if webhook_url else None,
         )
         if not self.jobs.create(job):  # 96 random bits: a clash is a bug, not bad luck
             raise Conflict(f"job {job_id} exists")
@@ -157,7 +176,57 @@ class JobService:
         if not isinstance(doc, dict) or not isinstance(doc.get("job_id"), str):
             log.warning("dropping a jobs-queue message that names no job: %.200r", body)
             return None
+        attempt = doc.get("webhook_attempt")
+        if type(attempt) is int and attempt > 0:
+            return self.notify(doc["job_id"], attempt)
         return self.run(doc["job_id"])
+
+    def webhook_secret(self, caller: Account) -> str:
+        """The caller's signing secret for job webhooks (made on the first ask)."""
+        return self.accounts.webhook_secret(caller.account_id, webhooks.new_secret())
+
+    def notify(self, job_id: str, attempt: int = 1) -> Job | None:
+        """Send a done job's webhook (attempt ``attempt``, 1-based); on failure queue the next, with backoff,
+        until ``RETRY_DELAYS_S`` is spent. At least once: a receiver de-duplicates by ``webhook-id``."""
+        try:
+            job = self.jobs.get(job_id)
+        except NotFound:
+            return None
+        if job.webhook_url is None or job.webhook_status != "PENDING" or job.webhook_attempts >= attempt:
+            return None  # none asked for, done already, or this attempt ran (a duplicate message)
+        body = json.dumps(
+            {"type": "job.completed", "timestamp": self.clock(), "data": self.get_as_owner(job)}
+        )
+        secret = self.accounts.webhook_secret(job.account_id, webhooks.new_secret())
+        headers = webhooks.signed_headers(secret, job.job_id, body)
+        refused = False
+        try:
+            status = webhooks.send(job.webhook_url, body, headers, allow_loopback=self.allow_loopback)
+            error = None if 200 <= status < 300 else f"the receiver answered {status}"
+        except webhooks.WebhookRefused as exc:
+            refused, error = True, str(exc)
+        except (OSError, http.client.HTTPException) as exc:
+            error = f"{type(exc).__name__}: {exc}"[:300]
+        final = error is None or refused or attempt > len(webhooks.RETRY_DELAYS_S)
+        update: dict[str, Any] = {"webhook_attempts": attempt, "webhook_error": error}
+        if error is None:
+            update["webhook_status"] = "DELIVERED"
+        elif final:
+            update["webhook_status"] = "FAILED"
+        try:
+            saved = self.jobs.save(job.model_copy(update=update))
+        except Conflict:
+            return None  # another attempt recorded itself meanwhile
+        if not final:
+            self.queue.send(
+                job.job_id, webhook_attempt=attempt + 1, delay_s=webhooks.RETRY_DELAYS_S[attempt - 1]
+            )
+        return saved
+
+    def get_as_owner(self, job: Job) -> dict[str, Any]:
+        """The document ``GET /v1/jobs/{id}`` gives the job's account."""
+        account = Account(account_id=job.account_id, name="", created_at=job.created_at)
+        return self.get(account, job.job_id).document()
 
     def run(self, job_id: str) -> Job | None:
         """Run a queued job (the jobs queue's handler); None when there is nothing to do."""
@@ -201,9 +270,16 @@ class JobService:
         return self._end(job, "FAILED", error=_error_of(result.body), **update)
 
     def _end(self, job: Job, status: str, **update: Any) -> Job:
-        return self.jobs.save(
+        ended = self.jobs.save(
             job.model_copy(update={"status": status, "finished_at": self.clock(), **update})
         )
+        if ended.webhook_url is not None:
+            try:
+                self.notify(ended.job_id, 1)
+            except ModelportError:  # the store did not answer: the job stands, its webhook goes unsent
+                log.warning("job %s: its webhook could not be sent", ended.job_id, exc_info=True)
+            return self.jobs.get(ended.job_id)
+        return ended
 
     def _visible(self, caller: Account, job_id: str) -> Job:
         if not job_id.startswith(JOB_ID_PREFIX) or len(job_id) > 64:

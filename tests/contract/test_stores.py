@@ -498,3 +498,9 @@ def test_a_presigned_download_names_the_object(backend: Stores) -> None:
         assert requests.get(url, timeout=10).content == b"the answer"
     with pytest.raises(ConfigError):
         backend.artifacts.presign_download("../x", expires_in=600)
+
+
+def test_an_accounts_webhook_secret_is_kept_by_the_first_writer(backend: Stores) -> None:
+    assert backend.accounts.webhook_secret("acct-a", "whsec_first") == "whsec_first"
+    assert backend.accounts.webhook_secret("acct-a", "whsec_second") == "whsec_first"
+    assert backend.accounts.webhook_secret("acct-b", "whsec_other") == "whsec_other"

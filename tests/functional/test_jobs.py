@@ -97,3 +97,30 @@ def test_the_cli_runs_a_job_follows_it_and_lists_it(
     assert shown.exit_code == 0 and json.loads(shown.stdout)["predictions"]
     gone = runner.invoke(cli, ["jobs", "job-nope"])
     assert gone.exit_code != 0 and "no job" in gone.output
+
+
+def test_a_jobs_webhook_arrives_signed_and_verifiable(stack: LocalStack) -> None:
+    from standardwebhooks import Webhook
+
+    from tests.unit.test_webhooks import Receiver
+
+    receiver = Receiver()
+    try:
+        submitted = call(
+            stack, "POST", "/v1/models/iris-onnx/jobs", json={"records": [FLOWER]},
+            params={"webhook": receiver.url},
+        )  # fmt: skip
+        assert submitted.status_code == 202, submitted.text
+        done = follow(stack, submitted.headers["Location"])
+        deadline = time.monotonic() + 30  # the job is saved done just before its webhook goes
+        while done["webhook"]["status"] == "PENDING" and time.monotonic() < deadline:
+            time.sleep(0.1)
+            done = call(stack, "GET", submitted.headers["Location"]).json()
+        assert done["status"] == "SUCCEEDED" and done["webhook"]["status"] == "DELIVERED", done
+        ((headers, body),) = receiver.got
+        secret = call(stack, "GET", "/v1/webhook-secret").json()["secret"]
+        event = Webhook(secret).verify(body, headers)
+        assert event["data"]["job_id"] == done["job_id"] == headers["webhook-id"]
+        assert event["data"]["result"]["body"]["predictions"][0][0]["label"] == "setosa"
+    finally:
+        receiver.server.shutdown()
