@@ -748,7 +748,7 @@ def demo(
         if started and not keep:
             stop_stack()
             click.echo("stopped the local stack (--keep leaves it running)", err=True)
-    header = ("model", "mode", "deploy s", "cold ms", "warm p50 ms", "answers")
+    header = ("model", "mode", "deploy s", "cold ms", "warm p50 ms", "async job", "answers")
     table = [header]
     for row in rows:
         saved = ", ".join(str(a.path) if a.path else f"{a.sample}: {a.problem}" for a in row.answers)
@@ -758,6 +758,7 @@ def demo(
             f"{row.deployed.seconds:.1f}" if row.deployed else "-",
             f"{row.cold_ms:.1f}" if row.cold_ms is not None else "-",
             f"{row.warm_p50_ms:.1f}" if row.warm_p50_ms is not None else "-",
+            row.job,
             row.problem or saved,
         ))  # fmt: skip
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
