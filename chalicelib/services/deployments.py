@@ -515,12 +515,13 @@ class DeploymentService:
     def _ready(self, attempt: _Attempt) -> None:
         dep = attempt.dep
         version = self.own_version(dep, "DEPLOYING", "READY")
+        first = self.models.get_model(dep.model_name).default_version is None
+        deployed = attempt.manifest().deployment
+        if first and deployed is not None:  # the first ready version goes live: its aliases before a
+            self.functions.promote(deployed)  # client sees READY and calls the functions by them
         if version.status == "DEPLOYING":
             self.models.update_version(
                 version.model_copy(update={"status": "READY", "reason": None}), expected_status="DEPLOYING"
             )
-        if self.models.get_model(dep.model_name).default_version is None:
+        if first:
             self.models.set_default_version(dep.model_name, dep.version)
-            deployed = attempt.manifest().deployment
-            if deployed is not None:  # the first ready version goes live
-                self.functions.promote(deployed)
