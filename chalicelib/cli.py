@@ -393,6 +393,7 @@ def _show_stack(state: Any, verb: str) -> None:
     click.echo(f"  API           {state.api_url}")
     click.echo(f"  AWS endpoint  {state.endpoint_url}   (for boto3 / the aws CLI: AWS_ENDPOINT_URL)")
     click.echo(f"  registry      {state.registry or '- (process images)'}")
+    click.echo(f"  data bucket   {state.data_bucket}   (inputs/<model>/... -> outputs/<model>/...)")
     click.echo(
         f"  deploy worker {'a container-image function' if state.worker == 'function' else state.worker}"
     )
@@ -770,15 +771,16 @@ def demo(
 
 
 from chalicelib.cli_aws import aws_group  # noqa: E402 - below _friendly, which their commands get
-from chalicelib.cli_jobs import jobs_command  # noqa: E402
+from chalicelib.cli_jobs import batch_command, jobs_command  # noqa: E402
 from chalicelib.cli_local import wheels_command  # noqa: E402
 
-for _command in (*aws_group.commands.values(), wheels_command, jobs_command):
+for _command in (*aws_group.commands.values(), wheels_command, jobs_command, batch_command):
     assert _command.callback is not None
     _command.callback = _friendly(_command.callback)
 cli.add_command(aws_group)
 cli.add_command(wheels_command)
 cli.add_command(jobs_command)
+cli.add_command(batch_command)
 
 
 def main() -> None:

@@ -92,3 +92,81 @@ def jobs_command(job_id: str | None, out: Path | None, cancel: bool, wait: bool)
         follow_and_show(client, location, out)
     else:
         show(client.json("GET", location), out)
+
+
+def _data_bucket(bucket: str | None) -> tuple[Any, str]:
+    """(an S3 client, the data bucket): the running local stack's unless ``bucket`` names one (then the
+    environment's AWS credentials and ``MODELPORT_ENDPOINT_URL``, if set)."""
+    import os
+
+    import boto3
+
+    from chalicelib.core.errors import ModelportError
+    from chalicelib.local.stack import LOCAL_CREDENTIALS, StackState, home, pid_alive
+
+    if bucket is not None:
+        return boto3.client("s3", endpoint_url=os.environ.get("MODELPORT_ENDPOINT_URL") or None), bucket
+    state = StackState.read(home())
+    if state is None or not state.ready or not pid_alive(state.pid) or not state.data_bucket:
+        raise ModelportError(
+            "no local stack is running", hint="start it with `modelport up`, or give --bucket"
+        )
+    session = boto3.session.Session(region_name="us-east-1", **LOCAL_CREDENTIALS)
+    return session.client("s3", endpoint_url=state.endpoint_url), state.data_bucket
+
+
+@click.command("batch")
+@click.argument("name")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--bucket", default=None, help="the data bucket (default: the running local stack's)")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="save the JSONL")
+@click.option("--wait", "wait_s", type=click.FloatRange(1, 3600), default=600, show_default=True)
+def batch_command(name: str, file: Path, bucket: str | None, out: Path | None, wait_s: float) -> None:
+    """Infer FILE (.csv or .jsonl row by row, or an image) with model NAME, event-driven: upload it as
+    inputs/NAME/FILE to the data bucket, wait for outputs/NAME/<FILE's stem>.jsonl, print or save it."""
+    from botocore.exceptions import ClientError
+
+    from chalicelib.core.errors import ModelportError
+    from chalicelib.services.batch import output_keys
+
+    key = f"inputs/{name}/{file.name}"
+    keys = output_keys(key)
+    if keys is None:
+        raise click.UsageError(f"{file.name}: batch inputs are .csv, .jsonl, .png, .jpg or .webp files")
+    _, results_key, summary_key = keys
+    s3, bucket_name = _data_bucket(bucket)
+    etag = str(s3.put_object(Bucket=bucket_name, Key=key, Body=file.read_bytes())["ETag"]).strip('"')
+    click.echo(f"uploaded s3://{bucket_name}/{key}", err=True)
+    began = time.monotonic()
+    spin = itertools.cycle(SPINNER)
+    while True:
+        try:
+            summary = json.loads(s3.get_object(Bucket=bucket_name, Key=summary_key)["Body"].read())
+            if summary.get("etag") == etag:
+                break
+        except (ClientError, ValueError):
+            pass
+        if time.monotonic() - began > wait_s:
+            raise ModelportError(f"no s3://{bucket_name}/{summary_key} after {wait_s:.0f} s")
+        if sys.stderr.isatty():
+            click.echo(
+                f"\r{next(spin)} waiting for {summary_key} {time.monotonic() - began:5.1f} s",
+                nl=False,
+                err=True,
+            )
+        time.sleep(0.25)
+    click.echo(
+        ("\r" if sys.stderr.isatty() else "")
+        + f"{summary['rows']} rows: {summary['succeeded']} answered, {summary['failed']} failed, "
+        + f"in {summary['seconds']} s"
+        + (f"; error: {summary['error']}" if summary.get("error") else ""),
+        err=True,
+    )
+    if summary.get("output") is None:
+        raise ModelportError(f"the batch failed: {summary.get('error')}")
+    data = s3.get_object(Bucket=bucket_name, Key=results_key)["Body"].read()
+    if out is not None:
+        out.write_bytes(data)
+        click.echo(f"wrote {out} ({len(data)} bytes)", err=True)
+    else:
+        click.echo(data.decode(), nl=False)

@@ -40,6 +40,7 @@ class Settings:
     associations_table: str = "modelport-associations"
     jobs_table: str = "modelport-jobs"
     bundle_bucket: str = "modelport-bundles"
+    data_bucket: str = "modelport-data"
     deploy_queue: str = "modelport-deploy"
     jobs_queue: str = "modelport-jobs"
     max_bundle_bytes: int = 512 * 1024 * 1024
@@ -145,6 +146,7 @@ class Settings:
             associations_table=get("associations_table", defaults.associations_table),
             jobs_table=get("jobs_table", defaults.jobs_table),
             bundle_bucket=get("bundle_bucket", defaults.bundle_bucket),
+            data_bucket=get("data_bucket", defaults.data_bucket),
             deploy_queue=get("deploy_queue", defaults.deploy_queue),
             jobs_queue=get("jobs_queue", defaults.jobs_queue),
             max_bundle_bytes=int(get("max_bundle_bytes", defaults.max_bundle_bytes)),

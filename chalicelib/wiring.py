@@ -44,6 +44,8 @@ class Container:
     deployments: DeploymentStore
     associations: AssociationStore
     artifacts: ArtifactStore
+    data: ArtifactStore
+    """The data bucket: batch inputs (``inputs/<model>/``) and their outputs (``outputs/<model>/``)."""
     images: ImageBuilder
     functions: FunctionManager
     invoker: FunctionInvoker
@@ -228,6 +230,7 @@ def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
         deployments=DynamoDeploymentStore(settings.deployments_table, dynamodb),
         associations=associations,
         artifacts=artifacts,
+        data=S3ArtifactStore(settings.data_bucket, s3),
         images=images,
         functions=functions,
         invoker=LambdaInvoker(lambda_client, sfn),
@@ -266,6 +269,7 @@ def memory_container(settings: Settings | None = None, clock: Clock = utc_now) -
         deployments=MemoryDeploymentStore(),
         associations=associations,
         artifacts=MemoryArtifactStore(),
+        data=MemoryArtifactStore(),
         images=MemoryImageBuilder(clock, associations=associations),
         functions=MemoryFunctionManager(),
         invoker=MemoryInvoker(),

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from chalicelib import wiring
 from chalicelib.services.accounts import AccountService
+from chalicelib.services.batch import BatchService
 from chalicelib.services.deployments import DeploymentService
 from chalicelib.services.invoke import InvokeService
 from chalicelib.services.jobs import JobService
@@ -74,5 +75,6 @@ def _build(c: wiring.Container) -> Services:
             c.job_queue,
             c.clock,
             allow_loopback_webhooks=c.settings.stage == "local",
+            batch=BatchService(invoke, c.models, c.accounts, c.data),
         ),
     )

@@ -344,7 +344,7 @@ def destroy(
         sleep=sleep,
         poll_s=poll_s,
     )
-    buckets = [settings.bundle_bucket, artifact_bucket(settings)]
+    buckets = [settings.bundle_bucket, settings.data_bucket, artifact_bucket(settings)]
     try:
         status = stack.status()
         if status is None:

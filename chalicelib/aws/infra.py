@@ -17,6 +17,8 @@ from botocore.exceptions import ClientError
 from chalicelib.settings import Settings
 
 UPLOAD_PREFIX = "uploads/"
+BATCH_PREFIX = "inputs/"
+"""Objects created under this prefix of the data bucket notify the jobs queue: event-driven batch."""
 """Bundles are uploaded under this prefix; only objects created here notify the deploy queue."""
 
 GSI1 = "gsi1"
@@ -96,6 +98,8 @@ def create_infrastructure(
     )
     _notify_queue(s3, bucket, queue_arn, sleep)
     jobs_url = sqs.create_queue(QueueName=settings.jobs_queue)["QueueUrl"]
+    jobs_arn = _queue_arn(sqs, jobs_url)
+    _create_bucket(s3, settings.data_bucket, settings.region)
     sqs.set_queue_attributes(
         QueueUrl=jobs_url,
         Attributes={
@@ -103,7 +107,11 @@ def create_infrastructure(
             "RedrivePolicy": json.dumps(
                 {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT}
             ),
+            "Policy": json.dumps(_queue_policy(jobs_arn, settings.data_bucket)),
         },
+    )
+    _notify_queue(
+        s3, settings.data_bucket, jobs_arn, sleep, prefix=BATCH_PREFIX, name="modelport-batch-input"
     )
 
     outputs = {field: name for (field, _), (name, _) in zip(_TABLES, tables, strict=True)}
@@ -115,7 +123,8 @@ def create_infrastructure(
         deploy_dlq_url=str(dlq_url),
         deploy_dlq_arn=dlq_arn,
         jobs_queue_url=str(jobs_url),
-        jobs_queue_arn=_queue_arn(sqs, jobs_url),
+        jobs_queue_arn=jobs_arn,
+        data_bucket=settings.data_bucket,
     )
     return outputs
 
@@ -129,15 +138,16 @@ def destroy_infrastructure(settings: Settings, session: Any | None = None) -> No
         except ClientError as err:
             if _code(err) != "ResourceNotFoundException":
                 raise
-    try:
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=settings.bundle_bucket):
-            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-            if keys:
-                s3.delete_objects(Bucket=settings.bundle_bucket, Delete={"Objects": keys, "Quiet": True})
-        s3.delete_bucket(Bucket=settings.bundle_bucket)
-    except ClientError as err:
-        if _code(err) != "NoSuchBucket":
-            raise
+    for bucket in (settings.bundle_bucket, settings.data_bucket):
+        try:
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+                keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+                if keys:
+                    s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+            s3.delete_bucket(Bucket=bucket)
+        except ClientError as err:
+            if _code(err) != "NoSuchBucket":
+                raise
     for name in (settings.deploy_queue, settings.jobs_queue, dlq_name(settings)):
         try:
             sqs.delete_queue(QueueUrl=sqs.get_queue_url(QueueName=name)["QueueUrl"])
@@ -238,7 +248,15 @@ def _queue_policy(queue_arn: str, bucket: str) -> dict[str, Any]:
     }
 
 
-def _notify_queue(s3: Any, bucket: str, queue_arn: str, sleep: Callable[[float], None]) -> None:
+def _notify_queue(
+    s3: Any,
+    bucket: str,
+    queue_arn: str,
+    sleep: Callable[[float], None],
+    *,
+    prefix: str = UPLOAD_PREFIX,
+    name: str = "modelport-bundle-uploaded",
+) -> None:
     """Replace the bucket's notifications with ours (idempotent). S3 checks it may send to the queue; a queue
     policy set a moment ago may not have propagated yet, hence the retries. S3 also sends an
     ``s3:TestEvent`` message to the queue each time: the queue's consumer must ignore it.
@@ -246,10 +264,10 @@ def _notify_queue(s3: Any, bucket: str, queue_arn: str, sleep: Callable[[float],
     config = {
         "QueueConfigurations": [
             {
-                "Id": "modelport-bundle-uploaded",
+                "Id": name,
                 "QueueArn": queue_arn,
                 "Events": ["s3:ObjectCreated:*"],
-                "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": UPLOAD_PREFIX}]}},
+                "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": prefix}]}},
             }
         ]
     }

@@ -17,6 +17,7 @@ from typing import Any
 
 from chalicelib.aws.ecr import REGISTRY_PUSH_ACTIONS, lifecycle_policy
 from chalicelib.aws.infra import (
+    BATCH_PREFIX,
     DLQ_RETENTION_S,
     JOBS_VISIBILITY_TIMEOUT_S,
     MAX_RECEIVE_COUNT,
@@ -174,6 +175,7 @@ def resource_env() -> dict[str, Any]:
     env: dict[str, Any] = {f"MODELPORT_{field.upper()}": {"Ref": logical} for logical, field, _ in TABLES}
     env.update(
         MODELPORT_BUNDLE_BUCKET={"Ref": "BundleBucket"},
+        MODELPORT_DATA_BUCKET={"Ref": "DataBucket"},
         MODELPORT_DEPLOY_QUEUE={"Fn::GetAtt": ["DeployQueue", "QueueName"]},
         MODELPORT_JOBS_QUEUE={"Fn::GetAtt": ["JobsQueue", "QueueName"]},
         MODELPORT_FUNCTION_ROLE={"Fn::GetAtt": ["FunctionRole", "Arn"]},
@@ -471,6 +473,41 @@ def stack_template(settings: Settings) -> dict[str, Any]:
     )
     resources["BundleBucket"]["DependsOn"] = ["DeployQueuePolicy"]  # S3 checks it may send first
     resources["ArtifactBucket"] = _bucket(artifact_bucket(settings))
+    resources["DataBucket"] = _bucket(
+        _checked("bucket", settings.data_bucket),
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                {
+                    "Event": "s3:ObjectCreated:*",
+                    "Queue": {"Fn::GetAtt": ["JobsQueue", "Arn"]},
+                    "Filter": {"S3Key": {"Rules": [{"Name": "prefix", "Value": BATCH_PREFIX}]}},
+                }
+            ]
+        },
+    )
+    resources["DataBucket"]["DependsOn"] = ["JobsQueuePolicy"]
+    resources["JobsQueuePolicy"] = {  # only the data bucket, in our account, notifies the jobs queue
+        "Type": "AWS::SQS::QueuePolicy",
+        "Properties": {
+            "Queues": [{"Ref": "JobsQueue"}],
+            "PolicyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Sid": "DataBucketNotifies",
+                        "Effect": "Allow",
+                        "Principal": {"Service": "s3.amazonaws.com"},
+                        "Action": "sqs:SendMessage",
+                        "Resource": {"Fn::GetAtt": ["JobsQueue", "Arn"]},
+                        "Condition": {
+                            "ArnLike": {"aws:SourceArn": f"arn:aws:s3:::{settings.data_bucket}"},
+                            "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
+                        },
+                    }
+                ],
+            },
+        },
+    }
     resources.update(_queues(settings, bucket))
     resources.update(_roles(settings))
     resources.update(_worker(settings))
@@ -500,6 +537,10 @@ def stack_template(settings: Settings) -> dict[str, Any]:
                 "Description": "Where the admin key lives",
             },
             "BundleBucket": {"Value": {"Ref": "BundleBucket"}},
+            "DataBucket": {
+                "Description": "Put inputs/<model>/<name>.csv|.jsonl|<image>; results under outputs/<model>/",
+                "Value": {"Ref": "DataBucket"},
+            },
             "ArtifactBucket": {"Value": {"Ref": "ArtifactBucket"}},
             "WorkerRepositoryUri": {"Value": {"Fn::GetAtt": ["WorkerRepository", "RepositoryUri"]}},
         },

@@ -78,6 +78,8 @@ class StackState:
     worker: str = "in-process"
     wheel_cache: str | None = None
     """``s3://BUCKET/PREFIX`` of the shared wheel cache the worker function reads (``modelport wheels``)."""
+    data_bucket: str = ""
+    """Where batch inputs go (``inputs/<model>/...``) and their results come (``outputs/<model>/...``)."""
 
     def write(self, directory: Path) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
@@ -418,6 +420,7 @@ class LocalStack:
             ready=ready,
             worker=self.worker,
             wheel_cache=self.wheel_cache,
+            data_bucket=self.outputs.get("data_bucket", ""),
         )
 
 

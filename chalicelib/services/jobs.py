@@ -28,6 +28,7 @@ from chalicelib.core.ports import AccountStore, ArtifactStore, Clock, JobQueue, 
 from chalicelib.core.records import JOB_TTL_S, Account, Job
 from chalicelib.core.wire import JSON, MAX_SYNC_PAYLOAD
 from chalicelib.services import webhooks
+from chalicelib.services.batch import BatchService
 from chalicelib.services.invoke import InvokeService
 
 log = logging.getLogger("modelport.jobs")
@@ -84,9 +85,12 @@ class JobService:
         clock: Clock,
         *,
         allow_loopback_webhooks: bool = False,
+        batch: BatchService | None = None,
     ) -> None:
         """``allow_loopback_webhooks``: the local stack's, where a receiver on 127.0.0.1 is the user's own."""
         self.allow_loopback = allow_loopback_webhooks
+        self.batch = batch
+        """Where the data bucket's notifications (on the same queue) go: event-driven batch."""
         self.invoke = invoke
         self.jobs = jobs
         self.accounts = accounts
@@ -168,11 +172,16 @@ class JobService:
             raise Conflict(f"job {job_id} started meanwhile: it can no longer be cancelled") from None
 
     def handle_message(self, body: str) -> Job | None:
-        """A jobs-queue message (``{"job_id": ...}``); a malformed one is logged and dropped."""
+        """A jobs-queue message: ``{"job_id": ...}`` (a job, or its webhook's next attempt), or the data
+        bucket's S3 notification (a batch input); a malformed one is logged and dropped."""
         try:
             doc = json.loads(body)
         except ValueError:
             doc = None
+        if isinstance(doc, dict) and ("Records" in doc or doc.get("Event") == "s3:TestEvent"):
+            if self.batch is not None:
+                self.batch.handle_message(body)
+            return None
         if not isinstance(doc, dict) or not isinstance(doc.get("job_id"), str):
             log.warning("dropping a jobs-queue message that names no job: %.200r", body)
             return None

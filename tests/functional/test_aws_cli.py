@@ -84,7 +84,7 @@ def test_deploy_creates_the_stack_pushes_the_worker_and_destroy_keeps_the_data(
     # PackageType: tests/unit/test_template.py checks both in the template, cfn-lint their shape.)
 
     kept = destroy("dev", lines.append, session=aws, sleep=lambda s: None)
-    assert kept == [settings.bundle_bucket, artifact_bucket(settings)]
+    assert kept == [settings.bundle_bucket, settings.data_bucket, artifact_bucket(settings)]
     assert settings.models_table not in aws.client("dynamodb").list_tables()["TableNames"]
     buckets = [b["Name"] for b in aws.client("s3").list_buckets()["Buckets"]]
     assert set(kept) <= set(buckets)

@@ -156,6 +156,7 @@ def test_the_cli_creates_the_infrastructure_on_any_endpoint(moto_server: str) ->
             deployments_table=f"{prefix}-deployments",
             associations_table=f"{prefix}-associations",
             bundle_bucket=f"{prefix}-bundles",
+            data_bucket=f"{prefix}-data",
             deploy_queue=f"{prefix}-deploy",
         )
     )

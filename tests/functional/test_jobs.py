@@ -124,3 +124,77 @@ def test_a_jobs_webhook_arrives_signed_and_verifiable(stack: LocalStack) -> None
         assert event["data"]["result"]["body"]["predictions"][0][0]["label"] == "setosa"
     finally:
         receiver.server.shutdown()
+
+
+def s3(stack: LocalStack) -> Any:
+    import boto3
+
+    from chalicelib.local.stack import LOCAL_CREDENTIALS
+
+    session = boto3.session.Session(region_name="us-east-1", **LOCAL_CREDENTIALS)
+    return session.client("s3", endpoint_url=stack.endpoint_url)
+
+
+def wait_for(client: Any, bucket: str, key: str, timeout_s: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            return dict(client.head_object(Bucket=bucket, Key=key))
+        except client.exceptions.ClientError:
+            time.sleep(0.25)
+    raise AssertionError(f"no s3://{bucket}/{key} after {timeout_s} s")
+
+
+def test_a_150_row_csv_under_inputs_gives_150_lines_under_outputs_once(stack: LocalStack) -> None:
+    client, bucket = s3(stack), stack.outputs["data_bucket"]
+    header = "sepal_length,sepal_width,petal_length,petal_width\n"
+    rows = "".join(f"{5 + i % 3},{3.0 + i % 2},{1.4 + i % 4},{0.2 + i % 3}\n" for i in range(150))
+    client.put_object(Bucket=bucket, Key="inputs/iris-onnx/day-1.csv", Body=(header + rows).encode())
+    first = wait_for(client, bucket, "outputs/iris-onnx/day-1.summary.json")
+    lines = client.get_object(Bucket=bucket, Key="outputs/iris-onnx/day-1.jsonl")["Body"].read().splitlines()
+    docs = [json.loads(line) for line in lines]
+    assert [d["row"] for d in docs] == list(range(150)) and all("result" in d for d in docs)
+    summary = json.loads(
+        client.get_object(Bucket=bucket, Key="outputs/iris-onnx/day-1.summary.json")["Body"].read()
+    )
+    assert summary["rows"] == 150 and summary["failed"] == 0
+
+    # the same object put again (a duplicate S3 event) and its notification sent twice (duplicate SQS
+    # messages): the output is written once
+    client.put_object(Bucket=bucket, Key="inputs/iris-onnx/day-1.csv", Body=(header + rows).encode())
+    import boto3
+
+    from chalicelib.local.stack import LOCAL_CREDENTIALS
+
+    sqs = boto3.session.Session(region_name="us-east-1", **LOCAL_CREDENTIALS).client(
+        "sqs", endpoint_url=stack.endpoint_url
+    )
+    event = {"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": bucket}, "object": {
+        "key": "inputs/iris-onnx/day-1.csv", "eTag": summary["etag"], "size": 1}}}]}  # fmt: skip
+    for _ in range(2):
+        sqs.send_message(QueueUrl=stack.outputs["jobs_queue_url"], MessageBody=json.dumps(event))
+    time.sleep(5)  # three deliveries' worth of the pump's polling
+    again = client.head_object(Bucket=bucket, Key="outputs/iris-onnx/day-1.summary.json")
+    assert again["LastModified"] == first["LastModified"] and again["ETag"] == first["ETag"]
+
+
+def test_modelport_batch_uploads_waits_and_prints_the_jsonl(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    from click.testing import CliRunner
+
+    from chalicelib.cli import cli
+    from chalicelib.local.stack import LOCAL_CREDENTIALS
+
+    for name, value in LOCAL_CREDENTIALS.items():
+        monkeypatch.setenv(name.upper(), value)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("MODELPORT_ENDPOINT_URL", stack.endpoint_url)
+    source = tmp_path / "few.jsonl"
+    source.write_text("\n".join(json.dumps({"records": [FLOWER]}) for _ in range(3)) + "\n")
+    ran = CliRunner().invoke(
+        cli, ["batch", "iris-onnx", str(source), "--bucket", stack.outputs["data_bucket"]]
+    )
+    assert ran.exit_code == 0, ran.output
+    assert "3 rows: 3 answered, 0 failed" in ran.stderr
+    assert [json.loads(line)["row"] for line in ran.stdout.splitlines()] == [0, 1, 2]

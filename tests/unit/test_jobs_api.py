@@ -36,7 +36,7 @@ def world() -> Iterator[dict[str, Any]]:
         )
         assert deploy(container, alice, "iris", bundle(config=config))["deployment"].state == "READY"
         assert isinstance(container.job_queue, MemoryJobQueue)
-        yield {"alice": alice, "bob": bob, "fake": fake, "queue": container.job_queue}
+        yield {"alice": alice, "bob": bob, "fake": fake, "queue": container.job_queue, "container": container}
     wiring.override(None)
 
 
