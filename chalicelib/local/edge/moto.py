@@ -120,8 +120,8 @@ def _no_delay(wsgi_server: Any) -> None:
 
 
 def start_moto(edge_port: int, *, host: str = "127.0.0.1", port: int = 0) -> MotoServer:
-    """Start moto in this process on ``host:port`` (0: any free port) with Step Functions executing, its
-    interpreter calling back into the edge on ``edge_port``.
+    """Start moto in this process on ``host:port`` (0: any free port), empty, with Step Functions
+    executing, its interpreter calling back into the edge on ``edge_port``.
 
     moto's interpreter builds its service clients with ``endpoint_url=f"http://localhost:{MOTO_PORT}"``,
     reading ``$MOTO_PORT`` at every call (``moto.stepfunctions.parser.asl.utils.boto_client``), so setting
@@ -144,6 +144,10 @@ def start_moto(edge_port: int, *, host: str = "127.0.0.1", port: int = 0) -> Mot
     url = f"http://{bound_host}:{bound_port}"
     conn = http.client.HTTPConnection(bound_host, bound_port, timeout=10)
     try:
+        # moto's backends are process-wide: a stack started after another in this process (the tests,
+        # the benches) would find the first one's tables, models and keys. A new stack starts empty.
+        conn.request("POST", "/moto-api/reset", b"")
+        conn.getresponse().read()
         config = {"stepfunctions": {"execute_state_machine": True}}
         conn.request("POST", "/moto-api/config", json.dumps(config), {"Content-Type": "application/json"})
         conn.getresponse().read()
