@@ -452,27 +452,9 @@ def _worker(settings: Settings) -> dict[str, Any]:
     }
 
 
-def stack_template(settings: Settings) -> dict[str, Any]:
-    """Our resources alone: what ``modelport aws deploy`` creates first, before the worker image exists."""
-    bucket = _checked("bucket", settings.bundle_bucket)
-    resources: dict[str, Any] = {
-        logical: _table(_checked("table", getattr(settings, field)), has_gsi, TTL_ATTRIBUTE.get(field))
-        for logical, field, has_gsi in TABLES
-    }
-    resources["BundleBucket"] = _bucket(
-        bucket,
-        NotificationConfiguration={
-            "QueueConfigurations": [
-                {
-                    "Event": "s3:ObjectCreated:*",
-                    "Queue": {"Fn::GetAtt": ["DeployQueue", "Arn"]},
-                    "Filter": {"S3Key": {"Rules": [{"Name": "prefix", "Value": UPLOAD_PREFIX}]}},
-                }
-            ]
-        },
-    )
-    resources["BundleBucket"]["DependsOn"] = ["DeployQueuePolicy"]  # S3 checks it may send first
-    resources["ArtifactBucket"] = _bucket(artifact_bucket(settings))
+def _data_resources(settings: Settings) -> dict[str, Any]:
+    """The data bucket (batch ``inputs/`` notify the jobs queue) and the jobs queue's policy for it."""
+    resources: dict[str, Any] = {}
     resources["DataBucket"] = _bucket(
         _checked("bucket", settings.data_bucket),
         NotificationConfiguration={
@@ -508,6 +490,31 @@ def stack_template(settings: Settings) -> dict[str, Any]:
             },
         },
     }
+    return resources
+
+
+def stack_template(settings: Settings) -> dict[str, Any]:
+    """Our resources alone: what ``modelport aws deploy`` creates first, before the worker image exists."""
+    bucket = _checked("bucket", settings.bundle_bucket)
+    resources: dict[str, Any] = {
+        logical: _table(_checked("table", getattr(settings, field)), has_gsi, TTL_ATTRIBUTE.get(field))
+        for logical, field, has_gsi in TABLES
+    }
+    resources["BundleBucket"] = _bucket(
+        bucket,
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                {
+                    "Event": "s3:ObjectCreated:*",
+                    "Queue": {"Fn::GetAtt": ["DeployQueue", "Arn"]},
+                    "Filter": {"S3Key": {"Rules": [{"Name": "prefix", "Value": UPLOAD_PREFIX}]}},
+                }
+            ]
+        },
+    )
+    resources["BundleBucket"]["DependsOn"] = ["DeployQueuePolicy"]  # S3 checks it may send first
+    resources["ArtifactBucket"] = _bucket(artifact_bucket(settings))
+    resources.update(_data_resources(settings))
     resources.update(_queues(settings, bucket))
     resources.update(_roles(settings))
     resources.update(_worker(settings))
