@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from chalicelib.core.config import CONFIG_FILE, parse_config_yaml
 from chalicelib.core.errors import ModelportError
+from chalicelib.core.records import JOB_DONE
 
 TERMINAL = ("READY", "FAILED")
 SKIPPED_DIRS = frozenset({"__pycache__", ".git", ".venv", "node_modules"})
@@ -303,9 +304,6 @@ def invoke(
     if respond_async:
         headers["Prefer"] = "respond-async"
     return client.request("POST", path, body, headers)
-
-
-JOB_DONE = ("SUCCEEDED", "FAILED", "CANCELLED")
 
 
 def follow_job(

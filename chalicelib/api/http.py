@@ -32,6 +32,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 M = TypeVar("M", bound=BaseModel)
 
 MAX_JSON_BYTES = 1024 * 1024
+BODY_TYPES = ["application/json", "text/csv", "image/png", "image/jpeg", "image/webp"]
+"""What an invoke (or a job) may send: a model takes some of these, per its protocol."""
+
+
+def raw_body(request: Request) -> bytes:
+    raw = request.raw_body or b""
+    return raw.encode() if isinstance(raw, str) else raw
 
 
 @dataclass(frozen=True)

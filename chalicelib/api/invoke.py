@@ -7,24 +7,18 @@ from chalice.app import Request, Response
 
 from chalicelib.api.auth import api_key
 from chalicelib.api.deps import services
-from chalicelib.api.http import Api, caller, json_response, path_int, path_name
+from chalicelib.api.http import BODY_TYPES, Api, caller, json_response, path_int, path_name, raw_body
 from chalicelib.core.openapi import openapi_document
 from chalicelib.services.invoke import InvokeResult
 
 api = Api(__name__, "invoke", api_key)
 blueprint = api.blueprint
 
-BODY_TYPES = ["application/json", "text/csv", "image/png", "image/jpeg", "image/webp"]
 ERRORS = (400, 404, 406, 409, 413, 415, 502, 504)
 
 
 def _request() -> Request:
     return blueprint.current_request
-
-
-def _raw(request: Request) -> bytes:
-    raw = request.raw_body or b""
-    return raw.encode() if isinstance(raw, str) else raw
 
 
 def _invoke(name: str, version: int | None) -> Response:
@@ -37,7 +31,7 @@ def _invoke(name: str, version: int | None) -> Response:
         caller(request),
         path_name(name),
         version,
-        body=_raw(request),
+        body=raw_body(request),
         content_type=request.headers.get("content-type"),
         accept=request.headers.get("accept"),
     )

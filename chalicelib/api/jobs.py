@@ -8,20 +8,14 @@ from chalice.app import Request, Response
 
 from chalicelib.api.auth import api_key
 from chalicelib.api.deps import services
-from chalicelib.api.http import Api, caller, json_response, path_int, path_name
+from chalicelib.api.http import BODY_TYPES, Api, caller, json_response, path_int, path_name, raw_body
 from chalicelib.core.records import Job
 from chalicelib.services.jobs import JobView
 
 api = Api(__name__, "jobs", api_key)
 blueprint = api.blueprint
 
-BODY_TYPES = ["application/json", "text/csv", "image/png", "image/jpeg", "image/webp"]
 ERRORS = (400, 404, 406, 409, 413, 415)
-
-
-def _raw(request: Request) -> bytes:
-    raw = request.raw_body or b""
-    return raw.encode() if isinstance(raw, str) else raw
 
 
 def _query(request: Request, name: str) -> str | None:
@@ -45,7 +39,7 @@ def submit(request: Request, name: str, version: int | None) -> Response:
         caller(request),
         path_name(name),
         version,
-        body=_raw(request),
+        body=raw_body(request),
         content_type=request.headers.get("content-type"),
         accept=request.headers.get("accept"),
         webhook_url=_query(request, "webhook"),

@@ -15,7 +15,7 @@ from chalice.app import Request, Response
 
 from chalicelib.api.auth import api_key
 from chalicelib.api.deps import services
-from chalicelib.api.http import Api, caller, json_response, path_int, path_name
+from chalicelib.api.http import Api, caller, json_response, path_int, path_name, raw_body
 from chalicelib.core.errors import InvalidRequest, ModelportError, TooLarge
 from chalicelib.core.jsontext import JsonTextError, loads
 from chalicelib.core.wire import MAX_SYNC_PAYLOAD
@@ -127,8 +127,7 @@ def _infer(name: str, version: int | None) -> Response:
     who = caller(request)
     s = services()
     manifest = s.invoke.manifest(who, path_name(name), version)
-    raw = request.raw_body or b""
-    raw = raw.encode() if isinstance(raw, str) else raw
+    raw = raw_body(request)
     if len(raw) > MAX_SYNC_PAYLOAD:
         raise TooLarge(f"request body of {len(raw)} bytes is over Lambda's 6 MB synchronous limit")
     header_length = request.headers.get(HEADER.lower())

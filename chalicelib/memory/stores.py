@@ -479,13 +479,15 @@ class MemoryJobQueue:
     """The messages sent, in order (as the SQS adapter's bodies), with their delays."""
 
     def __init__(self) -> None:
-        self.sent: list[str] = []
         self.messages: list[tuple[dict[str, object], int]] = []
+
+    @property
+    def sent(self) -> list[str]:
+        """The jobs queued to run (not their webhooks' retries), in order."""
+        return [str(doc["job_id"]) for doc, _ in self.messages if "webhook_attempt" not in doc]
 
     def send(self, job_id: str, *, webhook_attempt: int = 0, delay_s: int = 0) -> None:
         doc: dict[str, object] = {"job_id": job_id}
         if webhook_attempt:
             doc["webhook_attempt"] = webhook_attempt
-        else:
-            self.sent.append(job_id)
         self.messages.append((doc, delay_s))

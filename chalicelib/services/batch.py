@@ -22,6 +22,7 @@ from typing import Any
 
 from chalicelib.core.config import SLUG
 from chalicelib.core.errors import ModelportError, NotFound, TooLarge, Unavailable
+from chalicelib.core.jsontext import JsonTextError, loads
 from chalicelib.core.ports import AccountStore, ArtifactStore, ModelStore
 from chalicelib.services.events import s3_records
 from chalicelib.services.invoke import InvokeService
@@ -114,7 +115,10 @@ class BatchService:
         if result.status >= 400:
             return _message(result.body)
         if result.content_type.startswith("application/json"):
-            line["result"] = json.loads(result.body)
+            try:
+                line["result"] = loads(result.body)
+            except JsonTextError as exc:
+                return f"the model's answer is not JSON it can be read as: {exc.message}"
         else:
             line["result"] = {"content_type": result.content_type, "bytes": len(result.body)}
         return None

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from chalicelib.core.errors import Conflict, ModelportError, NotFound, Unavailable
+from chalicelib.core.jsontext import JsonTextError, loads
 from chalicelib.core.ports import AccountStore, ArtifactStore, Clock, JobQueue, JobStore
 from chalicelib.core.records import JOB_TTL_S, Account, Job
 from chalicelib.core.wire import JSON, MAX_SYNC_PAYLOAD
@@ -138,7 +139,9 @@ class JobService:
         return job
 
     def get(self, caller: Account, job_id: str) -> JobView:
-        job = self._visible(caller, job_id)
+        return self._view(self._visible(caller, job_id))
+
+    def _view(self, job: Job) -> JobView:
         if job.result_key is None:
             return JobView(job)
         info = self.artifacts.head(job.result_key)
@@ -151,8 +154,9 @@ class JobService:
             path = Path(tmp) / "result"
             self.artifacts.download(job.result_key, path, max_bytes=INLINE_RESULT_BYTES)
             data = path.read_bytes()
-        if (job.result_type or "").startswith(JSON):
-            result["body"] = json.loads(data)
+        parsed = _json_or_none(data) if (job.result_type or "").startswith(JSON) else None
+        if parsed is not None:
+            result["body"] = parsed
         elif (job.result_type or "").startswith("text/"):
             result["body"] = data.decode("utf-8", errors="replace")
         else:
@@ -204,7 +208,7 @@ class JobService:
         if job.webhook_url is None or job.webhook_status != "PENDING" or job.webhook_attempts >= attempt:
             return None  # none asked for, done already, or this attempt ran (a duplicate message)
         body = json.dumps(
-            {"type": "job.completed", "timestamp": self.clock(), "data": self.get_as_owner(job)}
+            {"type": "job.completed", "timestamp": self.clock(), "data": self._view(job).document()}
         )
         secret = self.accounts.webhook_secret(job.account_id, webhooks.new_secret())
         headers = webhooks.signed_headers(secret, job.job_id, body)
@@ -231,11 +235,6 @@ class JobService:
                 job.job_id, webhook_attempt=attempt + 1, delay_s=webhooks.RETRY_DELAYS_S[attempt - 1]
             )
         return saved
-
-    def get_as_owner(self, job: Job) -> dict[str, Any]:
-        """The document ``GET /v1/jobs/{id}`` gives the job's account."""
-        account = Account(account_id=job.account_id, name="", created_at=job.created_at)
-        return self.get(account, job.job_id).document()
 
     def run(self, job_id: str) -> Job | None:
         """Run a queued job (the jobs queue's handler); None when there is nothing to do."""
@@ -284,10 +283,9 @@ class JobService:
         )
         if ended.webhook_url is not None:
             try:
-                self.notify(ended.job_id, 1)
+                return self.notify(ended.job_id, 1) or ended
             except ModelportError:  # the store did not answer: the job stands, its webhook goes unsent
                 log.warning("job %s: its webhook could not be sent", ended.job_id, exc_info=True)
-            return self.jobs.get(ended.job_id)
         return ended
 
     def _visible(self, caller: Account, job_id: str) -> Job:
@@ -300,6 +298,14 @@ class JobService:
         if job.account_id != caller.account_id and not caller.is_admin:
             raise NotFound(f"no job {job_id!r}")
         return job
+
+
+def _json_or_none(data: bytes) -> Any:
+    """A model's JSON answer, parsed as any untrusted text is (nesting bounded); None if it is not JSON."""
+    try:
+        return loads(data)
+    except JsonTextError:
+        return None
 
 
 def _epoch(iso: str) -> int:

@@ -15,7 +15,7 @@ import struct
 from typing import Any
 
 from chalicelib.core.errors import InvalidRequest
-from chalicelib.core.jsontext import JsonTextError, loads, short
+from chalicelib.core.jsontext import MAX_DEPTH, JsonTextError, loads, short
 
 HEADER = "Inference-Header-Content-Length"
 FIXED: dict[str, str] = {
@@ -67,8 +67,15 @@ def decode_request(body: bytes, header_length: str) -> dict[str, Any]:
 
 def _count(tensor: dict[str, Any], i: int) -> int:
     shape = tensor.get("shape")
-    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
-        raise _bad(f"input {i}: shape must be a list of non-negative integers", f"/inputs/{i}/shape")
+    if (
+        not isinstance(shape, list)
+        or len(shape) > MAX_DEPTH  # before math.prod: a million huge dimensions is a bignum's worth of CPU
+        or not all(type(d) is int and d >= 0 for d in shape)
+    ):
+        raise _bad(
+            f"input {i}: shape must be a list of at most {MAX_DEPTH} non-negative integers",
+            f"/inputs/{i}/shape",
+        )
     return math.prod(shape)
 
 

@@ -3,46 +3,22 @@ list, cancel; per account; a bad request refused before it is queued; the runner
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from chalice.test import Client
 
-from app import app
-from chalicelib import wiring
 from chalicelib.api.deps import services
 from chalicelib.core.errors import Unavailable
-from chalicelib.memory.stores import MemoryInvoker, MemoryJobQueue
 from chalicelib.services import jobs as jobs_module
-from chalicelib.settings import Settings
-from tests.support import ADMIN_KEY, ROOT, Api, bundle, deploy, new_account
-from tests.unit.test_invoke_api import RECORD, FakeIris
+from tests.unit import test_invoke_api
+from tests.unit.test_invoke_api import RECORD
 
-
-@pytest.fixture
-def world() -> Iterator[dict[str, Any]]:
-    container = wiring.memory_container(Settings(admin_key=ADMIN_KEY))
-    wiring.override(container)
-    fake = FakeIris()
-    assert isinstance(container.invoker, MemoryInvoker)
-    container.invoker.register("modelport-iris", fake)
-    with Client(app) as client:
-        admin = Api(client, ADMIN_KEY)
-        alice, _ = new_account(admin, "alice")
-        bob, _ = new_account(admin, "bob")
-        config = (
-            (ROOT / "examples/iris-onnx/modelport.yaml").read_text().replace("name: iris-onnx", "name: iris")
-        )
-        assert deploy(container, alice, "iris", bundle(config=config))["deployment"].state == "READY"
-        assert isinstance(container.job_queue, MemoryJobQueue)
-        yield {"alice": alice, "bob": bob, "fake": fake, "queue": container.job_queue, "container": container}
-    wiring.override(None)
+world = test_invoke_api.world  # the fixture: the memory container, iris deployed on a fake function
 
 
 def run_queued(world: dict[str, Any]) -> None:
     """What the jobs queue's runner does with each message."""
-    for job_id in world["queue"].sent:
+    for job_id in world["container"].job_queue.sent:
         services().jobs.handle_message(f'{{"job_id": "{job_id}"}}')
 
 
@@ -78,7 +54,7 @@ def test_prefer_respond_async_on_invoke_answers_the_same_202(world: dict[str, An
 
 def test_a_bad_request_is_refused_before_it_is_queued(world: dict[str, Any]) -> None:
     r = world["alice"].call("POST", "/v1/models/iris/jobs", {"records": [{"sepal_length": "long"}]})
-    assert r.status_code == 400 and world["queue"].sent == []
+    assert r.status_code == 400 and world["container"].job_queue.sent == []
     assert world["alice"].call("POST", "/v1/models/nope/jobs", {"records": [RECORD]}).status_code == 404
 
 

@@ -118,7 +118,7 @@ def test_a_failing_receiver_gets_retries_with_backoff_then_the_webhook_fails(
     receiver.status = 500
     job_id = submit(world, receiver.url)
     run_queued(world)
-    queue = world["queue"]
+    queue = world["container"].job_queue
     for _ in range(10):  # deliver each queued retry, as SQS would after its delay
         retries = [(doc, delay) for doc, delay in queue.messages if doc.get("webhook_attempt")]
         queue.messages.clear()
@@ -138,7 +138,10 @@ def test_the_retry_delays_grow(world: dict[str, Any], receiver: Receiver) -> Non
     receiver.status = 503
     submit(world, receiver.url)
     run_queued(world)
-    assert [(d.get("webhook_attempt"), delay) for d, delay in world["queue"].messages][-1] == (2, 5)
+    assert [(d.get("webhook_attempt"), delay) for d, delay in world["container"].job_queue.messages][-1] == (
+        2,
+        5,
+    )
 
 
 def test_a_callback_to_the_metadata_service_is_refused_at_submit(world: dict[str, Any]) -> None:
@@ -146,7 +149,7 @@ def test_a_callback_to_the_metadata_service_is_refused_at_submit(world: dict[str
         "POST", "/v1/models/iris/jobs?webhook=http://169.254.169.254/", {"records": [RECORD]}
     )
     assert r.status_code == 400 and "link-local" in r.json_body["message"]
-    assert world["queue"].sent == []
+    assert world["container"].job_queue.sent == []
 
 
 def test_a_name_that_resolves_to_loopback_is_refused_off_the_local_stack() -> None:
