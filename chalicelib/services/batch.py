@@ -73,28 +73,31 @@ class BatchService:
         if done is not None and done.get("etag") == etag:
             return None  # this very object was done already: a repeated event
         began = time.monotonic()
-        lines, ok, failed = [], 0, 0
-        try:
-            owner = self.accounts.get_account(self.models.get_model(model).owner)
-            for i, (body, content_type, problem) in enumerate(self._requests(key)):
-                if i >= MAX_ROWS:
-                    raise TooLarge(f"{key} has more than {MAX_ROWS} rows")
-                line: dict[str, Any] = {"row": i}
-                if problem is None:
-                    problem = self._infer(owner, model, body, content_type, line)
-                if problem is not None:
-                    line["error"] = problem
-                    failed += 1
-                else:
-                    ok += 1
-                lines.append(json.dumps(line, separators=(",", ":")))
-            error = None
-        except Unavailable:
-            raise  # the queue redelivers; nothing was written
-        except ModelportError as exc:
-            error = str(exc)
-        if error is None:
-            self.data.put(results_key, ("\n".join(lines) + "\n" if lines else "").encode())
+        ok = failed = 0
+        with tempfile.TemporaryDirectory() as tmp:
+            results = Path(tmp) / "results.jsonl"  # rows go to disk as they come, not into memory
+            try:
+                owner = self.accounts.get_account(self.models.get_model(model).owner)
+                with results.open("w", encoding="utf-8") as out:
+                    for i, (body, content_type, problem) in enumerate(self._requests(key)):
+                        if i >= MAX_ROWS:
+                            raise TooLarge(f"{key} has more than {MAX_ROWS} rows")
+                        line: dict[str, Any] = {"row": i}
+                        if problem is None:
+                            problem = self._infer(owner, model, body, content_type, line)
+                        if problem is not None:
+                            line["error"] = problem
+                            failed += 1
+                        else:
+                            ok += 1
+                        out.write(json.dumps(line, separators=(",", ":")) + "\n")
+                error = None
+            except Unavailable:
+                raise  # the queue redelivers; nothing was written
+            except ModelportError as exc:
+                error = str(exc)
+            if error is None:
+                self.data.upload(results_key, results)
         summary = {
             "input": key, "etag": etag, "model": model, "output": results_key if error is None else None,
             "rows": ok + failed, "succeeded": ok, "failed": failed, "error": error,
