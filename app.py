@@ -9,7 +9,8 @@ from chalicelib.api import accounts, auth, invoke, jobs, models, oip
 from chalicelib.api.deps import services
 from chalicelib.api.http import Api, control_plane_openapi, json_response
 from chalicelib.core.config_file import config_json_schema, manifest_json_schema
-from chalicelib.core.errors import NotFound
+from chalicelib.core.errors import ConfigError, NotFound
+from chalicelib.services.messages import received
 
 app = Chalice(app_name="modelport")
 app.register_blueprint(auth.blueprint)
@@ -56,6 +57,16 @@ def on_job(event: SQSEvent) -> None:
     """The job runner: each message names a queued job (``JobService.run``)."""
     for record in event:
         services().jobs.handle_message(record.body)
+
+
+@app.on_sqs_message(queue="modelport-invocations", batch_size=1)
+def on_invocation(event: SQSEvent) -> None:
+    """Message-driven invocations: each message a job, its completion a reply (``services/messages``)."""
+    messages = services().messages
+    if messages is None:
+        raise ConfigError("this deployment has no outbox for message-driven invocations")
+    for record in event:
+        messages.handle(received(record.to_dict()))
 
 
 @app.on_sqs_message(queue="modelport-deploy-dlq", batch_size=1)

@@ -292,18 +292,58 @@ def invoke(
     webhook: str | None = None,
 ) -> Response:
     """``respond_async``: ask for a job (``Prefer: respond-async``): a 202 whose Location is the job;
-    ``webhook``: the URL its completion is POSTed to (signed)."""
-    path = f"/v1/models/{name}/invoke" if version is None else f"/v1/models/{name}/versions/{version}/invoke"
-    if webhook is not None:
-        from urllib.parse import quote
+    ``webhook``: the URL its completion is POSTed to (signed). A body past ``UPLOAD_FROM_BYTES`` is
+    uploaded first and sent by reference; an answer past the API's limit (a 303) is fetched from where
+    it was stored."""
+    from urllib.parse import quote, urlencode
 
-        path += "?webhook=" + quote(webhook, safe="")
+    path = f"/v1/models/{name}/invoke" if version is None else f"/v1/models/{name}/versions/{version}/invoke"
+    query = {}
+    if webhook is not None:
+        query["webhook"] = webhook
+    if len(body) > UPLOAD_FROM_BYTES:
+        query["input_url"], body = upload_input(client, body), b""
+    if query:
+        path += "?" + urlencode(query, quote_via=quote, safe="")
     headers = {"Content-Type": content_type}
     if accept:
         headers["Accept"] = accept
     if respond_async:
         headers["Prefer"] = "respond-async"
-    return client.request("POST", path, body, headers)
+    answer = client.request("POST", path, body, headers)
+    if answer.status == 303:
+        return fetch(answer.headers["location"])
+    return answer
+
+
+UPLOAD_FROM_BYTES = 5 * 1024 * 1024
+"""A request body larger than this goes by reference (API Gateway takes 10 MB, a Lambda event 6 MB)."""
+
+
+def upload_input(client: Client, data: bytes) -> str:
+    """Upload ``data`` (up to 1 GiB) for a request by reference; its ``input_url``."""
+    doc = client.json("POST", "/v1/uploads")
+    if len(data) > int(doc["max_bytes"]):
+        raise ModelportError(f"the input is {len(data)} bytes, over the {doc['max_bytes']} an upload takes")
+    post_form(doc["upload"]["url"], doc["upload"]["fields"], data)
+    return str(doc["input_url"])
+
+
+def fetch(url: str, timeout_s: float = 300.0) -> Response:
+    """GET a presigned URL (a stored answer), without the API's credentials."""
+    parts = urlsplit(url)
+    conn = _open(url, timeout_s)
+    try:
+        conn.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""))
+        answer = conn.getresponse()
+        data = answer.read()
+    except OSError as exc:
+        raise ModelportError(f"the stored answer at {parts.netloc} could not be read: {exc}") from None
+    finally:
+        conn.close()
+    if answer.status >= 300:
+        raise ModelportError(f"the stored answer could not be read ({answer.status})")
+    return Response(200, {k.lower(): v for k, v in answer.getheaders()}, data)
 
 
 def follow_job(

@@ -43,6 +43,8 @@ class Settings:
     data_bucket: str = "modelport-data"
     deploy_queue: str = "modelport-deploy"
     jobs_queue: str = "modelport-jobs"
+    invocations_queue: str = "modelport-invocations"
+    """Message-driven invocations (``services/messages.py``); its dead letters: ``<name>-dlq``."""
     max_bundle_bytes: int = 512 * 1024 * 1024
     upload_expires_s: int = 900
     admin_key: str | None = field(default=None, repr=False)
@@ -149,6 +151,7 @@ class Settings:
             data_bucket=get("data_bucket", defaults.data_bucket),
             deploy_queue=get("deploy_queue", defaults.deploy_queue),
             jobs_queue=get("jobs_queue", defaults.jobs_queue),
+            invocations_queue=get("invocations_queue", defaults.invocations_queue),
             max_bundle_bytes=int(get("max_bundle_bytes", defaults.max_bundle_bytes)),
             upload_expires_s=int(get("upload_expires_s", defaults.upload_expires_s)),
             admin_key=get("admin_key", None),

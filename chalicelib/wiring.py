@@ -25,6 +25,7 @@ from chalicelib.core.ports import (
     JobQueue,
     JobStore,
     ModelStore,
+    Outbox,
     RepositoryHost,
     RetryQueue,
     Sandbox,
@@ -54,6 +55,8 @@ class Container:
     admin_key: SecretSource | None = None
     """Where the bootstrap admin key is read; only the API's authorizer reads it (``AccountService``)."""
     sandbox: Sandbox = field(default_factory=lambda: _no_sandbox())
+    outbox: Outbox | None = None
+    """Where message-driven invocations answer (reply queues, buses) and their dead letters go."""
     retries: RetryQueue | None = None
     """Where an SQS handler shortens a failed message's way back (the deploy worker)."""
     shared_stages: bool = False
@@ -172,6 +175,7 @@ def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
     )
     from chalicelib.aws.invoke import LambdaInvoker
     from chalicelib.aws.jobs_queue import SqsJobQueue
+    from chalicelib.aws.outbox import AwsOutbox
     from chalicelib.aws.s3 import S3ArtifactStore
     from chalicelib.aws.sqs import SqsRetryQueue
     from chalicelib.memory.secrets import MemorySecret
@@ -239,6 +243,11 @@ def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
         admin_key=admin_key,
         sandbox=_sandbox(settings, images, lambda_client, s3),
         retries=SqsRetryQueue(sqs_client),
+        outbox=AwsOutbox(
+            sqs_client,
+            session.client("events", endpoint_url=settings.endpoint_url, config=quick),
+            f"{settings.invocations_queue}-dlq",
+        ),
         shared_stages=settings.image_builder in ("docker", "oci", "process"),  # they build steps images
     )
 
@@ -256,6 +265,7 @@ def memory_container(settings: Settings | None = None, clock: Clock = utc_now) -
         MemoryJobQueue,
         MemoryJobStore,
         MemoryModelStore,
+        MemoryOutbox,
         MemoryRetryQueue,
     )
 
@@ -276,6 +286,7 @@ def memory_container(settings: Settings | None = None, clock: Clock = utc_now) -
         jobs=MemoryJobStore(),
         job_queue=MemoryJobQueue(),
         retries=MemoryRetryQueue(),
+        outbox=MemoryOutbox(),
         admin_key=MemorySecret(settings.admin_key, "MODELPORT_ADMIN_KEY") if settings.admin_key else None,
     )
 

@@ -15,7 +15,9 @@ from chalicelib.services.batch import BatchService
 from chalicelib.services.deployments import DeploymentService
 from chalicelib.services.invoke import InvokeService
 from chalicelib.services.jobs import JobService
+from chalicelib.services.messages import InvocationMessages
 from chalicelib.services.models import ModelService
+from chalicelib.services.payloads import Payloads
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,8 @@ class Services:
     deployments: DeploymentService
     invoke: InvokeService
     jobs: JobService
+    messages: InvocationMessages | None
+    """None: this container has no outbox (so no invocations queue)."""
 
 
 _lock = threading.Lock()
@@ -60,21 +64,24 @@ def _build(c: wiring.Container) -> Services:
         upload_expires_s=c.settings.upload_expires_s,
         functions=c.functions,
     )
-    invoke = InvokeService(models, c.invoker, cache_s=c.settings.cache_ttl_s)
+    payloads = Payloads(c.data, c.settings.data_bucket)
+    jobs = JobService(
+        InvokeService(models, c.invoker, cache_s=c.settings.cache_ttl_s, payloads=payloads),
+        c.jobs,
+        c.accounts,
+        c.data,
+        c.job_queue,
+        c.clock,
+        allow_loopback_webhooks=c.settings.stage == "local",
+        outbox=c.outbox,
+    )
+    jobs.batch = BatchService(jobs.invoke, c.models, c.accounts, c.data)
     return Services(
         container=c,
         accounts=accounts,
         models=models,
         deployments=wiring.deployment_service(c),
-        invoke=invoke,
-        jobs=JobService(
-            invoke,
-            c.jobs,
-            c.accounts,
-            c.artifacts,
-            c.job_queue,
-            c.clock,
-            allow_loopback_webhooks=c.settings.stage == "local",
-            batch=BatchService(invoke, c.models, c.accounts, c.data),
-        ),
+        invoke=jobs.invoke,
+        jobs=jobs,
+        messages=InvocationMessages(jobs, accounts, c.outbox) if c.outbox is not None else None,
     )

@@ -181,6 +181,12 @@ def caller(request: Request) -> Account:
     return Account.model_validate_json(context["account"])
 
 
+def query_param(request: Request, name: str) -> str | None:
+    params = request.query_params
+    value = params.get(name) if params is not None else None
+    return value if isinstance(value, str) else None
+
+
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     if isinstance(data, BaseModel):
         data = data.model_dump(mode="json")

@@ -7,14 +7,24 @@ from chalice.app import Request, Response
 
 from chalicelib.api.auth import api_key
 from chalicelib.api.deps import services
-from chalicelib.api.http import BODY_TYPES, Api, caller, json_response, path_int, path_name, raw_body
+from chalicelib.api.http import (
+    BODY_TYPES,
+    Api,
+    caller,
+    json_response,
+    path_int,
+    path_name,
+    query_param,
+    raw_body,
+)
+from chalicelib.core.errors import InvalidRequest
 from chalicelib.core.openapi import openapi_document
 from chalicelib.services.invoke import InvokeResult
 
 api = Api(__name__, "invoke", api_key)
 blueprint = api.blueprint
 
-ERRORS = (400, 404, 406, 409, 413, 415, 502, 504)
+ERRORS = (303, 400, 404, 406, 409, 413, 415, 502, 504)
 
 
 def _request() -> Request:
@@ -27,18 +37,29 @@ def _invoke(name: str, version: int | None) -> Response:
         from chalicelib.api.jobs import submit
 
         return submit(request, name, version)
-    result = services().invoke.invoke(
-        caller(request),
+    s, who = services(), caller(request)
+    input_url = query_param(request, "input_url")
+    reference = None
+    body = raw_body(request)
+    if isinstance(input_url, str):
+        if s.invoke.payloads is None or body:
+            raise InvalidRequest("send either a body or an input_url (of this deployment's data bucket)")
+        reference = s.invoke.payloads.resolve(who, input_url)
+    result = s.invoke.invoke(
+        who,
         path_name(name),
         version,
-        body=raw_body(request),
+        body=body,
         content_type=request.headers.get("content-type"),
         accept=request.headers.get("accept"),
+        reference=reference,
     )
     return _response(result)
 
 
 def _response(result: InvokeResult) -> Response:
+    if result.stored_url is not None:  # past the 6 MB an answer carries: where it is (RFC 9110 15.4.4)
+        return stored_response(result)
     body: bytes | str = result.body
     if result.content_type in ("application/json", "text/csv") or result.content_type.startswith("text/"):
         body = result.body.decode()
@@ -47,6 +68,19 @@ def _response(result: InvokeResult) -> Response:
         status_code=result.status,
         headers={"Content-Type": result.content_type, **result.headers},
     )
+
+
+def stored_response(result: InvokeResult) -> Response:
+    """303 See Other to the stored answer; HTTP clients follow it (without the caller's credentials, as
+    the URL is for another host), others read the document."""
+    assert result.stored_url is not None
+    doc = {
+        "status": result.status,
+        "content_type": result.content_type,
+        "size_bytes": result.size_bytes,
+        "url": result.stored_url,
+    }
+    return json_response(doc, status=303, headers={"Location": result.stored_url, **result.headers})
 
 
 @api.route(

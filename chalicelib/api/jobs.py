@@ -1,6 +1,7 @@
 """Asynchronous jobs: submit (``POST /v1/models/{name}/jobs``, or ``Prefer: respond-async`` on an invoke
-route; ``?webhook=URL`` to be called when it ends), follow (``GET /v1/jobs/{id}``), list, cancel a queued
-one (``DELETE``); the account's webhook secret."""
+route; ``?webhook=URL`` to be called when it ends; ``?input_url=s3://...`` for an upload made with
+``POST /v1/uploads``, up to 1 GiB), follow (``GET /v1/jobs/{id}``), list, cancel a queued one
+(``DELETE``); the account's webhook secret."""
 
 from __future__ import annotations
 
@@ -8,7 +9,17 @@ from chalice.app import Request, Response
 
 from chalicelib.api.auth import api_key
 from chalicelib.api.deps import services
-from chalicelib.api.http import BODY_TYPES, Api, caller, json_response, path_int, path_name, raw_body
+from chalicelib.api.http import (
+    BODY_TYPES,
+    Api,
+    caller,
+    json_response,
+    path_int,
+    path_name,
+    query_param,
+    raw_body,
+)
+from chalicelib.core.errors import InvalidRequest
 from chalicelib.core.records import Job
 from chalicelib.services.jobs import JobView
 
@@ -16,12 +27,6 @@ api = Api(__name__, "jobs", api_key)
 blueprint = api.blueprint
 
 ERRORS = (400, 404, 406, 409, 413, 415)
-
-
-def _query(request: Request, name: str) -> str | None:
-    params = request.query_params
-    value = params.get(name) if params is not None else None
-    return value if isinstance(value, str) else None
 
 
 def accepted(job: Job) -> Response:
@@ -42,9 +47,21 @@ def submit(request: Request, name: str, version: int | None) -> Response:
         body=raw_body(request),
         content_type=request.headers.get("content-type"),
         accept=request.headers.get("accept"),
-        webhook_url=_query(request, "webhook"),
+        webhook_url=query_param(request, "webhook"),
+        input_url=query_param(request, "input_url"),
     )
     return accepted(job)
+
+
+@api.route(
+    "/v1/uploads", "POST", summary="A presigned upload for an input past the API's limits (to ?input_url=)",
+    status=201, errors=(400,),
+)  # fmt: skip
+def new_upload() -> Response:
+    s = services()
+    if s.invoke.payloads is None:
+        raise InvalidRequest("this deployment takes no inputs by reference")
+    return json_response(s.invoke.payloads.new_upload(caller(blueprint.current_request)), status=201)
 
 
 @api.route(

@@ -16,7 +16,7 @@ from chalice.app import Request, Response
 from chalicelib.api.auth import api_key
 from chalicelib.api.deps import services
 from chalicelib.api.http import Api, caller, json_response, path_int, path_name, raw_body
-from chalicelib.core.errors import InvalidRequest, ModelportError, TooLarge
+from chalicelib.core.errors import InvalidRequest, ModelportError, ResponseTooLarge, TooLarge
 from chalicelib.core.jsontext import JsonTextError, loads
 from chalicelib.core.wire import MAX_SYNC_PAYLOAD
 from chalicelib.services.oip import request_id, to_oip_response, to_public_request
@@ -152,6 +152,11 @@ def _infer(name: str, version: int | None) -> Response:
         content_type="application/json",
         accept="application/json",
     )
+    if result.stored_url is not None:  # the v2 protocol has no answer by reference
+        raise ResponseTooLarge(
+            f"the model's answer is {result.size_bytes} bytes, past what one response carries",
+            hint="ask for fewer outputs, or call /v1/models/{name}/invoke, which answers 303 to it",
+        )
     if result.status != 200:
         message = result.body.decode(errors="replace")
         with contextlib.suppress(ValueError, AttributeError):

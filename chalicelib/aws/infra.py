@@ -114,6 +114,23 @@ def create_infrastructure(
         s3, settings.data_bucket, jobs_arn, sleep, prefix=BATCH_PREFIX, name="modelport-batch-input"
     )
 
+    invocations_dlq = sqs.create_queue(
+        QueueName=f"{settings.invocations_queue}-dlq",
+        Attributes={"MessageRetentionPeriod": str(DLQ_RETENTION_S)},
+    )["QueueUrl"]
+    invocations_url = sqs.create_queue(
+        QueueName=settings.invocations_queue,
+        Attributes={
+            "VisibilityTimeout": str(JOBS_VISIBILITY_TIMEOUT_S),
+            "RedrivePolicy": json.dumps(  # a backstop: the handler dead-letters with the reason itself
+                {
+                    "deadLetterTargetArn": _queue_arn(sqs, invocations_dlq),
+                    "maxReceiveCount": MAX_RECEIVE_COUNT,
+                }
+            ),
+        },
+    )["QueueUrl"]
+
     outputs = {field: name for (field, _), (name, _) in zip(_TABLES, tables, strict=True)}
     outputs.update(
         bundle_bucket=bucket,
@@ -124,6 +141,9 @@ def create_infrastructure(
         deploy_dlq_arn=dlq_arn,
         jobs_queue_url=str(jobs_url),
         jobs_queue_arn=jobs_arn,
+        invocations_queue_url=str(invocations_url),
+        invocations_queue_arn=_queue_arn(sqs, invocations_url),
+        invocations_dlq_url=str(invocations_dlq),
         data_bucket=settings.data_bucket,
     )
     return outputs
@@ -148,7 +168,8 @@ def destroy_infrastructure(settings: Settings, session: Any | None = None) -> No
         except ClientError as err:
             if _code(err) != "NoSuchBucket":
                 raise
-    for name in (settings.deploy_queue, settings.jobs_queue, dlq_name(settings)):
+    queues = (settings.invocations_queue, f"{settings.invocations_queue}-dlq")
+    for name in (settings.deploy_queue, settings.jobs_queue, dlq_name(settings), *queues):
         try:
             sqs.delete_queue(QueueUrl=sqs.get_queue_url(QueueName=name)["QueueUrl"])
         except ClientError as err:

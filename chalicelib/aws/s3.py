@@ -60,6 +60,13 @@ class S3ArtifactStore:
             )
         )
 
+    def presign_put(self, key: str, *, expires_in: int) -> str:
+        return str(
+            self.client.generate_presigned_url(
+                "put_object", Params={"Bucket": self.bucket, "Key": check_key(key)}, ExpiresIn=expires_in
+            )
+        )
+
     def head(self, key: str) -> ObjectInfo:
         try:
             response = self.client.head_object(Bucket=self.bucket, Key=check_key(key))

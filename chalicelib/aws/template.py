@@ -30,6 +30,7 @@ from chalicelib.aws.infra import (
     table_definition,
 )
 from chalicelib.core.errors import ConfigError
+from chalicelib.core.records import JOB_TTL_S
 from chalicelib.settings import REVOCATION_WINDOW_S, Settings, settings_env
 
 MODEL_PREFIX = "modelport-"
@@ -371,6 +372,24 @@ def _queues(settings: Settings, bucket: str) -> dict[str, Any]:
                 },
             },
         },
+        "InvocationsDeadLetterQueue": {
+            "Type": "AWS::SQS::Queue",
+            "Properties": {
+                "QueueName": _checked("queue", f"{settings.invocations_queue}-dlq"),
+                "MessageRetentionPeriod": DLQ_RETENTION_S,
+            },
+        },
+        "InvocationsQueue": {  # message-driven invocations (Chalice's on_invocation consumes it)
+            "Type": "AWS::SQS::Queue",
+            "Properties": {
+                "QueueName": _checked("queue", settings.invocations_queue),
+                "VisibilityTimeout": JOBS_VISIBILITY_TIMEOUT_S,
+                "RedrivePolicy": {
+                    "deadLetterTargetArn": {"Fn::GetAtt": ["InvocationsDeadLetterQueue", "Arn"]},
+                    "maxReceiveCount": MAX_RECEIVE_COUNT,
+                },
+            },
+        },
         "DeployQueuePolicy": {  # as infra._queue_policy: only our bucket, in our account
             "Type": "AWS::SQS::QueuePolicy",
             "Properties": {
@@ -452,11 +471,29 @@ def _worker(settings: Settings) -> dict[str, Any]:
     }
 
 
+DATA_EXPIRY_DAYS = {"spill/": 1, "uploads/": 2, "jobs/": JOB_TTL_S // 86400}
+"""Payloads by reference live a request; uploads a day or two; a job's objects as long as its record."""
+
+
+def _data_lifecycle() -> list[dict[str, Any]]:
+    return [
+        {
+            "Id": "expire-" + prefix.rstrip("/"),
+            "Status": "Enabled",
+            "Prefix": prefix,
+            "ExpirationInDays": days,
+            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+        }
+        for prefix, days in DATA_EXPIRY_DAYS.items()
+    ]
+
+
 def _data_resources(settings: Settings) -> dict[str, Any]:
     """The data bucket (batch ``inputs/`` notify the jobs queue) and the jobs queue's policy for it."""
     resources: dict[str, Any] = {}
     resources["DataBucket"] = _bucket(
         _checked("bucket", settings.data_bucket),
+        LifecycleConfiguration={"Rules": _data_lifecycle()},
         NotificationConfiguration={
             "QueueConfigurations": [
                 {
@@ -549,6 +586,10 @@ def stack_template(settings: Settings) -> dict[str, Any]:
                 "Value": {"Ref": "DataBucket"},
             },
             "ArtifactBucket": {"Value": {"Ref": "ArtifactBucket"}},
+            "InvocationsQueue": {
+                "Description": "Send {model, input | input_url, reply_to?} with an Authorization attribute",
+                "Value": {"Ref": "InvocationsQueue"},
+            },
             "WorkerRepositoryUri": {"Value": {"Fn::GetAtt": ["WorkerRepository", "RepositoryUri"]}},
         },
     }

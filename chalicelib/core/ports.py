@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from chalicelib.core.config_file import ContainerAssociation, DeployedFunctions, ModelConfigFile
 from chalicelib.core.native import NativeContract
@@ -160,6 +160,9 @@ class ArtifactStore(Protocol):
     def presign_download(self, key: str, *, expires_in: int) -> str:
         """A URL that GETs the object for ``expires_in`` seconds, with no other credential."""
 
+    def presign_put(self, key: str, *, expires_in: int) -> str:
+        """A URL that PUTs the object for ``expires_in`` seconds (a model's function stores its answer)."""
+
     def download(self, key: str, dest: Path, *, max_bytes: int) -> ObjectInfo:
         """Stream to ``dest``; ``TooLarge`` past ``max_bytes``."""
 
@@ -197,6 +200,15 @@ class JobQueue(Protocol):
     webhook its next attempt (``webhook_attempt``, ``delay_s`` later: SQS delays up to 900 s)."""
 
     def send(self, job_id: str, *, webhook_attempt: int = 0, delay_s: int = 0) -> None: ...
+
+
+class Outbox(Protocol):
+    """Where message-driven invocations answer: a completion to the ``reply_to`` a message named (an SQS
+    queue or an EventBridge bus), a message that cannot be processed to the dead-letter queue."""
+
+    def reply(self, target: str, detail_type: str, detail: dict[str, Any]) -> None: ...
+
+    def dead_letter(self, message_id: str, body: str, reason: str) -> None: ...
 
 
 class RetryQueue(Protocol):

@@ -132,7 +132,7 @@ JOB_TTL_S = 7 * 24 * 3600
 
 class Job(Frozen):
     """An asynchronous invocation by an account: QUEUED -> RUNNING -> SUCCEEDED | FAILED (or CANCELLED
-    while queued). Its request and its answer are objects in the bundle bucket, not in the record."""
+    while queued). Its request and its answer are objects in the data bucket, not in the record."""
 
     job_id: str
     account_id: str
@@ -140,6 +140,7 @@ class Job(Frozen):
     version: int
     status: JobStatus
     input_key: str = Field(description="the request body's object key")
+    input_bytes: int | None = Field(default=None, description="its size (None: a record made before sizes)")
     content_type: str
     accept: str
     created_at: str
@@ -150,6 +151,8 @@ class Job(Frozen):
     result_status: int | None = Field(default=None, description="the HTTP status the answer has")
     error: str | None = None
     webhook_url: str | None = None
+    reply_to: str | None = Field(default=None, description="where a message-driven job's completion goes")
+    message_id: str | None = Field(default=None, description="the queue message a job came from")
     webhook_status: Literal["PENDING", "DELIVERED", "FAILED"] | None = None
     webhook_attempts: int = 0
     webhook_error: str | None = None

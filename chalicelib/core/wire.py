@@ -15,6 +15,10 @@ from typing import Any, Literal, NotRequired, TypedDict
 
 MAX_SYNC_PAYLOAD = 6 * 1024 * 1024
 """Lambda's limit for a synchronous invocation, its event and its answer alike."""
+MAX_STATE_PAYLOAD = 256 * 1024
+"""Step Functions' limit for a state's input or output: what a chained pipeline carries per hop."""
+MAX_REFERENCE_BYTES = 1024**3
+"""The largest input a request may pass by reference (``body_url``): a job's, a batch file's."""
 JSON = "application/json"
 TEXT_TYPES = (JSON, "text/csv")
 """Media types an event carries as UTF-8 text; any other body travels base64-encoded."""
@@ -34,6 +38,31 @@ class InvocationEvent(TypedDict):
     """A bare media type; absent: the first the model takes."""
     accept: NotRequired[str]
     """An Accept header, or the media type the control plane already chose; absent: anything."""
+    body_url: NotRequired[str]
+    """The body is the object at this URL (its raw bytes; ``body`` is empty): an input past the event's
+    limit, uploaded beforehand. ``body_bytes`` is its size."""
+    body_bytes: NotRequired[int]
+    spill: NotRequired[Spill]
+    """Where what would not fit goes: the answer, and in a chain the documents between stages."""
+
+
+class Handoff(TypedDict):
+    """A presigned pair for one hop of a chain: the stage before PUTs, the stage after GETs."""
+
+    put: str
+    get: str
+
+
+class Spill(TypedDict):
+    """Presigned URLs for payloads past a limit (docs/runtime.md, "Payloads by reference").
+
+    An answer (or, in a chain, an intermediate document) larger than ``limit`` bytes is PUT to ``reply``
+    (or to ``handoff[next stage].put``) and answered by a stub: ``body_stored`` (its bytes) in a reply,
+    ``stored`` (the GET URL) in an intermediate document. The control plane makes the URLs per request."""
+
+    limit: int
+    reply: str
+    handoff: NotRequired[dict[str, Handoff]]
 
 
 class InvocationReply(TypedDict):
@@ -46,6 +75,8 @@ class InvocationReply(TypedDict):
     timings: NotRequired[dict[str, float]]
     """``{stage_ms: milliseconds}``: ``decode_ms`` ... ``encode_ms``, ``init_ms`` on a cold start, then
     each step's own (``pre.tabular_ms``)."""
+    body_stored: NotRequired[int]
+    """The body (this many bytes, raw) went to the event's ``spill.reply``; ``body`` is empty."""
 
 
 class ErrorDocument(TypedDict):

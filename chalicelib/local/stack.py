@@ -327,11 +327,17 @@ class LocalStack:
                 QueueMapping(
                     self.outputs["jobs_queue_url"], self.outputs["jobs_queue_arn"], app.on_job, "on_job",
                 ),
+                QueueMapping(
+                    self.outputs["invocations_queue_url"], self.outputs["invocations_queue_arn"],
+                    app.on_invocation, "on_invocation",
+                ),
             ],
             region=settings.region,
         ).start()  # fmt: skip
         self._undo.append(pump.stop)
-        self.progress(f"event pump: deploy queue -> the deploy worker ({where}), DLQ and jobs -> the app")
+        self.progress(
+            f"event pump: deploy queue -> the deploy worker ({where}), DLQ, jobs and invocations -> the app"
+        )
 
     def _worker_function(self, settings: Any) -> Any:
         """The worker built into the registry and created in the emulator; the pump's target invoking it."""

@@ -11,7 +11,7 @@ import hashlib
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from chalicelib.core.config_file import (
     ContainerAssociation,
@@ -33,6 +33,7 @@ from chalicelib.core.records import (
     ModelRecord,
     VersionRecord,
 )
+from chalicelib.core.replies import check_target
 from chalicelib.core.wire import InvocationEvent
 
 T = TypeVar("T")
@@ -297,6 +298,9 @@ class MemoryArtifactStore:
     def presign_download(self, key: str, *, expires_in: int) -> str:
         return f"memory://{check_key(key)}?expires_in={expires_in}"
 
+    def presign_put(self, key: str, *, expires_in: int) -> str:
+        return f"memory://{check_key(key)}?put&expires_in={expires_in}"
+
     def head(self, key: str) -> ObjectInfo:
         check_key(key)
         with self._lock:
@@ -491,3 +495,17 @@ class MemoryJobQueue:
         if webhook_attempt:
             doc["webhook_attempt"] = webhook_attempt
         self.messages.append((doc, delay_s))
+
+
+class MemoryOutbox:
+    """``Outbox`` as lists: ``replies`` (target, detail type, detail) and ``dead`` (id, body, reason)."""
+
+    def __init__(self) -> None:
+        self.replies: list[tuple[str, str, dict[str, Any]]] = []
+        self.dead: list[tuple[str, str, str]] = []
+
+    def reply(self, target: str, detail_type: str, detail: dict[str, Any]) -> None:
+        self.replies.append((check_target(target), detail_type, detail))
+
+    def dead_letter(self, message_id: str, body: str, reason: str) -> None:
+        self.dead.append((message_id, body, reason))

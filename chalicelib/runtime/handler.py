@@ -48,15 +48,19 @@ from chalicelib.core.protocol import (
 from chalicelib.core.wire import (
     BASE64,
     JSON,
+    MAX_REFERENCE_BYTES,
     MAX_SYNC_PAYLOAD,
+    UTF8,
     ErrorDocument,
     InvocationReply,
+    Spill,
     error_document,
     invocation_event,
     media_type,
     negotiate,
     reply,
 )
+from chalicelib.runtime import transfer
 from chalicelib.runtime.codecs import (
     Problems,
     RequestError,
@@ -151,6 +155,10 @@ def response_size(response: Mapping[str, Any]) -> int:
     per_char = 1 if response.get("body_encoding") == BASE64 else _ESCAPED_BYTES_PER_CHAR
     if len(body) * per_char + 1024 <= MAX_RESPONSE_BYTES:
         return len(body)
+    return _json_size(response)
+
+
+def _json_size(response: Mapping[str, Any]) -> int:
     return len(json.dumps(response, ensure_ascii=False).encode("utf-8", errors="surrogatepass"))
 
 
@@ -158,7 +166,8 @@ def too_large(size: int) -> ErrorDocument:
     return error_document(
         "ResponseTooLarge",
         f"the response would be {size} bytes, over the {MAX_RESPONSE_BYTES} bytes a synchronous "
-        "Lambda answer can carry; ask for less per request",
+        "Lambda answer can carry; ask for less per request, or run it as a job (Prefer: respond-async), "
+        "whose answer is stored",
         stage="encode",
     )
 
@@ -227,6 +236,7 @@ class Runtime:
         cold, self._cold = self._cold, False
         clock = _Clock(timings)
         response: Mapping[str, Any]  # an InvocationReply, or the intermediate document of a chain's stage
+        spill: Spill | None = None
         try:
             inv: StepCall | None = None
             passed: dict[str, Any] = {}  # the invocation state as the previous stage sent it
@@ -235,13 +245,15 @@ class Runtime:
                     raise invalid(
                         f"the invocation event must be an object with a body, got {json_type(event)}"
                     )
+                spill = spill_of(event)
                 content_type, accept = self._negotiate(event)
                 with clock("decode_ms"):
                     value = self._decode(event, content_type)
                 inv = StepCall()
             else:
                 with clock(f"{self.role}_ms"):
-                    doc = read_document(event, self.role)
+                    doc = read_document(_unstored(event, self.role), self.role)
+                    spill = spill_of(doc)
                     accept, passed = doc["accept"], doc["invocation"]
                     try:
                         timings.update({k: float(v) for k, v in doc["timings"].items()})
@@ -279,7 +291,7 @@ class Runtime:
                     response = self._encode(value, accept)
             else:
                 with clock(f"{self.role}_ms"):
-                    response = self._hand_on(value, inv, passed, accept)
+                    response = self._hand_on(value, inv, passed, accept, spill)
         except RequestError as exc:
             response = _reply(exc.status, exc.body())
         except ModelFailure as exc:
@@ -290,11 +302,48 @@ class Runtime:
             response = _reply(500, error_document("PipelineError", str(exc), stage=self.role))
         if cold:  # a chain adds up the cold starts it waited for
             timings["init_ms"] = timings.get("init_ms", 0.0) + self.init_ms
-        size = response_size(response)
+        final: dict[str, Any] = {**response, "timings": _ordered(timings)}
+        if spill is not None:
+            final = self._spill(final, spill)
+        size = response_size(final)
         if size > MAX_RESPONSE_BYTES:
             log.error("the response of %d bytes is over Lambda's limit", size)
-            response = _reply(502, too_large(size))
-        return {**response, "timings": _ordered(timings)}
+            final = {**_reply(502, too_large(size)), "timings": final["timings"]}
+        return final
+
+    def _spill(self, response: dict[str, Any], spill: Spill) -> dict[str, Any]:
+        """``response`` as it fits ``spill["limit"]``: a larger answer (or intermediate document) is PUT
+        to its presigned URL and answered by a stub naming it (``core/wire.Spill``)."""
+        limit = spill["limit"]
+        try:
+            if not self.last:
+                hop = spill.get("handoff", {}).get(str(self.next))
+                if response.get("status") != 200 or "kind" not in response or hop is None:
+                    return response
+                data = json.dumps(response, ensure_ascii=False).encode("utf-8", errors="surrogatepass")
+                if len(data) <= limit:
+                    return response
+                transfer.store(hop["put"], data, JSON)
+                stub = document(str(self.next), None, {}, response["accept"], {}, spill=spill)
+                return {**stub, "stored": hop["get"]}
+            body = response.get("body")
+            if not isinstance(body, str) or len(body) * _ESCAPED_BYTES_PER_CHAR + 1024 <= limit:
+                return response
+            if _json_size(response) <= limit:
+                return response
+            data = (
+                base64.b64decode(body)
+                if response.get("body_encoding") == BASE64
+                else body.encode("utf-8", errors="surrogatepass")
+            )
+            transfer.store(spill["reply"], data, str(response.get("content_type") or JSON))
+            return {**response, "body": "", "body_encoding": UTF8, "body_stored": len(data)}
+        except transfer.TransferError as exc:
+            log.error("the answer could not be stored: %s", exc)
+            failed = error_document(
+                "PayloadStoreFailed", f"the answer could not be stored: {exc}", stage="encode"
+            )
+            return {**_reply(502, failed), "timings": response["timings"]}
 
     def _hand_on(
         self,
@@ -302,13 +351,14 @@ class Runtime:
         inv: StepCall | None,
         passed: dict[str, Any],
         accept: str,
+        spill: Spill | None = None,
     ) -> dict[str, Any]:
         """The intermediate document for the next stage (``handle`` adds the timings); a value that
         cannot cross stages is the failure of whoever produced it (the last pre step, or the model)."""
         assert self.next is not None
         state = encode_invocation(inv, image=self.carry_image) if inv is not None else passed
         try:
-            return document(self.next, value, state, accept, {})
+            return document(self.next, value, state, accept, {}, spill=spill)
         except IntermediateError as exc:
             stage = self.pre[-1].stage if self.role == "pre" and self.pre else "model"
             raise ModelFailure(stage, TypeError(str(exc))) from exc
@@ -335,7 +385,7 @@ class Runtime:
 
     def _decode(self, event: Mapping[str, Any], content_type: str) -> Any:
         spec = self.protocol.request_value
-        body = event_body(event)
+        body = referenced_body(event) if "body_url" in event else event_body(event)
         if spec.kind == "records" and content_type == "text/csv":
             try:
                 return Table(csv=body.decode("utf-8"))
@@ -343,7 +393,7 @@ class Runtime:
                 raise invalid(f"the CSV is not UTF-8 text (byte {exc.start})") from None
         if spec.kind == "image":
             if content_type.startswith("image/"):
-                if event.get("body_encoding") != BASE64:
+                if "body_url" not in event and event.get("body_encoding") != BASE64:
                     raise invalid("send image bytes base64-encoded (body_encoding: base64)")
                 return body
             _, data = object_with(parse_json(body), ("image",), "the request")
@@ -429,6 +479,8 @@ class Runtime:
             log.warning("the warm-up request answered %s: %s", response["status"], response["body"][:300])
 
     def _warm_up_document(self, example: dict[str, Any]) -> dict[str, Any] | None:
+        if self.role == "model" and not self.pre and self.manifest.processing.pre:
+            return None  # its pre steps are not in this image (shared stages): nothing to warm up with
         if self.role == "model":
             pre = Runtime(self.manifest, None, self.pre, [], 0.0, role="pre")
             return pre.handle(example)
@@ -448,6 +500,52 @@ class Runtime:
             inv.geometry = Geometry(width, height, width, height)
         accept = self.protocol.response.content_types[0]
         return document("post", outputs, encode_invocation(inv, image=self.carry_image), accept, {})
+
+
+def spill_of(event: Mapping[str, Any]) -> Spill | None:
+    """The event's (or intermediate document's) ``spill``, checked; None when it has none."""
+    spill = event.get("spill")
+    if spill is None:
+        return None
+    handoff = spill.get("handoff", {}) if isinstance(spill, dict) else None
+    if (
+        not isinstance(spill, dict)
+        or type(spill.get("limit")) is not int
+        or not isinstance(spill.get("reply"), str)
+        or not isinstance(handoff, dict)
+        or not all(
+            isinstance(h, dict) and isinstance(h.get("put"), str) and isinstance(h.get("get"), str)
+            for h in handoff.values()
+        )
+    ):
+        raise invalid("the invocation event's spill must be {limit: int, reply: URL, handoff?: {...}}")
+    return spill  # type: ignore[return-value]
+
+
+def referenced_body(event: Mapping[str, Any]) -> bytes:
+    """The body an event passes by reference (``body_url``, ``body_bytes``)."""
+    url, size = event.get("body_url"), event.get("body_bytes")
+    if not isinstance(url, str) or type(size) is not int or not 0 <= size <= MAX_REFERENCE_BYTES:
+        raise invalid(f"body_url needs body_bytes, its size (at most {MAX_REFERENCE_BYTES} bytes)")
+    try:
+        return transfer.fetch(url, size)
+    except transfer.TransferError as exc:
+        raise RequestError(
+            f"the referenced input could not be read: {exc}", status=502, code="InputUnavailable"
+        ) from None
+
+
+def _unstored(event: Any, role: str) -> Any:
+    """A stage's input as the previous stage made it: a stub naming a stored document (``stored``) is
+    replaced by that document, fetched."""
+    if not isinstance(event, Mapping) or "stored" not in event:
+        return event
+    read_document(event, role)  # the stub is for this stage
+    try:
+        text = transfer.fetch(str(event["stored"]), 2 * MAX_REFERENCE_BYTES)
+        return json.loads(text)
+    except (transfer.TransferError, ValueError) as exc:
+        raise IntermediateError(f"the stored intermediate document cannot be read: {exc}") from None
 
 
 def _zeros(spec: Value) -> dict[str, Any] | None:
@@ -497,11 +595,13 @@ def from_manifest(
     chain = stages_of(manifest)
     if role != "fused" and role not in chain:
         raise ModelLoadError(f"{manifest.name} has no {role} stage (its chain: {', '.join(chain)})")
-    # The model stage binds the pre steps too when it is not first: its warm-up runs them.
+    # The model stage binds the pre steps too when it is not first: its warm-up runs them. Not where the
+    # steps run on shared stage functions: the model's image has not their packages (pillow, matplotlib).
+    shared = manifest.pipeline_plan is not None and manifest.pipeline_plan.shared_steps
     wanted = {
         "fused": ("pre", "post"),
         "pre": ("pre",),
-        "model": () if chain[0] == "model" else ("pre",),
+        "model": () if chain[0] == "model" or shared else ("pre",),
         "post": ("post",),
     }[role]
     pre, post = build_steps(manifest, model_dir, stages=wanted)

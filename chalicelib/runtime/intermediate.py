@@ -152,11 +152,17 @@ def decode_invocation(doc: Mapping[str, Any]) -> StepCall:
 
 
 def document(
-    next_role: str, value: Any, invocation: Mapping[str, Any], accept: str, timings: Mapping[str, float]
+    next_role: str,
+    value: Any,
+    invocation: Mapping[str, Any],
+    accept: str,
+    timings: Mapping[str, float],
+    *,
+    spill: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The intermediate document. ``status`` is 200 so the state machine's Choice goes on to the next
-    stage (an answer of 400 or more ends the chain)."""
-    return {
+    stage (an answer of 400 or more ends the chain); ``spill`` (the request's) travels along."""
+    doc = {
         "status": 200,
         "kind": KIND,
         "next": next_role,
@@ -165,6 +171,9 @@ def document(
         "invocation": dict(invocation),
         "timings": dict(timings),
     }
+    if spill is not None:
+        doc["spill"] = dict(spill)
+    return doc
 
 
 def read_document(event: Any, role: str) -> dict[str, Any]:

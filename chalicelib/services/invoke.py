@@ -13,7 +13,7 @@ import math
 import re
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import islice
 from typing import Any
 
@@ -29,12 +29,14 @@ from chalicelib.core.errors import (
     UnsupportedMediaType,
 )
 from chalicelib.core.jsontext import JsonTextError, loads, pointer, short
-from chalicelib.core.ports import FunctionInvoker
+from chalicelib.core.pipeline import stages_of
+from chalicelib.core.ports import FunctionInvoker, ObjectInfo
 from chalicelib.core.protocol import Records
 from chalicelib.core.records import Account, VersionRecord
 from chalicelib.core.wire import (
     BASE64,
     JSON,
+    MAX_STATE_PAYLOAD,
     MAX_SYNC_PAYLOAD,
     InvocationEvent,
     invocation_event,
@@ -44,8 +46,11 @@ from chalicelib.core.wire import (
 )
 from chalicelib.services.cache import TtlCache
 from chalicelib.services.models import ModelService
+from chalicelib.services.payloads import Payloads
 
-MAX_STATE_PAYLOAD = 256 * 1024  # Step Functions' limit for a state's input: a chained pipeline's request
+SPILL_FROM_BYTES = 512 * 1024
+"""A fused call with a request this large may get an answer past Lambda's 6 MB: it gets a place to
+store one (``Payloads.spill``); smaller ones, the hot path, pay no presigning."""
 IMAGE_MAGIC = {
     "image/png": (b"\x89PNG\r\n\x1a\n",),
     "image/jpeg": (b"\xff\xd8\xff",),
@@ -59,13 +64,26 @@ class InvokeResult:
     content_type: str
     body: bytes
     headers: dict[str, str]
+    stored_key: str | None = None
+    """The answer was past the function's limit: it is this object (``body`` is empty)."""
+    stored_url: str | None = None
+    size_bytes: int | None = None
 
 
 class InvokeService:
-    def __init__(self, models: ModelService, invoker: FunctionInvoker, *, cache_s: float = 0.0) -> None:
-        """``cache_s``: how long which version an account's request resolves to is kept."""
+    def __init__(
+        self,
+        models: ModelService,
+        invoker: FunctionInvoker,
+        *,
+        cache_s: float = 0.0,
+        payloads: Payloads | None = None,
+    ) -> None:
+        """``cache_s``: how long which version an account's request resolves to is kept; ``payloads``:
+        where payloads past an event's limits go (without it, they are refused)."""
         self.models = models
         self.invoker = invoker
+        self.payloads = payloads
         self._manifests: dict[tuple[str, int], tuple[ModelConfigFile, RequestValidator]] = {}
         self._resolved: TtlCache[tuple[int, str, bool, str, int | None], tuple[str, int]] = TtlCache(cache_s)
         self._lock = threading.Lock()
@@ -118,12 +136,31 @@ class InvokeService:
         body: bytes,
         content_type: str | None,
         accept: str | None,
+        reference: ObjectInfo | None = None,
+        answer_key: str | None = None,
     ) -> InvokeResult:
+        """``reference``: the request is this object of the data bucket (checked by the caller), not
+        ``body``; ``answer_key``: where an answer too large for the event goes (else a key of its own)."""
         manifest, event = self.prepare(
-            caller, name, version, body=body, content_type=content_type, accept=accept
+            caller, name, version, body=body, content_type=content_type, accept=accept, reference=reference
         )
         assert manifest.deployment is not None
-        return _result(self.invoker.invoke(manifest.deployment, event))
+        reply_key = None
+        if self.payloads is not None and (
+            manifest.deployment.mode == "chained"
+            or "body_url" in event
+            or len(body) > SPILL_FROM_BYTES
+            or answer_key is not None
+        ):
+            event["spill"], reply_key = self.payloads.spill(
+                list(stages_of(manifest)), chained=manifest.deployment.mode == "chained", reply_key=answer_key
+            )
+        result = _result(self.invoker.invoke(manifest.deployment, event))
+        if result.stored_key is not None:
+            if reply_key is None or self.payloads is None:
+                raise ResponseTooLarge("the model stored an answer nobody asked it to store")
+            return replace(result, stored_key=reply_key, stored_url=self.payloads.stored_url(reply_key))
+        return result
 
     def prepare(
         self,
@@ -134,9 +171,11 @@ class InvokeService:
         body: bytes,
         content_type: str | None,
         accept: str | None,
+        reference: ObjectInfo | None = None,
     ) -> tuple[ModelConfigFile, InvocationEvent]:
         """Everything an invocation checks before a function runs (grant, readiness, media types, sizes,
-        the protocol's schema), and the event it sends; an asynchronous job is refused here too."""
+        the protocol's schema), and the event it sends; an asynchronous job is refused here too. A
+        request by ``reference`` is checked by the function (the control plane never reads it whole)."""
         manifest, validator = self._ready(caller, name, version)
         proto = manifest.protocol
         media = media_type(content_type) or JSON
@@ -151,8 +190,13 @@ class InvokeService:
                 f"cannot answer with {accept!r}",
                 hint="this model answers " + ", ".join(proto.response.content_types),
             )
+        if reference is not None:
+            return manifest, self._by_reference(reference, media, answer_as)
         if len(body) > MAX_SYNC_PAYLOAD:  # before anything reads it
-            raise TooLarge(f"request body of {len(body)} bytes is over Lambda's 6 MB synchronous limit")
+            raise TooLarge(
+                f"request body of {len(body)} bytes is over Lambda's 6 MB synchronous limit",
+                hint="upload it (POST /v1/uploads) and send a job with ?input_url=",
+            )
         try:
             event = invocation_event(body, media, answer_as)
         except UnicodeDecodeError as exc:
@@ -160,19 +204,25 @@ class InvokeService:
         assert manifest.deployment is not None
         chained = manifest.deployment.mode == "chained"
         size = event_size(event, exact=chained)
-        if size > MAX_SYNC_PAYLOAD:
-            raise TooLarge(
-                f"the request becomes a Lambda event of {size} bytes (the body JSON-escaped or base64-encoded"
-                f", in its envelope), over Lambda's 6 MB ({MAX_SYNC_PAYLOAD} bytes) synchronous limit",
-                hint="send a smaller request",
-            )
-        if chained and size > MAX_STATE_PAYLOAD:
-            raise TooLarge(
-                f"request of {size} bytes is over the 256 KB a chained pipeline's state can carry",
-                hint="send a smaller request, or deploy the model with pipeline: fused (6 MB)",
-            )
         validator.validate(media, body)
+        if size > (MAX_STATE_PAYLOAD if chained else MAX_SYNC_PAYLOAD):
+            if self.payloads is None:
+                where = "a chained pipeline's state" if chained else "Lambda's synchronous event"
+                raise TooLarge(
+                    f"the request becomes an event of {size} bytes (the body JSON-escaped or base64-encoded, "
+                    f"in its envelope), over what {where} carries",
+                    hint="send a smaller request",
+                )
+            event = self._by_reference(self.payloads.keep(body), media, answer_as)
         return manifest, event
+
+    def _by_reference(self, reference: ObjectInfo, media: str, answer_as: str) -> InvocationEvent:
+        if self.payloads is None:
+            raise TooLarge("this deployment takes no requests by reference")
+        event = invocation_event("", media, answer_as)
+        event["body_url"] = self.payloads.body_url(reference.key)
+        event["body_bytes"] = reference.size_bytes
+        return event
 
 
 MAX_PROBLEMS = 20
@@ -425,9 +475,12 @@ def _result(reply: dict[str, Any]) -> InvokeResult:
     body = reply_body(reply)
     timing = server_timing(reply.get("timings") or {})
     headers = {"Server-Timing": timing} if timing else {}
+    stored = reply.get("body_stored")
     return InvokeResult(
         status=int(reply.get("status", 200)),
         content_type=str(reply.get("content_type", JSON)),
         body=body,
         headers=headers,
+        stored_key="" if type(stored) is int else None,
+        size_bytes=stored if type(stored) is int else len(body),
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import http.client
 import json
 import logging
@@ -23,10 +24,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from chalicelib.core.errors import Conflict, ModelportError, NotFound, Unavailable
+from chalicelib.core.errors import Conflict, InvalidRequest, ModelportError, NotFound, Unavailable
 from chalicelib.core.jsontext import JsonTextError, loads
-from chalicelib.core.ports import AccountStore, ArtifactStore, Clock, JobQueue, JobStore
+from chalicelib.core.ports import AccountStore, ArtifactStore, Clock, JobQueue, JobStore, ObjectInfo, Outbox
 from chalicelib.core.records import JOB_TTL_S, Account, Job
+from chalicelib.core.replies import COMPLETED, check_target
 from chalicelib.core.wire import JSON, MAX_SYNC_PAYLOAD
 from chalicelib.services import webhooks
 from chalicelib.services.batch import BatchService
@@ -38,6 +40,8 @@ INLINE_RESULT_BYTES = 256 * 1024
 """An answer up to this size is in ``GET /v1/jobs/{id}`` itself; a larger one is a presigned URL."""
 RESULT_URL_S = 3600
 JOB_ID_PREFIX = "job-"
+INLINE_REQUEST_BYTES = 1024 * 1024
+"""A job's request up to this size is sent in the event; a larger one by reference (``body_url``)."""
 STALE_RUN_S = 960
 """A job RUNNING for longer than a function may run (900 s) lost its runner: a redelivery takes it over."""
 
@@ -87,9 +91,12 @@ class JobService:
         *,
         allow_loopback_webhooks: bool = False,
         batch: BatchService | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
         """``allow_loopback_webhooks``: the local stack's, where a receiver on 127.0.0.1 is the user's own."""
         self.allow_loopback = allow_loopback_webhooks
+        self.outbox = outbox
+        """Where a message-driven job's completion goes (its ``reply_to``)."""
         self.batch = batch
         """Where the data bucket's notifications (on the same queue) go: event-driven batch."""
         self.invoke = invoke
@@ -109,16 +116,40 @@ class JobService:
         content_type: str | None,
         accept: str | None,
         webhook_url: str | None = None,
+        input_url: str | None = None,
+        reply_to: str | None = None,
+        message_id: str | None = None,
     ) -> Job:
+        """``input_url``: the request is an upload of the caller's (``POST /v1/uploads``), not ``body``;
+        ``message_id``: the queue message it comes from, whose job it is once (a duplicate is a Conflict);
+        ``reply_to``: where its completion goes."""
         if webhook_url is not None:
             webhooks.check_url(webhook_url, allow_loopback=self.allow_loopback)
+        if reply_to is not None:
+            check_target(reply_to)
+        reference = None
+        if input_url is not None:
+            if self.invoke.payloads is None:
+                raise InvalidRequest("this deployment takes no inputs by reference (input_url)")
+            if body:
+                raise InvalidRequest("send either a body or an input_url, not both")
+            reference = self.invoke.payloads.resolve(caller, input_url)
         manifest, _ = self.invoke.prepare(
-            caller, name, version, body=body, content_type=content_type, accept=accept
+            caller, name, version, body=body, content_type=content_type, accept=accept, reference=reference
         )
-        job_id = JOB_ID_PREFIX + secrets.token_hex(12)
+        job_id = JOB_ID_PREFIX + (
+            secrets.token_hex(12)
+            if message_id is None
+            else "m" + hashlib.sha256(message_id.encode()).hexdigest()[:23]
+        )
+        if message_id is not None and self._exists(job_id):  # before the request is stored again
+            raise Conflict(f"message {message_id[:100]} was taken already (job {job_id})")
         now = self.clock()
-        key = f"jobs/{job_id}/request"
-        self.artifacts.put(key, body)
+        if reference is None:
+            key, size = f"jobs/{job_id}/request", len(body)
+            self.artifacts.put(key, body)
+        else:
+            key, size = reference.key, reference.size_bytes
         job = Job(
             job_id=job_id,
             account_id=caller.account_id,
@@ -126,17 +157,27 @@ class JobService:
             version=manifest.version,
             status="QUEUED",
             input_key=key,
+            input_bytes=size,
             content_type=content_type or JSON,
             accept=accept or "*/*",
             created_at=now,
             expires_at=_epoch(now) + JOB_TTL_S,
             webhook_url=webhook_url,
             webhook_status="PENDING" if webhook_url else None,
+            reply_to=reply_to,
+            message_id=message_id,
         )
-        if not self.jobs.create(job):  # 96 random bits: a clash is a bug, not bad luck
+        if not self.jobs.create(job):  # 96 random bits, or a message's id seen twice
             raise Conflict(f"job {job_id} exists")
         self.queue.send(job_id)
         return job
+
+    def _exists(self, job_id: str) -> bool:
+        try:
+            self.jobs.get(job_id)
+        except NotFound:
+            return False
+        return True
 
     def get(self, caller: Account, job_id: str) -> JobView:
         return self._view(self._visible(caller, job_id))
@@ -263,15 +304,27 @@ class JobService:
 
     def _run(self, job: Job) -> Job:
         account = self.accounts.get_account(job.account_id)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "request"
-            self.artifacts.download(job.input_key, path, max_bytes=MAX_SYNC_PAYLOAD)
-            body = path.read_bytes()
-        result = self.invoke.invoke(
-            account, job.model_name, job.version, body=body, content_type=job.content_type, accept=job.accept
-        )
         key = f"jobs/{job.job_id}/result"
-        self.artifacts.put(key, result.body)
+        body, reference = b"", None
+        if job.input_bytes is not None and job.input_bytes > INLINE_REQUEST_BYTES:
+            reference = ObjectInfo(key=job.input_key, size_bytes=job.input_bytes, etag="")
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "request"
+                self.artifacts.download(job.input_key, path, max_bytes=MAX_SYNC_PAYLOAD)
+                body = path.read_bytes()
+        result = self.invoke.invoke(
+            account,
+            job.model_name,
+            job.version,
+            body=body,
+            content_type=job.content_type,
+            accept=job.accept,
+            reference=reference,
+            answer_key=key if self.invoke.payloads is not None else None,
+        )
+        if result.stored_key is None:
+            self.artifacts.put(key, result.body)
         update = {"result_key": key, "result_type": result.content_type, "result_status": result.status}
         if result.status < 400:
             return self._end(job, "SUCCEEDED", **update)
@@ -281,6 +334,13 @@ class JobService:
         ended = self.jobs.save(
             job.model_copy(update={"status": status, "finished_at": self.clock(), **update})
         )
+        if ended.reply_to is not None and self.outbox is not None:
+            try:
+                self.outbox.reply(ended.reply_to, COMPLETED, self._view(ended).document())
+            except ModelportError:  # the job stands (GET /v1/jobs/{id}); its reply is lost, and logged
+                log.warning(
+                    "job %s: its reply to %s could not be sent", ended.job_id, ended.reply_to, exc_info=True
+                )
         if ended.webhook_url is not None:
             try:
                 return self.notify(ended.job_id, 1) or ended

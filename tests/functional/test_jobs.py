@@ -198,3 +198,90 @@ def test_modelport_batch_uploads_waits_and_prints_the_jsonl(
     assert ran.exit_code == 0, ran.output
     assert "3 rows: 3 answered, 0 failed" in ran.stderr
     assert [json.loads(line)["row"] for line in ran.stdout.splitlines()] == [0, 1, 2]
+
+
+# --------------------------------------------------------------------------- payloads by reference
+
+
+def noise_png(side: int, seed: int = 0) -> bytes:
+    """An RGB PNG of random pixels: it does not compress, so ``side`` fixes its size (3 bytes a pixel)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=0)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def digits(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """digits-onnx as it is (fused: image requests) and the same model deployed chained."""
+    import shutil
+
+    admin = Client(Connection(stack.api_url, stack.admin_key, stack.endpoint_url))
+    fused = deploy(admin, EXAMPLES / "digits-onnx")
+    assert fused.status == "READY", fused.reason
+    chained_dir = tmp_path_factory.mktemp("chained") / "digits-chained"
+    shutil.copytree(EXAMPLES / "digits-onnx", chained_dir)
+    config = (chained_dir / "modelport.yaml").read_text().replace("name: digits-onnx", "name: digits-chained")
+    (chained_dir / "modelport.yaml").write_text(config + "pipeline: chained\n")
+    chained = deploy(admin, chained_dir)
+    assert chained.status == "READY", chained.reason
+    assert chained.config is not None and chained.config["deployment"]["mode"] == "chained"
+    return {"admin": admin}
+
+
+def test_a_50_mb_input_by_reference_runs_as_a_job(stack: LocalStack, digits: dict[str, Any]) -> None:
+    from chalicelib.client import upload_input
+
+    picture = noise_png(4200)
+    assert len(picture) > 50 * 1024 * 1024
+    input_url = upload_input(digits["admin"], picture)  # a presigned POST straight to S3
+    submitted = call(
+        stack, "POST", "/v1/models/digits-onnx/jobs", params={"input_url": input_url},
+        headers={"Content-Type": "image/png"},
+    )  # fmt: skip
+    assert submitted.status_code == 202, submitted.text
+    done = follow(stack, submitted.headers["Location"])
+    assert done["status"] == "SUCCEEDED", done
+    predictions = done["result"]["body"]["predictions"]
+    assert len(predictions[0]) == 3 and {p["label"] for p in predictions[0]} <= set("0123456789")
+    other = call(stack, "POST", "/v1/models/digits-onnx/jobs", params={"input_url": "https://example.com/x"})
+    assert other.status_code == 400  # only this account's uploads are references
+
+
+def test_a_chained_image_pipeline_takes_a_picture_past_256_kb_by_reference(
+    stack: LocalStack, digits: dict[str, Any]
+) -> None:
+    """digits-chained: its event would be over the 256 KB a state carries, so the picture goes through
+    S3; the answer is the fused model's."""
+    from chalicelib.client import invoke
+
+    picture = noise_png(600, seed=1)
+    assert len(picture) > 1024 * 1024
+    answers = [
+        invoke(digits["admin"], name, picture, content_type="image/png", accept="application/json").json()
+        for name in ("digits-chained", "digits-onnx")
+    ]
+    assert answers[0]["predictions"] == answers[1]["predictions"]
+
+
+def test_a_chained_answer_past_the_limits_crosses_every_hop_through_s3(
+    stack: LocalStack, digits: dict[str, Any]
+) -> None:
+    """iris-onnx (chained on shared stages), 20,000 rows: the request (320 KB), both documents between
+    the stages and the 3 MB answer are each over a state's 256 KB; the API answers 303 to the stored
+    answer, which the client fetches."""
+    from chalicelib.client import invoke
+
+    csv = b"5.1,3.5,1.4,0.2\n" * 20_000
+    raw = call(stack, "POST", "/v1/models/iris-onnx/invoke", data=csv, allow_redirects=False,
+               headers={"Content-Type": "text/csv", "Accept": "application/json"})  # fmt: skip
+    assert raw.status_code == 303, raw.text
+    assert raw.json()["size_bytes"] > 2 * 1024 * 1024 and raw.headers["Location"] == raw.json()["url"]
+    answer = invoke(digits["admin"], "iris-onnx", csv, content_type="text/csv", accept="application/json")
+    predictions = answer.json()["predictions"]
+    assert len(predictions) == 20_000 and predictions[-1][0]["label"] == "setosa"

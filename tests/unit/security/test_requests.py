@@ -263,17 +263,22 @@ def test_the_runtime_answers_a_400_for_numbers_the_control_plane_let_through(
 # --------------------------------------------------------------------------- sizes
 
 
-def test_a_body_under_6_mb_whose_event_is_over_is_a_413(world: dict[str, Any]) -> None:
-    """Every quote of the JSON body is escaped in the event: 5.8 MB of records become 6.4 MB."""
+def _kept_by_reference(world: dict[str, Any], body: bytes) -> None:
+    """The function got the body by reference: the event names the kept object, which is the body."""
+    _, event = world["container"].invoker.calls[-1]
+    assert event["body"] == "" and event["body_bytes"] == len(body)
+    key = event["body_url"].removeprefix("memory://").split("?")[0]
+    assert key.startswith("spill/") and world["container"].data.objects[key] == body
+
+
+def test_a_body_under_6_mb_whose_event_is_over_goes_by_reference(world: dict[str, Any]) -> None:
+    """Every quote of the JSON body is escaped in the event: 5.8 MB of records become 6.4 MB, past
+    Lambda's 6 MB, so the body is kept in the data bucket and the event names it (``body_url``)."""
     record = json.dumps(RECORD)
     body = '{"records": [' + ",".join([record] * (5_800_000 // (len(record) + 1))) + "]}"
     assert len(body) < MAX_SYNC_PAYLOAD
-    calls = len(world["container"].invoker.calls)
-    r = _invoke_text(world, "iris-onnx", body)
-    message = _refused(r, 413, "TooLarge", "over Lambda's 6 MB")["message"]
-    size = int(message.split("Lambda event of ")[1].split(" bytes")[0])
-    assert size > MAX_SYNC_PAYLOAD
-    assert len(world["container"].invoker.calls) == calls  # no function ran
+    _invoke_text(world, "iris-onnx", body)
+    _kept_by_reference(world, body.encode())
 
 
 def test_a_reply_over_6_mb_is_a_clear_error_from_the_runtime(world: dict[str, Any]) -> None:
@@ -333,8 +338,11 @@ def test_the_nesting_scan_agrees_with_the_parsed_depth() -> None:
     assert not too_deep(b"[" * 10 + b"]" * 20, 64)
 
 
-def test_a_2_mb_body_of_emoji_is_a_413_for_its_12_mb_event(world: dict[str, Any]) -> None:
-    """Each emoji is 4 bytes of UTF-8 and 12 in the event (a surrogate pair of ASCII escapes)."""
+def test_a_2_mb_body_of_emoji_is_refused_by_the_protocol_before_it_is_kept(world: dict[str, Any]) -> None:
+    """Each emoji is 4 bytes of UTF-8 and 12 in the event (a surrogate pair of ASCII escapes): the
+    request is checked before it is kept for a reference, and a message does not repeat the value."""
     body = json.dumps({"records": [{**RECORD, "sepal_length": "\U0001f600" * 550_000}]}, ensure_ascii=False)
     assert len(body.encode()) < 2_300_000
-    _refused(_invoke_text(world, "iris-onnx", body.encode()), 413, "TooLarge", "becomes a Lambda event of")
+    calls = len(world["container"].invoker.calls)
+    refused = _refused(_invoke_text(world, "iris-onnx", body.encode()), 400, "InvalidRequest", "/records/0")
+    assert len(json.dumps(refused)) < 2000 and len(world["container"].invoker.calls) == calls
