@@ -12,9 +12,7 @@ from typing import Any
 
 from chalicelib.aws.outage import translates_outages
 from chalicelib.core.errors import InvalidRequest
-from chalicelib.core.replies import BUS_ARN, SOURCE, SQS_ARN, check_target
-
-MAX_REASON = 1000
+from chalicelib.core.replies import BUS_ARN, MAX_REASON, SOURCE, SQS_ARN, check_target
 
 
 @translates_outages

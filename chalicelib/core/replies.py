@@ -12,6 +12,8 @@ from chalicelib.core.errors import InvalidRequest
 
 SOURCE = "modelport"
 COMPLETED = "Modelport Invocation Completed"
+MAX_REASON = 1000
+"""Characters of a dead letter's reason kept (an SQS message attribute holds it too)."""
 SQS_ARN = re.compile(
     r"arn:aws[a-z-]*:sqs:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):(?P<name>modelport-replies[\w-]{0,60})"
 )

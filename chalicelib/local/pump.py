@@ -12,6 +12,7 @@ the pump is given a client.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import threading
@@ -59,7 +60,10 @@ def lambda_event(messages: list[dict[str, Any]], queue_arn: str, region: str) ->
                 "receiptHandle": m["ReceiptHandle"],
                 "body": m["Body"],
                 "attributes": m.get("Attributes", {}),
-                "messageAttributes": m.get("MessageAttributes", {}),
+                "messageAttributes": {
+                    name: _lambda_attribute(value)
+                    for name, value in (m.get("MessageAttributes") or {}).items()
+                },
                 "md5OfBody": m.get("MD5OfBody") or hashlib.md5(m["Body"].encode()).hexdigest(),  # noqa: S324
                 "eventSource": "aws:sqs",
                 "eventSourceARN": queue_arn,
@@ -68,6 +72,21 @@ def lambda_event(messages: list[dict[str, Any]], queue_arn: str, region: str) ->
             for m in messages
         ]
     }
+
+
+def _lambda_attribute(value: dict[str, Any]) -> dict[str, Any]:
+    """A message attribute as ReceiveMessage answers it (``StringValue``, ``DataType``) in the camelCase
+    shape Lambda's event source mapping delivers (``stringValue``, ``dataType``, the list values)."""
+    shaped: dict[str, Any] = {
+        "stringListValues": [],
+        "binaryListValues": [],
+        "dataType": value.get("DataType"),
+    }
+    if "StringValue" in value:
+        shaped["stringValue"] = value["StringValue"]
+    if "BinaryValue" in value:
+        shaped["binaryValue"] = base64.b64encode(value["BinaryValue"]).decode()
+    return shaped
 
 
 class EventPump:

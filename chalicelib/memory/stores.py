@@ -33,7 +33,7 @@ from chalicelib.core.records import (
     ModelRecord,
     VersionRecord,
 )
-from chalicelib.core.replies import check_target
+from chalicelib.core.replies import MAX_REASON, check_target
 from chalicelib.core.wire import InvocationEvent
 
 T = TypeVar("T")
@@ -508,4 +508,4 @@ class MemoryOutbox:
         self.replies.append((check_target(target), detail_type, detail))
 
     def dead_letter(self, message_id: str, body: str, reason: str) -> None:
-        self.dead.append((message_id, body, reason))
+        self.dead.append((message_id, body, reason[:MAX_REASON]))

@@ -510,7 +510,7 @@ def test_a_presigned_put_stores_what_the_runtime_sends(backend: Stores) -> None:
         assert backend.artifacts.head("spill/r-1/reply").size_bytes == 14000
         got = transfer.fetch(backend.artifacts.presign_download("spill/r-1/reply", expires_in=60), 14000)
         assert got == b"a large answer" * 1000
-        with pytest.raises(transfer.TransferError, match="over the 100 bytes"):
+        with pytest.raises(transfer.TransferError, match="over the 100"):
             transfer.fetch(backend.artifacts.presign_download("spill/r-1/reply", expires_in=60), 100)
     with pytest.raises(ConfigError):
         backend.artifacts.presign_put("../x", expires_in=600)
