@@ -45,6 +45,9 @@ class Settings:
     jobs_queue: str = "modelport-jobs"
     invocations_queue: str = "modelport-invocations"
     """Message-driven invocations (``services/messages.py``); its dead letters: ``<name>-dlq``."""
+    sync_wait_s: float = 25.0
+    """How long a synchronous call that may outlive API Gateway's 29 s, run as a job, is waited for before
+    it is answered 202 + Location (``MODELPORT_SYNC_WAIT_S``)."""
     max_bundle_bytes: int = 512 * 1024 * 1024
     upload_expires_s: int = 900
     admin_key: str | None = field(default=None, repr=False)
@@ -152,6 +155,7 @@ class Settings:
             deploy_queue=get("deploy_queue", defaults.deploy_queue),
             jobs_queue=get("jobs_queue", defaults.jobs_queue),
             invocations_queue=get("invocations_queue", defaults.invocations_queue),
+            sync_wait_s=float(get("sync_wait_s", defaults.sync_wait_s)),
             max_bundle_bytes=int(get("max_bundle_bytes", defaults.max_bundle_bytes)),
             upload_expires_s=int(get("upload_expires_s", defaults.upload_expires_s)),
             admin_key=get("admin_key", None),

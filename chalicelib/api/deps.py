@@ -74,6 +74,7 @@ def _build(c: wiring.Container) -> Services:
         c.clock,
         allow_loopback_webhooks=c.settings.stage == "local",
         outbox=c.outbox,
+        sync_wait_s=c.settings.sync_wait_s,
     )
     jobs.batch = BatchService(jobs.invoke, c.models, c.accounts, c.data)
     return Services(

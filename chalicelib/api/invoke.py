@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import time
+
 from chalice.app import Request, Response
 
 from chalicelib.api.auth import api_key
@@ -17,14 +19,15 @@ from chalicelib.api.http import (
     query_param,
     raw_body,
 )
-from chalicelib.core.errors import InvalidRequest
+from chalicelib.core.errors import FunctionFailed, InvalidRequest
 from chalicelib.core.openapi import openapi_document
+from chalicelib.core.pipeline import API_DEADLINE_S, longest_call_s
 from chalicelib.services.invoke import InvokeResult
 
 api = Api(__name__, "invoke", api_key)
 blueprint = api.blueprint
 
-ERRORS = (303, 400, 404, 406, 409, 413, 415, 502, 504)
+ERRORS = (202, 303, 400, 404, 406, 409, 413, 415, 502, 504)
 
 
 def _request() -> Request:
@@ -32,12 +35,15 @@ def _request() -> Request:
 
 
 def _invoke(name: str, version: int | None) -> Response:
+    began = time.monotonic()
     request = _request()
     if "respond-async" in request.headers.get("prefer", "").lower():
         from chalicelib.api.jobs import submit
 
         return submit(request, name, version)
     s, who = services(), caller(request)
+    if longest_call_s(s.invoke.manifest(who, path_name(name), version)) > API_DEADLINE_S:
+        return _within_deadline(request, name, version, began)
     input_url = query_param(request, "input_url")
     reference = None
     body = raw_body(request)
@@ -55,6 +61,21 @@ def _invoke(name: str, version: int | None) -> Response:
         reference=reference,
     )
     return _response(result)
+
+
+def _within_deadline(request: Request, name: str, version: int | None, began: float) -> Response:
+    """A call that may outlive API Gateway's 29 s runs as a job: its answer if it ends in time, as the
+    synchronous call would give it, else the job's 202 + Location to follow (never a gateway timeout)."""
+    from chalicelib.api.jobs import accepted, submitted
+
+    jobs = services().jobs
+    job = jobs.wait(caller(request), submitted(request, name, version).job_id, until=began + jobs.sync_wait_s)
+    answer = jobs.answer(job) if job.status == "SUCCEEDED" or job.status == "FAILED" else None
+    if answer is not None:
+        return _response(answer)
+    if job.status == "FAILED":
+        raise FunctionFailed(job.error or "the model's function failed")
+    return accepted(job, asked=False)
 
 
 def _response(result: InvokeResult) -> Response:

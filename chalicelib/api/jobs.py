@@ -29,18 +29,21 @@ blueprint = api.blueprint
 ERRORS = (400, 404, 406, 409, 413, 415)
 
 
-def accepted(job: Job) -> Response:
-    """202 with the job's place: what a submit answers."""
-    location = f"/v1/jobs/{job.job_id}"
-    return json_response(
-        JobView(job).document(),
-        status=202,
-        headers={"Location": location, "Preference-Applied": "respond-async"},
-    )
+def accepted(job: Job, *, asked: bool = True) -> Response:
+    """202 with the job's place: what a submit answers (``asked``: the caller preferred it)."""
+    headers = {"Location": f"/v1/jobs/{job.job_id}"}
+    if asked:
+        headers["Preference-Applied"] = "respond-async"
+    return json_response(JobView(job).document(), status=202, headers=headers)
 
 
 def submit(request: Request, name: str, version: int | None) -> Response:
-    job = services().jobs.submit(
+    return accepted(submitted(request, name, version))
+
+
+def submitted(request: Request, name: str, version: int | None) -> Job:
+    """The job of ``request`` (a call's body or ``?input_url=``; ``?webhook=``), queued."""
+    return services().jobs.submit(
         caller(request),
         path_name(name),
         version,
@@ -50,7 +53,6 @@ def submit(request: Request, name: str, version: int | None) -> Response:
         webhook_url=query_param(request, "webhook"),
         input_url=query_param(request, "input_url"),
     )
-    return accepted(job)
 
 
 @api.route(

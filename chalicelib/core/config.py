@@ -207,7 +207,11 @@ class Environment(Strict):
     )
     architecture: Literal["x86_64", "arm64"] = "x86_64"
     memory_mb: int = Field(default=1024, ge=128, le=10240, description="Lambda memory, MB")
-    timeout_s: int = Field(default=30, ge=1, le=900, description="Lambda timeout, seconds")
+    timeout_s: int = Field(
+        default=25, ge=1, le=900,
+        description="Lambda timeout, seconds; a synchronous call that may run longer than API Gateway's "
+        "29 s is answered as a job (202 + Location) once that deadline nears",
+    )  # fmt: skip
     packages: tuple[str, ...] = Field(default=(), description="extra pip requirements, e.g. 'scipy>=1.11'")
     base_image: str | None = Field(
         default=None, description="base image; default: the AWS Lambda Python image"

@@ -110,6 +110,14 @@ def _oip_paths(name: str, manifest: ModelConfigFile, errors: dict[str, Any]) -> 
     }
 
 
+def _elsewhere(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "headers": {"Location": {"description": "where to go next", "schema": {"type": "string"}}},
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+
+
 def openapi_document(manifest: ModelConfigFile) -> dict[str, Any]:
     proto = manifest.protocol
     errors = {
@@ -132,6 +140,11 @@ def openapi_document(manifest: ModelConfigFile) -> dict[str, Any]:
         "requestBody": {"required": True, "content": _content(proto.request)},
         "responses": {
             "200": {"description": "the prediction", "content": _content(proto.response)},
+            "202": _elsewhere(
+                "run as a job (asked with `Prefer: respond-async`, or a call that may outlive the API's "
+                "29 s and did not end in time): GET the job at Location until it is done"
+            ),
+            "303": _elsewhere("the answer is past what a response carries: fetch it from Location"),
             **errors,
         },
     }

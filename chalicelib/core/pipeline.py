@@ -44,6 +44,22 @@ def user_code_steps(manifest: ModelConfigFile) -> list[str]:
     return [ref.step for ref in (*manifest.processing.pre, *manifest.processing.post) if ref.is_user_code]
 
 
+API_DEADLINE_S = 29
+"""API Gateway's integration timeout: a synchronous call that may run longer is answered as a job."""
+
+
+def longest_call_s(manifest: ModelConfigFile) -> int:
+    """How long a synchronous call of ``manifest`` may run by its configuration: the function's timeout
+    (fused), or the model stage's plus that of each pre/post stage running the tenant's own code
+    (chained). Built-in steps take milliseconds whatever their function's timeout, so they do not count."""
+    timeout = manifest.environment.timeout_s
+    if recorded_plan(manifest).mode == "fused":
+        return timeout
+    processing = manifest.processing
+    own = sum(any(ref.is_user_code for ref in refs) for refs in (processing.pre, processing.post))
+    return timeout * (1 + own)
+
+
 def plan_pipeline(manifest: ModelConfigFile, *, shared_stages: bool) -> PipelinePlan:
     """The one place fused against chained is decided: what the config says, ``auto`` by
     ``auto_decision``. ``shared_stages``: the platform has shared stage functions (a steps image per

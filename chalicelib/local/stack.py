@@ -166,7 +166,10 @@ class LocalStack:
         ship_logs: bool = True,
         worker: Literal["auto", "in-process", "function"] = "auto",
         registry_port: int = REGISTRY_PORT,
+        settings: dict[str, Any] | None = None,
     ) -> None:
+        """``settings``: fields of ``chalicelib.settings.Settings`` to set otherwise than the stack does."""
+        self.settings_overrides = dict(settings or {})
         self.edge_port = edge_port
         self.api_port = api_port
         self.wanted: Launch = launcher
@@ -287,6 +290,7 @@ class LocalStack:
             image_builder=self.image_builder or ("docker" if client is not None else "process"),
             registry=self.registry,
             functions="lambda",
+            **self.settings_overrides,
         )
         self.outputs = create_infrastructure(settings)
         self.progress("tables, bucket, queues and notification created")

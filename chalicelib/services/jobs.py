@@ -19,6 +19,8 @@ import json
 import logging
 import secrets
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -27,12 +29,12 @@ from typing import Any
 from chalicelib.core.errors import Conflict, InvalidRequest, ModelportError, NotFound, Unavailable
 from chalicelib.core.jsontext import JsonTextError, loads
 from chalicelib.core.ports import AccountStore, ArtifactStore, Clock, JobQueue, JobStore, ObjectInfo, Outbox
-from chalicelib.core.records import JOB_TTL_S, Account, Job
+from chalicelib.core.records import JOB_DONE, JOB_TTL_S, Account, Job
 from chalicelib.core.replies import COMPLETED, check_target
 from chalicelib.core.wire import JSON, MAX_SYNC_PAYLOAD
 from chalicelib.services import webhooks
 from chalicelib.services.batch import BatchService
-from chalicelib.services.invoke import InvokeService
+from chalicelib.services.invoke import InvokeResult, InvokeService
 
 log = logging.getLogger("modelport.jobs")
 
@@ -92,8 +94,12 @@ class JobService:
         allow_loopback_webhooks: bool = False,
         batch: BatchService | None = None,
         outbox: Outbox | None = None,
+        sync_wait_s: float = 25.0,
     ) -> None:
-        """``allow_loopback_webhooks``: the local stack's, where a receiver on 127.0.0.1 is the user's own."""
+        """``allow_loopback_webhooks``: the local stack's, where a receiver on 127.0.0.1 is the user's own;
+        ``sync_wait_s``: how long a synchronous call run as a job (``pipeline.longest_call_s``) is waited
+        for before it is answered 202."""
+        self.sync_wait_s = sync_wait_s
         self.allow_loopback = allow_loopback_webhooks
         self.outbox = outbox
         """Where a message-driven job's completion goes (its ``reply_to``)."""
@@ -203,6 +209,40 @@ class JobService:
         else:
             result["body_base64"] = base64.b64encode(data).decode()
         return JobView(job, result)
+
+    def wait(
+        self,
+        caller: Account,
+        job_id: str,
+        *,
+        until: float,
+        poll_s: float = 0.05,
+        now: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> Job:
+        """The job once it is done, or as it is at ``until`` (on the ``now`` clock)."""
+        while True:
+            job = self._visible(caller, job_id)
+            if job.status in JOB_DONE or now() >= until:
+                return job
+            sleep(min(poll_s, max(until - now(), 0.0)))
+
+    def answer(self, job: Job) -> InvokeResult | None:
+        """A finished job's answer as a synchronous call gives it: inline up to what a response carries,
+        else a presigned URL; None while there is none."""
+        if job.result_key is None or job.result_status is None:
+            return None
+        content_type = job.result_type or "application/octet-stream"
+        info = self.artifacts.head(job.result_key)
+        if info.size_bytes > MAX_SYNC_PAYLOAD:
+            url = self.artifacts.presign_download(job.result_key, expires_in=RESULT_URL_S)
+            return InvokeResult(
+                job.result_status, content_type, b"", {}, job.result_key, url, info.size_bytes
+            )
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "result"
+            self.artifacts.download(job.result_key, path, max_bytes=MAX_SYNC_PAYLOAD)
+            return InvokeResult(job.result_status, content_type, path.read_bytes(), {})
 
     def list(self, caller: Account, *, limit: int = 50) -> list[Job]:
         return self.jobs.list_for_account(caller.account_id, limit=limit)

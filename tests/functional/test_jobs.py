@@ -20,6 +20,8 @@ from tests.functional.test_local_stack import EXAMPLES, _engine_answers
 pytestmark = [pytest.mark.functional, pytest.mark.slow]
 
 FLOWER = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+SYNC_WAIT_S = 4.0
+"""How long this stack waits for a call that may outlive API Gateway's 29 s (25 s by default)."""
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +29,9 @@ def stack() -> Iterator[LocalStack]:
     launcher = "container" if _engine_answers() else "process"
     if launcher == "process" and os.environ.get("CI"):
         pytest.fail("CI must have a docker engine (.ci/run starts dockerd)")
-    running = LocalStack(edge_port=0, api_port=0, launcher=launcher, registry=False).start()
+    running = LocalStack(
+        edge_port=0, api_port=0, launcher=launcher, registry=False, settings={"sync_wait_s": SYNC_WAIT_S}
+    ).start()
     admin = Client(Connection(running.api_url, running.admin_key, running.endpoint_url))
     outcome = deploy(admin, EXAMPLES / "iris-onnx")
     assert outcome.status == "READY", outcome.reason
@@ -285,3 +289,93 @@ def test_a_chained_answer_past_the_limits_crosses_every_hop_through_s3(
     answer = invoke(digits["admin"], "iris-onnx", csv, content_type="text/csv", accept="application/json")
     predictions = answer.json()["predictions"]
     assert len(predictions) == 20_000 and predictions[-1][0]["label"] == "setosa"
+
+
+# --------------------------------------------------------------------------- past API Gateway's 29 s
+
+
+SLOW_ECHO_CONFIG = """name: slow-echo
+framework: python
+artifacts: [predict.py]
+environment: {memory_mb: 256, timeout_s: 60}
+"""
+
+
+def test_a_call_that_may_outlive_the_apis_29_s_answers_in_time_or_202(
+    stack: LocalStack, tmp_path: Any
+) -> None:
+    from tests.functional.local_stack import ECHO_PREDICT
+
+    (tmp_path / "predict.py").write_text(ECHO_PREDICT, encoding="utf-8")
+    (tmp_path / "modelport.yaml").write_text(SLOW_ECHO_CONFIG, encoding="utf-8")
+    admin = Client(Connection(stack.api_url, stack.admin_key, stack.endpoint_url))
+    assert deploy(admin, tmp_path).status == "READY"
+    quick = call(stack, "POST", "/v1/models/slow-echo/invoke", json={"output": [1.0], "sleep_s": 0})
+    assert quick.status_code == 200 and quick.json() == {"output": [1.0]}  # ended in time: as a sync call
+    began = time.monotonic()
+    slow = call(stack, "POST", "/v1/models/slow-echo/invoke", json={"output": [2.0], "sleep_s": 8})
+    waited = time.monotonic() - began
+    assert slow.status_code == 202, slow.text
+    assert SYNC_WAIT_S <= waited < SYNC_WAIT_S + 3 and "Preference-Applied" not in slow.headers
+    done = follow(stack, slow.headers["Location"])
+    assert done["status"] == "SUCCEEDED" and done["result"]["body"] == {"output": [2.0]}
+
+
+# --------------------------------------------------------------------------- message-driven invocations
+
+
+def test_an_invocation_message_replies_once_and_a_poison_one_is_a_dead_letter(stack: LocalStack) -> None:
+    import hashlib
+
+    import boto3
+
+    from app import on_invocation
+    from chalicelib.core.replies import COMPLETED
+    from chalicelib.local.pump import lambda_event
+    from chalicelib.local.stack import LOCAL_CREDENTIALS
+
+    sqs = boto3.session.Session(region_name="us-east-1", **LOCAL_CREDENTIALS).client(
+        "sqs", endpoint_url=stack.endpoint_url
+    )
+    replies = sqs.create_queue(QueueName="modelport-replies-functional")["QueueUrl"]
+    body = json.dumps({"model": "iris-onnx", "input": {"records": [FLOWER]}, "reply_to": replies})
+    key = {"Authorization": {"DataType": "String", "StringValue": f"Bearer {stack.admin_key}"}}
+    queue = stack.outputs["invocations_queue_url"]
+    sent = sqs.send_message(QueueUrl=queue, MessageBody=body, MessageAttributes=key)
+
+    def heard(wait_s: float) -> list[dict[str, Any]]:
+        got: list[dict[str, Any]] = []
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            answer = sqs.receive_message(QueueUrl=replies, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+            for message in answer.get("Messages", []):
+                got.append(json.loads(message["Body"]))
+                sqs.delete_message(QueueUrl=replies, ReceiptHandle=message["ReceiptHandle"])
+        return got
+
+    (event,) = heard(30)
+    assert event["source"] == "modelport" and event["detail-type"] == COMPLETED
+    detail = event["detail"]
+    assert detail["job_id"] == "job-m" + hashlib.sha256(sent["MessageId"].encode()).hexdigest()[:23]
+    assert detail["status"] == "SUCCEEDED"
+    assert detail["result"]["body"]["predictions"][0][0]["label"] == "setosa"
+
+    # SQS delivers at least once: the same message (its id) comes again, and nothing more is done
+    again = {"MessageId": sent["MessageId"], "ReceiptHandle": "redelivered", "Body": body,
+             "Attributes": {"ApproximateReceiveCount": "2"}, "MessageAttributes": key}  # fmt: skip
+    on_invocation(lambda_event([again], stack.outputs["invocations_queue_arn"], "us-east-1"), None)
+    assert heard(4) == []
+    jobs = call(stack, "GET", "/v1/jobs").json()["jobs"]
+    assert [j["job_id"] for j in jobs].count(detail["job_id"]) == 1
+
+    # a message without a key is poison: it ends in the DLQ with the reason, and nothing runs
+    sqs.send_message(QueueUrl=queue, MessageBody=body)
+    dlq = stack.outputs["invocations_dlq_url"]
+    deadline, letters = time.monotonic() + 30, []
+    while time.monotonic() < deadline and not letters:
+        letters = sqs.receive_message(QueueUrl=dlq, WaitTimeSeconds=1).get("Messages", [])
+    (letter,) = letters
+    doc = json.loads(letter["Body"])
+    assert "Authorization" in doc["reason"] and doc["body"] == body
+    assert stack.admin_key not in letter["Body"]
+    assert heard(2) == []

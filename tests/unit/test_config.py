@@ -44,7 +44,7 @@ def test_defaults_fill_the_environment() -> None:
         "3.11",
         "x86_64",
         1024,
-        30,
+        25,
     )
 
 

@@ -112,3 +112,68 @@ def test_a_large_answer_is_a_presigned_url(world: dict[str, Any], monkeypatch: p
 def test_a_malformed_queue_message_is_dropped(world: dict[str, Any]) -> None:
     for body in ("not json", "[]", '{"job_id": 3}', '{"job_id": "job-unknown"}'):
         assert services().jobs.handle_message(body) is None
+
+
+# --------------------------------------------------------------------------- calls past API Gateway's 29 s
+
+
+def slow_model(world: dict[str, Any]) -> None:
+    """iris again as ``slow``, with a 40 s timeout: a synchronous call of it may outlive the API's 29 s."""
+    from tests.support import ROOT, bundle, deploy
+
+    config = (ROOT / "examples/iris-onnx/modelport.yaml").read_text()
+    config = config.replace("name: iris-onnx", "name: slow").replace("timeout_s: 10", "timeout_s: 40")
+    world["container"].invoker.register("modelport-slow", world["fake"])
+    assert (
+        deploy(world["container"], world["alice"], "slow", bundle(config=config))["deployment"].state
+        == "READY"
+    )
+
+
+def instant_runner(world: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The jobs queue, with a runner that takes each job as it is sent."""
+    queue = world["container"].job_queue
+    send = queue.send
+
+    def send_and_run(job_id: str, **kwargs: Any) -> None:
+        send(job_id, **kwargs)
+        services().jobs.handle_message(f'{{"job_id": "{job_id}"}}')
+
+    monkeypatch.setattr(queue, "send", send_and_run)
+    return queue
+
+
+def test_a_call_that_may_outlive_the_deadline_runs_as_a_job_and_answers_if_it_ends_in_time(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slow_model(world)
+    queue = instant_runner(world, monkeypatch)
+    r = world["alice"].call("POST", "/v1/models/slow/invoke", {"records": [RECORD]})
+    assert r.status_code == 200, r.body
+    assert r.json_body["predictions"][0][0]["label"] == "setosa"
+    assert len(queue.sent) == 1  # it went as a job
+    fast = world["alice"].call("POST", "/v1/models/iris/invoke", {"records": [RECORD]})  # 10 s: directly
+    assert fast.status_code == 200 and len(queue.sent) == 1
+
+
+def test_a_call_that_does_not_end_before_the_deadline_is_a_202_to_follow(world: dict[str, Any]) -> None:
+    slow_model(world)
+    services().jobs.sync_wait_s = 0.05  # no runner here: the job is still queued when the wait is over
+    r = world["alice"].call("POST", "/v1/models/slow/invoke", {"records": [RECORD]})
+    assert r.status_code == 202 and "Preference-Applied" not in r.headers  # not asked for: the deadline
+    location = r.headers["Location"]
+    run_queued(world)
+    done = world["alice"].call("GET", location).json_body
+    assert done["status"] == "SUCCEEDED" and done["result"]["body"]["predictions"][0][0]["label"] == "setosa"
+
+
+def test_a_job_that_fails_in_time_answers_as_the_failed_call_would(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chalicelib.core.errors import FunctionFailed
+
+    slow_model(world)
+    instant_runner(world, monkeypatch)
+    world["fake"].fail = FunctionFailed("the model's function crashed")
+    r = world["alice"].call("POST", "/v1/models/slow/invoke", {"records": [RECORD]})
+    assert r.status_code == 502 and "crashed" in r.json_body["message"]

@@ -66,3 +66,19 @@ def test_a_missing_function_is_an_error() -> None:
     manifest = config_file_for_dir(ROOT / "examples/iris-onnx")
     with pytest.raises(ValueError, match="no function for stage"):
         state_machine_definition(manifest, {"model": "arn"})
+
+
+def test_the_longest_call_counts_the_model_and_the_tenants_own_stages() -> None:
+    from chalicelib.core.config import StepRef
+    from chalicelib.core.pipeline import API_DEADLINE_S, longest_call_s, with_plan
+
+    iris = with_plan(config_file_for_dir(ROOT / "examples/iris-onnx"), shared_stages=True)
+    assert iris.pipeline_plan is not None and iris.pipeline_plan.mode == "chained"
+    assert longest_call_s(iris) == 10  # built-in steps do not count, whatever their functions' timeouts
+    env = iris.environment.model_copy(update={"timeout_s": 40})
+    assert longest_call_s(iris.model_copy(update={"environment": env})) == 40 > API_DEADLINE_S
+    own = iris.processing.model_copy(update={"pre": (StepRef.model_validate("steps.py:clean"),)})
+    assert longest_call_s(iris.model_copy(update={"processing": own})) == 20
+    fused = with_plan(config_file_for_dir(ROOT / "examples/sentiment-predictor"), shared_stages=False)
+    assert fused.pipeline_plan is not None and fused.pipeline_plan.mode == "fused"
+    assert longest_call_s(fused) == 10
