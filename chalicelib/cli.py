@@ -633,10 +633,11 @@ def invoke_cmd(
         client, name, body, content_type=media, accept=accept, version=version, respond_async=run_async,
         webhook=webhook if run_async else None,
     )  # fmt: skip
-    if run_async and answer.status == 202:
+    if answer.status == 202:  # asked for, or a call that may outlive the API's 29 s and did not end in time
         from chalicelib.cli_jobs import follow_and_show
 
-        click.echo(f"202 job {answer.json()['job_id']} queued", err=True)
+        why = "queued" if run_async else "still running at the API's deadline"
+        click.echo(f"202 job {answer.json()['job_id']} {why}", err=True)
         follow_and_show(client, answer.headers["location"], out)
         return
     ms = (time.perf_counter() - began) * 1000
@@ -726,7 +727,7 @@ def demo(
     OUT/<model>/<sample>.png, other answers as .json; a summary table ends it.
     """
     from chalicelib.client import Client
-    from chalicelib.demo import run_demo
+    from chalicelib.demo import run_demo, summary_lines
 
     dirs = list(model_dirs) or sorted(p.parent for p in Path("examples").glob("*/modelport.yaml"))
     if not dirs:
@@ -740,32 +741,21 @@ def demo(
     else:
         _show_stack(state, "is running")
     try:
+        from chalicelib.cli_jobs import data_bucket
         from chalicelib.cli_local import share_with_stack
 
         share_with_stack(state, dirs, lambda line: click.echo(f"wheels: {line}", err=True))
         client = Client(_connection())
-        rows = run_demo(client, dirs, out, progress=lambda line: click.echo(line, err=True))
+        rows = run_demo(
+            client, dirs, out, progress=lambda line: click.echo(line, err=True), data=data_bucket(None)
+        )
     finally:
         if started and not keep:
             stop_stack()
             click.echo("stopped the local stack (--keep leaves it running)", err=True)
-    header = ("model", "mode", "deploy s", "cold ms", "warm p50 ms", "async job", "answers")
-    table = [header]
-    for row in rows:
-        saved = ", ".join(str(a.path) if a.path else f"{a.sample}: {a.problem}" for a in row.answers)
-        table.append((
-            row.name,
-            row.mode,
-            f"{row.deployed.seconds:.1f}" if row.deployed else "-",
-            f"{row.cold_ms:.1f}" if row.cold_ms is not None else "-",
-            f"{row.warm_p50_ms:.1f}" if row.warm_p50_ms is not None else "-",
-            row.job,
-            row.problem or saved,
-        ))  # fmt: skip
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     click.echo(f"\n{state.launcher} environments ({state.launcher_note}); answers in {out}/")
-    for cells in table:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
+    for line in summary_lines(rows):
+        click.echo(line)
     if not all(row.ok for row in rows):
         sys.exit(1)
 

@@ -10,6 +10,8 @@ import json
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +96,7 @@ def jobs_command(job_id: str | None, out: Path | None, cancel: bool, wait: bool)
         show(client.json("GET", location), out)
 
 
-def _data_bucket(bucket: str | None) -> tuple[Any, str]:
+def data_bucket(bucket: str | None) -> tuple[Any, str]:
     """(an S3 client, the data bucket): the running local stack's unless ``bucket`` names one (then the
     environment's AWS credentials and ``MODELPORT_ENDPOINT_URL``, if set)."""
     import os
@@ -115,6 +117,57 @@ def _data_bucket(bucket: str | None) -> tuple[Any, str]:
     return session.client("s3", endpoint_url=state.endpoint_url), state.data_bucket
 
 
+@dataclass(frozen=True)
+class BatchRun:
+    """What an event-driven batch run gave: its summary object, the JSONL's key and bytes."""
+
+    summary: dict[str, Any]
+    results_key: str
+    results: bytes
+    seconds: float
+
+
+def run_batch(
+    s3: Any,
+    bucket: str,
+    name: str,
+    filename: str,
+    data: bytes,
+    *,
+    wait_s: float = 600,
+    tick: Callable[[float], None] = lambda elapsed: None,
+) -> BatchRun:
+    """Put ``data`` as inputs/NAME/FILENAME in the data bucket and wait for the summary of that very
+    object (its ETag) beside outputs/NAME/<stem>.jsonl; ``tick`` is called while it waits."""
+    from botocore.exceptions import ClientError
+
+    from chalicelib.core.errors import InvalidRequest, ModelportError
+    from chalicelib.services.batch import output_keys
+
+    key = f"inputs/{name}/{filename}"
+    keys = output_keys(key)
+    if keys is None:
+        raise InvalidRequest(f"{filename}: batch inputs are .csv, .jsonl, .png, .jpg or .webp files")
+    _, results_key, summary_key = keys
+    began = time.monotonic()
+    etag = str(s3.put_object(Bucket=bucket, Key=key, Body=data)["ETag"]).strip('"')
+    while True:
+        try:
+            summary = json.loads(s3.get_object(Bucket=bucket, Key=summary_key)["Body"].read())
+            if summary.get("etag") == etag:
+                break
+        except (ClientError, ValueError):
+            pass
+        if time.monotonic() - began > wait_s:
+            raise ModelportError(f"no s3://{bucket}/{summary_key} after {wait_s:.0f} s")
+        tick(time.monotonic() - began)
+        time.sleep(0.1)
+    if summary.get("output") is None:
+        raise ModelportError(f"the batch failed: {summary.get('error')}")
+    results = s3.get_object(Bucket=bucket, Key=results_key)["Body"].read()
+    return BatchRun(summary, results_key, results, time.monotonic() - began)
+
+
 @click.command("batch")
 @click.argument("name")
 @click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
@@ -124,49 +177,26 @@ def _data_bucket(bucket: str | None) -> tuple[Any, str]:
 def batch_command(name: str, file: Path, bucket: str | None, out: Path | None, wait_s: float) -> None:
     """Infer FILE (.csv or .jsonl row by row, or an image) with model NAME, event-driven: upload it as
     inputs/NAME/FILE to the data bucket, wait for outputs/NAME/<FILE's stem>.jsonl, print or save it."""
-    from botocore.exceptions import ClientError
-
-    from chalicelib.core.errors import ModelportError
-    from chalicelib.services.batch import output_keys
-
-    key = f"inputs/{name}/{file.name}"
-    keys = output_keys(key)
-    if keys is None:
-        raise click.UsageError(f"{file.name}: batch inputs are .csv, .jsonl, .png, .jpg or .webp files")
-    _, results_key, summary_key = keys
-    s3, bucket_name = _data_bucket(bucket)
-    etag = str(s3.put_object(Bucket=bucket_name, Key=key, Body=file.read_bytes())["ETag"]).strip('"')
-    click.echo(f"uploaded s3://{bucket_name}/{key}", err=True)
-    began = time.monotonic()
+    s3, bucket_name = data_bucket(bucket)
+    click.echo(f"uploading s3://{bucket_name}/inputs/{name}/{file.name}", err=True)
     spin = itertools.cycle(SPINNER)
-    while True:
-        try:
-            summary = json.loads(s3.get_object(Bucket=bucket_name, Key=summary_key)["Body"].read())
-            if summary.get("etag") == etag:
-                break
-        except (ClientError, ValueError):
-            pass
-        if time.monotonic() - began > wait_s:
-            raise ModelportError(f"no s3://{bucket_name}/{summary_key} after {wait_s:.0f} s")
-        if sys.stderr.isatty():
-            click.echo(
-                f"\r{next(spin)} waiting for {summary_key} {time.monotonic() - began:5.1f} s",
-                nl=False,
-                err=True,
-            )
-        time.sleep(0.25)
+    tty = sys.stderr.isatty()
+
+    def tick(elapsed: float) -> None:
+        if tty:
+            click.echo(f"\r{next(spin)} waiting for its output {elapsed:5.1f} s", nl=False, err=True)
+
+    run = run_batch(s3, bucket_name, name, file.name, file.read_bytes(), wait_s=wait_s, tick=tick)
+    summary = run.summary
     click.echo(
-        ("\r" if sys.stderr.isatty() else "")
+        ("\r" if tty else "")
         + f"{summary['rows']} rows: {summary['succeeded']} answered, {summary['failed']} failed, "
-        + f"in {summary['seconds']} s"
+        + f"in {summary['seconds']} s -> s3://{bucket_name}/{run.results_key}"
         + (f"; error: {summary['error']}" if summary.get("error") else ""),
         err=True,
     )
-    if summary.get("output") is None:
-        raise ModelportError(f"the batch failed: {summary.get('error')}")
-    data = s3.get_object(Bucket=bucket_name, Key=results_key)["Body"].read()
     if out is not None:
-        out.write_bytes(data)
-        click.echo(f"wrote {out} ({len(data)} bytes)", err=True)
+        out.write_bytes(run.results)
+        click.echo(f"wrote {out} ({len(run.results)} bytes)", err=True)
     else:
-        click.echo(data.decode(), nl=False)
+        click.echo(run.results.decode(), nl=False)

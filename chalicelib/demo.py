@@ -6,6 +6,9 @@ content type its protocol takes - or, without samples, the protocol's generated 
 ``POST /v1/models/{name}/invoke``. A model whose response carries a picture is asked for ``image/png``
 and the PNG saved as ``<out>/<model>/<sample>.png``; any other answer is saved as ``<sample>.json``.
 The first call of a model is its cold start; ``warm_calls`` more of its first sample give the warm latency.
+Then the first sample runs once more as an asynchronous job, and each file of the model's ``batch/``
+folder (a CSV, JSON Lines or images) is put under ``inputs/<model>/`` in the data bucket - event-driven,
+no API call - and its ``outputs/<model>/<stem>.jsonl`` saved as ``<out>/<model>/<stem>.jsonl``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from chalicelib.client import ApiError, Client, DeployOutcome, deploy, follow_job, invoke
 from chalicelib.core.config_file import ModelConfigFile
@@ -73,6 +77,8 @@ class DemoRow:
     problem: str | None = None
     job: str = "-"
     """How the first sample did as an asynchronous job ("SUCCEEDED in 0.4 s")."""
+    batch: list[str] = field(default_factory=list)
+    """How each file of ``batch/`` did, event-driven ("flowers.csv: 150/150 rows in 0.9 s")."""
 
     @property
     def mode(self) -> str:
@@ -90,7 +96,8 @@ class DemoRow:
     @property
     def ok(self) -> bool:
         answered = self.problem is None and all(a.problem is None for a in self.answers)
-        return answered and (self.job == "-" or self.job.startswith("SUCCEEDED"))
+        batched = all("failed" not in line for line in self.batch)
+        return answered and batched and (self.job == "-" or self.job.startswith("SUCCEEDED"))
 
 
 def run_demo(
@@ -100,7 +107,9 @@ def run_demo(
     *,
     progress: Callable[[str], None] = lambda line: None,
     warm_calls: int = 20,
+    data: tuple[Any, str] | None = None,
 ) -> list[DemoRow]:
+    """``data``: (an S3 client, the data bucket) for the event-driven batch runs; None skips them."""
     rows = []
     for model_dir in model_dirs:
         manifest = config_file_for_dir(model_dir)
@@ -139,7 +148,26 @@ def run_demo(
             row.warm_ms.append((time.perf_counter() - began) * 1000)
         row.job = _job(client, manifest.name, version, first)
         progress(f"  {manifest.name}: an asynchronous job {row.job}")
+        if data is not None:
+            for path in sorted((model_dir / "batch").glob("*")):
+                row.batch.append(_batch(data, manifest.name, path, target))
+                progress(f"  {manifest.name}: event-driven batch {row.batch[-1]}")
     return rows
+
+
+def _batch(data: tuple[Any, str], name: str, path: Path, target: Path) -> str:
+    """``path`` put under inputs/NAME/, its JSONL saved in ``target``; "flowers.csv: 150/150 rows in 1 s"."""
+    from chalicelib.cli_jobs import run_batch
+    from chalicelib.core.errors import ModelportError
+
+    try:
+        run = run_batch(*data, name, path.name, path.read_bytes(), wait_s=300)
+    except ModelportError as exc:
+        return f"{path.name}: failed: {exc}"
+    (target / f"{path.stem}.jsonl").write_bytes(run.results)
+    summary = run.summary
+    failed = f", {summary['failed']} failed" if summary["failed"] else ""
+    return f"{path.name}: {summary['succeeded']}/{summary['rows']} rows in {run.seconds:.1f} s{failed}"
 
 
 def _job(client: Client, name: str, version: int, sample: Sample) -> str:
@@ -171,3 +199,23 @@ def _ask(client: Client, name: str, version: int, sample: Sample, accept: str, t
         path = target / f"{sample.name}.json"
         path.write_text(json.dumps(answer.json(), indent=2) + "\n", encoding="utf-8")
     return Answer(sample.name, answer.status, ms, path)
+
+
+def summary_lines(rows: list[DemoRow]) -> list[str]:
+    """The demo's closing table, one line a model, columns aligned."""
+    header = ("model", "mode", "deploy s", "cold ms", "warm p50 ms", "async job", "batch", "answers")
+    table = [header]
+    for row in rows:
+        saved = ", ".join(str(a.path) if a.path else f"{a.sample}: {a.problem}" for a in row.answers)
+        table.append((
+            row.name,
+            row.mode,
+            f"{row.deployed.seconds:.1f}" if row.deployed else "-",
+            f"{row.cold_ms:.1f}" if row.cold_ms is not None else "-",
+            f"{row.warm_p50_ms:.1f}" if row.warm_p50_ms is not None else "-",
+            row.job,
+            "; ".join(row.batch) or "-",
+            row.problem or saved,
+        ))  # fmt: skip
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    return ["  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip() for cells in table]

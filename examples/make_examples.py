@@ -431,6 +431,15 @@ def diabetes_sample(split: Split, rows: int = DIABETES_SAMPLE_ROWS) -> str:
     return "\n".join(lines) + "\n"
 
 
+def iris_batch() -> str:
+    """All 150 flowers of the iris data set as CSV with a header row: the demo's event-driven batch input."""
+    from sklearn.datasets import load_iris
+
+    lines = [",".join(IRIS_FEATURES)]
+    lines += [",".join(_number_text(v) for v in row) for row in load_iris().data]
+    return "\n".join(lines) + "\n"
+
+
 def make_iris_onnx(out: Path) -> str:
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
@@ -443,6 +452,7 @@ def make_iris_onnx(out: Path) -> str:
     path = out / "model.onnx"
     _write(path, _to_onnx(model, clf, len(IRIS_FEATURES), "iris_onnx"))
     _write(out / "modelport.yaml", IRIS_ONNX_YAML)
+    _write(out / "batch" / "flowers.csv", iris_batch())
     acc, ref = _check_onnx_classifier(path, model, x_test, d.y_test, IRIS_ACCURACY_FLOOR)
     return f"accuracy {acc:.3f} on {len(d.y_test)} held-out (sklearn {ref:.3f}), {_size(path)}"
 

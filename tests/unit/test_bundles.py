@@ -73,7 +73,7 @@ def test_a_valid_bundle_is_extracted(box: tuple[Path, Path, Callable[[], None]])
     with tarfile.open(archive, "w:gz") as tf:
         tf.add(EXAMPLE, arcname=".")
     names = extract_bundle(archive, dest, BundleLimits())
-    assert sorted(names) == ["model.onnx", "modelport.yaml"]
+    assert sorted(names) == ["batch/flowers.csv", "model.onnx", "modelport.yaml"]
     assert (dest / "model.onnx").read_bytes() == (EXAMPLE / "model.onnx").read_bytes()
     untouched()
 

@@ -99,7 +99,7 @@ class World:
 
 def bundle(files: dict[str, bytes | None] | None = None) -> bytes:
     """A tar.gz of the example; ``files`` replace or add members, and a None value leaves one out."""
-    members: dict[str, bytes | None] = {p.name: p.read_bytes() for p in EXAMPLE.iterdir()}
+    members: dict[str, bytes | None] = {p.name: p.read_bytes() for p in EXAMPLE.iterdir() if p.is_file()}
     members.update(files or {})
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tf:
