@@ -10,6 +10,7 @@ stage (validation, OpenAPI, runtime decoding).
 from __future__ import annotations
 
 import base64
+import json
 import struct
 import unicodedata
 import zlib
@@ -76,6 +77,21 @@ def oip_shape(shape: tuple[Dim, ...]) -> list[int]:
     return [d if is_fixed(d) else -1 for d in shape]  # type: ignore[misc]
 
 
+class MapSpec(Frozen):
+    """A value that is a map of key -> one value rather than a tensor: ONNX ``map(K, tensor(V))``, or
+    ``seq(map(K, tensor(V)))``, one map per row (skl2onnx's and onnxmltools' ZipMap of class scores)."""
+
+    key: DataType = Field(description="INT64 or BYTES")
+    value: DataType
+    sequence: bool = Field(description="a sequence of maps, one per row (shape [batch])")
+    keys: tuple[str, ...] | None = Field(
+        default=None,
+        description="the keys every map holds, in the model's order, as JSON spells them (known from a "
+        "ZipMap's class labels)",
+        exclude_if=_is_none,
+    )
+
+
 class TensorSpec(Frozen):
     """One named tensor of a model's native contract."""
 
@@ -87,6 +103,20 @@ class TensorSpec(Frozen):
         description="the framework's own type, for values that are not tensors",
         exclude_if=_is_none,
     )
+    map_of: MapSpec | None = Field(
+        default=None, description="what a map (or sequence of maps) holds", exclude_if=_is_none
+    )
+
+    def scores_view(self) -> TensorSpec | None:
+        """A map of known keys to numbers, seen as the dense tensor it stands for (``[batch, keys]`` for
+        a sequence of maps): what post steps on class scores read; None for anything else."""
+        m = self.map_of
+        if m is None or m.keys is None or m.value not in FLOAT_TYPES:
+            return None
+        width = len(m.keys)
+        return TensorSpec(
+            name=self.name, datatype=m.value, shape=("batch", width) if m.sequence else (width,)
+        )
 
     def describe(self) -> str:
         if self.datatype is None:
@@ -132,6 +162,12 @@ class Records(Frozen):
 
     kind: Literal["records"] = "records"
     features: tuple[Feature, ...]
+    rows: int | None = Field(
+        default=None,
+        ge=1,
+        description="the model takes exactly this many rows a request",
+        exclude_if=_is_none,
+    )
 
     def describe(self) -> str:
         return "records(" + ", ".join(f.name for f in self.features) + ")"
@@ -310,31 +346,61 @@ def number_schema(datatype: DataType) -> dict[str, Any]:
     return {"type": kind, "format": dtype_name(datatype), "minimum": low, "maximum": high}
 
 
-def _nested_array(datatype: DataType | None, rank: int) -> dict[str, Any]:
+def _leaf_schema(datatype: DataType) -> dict[str, Any]:
+    if datatype in FLOAT_TYPES or datatype in INT_TYPES:
+        return number_schema(datatype)
+    if datatype == "BOOL":
+        return {"type": "boolean"}
+    return {"type": "string"}
+
+
+def _nested_array(datatype: DataType | None, shape: tuple[Dim, ...], *, exact: bool = True) -> dict[str, Any]:
+    """Nested arrays of ``datatype`` leaves. With ``exact`` (requests) a fixed dimension is an exact item
+    count (the batch too: a model exported for 3 rows takes 3), so a request that cannot fit is refused
+    before any function runs. An output's declared shape is the exporter's claim, not onnxruntime's
+    promise (a string normalizer's output is as long as what it keeps): answers are not held to it."""
     if datatype is None:
         return {}
-    leaf: dict[str, Any]
-    if datatype in FLOAT_TYPES or datatype in INT_TYPES:
-        leaf = number_schema(datatype)
-    elif datatype == "BOOL":
-        leaf = {"type": "boolean"}
-    else:
-        leaf = {"type": "string"}
-    schema = leaf
-    for _ in range(rank):
+    schema = _leaf_schema(datatype)
+    for dim in reversed(shape):
         schema = {"type": "array", "items": schema}
+        if exact and is_fixed(dim):
+            schema["minItems"] = schema["maxItems"] = dim
     return schema
+
+
+def _map_schema(m: MapSpec) -> dict[str, Any]:
+    """A map as a JSON object keyed by the map's keys (strings, as JSON has them); a sequence of maps,
+    an array of them."""
+    value = _leaf_schema(m.value)
+    one: dict[str, Any] = {"type": "object", "additionalProperties": value}
+    if m.keys is not None:
+        one = _object({key: value for key in m.keys})
+    return {"type": "array", "items": one} if m.sequence else one
+
+
+def _value_schema(spec: TensorSpec, *, exact: bool = True) -> dict[str, Any]:
+    if spec.map_of is not None:
+        return _map_schema(spec.map_of)
+    return _nested_array(spec.datatype, spec.shape, exact=exact)
 
 
 def _example_dim(dim: Dim) -> int:
     return dim if is_fixed(dim) else 1  # type: ignore[return-value]
 
 
+_EXAMPLE_LEAVES: dict[str, Any] = {"FP16": 0.0, "FP32": 0.0, "FP64": 0.0, "BOOL": False, "BYTES": ""}
+
+
 def _tensor_example(spec: TensorSpec) -> Any:
-    leaf: Any = {"FP16": 0.0, "FP32": 0.0, "FP64": 0.0, "BOOL": False, "BYTES": ""}.get(
-        spec.datatype or "", 0
-    )
-    value = leaf
+    if spec.map_of is not None:
+        m = spec.map_of
+        leaf = _EXAMPLE_LEAVES.get(m.value, 0)
+        if m.value in FLOAT_TYPES and m.keys:
+            leaf = round(1.0 / len(m.keys), 4)  # scores of equally likely classes
+        one = {key: leaf for key in m.keys or ("0",)}
+        return [one] if m.sequence else one
+    value = _EXAMPLE_LEAVES.get(spec.datatype or "", 0)
     for dim in reversed(spec.shape):
         value = [value] * _example_dim(dim)
     return value
@@ -402,13 +468,13 @@ _BOX_ITEM: dict[str, Any] = {
 def _feature_schema(feature: Feature) -> dict[str, Any]:
     if feature.categories:
         return {"type": "string", "enum": list(feature.categories)}
-    return _nested_array(feature.datatype, 0)
+    return _nested_array(feature.datatype, ())
 
 
 def request_wire(value: Value) -> Wire:
     """How a request carrying ``value`` looks on the wire."""
     if isinstance(value, Tensors):
-        props = {t.name: _nested_array(t.datatype, len(t.shape)) for t in value.tensors}
+        props = {t.name: _value_schema(t) for t in value.tensors}
         return Wire(
             content_types=("application/json",),
             json_schema=_object({"inputs": _object(props)}),
@@ -427,16 +493,20 @@ def request_wire(value: Value) -> Wire:
         if any(column != columns[0] for column in columns):  # categories, or mixed dtypes: per column
             row["prefixItems"] = columns
             row["items"] = False
+        count: dict[str, Any] = {"minItems": value.rows or 1}
+        if value.rows is not None:
+            count["maxItems"] = value.rows
         schema = {
             "oneOf": [
-                _object({"records": {"type": "array", "items": record, "minItems": 1}}),
-                _object({"rows": {"type": "array", "items": row, "minItems": 1}}),
+                _object({"records": {"type": "array", "items": record, **count}}),
+                _object({"rows": {"type": "array", "items": row, **count}}),
             ]
         }
+        example = {f.name: f.categories[0] if f.categories else 0.0 for f in value.features}
         return Wire(
             content_types=("application/json", "text/csv"),
             json_schema=schema,
-            example={"records": [{f.name: f.categories[0] if f.categories else 0.0 for f in value.features}]},
+            example={"records": [example] * (value.rows or 1)},
         )
     if isinstance(value, EncodedImage):
         png = tiny_png(value.width or 8, value.height or 8)
@@ -476,7 +546,7 @@ def response_wire(value: Value) -> Wire:
 
 def _response_body(value: Value) -> tuple[dict[str, Any], Any]:
     if isinstance(value, Tensors):
-        props = {t.name: _nested_array(t.datatype, len(t.shape)) for t in value.tensors}
+        props = {t.name: _value_schema(t, exact=False) for t in value.tensors}
         return (
             _object({"outputs": _object(props)}),
             {"outputs": {t.name: _tensor_example(t) for t in value.tensors}},
@@ -562,14 +632,28 @@ def schema_example(schema: dict[str, Any]) -> Any:
     return None
 
 
+def _oip_tensor(t: TensorSpec) -> OipTensor | None:
+    """A tensor as itself; a map of known keys as the dense tensor it stands for, its keys (the columns)
+    in ``parameters.keys`` as a JSON array; any other map as one JSON document per row (BYTES)."""
+    if t.map_of is not None:
+        dense = t.scores_view()
+        if dense is not None and t.map_of.keys is not None:
+            keys = json.dumps(list(t.map_of.keys), ensure_ascii=False)
+            return OipTensor(
+                name=t.name, datatype=t.map_of.value, shape=oip_shape(dense.shape), parameters={"keys": keys}
+            )
+        return OipTensor(
+            name=t.name, datatype="BYTES", shape=[-1], parameters={"content_type": "application/json"}
+        )
+    if t.datatype is None:
+        return None
+    return OipTensor(name=t.name, datatype=t.datatype, shape=oip_shape(t.shape))
+
+
 def oip_tensors(value: Value, *, role: Literal["input", "output"]) -> list[OipTensor]:
     """Open Inference Protocol v2 metadata of a public value, column-wise like MLServer's codecs."""
     if isinstance(value, Tensors):
-        return [
-            OipTensor(name=t.name, datatype=t.datatype, shape=oip_shape(t.shape))
-            for t in value.tensors
-            if t.datatype is not None
-        ]
+        return [oip for t in value.tensors if (oip := _oip_tensor(t)) is not None]
     if isinstance(value, Records):
         return [
             OipTensor(name=f.name, datatype="BYTES" if f.categories else f.datatype, shape=[-1])

@@ -7,7 +7,7 @@ from typing import Any
 
 from chalicelib.core.errors import ArtifactError
 from chalicelib.core.native import NativeContract, Scalar, Task
-from chalicelib.core.protocol import DataType, Dim, Tensors, TensorSpec
+from chalicelib.core.protocol import DataType, Dim, MapSpec, Tensors, TensorSpec
 
 _DATATYPES: dict[str, DataType] = {
     "FLOAT": "FP32", "DOUBLE": "FP64", "FLOAT16": "FP16", "BOOL": "BOOL", "STRING": "BYTES",
@@ -50,10 +50,29 @@ def _type_repr(tp: Any) -> str:
     return which or "unknown"
 
 
+def _map_of(tp: Any) -> MapSpec | None:
+    """``map(K, tensor(V))`` or ``seq(map(K, tensor(V)))`` of OIP-typed keys and values; else None."""
+    sequence = tp.WhichOneof("value") == "sequence_type"
+    if sequence:
+        tp = tp.sequence_type.elem_type
+    if tp.WhichOneof("value") != "map_type":
+        return None
+    value = tp.map_type.value_type
+    if value.WhichOneof("value") != "tensor_type":
+        return None
+    key = _DATATYPES.get(_elem_name(tp.map_type.key_type))
+    elem = _DATATYPES.get(_elem_name(value.tensor_type.elem_type))
+    if key not in ("INT64", "BYTES") or elem is None:
+        return None
+    return MapSpec(key=key, value=elem, sequence=sequence)
+
+
 def _spec(value_info: Any) -> TensorSpec:
     tp = value_info.type
     if tp.WhichOneof("value") != "tensor_type":
-        return TensorSpec(name=value_info.name, datatype=None, type_repr=_type_repr(tp))
+        m = _map_of(tp)
+        rows: tuple[Dim, ...] = ("batch",) if m is not None and m.sequence else ()
+        return TensorSpec(name=value_info.name, datatype=None, shape=rows, type_repr=_type_repr(tp), map_of=m)
     tensor = tp.tensor_type
     datatype = _DATATYPES.get(_elem_name(tensor.elem_type))
     shape: tuple[Dim, ...] = ()
@@ -64,6 +83,24 @@ def _spec(value_info: Any) -> TensorSpec:
         )
     repr_ = None if datatype and tensor.HasField("shape") else _type_repr(tp)
     return TensorSpec(name=value_info.name, datatype=datatype, shape=shape, type_repr=repr_)
+
+
+def _with_zipmap_keys(spec: TensorSpec, nodes: list[Any]) -> TensorSpec:
+    """A map output made by a ZipMap holds one key per class label: the keys are known."""
+    import onnx
+
+    if spec.map_of is None:
+        return spec
+    for node in nodes:
+        if node.op_type != "ZipMap" or spec.name not in node.output:
+            continue
+        for attr in node.attribute:
+            if attr.name in ("classlabels_strings", "classlabels_int64s"):
+                values = onnx.helper.get_attribute_value(attr)
+                keys = tuple(v.decode() if isinstance(v, bytes) else str(int(v)) for v in values)
+                if keys and len(set(keys)) == len(keys):
+                    return spec.model_copy(update={"map_of": spec.map_of.model_copy(update={"keys": keys})})
+    return spec
 
 
 def _classes(nodes: list[Any], initializers: dict[str, Any]) -> tuple[Scalar, ...] | None:
@@ -114,8 +151,8 @@ def inspect_onnx(path: Path, rel: str) -> NativeContract:
 
     initializers = {t.name: t for t in graph.initializer}
     inputs = tuple(_spec(v) for v in graph.input if v.name not in initializers)
-    outputs = tuple(_spec(v) for v in graph.output)
     nodes = list(graph.node)
+    outputs = tuple(_with_zipmap_keys(_spec(v), nodes) for v in graph.output)
     ops = {n.op_type for n in nodes}
     names = {o.name for o in outputs}
     task: Task = "unknown"

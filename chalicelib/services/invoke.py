@@ -368,7 +368,7 @@ class RequestValidator:
         elif media == "text/csv":
             value = self.manifest.protocol.request_value
             assert isinstance(value, Records)
-            _validate_csv(body, [f.name for f in value.features])
+            _validate_csv(body, [f.name for f in value.features], value.rows)
         elif media in IMAGE_MAGIC and not body.startswith(IMAGE_MAGIC[media]):
             raise InvalidRequest(f"the body is not a {media} image")
 
@@ -400,8 +400,22 @@ def _message(err: ValidationError) -> str:
     if err.validator in ("minimum", "maximum") and "format" in schema:
         low, high = schema.get("minimum"), schema.get("maximum")
         return f"{short(value)} does not fit {schema['format']} (from {low} to {high})"
+    if err.validator in ("minItems", "maxItems") and schema.get("minItems") == schema.get("maxItems"):
+        return _fixed_size(list(err.absolute_path), schema["minItems"], value)
     text = " ".join(err.message.split())
     return text if len(text) <= 200 else text[:140] + " … " + text[-57:]
+
+
+def _fixed_size(path: list[Any], size: int, value: Any) -> str:
+    """An exact item count missed: which dimension of which input (or how many rows) the model takes."""
+    got = len(value) if isinstance(value, list) else "?"
+    if len(path) >= 2 and path[0] == "inputs":
+        return (
+            f"dimension {len(path) - 2} of input {str(path[1])!r} is fixed at {size} by the model; got {got}"
+        )
+    if len(path) == 1 and path[0] in ("records", "rows"):
+        return f"the model takes exactly {size} {path[0]} at a time; got {got}"
+    return f"must hold exactly {size} items; got {got}"
 
 
 ENVELOPE_BYTES = 1024
@@ -427,7 +441,7 @@ def event_size(event: InvocationEvent, *, exact: bool = False) -> int:
     return len(json.dumps(event, separators=(",", ":")))
 
 
-def _validate_csv(body: bytes, features: list[str]) -> None:
+def _validate_csv(body: bytes, features: list[str], fixed_rows: int | None = None) -> None:
     try:
         rows = list(csv.reader(io.StringIO(body.decode())))
     except (UnicodeDecodeError, csv.Error) as exc:
@@ -443,6 +457,8 @@ def _validate_csv(body: bytes, features: list[str]) -> None:
                 f"CSV row {i} has {len(row)} columns, expected {len(features)} ({', '.join(features)})",
                 errors=[{"pointer": f"/{i - 1}", "message": f"{len(row)} columns"}],
             )
+    if fixed_rows is not None and len(rows) != fixed_rows:
+        raise InvalidRequest(f"the model takes exactly {fixed_rows} rows at a time; got {len(rows)}")
 
 
 _NOT_TOKEN = re.compile(r"[^A-Za-z0-9!#$%&'*+.^_`|~-]+")

@@ -14,7 +14,17 @@ from typing import Any
 from chalicelib.core.config_file import ModelConfigFile
 from chalicelib.core.errors import InvalidRequest
 from chalicelib.core.jsontext import MAX_DEPTH, short
-from chalicelib.core.protocol import Boxes, EncodedImage, Figure, Json, Labels, Records, Tensors, Value
+from chalicelib.core.protocol import (
+    Boxes,
+    EncodedImage,
+    Figure,
+    Json,
+    Labels,
+    Records,
+    Tensors,
+    TensorSpec,
+    Value,
+)
 
 
 def _reshape(flat: list[Any], shape: list[int], name: str) -> Any:
@@ -159,11 +169,26 @@ def _tensor(name: str, datatype: str, value: Any, **parameters: str) -> dict[str
     return tensor
 
 
+def _output_tensor(spec: TensorSpec, data: Any) -> dict[str, Any]:
+    """A map of known keys (a ZipMap's scores) goes dense, its columns in ``parameters.keys``; another
+    map one JSON document per row; a tensor as it is (``core.protocol.oip_tensors`` says the same)."""
+    m = spec.map_of
+    if m is None:
+        return _tensor(spec.name, spec.datatype or "BYTES", data)
+    rows = data if m.sequence else [data]
+    if m.keys is not None and spec.scores_view() is not None:
+        keys = json.dumps(list(m.keys), ensure_ascii=False)
+        dense = [[row.get(k) for k in m.keys] for row in rows if isinstance(row, dict)]
+        return _tensor(spec.name, m.value, dense if m.sequence else dense[0], keys=keys)
+    documents = [json.dumps(row, ensure_ascii=False) for row in rows]
+    return _tensor(spec.name, "BYTES", documents, content_type="application/json")
+
+
 def _outputs(value: Value, body: dict[str, Any]) -> list[dict[str, Any]]:
     if isinstance(value, Tensors):
         by_name = {t.name: t for t in value.tensors}
         return [
-            _tensor(name, by_name[name].datatype or "BYTES", data)
+            _output_tensor(by_name[name], data)
             for name, data in body.get("outputs", {}).items()
             if name in by_name
         ]

@@ -159,6 +159,70 @@ def test_config_labels_must_match_the_model_classes() -> None:
         resolve(SKLEARN_IRIS, labels=["a", "b"])
 
 
+def zipmap_contract(keys: tuple[str, ...] | None) -> NativeContract:
+    from chalicelib.core.protocol import MapSpec
+
+    return NativeContract(
+        framework="onnx",
+        task="classifier",
+        inputs=tensors(("input", "FP32", ("N", 4))),
+        outputs=Tensors(
+            tensors=(
+                TensorSpec(name="output_label", datatype="INT64", shape=("N",)),
+                TensorSpec(
+                    name="output_probability",
+                    datatype=None,
+                    shape=("batch",),
+                    type_repr="seq(map(int64,tensor(float)))",
+                    map_of=MapSpec(key="INT64", value="FP32", sequence=True, keys=keys),
+                ),
+            )
+        ),
+        classes=(0, 1, 2),
+    )
+
+
+def test_a_zipmap_of_known_keys_is_class_scores_for_every_score_step() -> None:
+    native = zipmap_contract(("0", "1", "2"))
+    for post in (["labels"], ["top_k"], ["bar_chart"]):
+        proto = resolve(native, labels=["a", "b", "c"], processing={"post": post})
+        assert proto.response_value.describe().startswith(("labels", "figure")), post
+    raw = resolve(native)
+    schema = raw.response.json_schema["properties"]["outputs"]["properties"]["output_probability"]
+    assert schema["items"]["required"] == ["0", "1", "2"] and schema["items"]["additionalProperties"] is False
+    jsonschema.validate(raw.response.example, raw.response.json_schema)
+    (_, proba) = raw.oip.outputs
+    assert (
+        proba.datatype == "FP32"
+        and proba.shape == [-1, 3]
+        and proba.parameters == {"keys": '["0", "1", "2"]'}
+    )
+    with pytest.raises(ProtocolError, match="2 names but the model has 3 classes"):
+        resolve(native, labels=["a", "b"], processing={"post": ["labels"]})
+
+
+def test_a_map_of_unknown_keys_is_json_objects_not_class_scores() -> None:
+    native = zipmap_contract(None)
+    raw = resolve(native)
+    schema = raw.response.json_schema["properties"]["outputs"]["properties"]["output_probability"]
+    assert schema["items"]["additionalProperties"]["type"] == "number"
+    assert raw.oip.outputs[1].datatype == "BYTES"
+    with pytest.raises(ProtocolError, match=r"needs one float \[batch, classes\] output"):
+        resolve(native, labels=["a", "b", "c"], processing={"post": ["labels"]})
+
+
+def test_a_fixed_dimension_is_an_exact_item_count() -> None:
+    native = NativeContract(
+        framework="onnx", inputs=tensors(("x", "FP32", (3, 2))), outputs=tensors(("y", "FP32", (3,)))
+    )
+    proto = resolve(native)
+    x = proto.request.json_schema["properties"]["inputs"]["properties"]["x"]
+    assert (x["minItems"], x["maxItems"], x["items"]["minItems"], x["items"]["maxItems"]) == (3, 3, 2, 2)
+    jsonschema.validate(proto.request.example, proto.request.json_schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"inputs": {"x": [[1.0, 2.0]]}}, proto.request.json_schema)
+
+
 def test_a_zipmap_output_is_not_class_scores() -> None:
     zipmap = NativeContract(
         framework="onnx",

@@ -17,7 +17,7 @@ from sklearn.neural_network import MLPClassifier
 from chalicelib.core.config import parse_config
 from chalicelib.core.errors import ArtifactError
 from chalicelib.core.native import NativeContract
-from chalicelib.core.protocol import Tensors, TensorSpec
+from chalicelib.core.protocol import MapSpec, Tensors, TensorSpec
 from chalicelib.inspect import inspect_model
 
 
@@ -54,8 +54,10 @@ def test_classifier_with_zipmap(tmp_path: Path) -> None:
     assert tensors(contract.inputs) == (TensorSpec(name="X", datatype="FP32", shape=(-1, 4)),)
     label, proba = tensors(contract.outputs)
     assert label == TensorSpec(name="output_label", datatype="INT64", shape=(-1,))
-    assert proba.datatype is None and proba.shape == ()
+    assert proba.datatype is None and proba.shape == ("batch",)  # one map per row
     assert proba.type_repr == "seq(map(int64,tensor(float)))"
+    assert proba.map_of == MapSpec(key="INT64", value="FP32", sequence=True, keys=("0", "1", "2"))
+    assert proba.scores_view() == TensorSpec(name="output_probability", datatype="FP32", shape=("batch", 3))
     assert contract.n_features == 4
     assert "ai.onnx.ml=" in contract.metadata["opset"]
     assert contract.metadata["opset"].startswith("ai.onnx=")

@@ -23,7 +23,7 @@ from chalicelib.core.protocol import (
 )
 from chalicelib.core.steps.base import Params, Step, StepContext, title_of
 from chalicelib.core.steps.regression import is_regression, prediction_tensor
-from chalicelib.core.steps.scores import LabelsArgs, labels_for, scores_tensor
+from chalicelib.core.steps.scores import LabelsArgs, labels_for, map_keys, scores_tensor
 
 MATPLOTLIB = ("matplotlib", "pillow")
 """Charts drawn with matplotlib (Agg) and written as PNG with Pillow."""
@@ -95,7 +95,8 @@ class BarChart(Step):
         scores = None
         if not isinstance(upstream, Labels):
             tensor = scores_tensor(upstream, self.name, self.params.output)
-            scores = LabelsArgs(scores=tensor.name, labels=data.labels, top_k=data.top_k)
+            keys = map_keys(upstream, tensor.name)
+            scores = LabelsArgs(scores=tensor.name, labels=data.labels, top_k=data.top_k, keys=keys)
         bars = min(self.params.top_k or data.top_k, data.top_k)
         return BarChartArgs(title=title_of(self.params, ctx), names=data.labels, bars=bars, scores=scores)
 

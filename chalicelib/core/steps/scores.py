@@ -19,19 +19,31 @@ from chalicelib.core.steps.base import Params, Step, StepContext
 
 
 def float_output(
-    upstream: Value, step: str, output: str | None, ranks: tuple[int, ...], what: str, shape: str
+    upstream: Value,
+    step: str,
+    output: str | None,
+    ranks: tuple[int, ...],
+    what: str,
+    shape: str,
+    *,
+    maps: bool = True,
 ) -> TensorSpec:
     """The one float output of one of ``ranks`` a post step reads (``output`` names it): ``what`` it
-    holds (``class scores``) and its ``shape`` (``[batch, classes]``), for messages."""
+    holds (``class scores``) and its ``shape`` (``[batch, classes]``), for messages. With ``maps``, a
+    map of known keys to scores (a ZipMap's) counts as the dense tensor it stands for."""
     if not isinstance(upstream, Tensors):
         hint = None
         if isinstance(upstream, Figure):
             hint = "a visualization step must be the last post step"
         raise ProtocolError(f"post step {step} takes {what} but receives {upstream.describe()}", hint=hint)
+    views = [(t.scores_view() if maps and t.map_of is not None else t) for t in upstream.tensors]
     candidates = [
         t
-        for t in upstream.tensors
-        if t.datatype in FLOAT_TYPES and len(t.shape) in ranks and (output is None or t.name == output)
+        for t in views
+        if t is not None
+        and t.datatype in FLOAT_TYPES
+        and len(t.shape) in ranks
+        and (output is None or t.name == output)
     ]
     if output is not None and not candidates:
         names = ", ".join(f"{t.name}: {t.describe()}" for t in upstream.tensors)
@@ -47,6 +59,14 @@ def float_output(
 
 def scores_tensor(upstream: Value, step: str, output: str | None) -> TensorSpec:
     return float_output(upstream, step, output, (1, 2), "class scores", "[batch, classes]")
+
+
+def map_keys(upstream: Value, name: str) -> tuple[str, ...] | None:
+    """The keys of output ``name`` when it is a map of scores (the runtime reads them in this order)."""
+    if not isinstance(upstream, Tensors):
+        return None
+    found = next((t for t in upstream.tensors if t.name == name), None)
+    return None if found is None or found.map_of is None else found.map_of.keys
 
 
 def labels_for(upstream: Value, ctx: StepContext, step: str, output: str | None) -> tuple[str, ...]:
@@ -79,6 +99,11 @@ class LabelsArgs(Frozen):
     scores: str
     labels: tuple[str, ...]
     top_k: int
+    keys: tuple[str, ...] | None = Field(
+        default=None,
+        description="the output is a map per row: its scores in this key order",
+        exclude_if=lambda value: value is None,
+    )
 
 
 class ThresholdArgs(Frozen):
@@ -87,6 +112,11 @@ class ThresholdArgs(Frozen):
     output: str
     labels: tuple[str, str]
     threshold: float
+    keys: tuple[str, ...] | None = Field(
+        default=None,
+        description="the output is a map per row: its scores in this key order",
+        exclude_if=lambda value: value is None,
+    )
 
 
 class SoftmaxParams(Params):
@@ -102,7 +132,9 @@ class Softmax(Step):
     params: SoftmaxParams
 
     def target(self, upstream: Value) -> TensorSpec:
-        return float_output(upstream, self.name, self.params.output, (2,), "logits", "[batch, classes]")
+        return float_output(
+            upstream, self.name, self.params.output, (2,), "logits", "[batch, classes]", maps=False
+        )
 
     def apply(self, upstream: Value, ctx: StepContext) -> Value:
         self.target(upstream)
@@ -135,7 +167,12 @@ class LabelsStep(Step):
     def run_args(self, upstream: Value, produced: Value, ctx: StepContext) -> LabelsArgs:
         assert isinstance(produced, Labels)
         scores = scores_tensor(upstream, self.name, self.params.output)
-        return LabelsArgs(scores=scores.name, labels=produced.labels, top_k=produced.top_k)
+        return LabelsArgs(
+            scores=scores.name,
+            labels=produced.labels,
+            top_k=produced.top_k,
+            keys=map_keys(upstream, scores.name),
+        )
 
 
 class TopKParams(LabelsParams):
@@ -188,6 +225,10 @@ class Threshold(Step):
     def run_args(self, upstream: Value, produced: Value, ctx: StepContext) -> ThresholdArgs:
         assert isinstance(produced, Labels) and len(produced.labels) == 2
         negative, positive = produced.labels
+        name = self.scores(upstream).name
         return ThresholdArgs(
-            output=self.scores(upstream).name, labels=(negative, positive), threshold=self.params.threshold
+            output=name,
+            labels=(negative, positive),
+            threshold=self.params.threshold,
+            keys=map_keys(upstream, name),
         )

@@ -18,6 +18,7 @@ from chalicelib.core.protocol import (
     TensorSpec,
     Text,
     Value,
+    is_fixed,
 )
 from chalicelib.core.steps.base import Params, Step, StepContext
 
@@ -53,6 +54,9 @@ class TabularArgs(Frozen):
     input: str
     dtype: Literal["float32", "float64"]
     categories: dict[str, dict[str, float]] | None = None
+    rows: int | None = Field(
+        default=None, description="the model takes exactly this many rows", exclude_if=lambda v: v is None
+    )
 
 
 class Tabular(Step):
@@ -96,9 +100,12 @@ class Tabular(Step):
         return target.datatype
 
     def public_input(self, ctx: StepContext) -> Value:
-        dtype = self._dtype(ctx.single_input(self.name))
+        target = ctx.single_input(self.name)
+        dtype = self._dtype(target)
         categories = self.params.categories or {}
+        batch = target.shape[0] if len(target.shape) == 2 else None
         return Records(
+            rows=batch if isinstance(batch, int) and is_fixed(batch) and batch > 0 else None,
             features=tuple(
                 Feature(
                     name=n,
@@ -106,7 +113,7 @@ class Tabular(Step):
                     categories=tuple(categories[n]) if n in categories else None,
                 )
                 for n in self._features(ctx)
-            )
+            ),
         )
 
     def apply(self, upstream: Value, ctx: StepContext) -> Value:
@@ -118,7 +125,7 @@ class Tabular(Step):
                 TensorSpec(
                     name=target.name,
                     datatype=self._dtype(target),
-                    shape=("batch", len(upstream.features)),
+                    shape=(upstream.rows or "batch", len(upstream.features)),
                 ),
             )
         )
@@ -131,4 +138,5 @@ class Tabular(Step):
             input=target.name,
             dtype="float32" if target.datatype == "FP32" else "float64",
             categories=self.params.categories,
+            rows=upstream.rows,
         )

@@ -51,7 +51,7 @@ class BarChartRun:
         """Built from the arguments the config file records (``BarChartArgs``)."""
         a = BarChartArgs.model_validate(args)
         s = a.scores
-        labels = None if s is None else LabelsRun(s.scores, s.labels, s.top_k)
+        labels = None if s is None else LabelsRun(s.scores, s.labels, s.top_k, s.keys)
         return cls(a.title, a.names, a.bars, labels)
 
     def __init__(self, title: str, names: tuple[str, ...], bars: int, labels: LabelsRun | None) -> None:

@@ -11,6 +11,27 @@ from chalicelib.core.steps.scores import LabelsArgs, SoftmaxArgs, ThresholdArgs
 from chalicelib.runtime.steps.base import LabelRows, StepCall
 
 
+def score_matrix(value: Any, keys: tuple[str, ...] | None) -> Any:
+    """The scores ``value`` holds as a float64 array; with ``keys``, ``value`` is a map of key -> score
+    (or a list of them, one per row: a ZipMap's) and becomes ``[rows, keys]`` in that order. Keys are
+    compared as JSON spells them (an int64 key 2 is "2")."""
+    if keys is None:
+        return np.asarray(value, dtype=np.float64)
+    rows = [value] if isinstance(value, Mapping) else value
+    matrix = np.empty((len(rows), len(keys)), dtype=np.float64)
+    for i, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise ValueError(
+                f"row {i} of the scores is {type(row).__name__}, expected a map of {len(keys)} keys"
+            )
+        by_key = {str(k): v for k, v in row.items()}
+        missing = [k for k in keys if k not in by_key]
+        if missing:
+            raise ValueError(f"row {i} of the scores has no key {missing[0]!r}")
+        matrix[i] = [float(by_key[k]) for k in keys]
+    return matrix
+
+
 class LabelsRun:
     """Class scores -> per row, the ``top_k`` best ``(label, score)``; scores as the model gives them."""
 
@@ -18,15 +39,18 @@ class LabelsRun:
     def from_args(cls, args: Mapping[str, Any]) -> LabelsRun:
         """Built from the arguments the config file records (``LabelsArgs``)."""
         a = LabelsArgs.model_validate(args)
-        return cls(a.scores, a.labels, a.top_k)
+        return cls(a.scores, a.labels, a.top_k, a.keys)
 
-    def __init__(self, scores: str, labels: tuple[str, ...], top_k: int) -> None:
+    def __init__(
+        self, scores: str, labels: tuple[str, ...], top_k: int, keys: tuple[str, ...] | None = None
+    ) -> None:
         self.scores = scores
         self.labels = labels
         self.top_k = top_k
+        self.keys = keys
 
     def __call__(self, outputs: Mapping[str, Any], inv: StepCall | None = None) -> LabelRows:
-        scores = np.asarray(outputs[self.scores], dtype=np.float64)
+        scores = score_matrix(outputs[self.scores], self.keys)
         n = len(self.labels)
         if scores.ndim == 1 and n == 2:  # one probability per row: P(second class)
             scores = np.stack([1 - scores, scores], axis=1)
@@ -73,15 +97,18 @@ class ThresholdRun:
     def from_args(cls, args: Mapping[str, Any]) -> ThresholdRun:
         """Built from the arguments the config file records (``ThresholdArgs``)."""
         a = ThresholdArgs.model_validate(args)
-        return cls(a.output, a.labels, a.threshold)
+        return cls(a.output, a.labels, a.threshold, a.keys)
 
-    def __init__(self, name: str, labels: tuple[str, ...], threshold: float) -> None:
+    def __init__(
+        self, name: str, labels: tuple[str, ...], threshold: float, keys: tuple[str, ...] | None = None
+    ) -> None:
         self.name = name
         self.negative, self.positive = labels
         self.threshold = threshold
+        self.keys = keys
 
     def __call__(self, outputs: Mapping[str, Any], inv: StepCall | None = None) -> LabelRows:
-        scores = np.asarray(outputs[self.name], dtype=np.float64)
+        scores = score_matrix(outputs[self.name], self.keys)
         if scores.ndim == 2 and scores.shape[1] == 2:
             negative, positive = scores[:, 0], scores[:, 1]
         elif scores.ndim == 1 or (scores.ndim == 2 and scores.shape[1] == 1):

@@ -47,7 +47,7 @@ class TabularRun:
         """Built from the arguments the config file records (``TabularArgs``)."""
         a = TabularArgs.model_validate(args)
         dtype = np.float32 if a.dtype == "float32" else np.float64
-        return cls(a.features, a.input, dtype, a.categories)
+        return cls(a.features, a.input, dtype, a.categories, a.rows)
 
     def __init__(
         self,
@@ -55,7 +55,10 @@ class TabularRun:
         input_name: str,
         dtype: npt.DTypeLike,
         categories: Mapping[str, Mapping[str, float]] | None = None,
+        rows: int | None = None,
     ) -> None:
+        self.rows = rows
+        """The model takes exactly this many rows (a fixed batch), or any number."""
         self.features = features
         self.index = {name: j for j, name in enumerate(features)}
         self.input_name = input_name
@@ -69,6 +72,11 @@ class TabularRun:
 
     def __call__(self, table: Table, inv: StepCall | None = None) -> dict[str, npt.NDArray[Any]]:
         matrix = self._from_csv(table.csv) if table.csv is not None else self._from_json(table.json)
+        if self.rows is not None and len(matrix) != self.rows:
+            raise RequestError(
+                f"the model takes exactly {self.rows} rows at a time; got {len(matrix)}",
+                errors=[{"pointer": "", "message": f"{len(matrix)} rows, expected {self.rows}"}],
+            )
         if inv is not None:
             inv.table = (self.features, matrix)
         return {self.input_name: self._cast(matrix)}
