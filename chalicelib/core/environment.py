@@ -29,7 +29,7 @@ PINS: dict[str, str] = {
     "scikit-learn": "1.9.1",
     "skops": "0.16.0",
     "joblib": "1.6.0",
-    "xgboost": "3.2.0",
+    "xgboost-cpu": "3.2.0",  # import xgboost; without the CUDA runtime xgboost's wheel pulls in (~300 MB)
     "lightgbm": "4.7.0",
     "pillow": "13.0.0",
     "matplotlib": "3.11.2",
@@ -38,7 +38,7 @@ PINS: dict[str, str] = {
 FRAMEWORK_PACKAGES: dict[Framework, tuple[str, ...]] = {
     "onnx": ("onnxruntime",),
     "sklearn": ("scikit-learn", "skops"),
-    "xgboost": ("xgboost",),
+    "xgboost": ("xgboost-cpu",),
     "lightgbm": ("lightgbm",),
     "python": (),
 }

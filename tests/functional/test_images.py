@@ -38,7 +38,7 @@ from chalicelib.services.intake import config_file_for_dir
 pytestmark = [pytest.mark.docker, pytest.mark.functional]
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-BUILT = ("iris-onnx", "iris-skops", "digits-onnx")
+BUILT = ("iris-onnx", "iris-skops", "digits-onnx", "breast-cancer-xgboost")
 LAMBDA_LIKE: dict[str, Any] = {
     "network_mode": "host",
     "read_only": True,
@@ -73,7 +73,19 @@ IRIS_EVENTS = [
     ),
     _json_event({"rows": [[1, 2, 3]]}),  # a client's mistake: the same 4xx from both
 ]
+
+
+def _csv_event(path: Path, accept: str = "application/json") -> dict[str, Any]:
+    return {"body": path.read_text(), "body_encoding": "utf8", "content_type": "text/csv", "accept": accept}
+
+
+TUMOURS = EXAMPLES / "breast-cancer-xgboost" / "samples" / "tumours.csv"
 EVENTS: dict[str, list[dict[str, Any]]] = {
+    "breast-cancer-xgboost": [
+        _csv_event(TUMOURS),
+        _csv_event(TUMOURS, accept="image/png"),
+        _json_event({"rows": [[1.0, 2.0]]}),  # 2 of its 30 features: the same 400 from both
+    ],
     "iris-onnx": IRIS_EVENTS,
     "iris-skops": IRIS_EVENTS,
     "digits-onnx": [_png_event(p) for p in sorted((EXAMPLES / "digits-onnx" / "samples").glob("*.png"))],
@@ -172,7 +184,7 @@ def test_the_container_answers_as_the_in_process_runtime(
         logs = _stop(container)
     assert answers_ == expected, logs
     assert expected[0]["status"] == 200
-    if name.startswith("iris"):
+    if name.startswith(("iris", "breast-cancer")):
         assert expected[-1]["status"] == 400
 
 

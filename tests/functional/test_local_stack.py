@@ -312,6 +312,7 @@ def test_the_demo_deploys_and_answers_every_example(
     assert {row.name for row in demo} == {d.name for d in dirs}
     modes = {row.name: row.mode for row in demo}
     assert modes == {
+        "breast-cancer-xgboost": "chained",
         "diabetes-lightgbm": "chained", "digits-onnx": "fused",  # image requests stay fused (6 MB)
         "iris-onnx": "chained", "iris-skops": "chained", "sentiment-predictor": "fused",
     }  # fmt: skip

@@ -18,7 +18,10 @@ from chalicelib.core.config import CONFIG_FILE, ModelConfig, parse_config_yaml
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 SCRIPT = EXAMPLES / "make_examples.py"
-NAMES = ("iris-onnx", "iris-skops", "digits-onnx", "diabetes-lightgbm", "sentiment-predictor")
+NAMES = (
+    "breast-cancer-xgboost", "iris-onnx", "iris-skops", "digits-onnx", "diabetes-lightgbm",
+    "sentiment-predictor",
+)  # fmt: skip
 MAX_FILE_BYTES = 200 * 1024
 
 
@@ -187,6 +190,15 @@ def _onnx_equivalent(a: bytes, b: bytes) -> None:
         np.testing.assert_allclose(wa, wb, rtol=1e-4, atol=1e-6)
 
 
+def _xgboost_equivalent(a: Path, b: Path) -> None:
+    import xgboost as xgb
+
+    ba, bb = xgb.Booster(model_file=str(a)), xgb.Booster(model_file=str(b))
+    assert ba.feature_names == bb.feature_names and ba.num_boosted_rounds() == bb.num_boosted_rounds()
+    x = mk.dataset("breast_cancer").x_test.astype(np.float32)
+    np.testing.assert_allclose(ba.inplace_predict(x), bb.inplace_predict(x), rtol=1e-5, atol=1e-6)
+
+
 def _lightgbm_equivalent(a: Path, b: Path) -> None:
     import lightgbm as lgb
 
@@ -231,6 +243,8 @@ def test_script_reproduces_the_committed_files(tmp_path: Path) -> None:
             _onnx_equivalent(new, old)
         elif rel.suffix == ".skops":
             _skops_equivalent(tmp_path / rel, EXAMPLES / rel)
+        elif rel.name == "model.json":
+            _xgboost_equivalent(tmp_path / rel, EXAMPLES / rel)
         elif rel.name == "model.txt":
             _lightgbm_equivalent(tmp_path / rel, EXAMPLES / rel)
         else:
