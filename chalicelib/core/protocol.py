@@ -502,7 +502,10 @@ def request_wire(value: Value) -> Wire:
                 _object({"rows": {"type": "array", "items": row, **count}}),
             ]
         }
-        example = {f.name: f.categories[0] if f.categories else 0.0 for f in value.features}
+        example = {
+            f.name: f.categories[0] if f.categories else _EXAMPLE_LEAVES.get(f.datatype, 0)
+            for f in value.features
+        }
         return Wire(
             content_types=("application/json", "text/csv"),
             json_schema=schema,

@@ -251,8 +251,26 @@ def test_a_multi_input_model_cannot_take_one_pre_tensor() -> None:
         inputs=tensors(("a", "FP32", (1, 4)), ("b", "FP32", (1, 4))),
         outputs=tensors(("y", "FP32", (1,))),
     )
-    with pytest.raises(ProtocolError, match=r"produces one tensor but the model has 2 inputs \('a', 'b'\)"):
+    with pytest.raises(ProtocolError, match=r"one \[batch, 1\] tensor per feature, but the model takes a: "):
         resolve(two, processing={"pre": ["tabular"]})
+
+
+def test_tabular_routes_each_feature_to_its_own_typed_input() -> None:
+    columns = NativeContract(
+        framework="onnx",
+        inputs=tensors(("colour", "BYTES", (-1, 1)), ("size", "FP32", (-1, 1)), ("count", "INT64", (-1, 1))),
+        outputs=tensors(("y", "INT64", (-1,))),
+    )
+    proto = resolve(columns, processing={"pre": ["tabular"]})
+    record = proto.request.json_schema["oneOf"][0]["properties"]["records"]["items"]["properties"]
+    assert (record["colour"]["type"], record["size"]["type"], record["count"]["type"]) == (
+        "string", "number", "integer",
+    )  # fmt: skip
+    jsonschema.validate({"records": [{"colour": "red", "size": 1.5, "count": 2}]}, proto.request.json_schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"records": [{"colour": 3, "size": 1.5, "count": 2}]}, proto.request.json_schema)
+    with pytest.raises(ProtocolError, match="categories of 'colour' map names to numbers"):
+        resolve(columns, processing={"pre": [{"tabular": {"categories": {"colour": {"red": 1}}}}]})
 
 
 def test_no_steps_exposes_the_native_tensors() -> None:

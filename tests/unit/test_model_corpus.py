@@ -225,6 +225,14 @@ def test_a_skl2onnx_default_zipmap_classifier_with_string_classes(tmp_path: Path
     assert set(raw["outputs"]["output_probability"][0]) == {"setosa", "versicolor", "virginica"}
 
 
+TABULAR = "processing:\n  pre: [tabular]\n"
+
+
+def answer_csv(src: Path, manifest: ModelConfigFile, tmp_path: Path, text: str) -> dict[str, Any]:
+    runtime = load(prepare_model_dir(src, manifest, tmp_path / "image"))
+    return runtime.handle(invocation_event(text, "text/csv", None))
+
+
 def _raw(name: str, framework: str = "onnx", artifact: str = "model.onnx") -> str:
     return f"name: {name}\nframework: {framework}\nartifacts: [{artifact}]\n"
 
@@ -281,6 +289,27 @@ def test_a_column_transformer_takes_one_input_per_column_of_its_own_type(tmp_pat
         src, manifest, tmp_path / "wrong", {"inputs": {"colour": [[3]], "size": [[1.0]], "count": [[1.5]]}}
     )
     assert wrong["status"] == 400
+
+    typed = model_dir(tmp_path / "typed", {"model.onnx": onx.SerializeToString()}, _raw("columns") + TABULAR)
+    manifest = check_contract(typed)
+    body = answers_200(typed, tmp_path / "typed-example")
+    records = {
+        "records": [{"colour": "red", "size": 14.0, "count": 2}, {"colour": "blue", "size": 3.0, "count": 0}]
+    }
+    got = json.loads(answer(typed, manifest, tmp_path / "records", records)["body"])
+    assert got["outputs"]["output_label"] == [1, 0]
+    csv = answer_csv(typed, manifest, tmp_path / "csv", "count,colour,size\n2,red,14\n0,blue,3\n")
+    assert json.loads(csv["body"])["outputs"]["output_label"] == [1, 0]
+    bad = {"records": [{"colour": 3, "size": "big", "count": 1.5}]}
+    refused = answer(typed, manifest, tmp_path / "bad", bad)
+    assert refused["status"] == 400
+    messages = {e["pointer"]: e["message"] for e in json.loads(refused["body"])["errors"]}
+    assert messages == {
+        "/records/0/colour": "expected a string, got a number",
+        "/records/0/size": "expected a number, got a string",
+        "/records/0/count": "expected an integer (int64), got 1.5",
+    }
+    assert body
 
 
 # --------------------------------------------------------------------------- boosters on pandas frames

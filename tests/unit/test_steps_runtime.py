@@ -657,3 +657,30 @@ def test_the_runtime_builds_the_recorded_steps_and_refuses_a_chain_they_do_not_r
     other = manifest.model_copy(update={"processing": Processing.model_validate({"post": ["softmax"]})})
     with pytest.raises(ModelLoadError, match="do not match its processing"):
         build_steps(other, raw)
+
+
+# --------------------------------------------------------------------------- typed tabular
+
+
+def test_tabular_makes_integer_and_boolean_matrices_and_refuses_wrong_types_precisely() -> None:
+    from chalicelib.runtime.steps.base import Table
+    from chalicelib.runtime.steps.tabular import TabularRun
+
+    ints = TabularRun(("a", "b"), "x", "int64")
+    out = ints(Table(json={"records": [{"a": 1, "b": 2.0}, {"a": -3, "b": 4}]}))["x"]
+    assert out.dtype == np.int64 and out.tolist() == [[1, 2], [-3, 4]]
+    assert ints(Table(csv="a,b\n5,6\n"))["x"].tolist() == [[5, 6]]
+    with pytest.raises(RequestError) as err:
+        ints(Table(json={"rows": [[1.5, True], [2**70, "3"]]}))
+    assert [e["message"] for e in err.value.errors] == [
+        "expected an integer (int64), got 1.5",
+        "expected an integer (int64), got a boolean",
+        f"{2**70} does not fit int64 (from {-(2**63)} to {2**63 - 1})",
+        "expected an integer (int64), got a string",
+    ]
+    flags = TabularRun(("on", "name"), "x", "float32", columns=(("on", "bool", 1), ("name", "bytes", 2)))
+    got = flags(Table(csv="on,name\ntrue,ada\n0,bob\n"))
+    assert got["on"].dtype == np.bool_ and got["on"].tolist() == [True, False]
+    assert got["name"].shape == (2, 1) and got["name"].tolist() == [["ada"], ["bob"]]
+    with pytest.raises(RequestError, match="'maybe' is not true or false"):
+        flags(Table(csv="on,name\nmaybe,ada\n"))

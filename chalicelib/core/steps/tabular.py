@@ -18,6 +18,7 @@ from chalicelib.core.protocol import (
     TensorSpec,
     Text,
     Value,
+    dtype_name,
     is_fixed,
 )
 from chalicelib.core.steps.base import Params, Step, StepContext
@@ -47,15 +48,41 @@ class TabularParams(Params):
         return value
 
 
+Kind = Literal["float", "int", "bool", "string"]
+"""How a request spells one feature's values: a number, an integer, true/false, or text."""
+
+
+def kind_of(datatype: DataType) -> Kind:
+    if datatype in FLOAT_TYPES:
+        return "float"
+    if datatype == "BOOL":
+        return "bool"
+    return "string" if datatype == "BYTES" else "int"
+
+
+class TabularColumn(Frozen):
+    """One feature of a model that takes a tensor per column (a ColumnTransformer converted to ONNX)."""
+
+    input: str
+    dtype: str = Field(description="numpy's name of the input's element type ('bytes': text)")
+    rank: int = Field(ge=1, le=2, description="[batch] or [batch, 1]")
+
+
 class TabularArgs(Frozen):
-    """What ``TabularRun`` is built from."""
+    """What ``TabularRun`` is built from: one ``input`` matrix of ``dtype``, or (``columns``) one input
+    per feature, each of its own type."""
 
     features: tuple[str, ...]
     input: str
-    dtype: Literal["float32", "float64"]
+    dtype: str = Field(description="numpy's name of the matrix's element type ('bytes': text)")
     categories: dict[str, dict[str, float]] | None = None
     rows: int | None = Field(
         default=None, description="the model takes exactly this many rows", exclude_if=lambda v: v is None
+    )
+    columns: tuple[TabularColumn, ...] | None = Field(
+        default=None,
+        description="one model input per feature, in the features' order",
+        exclude_if=lambda v: v is None,
     )
 
 
@@ -63,7 +90,7 @@ class Tabular(Step):
     name = "tabular"
     stage = "pre"
     params_model = TabularParams
-    summary = "records, rows or CSV -> a float matrix in the model's feature order"
+    summary = "records, rows or CSV -> the model's input matrix (or one input per column), typed per feature"
     params: TabularParams
 
     def _features(self, ctx: StepContext) -> tuple[str, ...]:
@@ -91,52 +118,124 @@ class Tabular(Step):
 
     def _dtype(self, target: TensorSpec) -> DataType:
         if self.params.dtype != "auto":
+            if target.datatype not in FLOAT_TYPES:
+                raise ProtocolError(
+                    f"pre step tabular: dtype {self.params.dtype} is a float but model input "
+                    f"{target.name!r} expects {target.describe()}",
+                    hint="leave dtype out: the model input's type is used",
+                )
             return "FP32" if self.params.dtype == "float32" else "FP64"
-        if target.datatype not in FLOAT_TYPES:
+        if target.datatype is None or target.datatype == "FP16":
             raise ProtocolError(
-                f"pre step tabular produces a float matrix but model input {target.name!r} "
-                f"expects {target.describe()}"
+                f"pre step tabular produces a matrix of numbers, booleans or text but model input "
+                f"{target.name!r} expects {target.describe()}"
             )
         return target.datatype
 
+    def _targets(self, ctx: StepContext) -> tuple[TensorSpec, ...]:
+        """The model's input: one matrix, or one ``[batch]`` / ``[batch, 1]`` tensor per feature (a
+        ColumnTransformer converted to ONNX takes each column as its own input, of its own type)."""
+        inputs = ctx.native.inputs
+        if not isinstance(inputs, Tensors) or len(inputs.tensors) <= 1:
+            return (ctx.single_input(self.name),)
+        per_column = all(
+            t.datatype is not None and (len(t.shape) == 1 or (len(t.shape) == 2 and t.shape[1] in (1, -1)))
+            for t in inputs.tensors
+        )
+        if not per_column:
+            shapes = ", ".join(f"{t.name}: {t.describe()}" for t in inputs.tensors)
+            raise ProtocolError(
+                f"pre step tabular makes one matrix, or one [batch, 1] tensor per feature, but the model "
+                f"takes {shapes}",
+                hint="remove the pre step and send every input tensor",
+            )
+        return inputs.tensors
+
+    def _column_features(self, targets: tuple[TensorSpec, ...]) -> tuple[str, ...]:
+        names = tuple(t.name for t in targets)
+        if self.params.features is not None and sorted(self.params.features) != sorted(names):
+            raise ProtocolError(
+                f"pre step tabular: the model takes one input per feature ({', '.join(names)}), so the "
+                f"features are those names; got {', '.join(self.params.features)}",
+                hint="leave features out",
+            )
+        return self.params.features or names
+
+    def _batch(self, target: TensorSpec) -> int | None:
+        batch = target.shape[0] if target.shape else None
+        return batch if isinstance(batch, int) and is_fixed(batch) and batch > 0 else None
+
     def public_input(self, ctx: StepContext) -> Value:
-        target = ctx.single_input(self.name)
-        dtype = self._dtype(target)
+        targets = self._targets(ctx)
         categories = self.params.categories or {}
-        batch = target.shape[0] if len(target.shape) == 2 else None
+        if len(targets) == 1:
+            if len(targets[0].shape) != 2 and targets[0].shape:
+                raise ProtocolError(
+                    f"pre step tabular makes a [batch, features] matrix but model input "
+                    f"{targets[0].name!r} expects {targets[0].describe()}"
+                )
+            dtype = self._dtype(targets[0])
+            names = self._features(ctx)
+            types = {n: dtype for n in names}
+        else:
+            names = self._column_features(targets)
+            by_name = {t.name: t for t in targets}
+            types = {n: self._dtype(by_name[n]) for n in names}
+        for feature in categories:
+            if feature in types and types[feature] not in FLOAT_TYPES:
+                raise ProtocolError(
+                    f"pre step tabular: categories of {feature!r} map names to numbers, but the model "
+                    f"takes it as {dtype_name(types[feature])}",
+                    hint="send the value itself: leave its categories out",
+                )
         return Records(
-            rows=batch if isinstance(batch, int) and is_fixed(batch) and batch > 0 else None,
+            rows=self._batch(targets[0]),
             features=tuple(
                 Feature(
-                    name=n,
-                    datatype=dtype,
-                    categories=tuple(categories[n]) if n in categories else None,
+                    name=n, datatype=types[n], categories=tuple(categories[n]) if n in categories else None
                 )
-                for n in self._features(ctx)
+                for n in names
             ),
         )
 
     def apply(self, upstream: Value, ctx: StepContext) -> Value:
         if not isinstance(upstream, Records):
             raise self.refuse(upstream, "records")
-        target = ctx.single_input(self.name)
+        targets = self._targets(ctx)
+        batch = upstream.rows or "batch"
+        if len(targets) == 1:
+            dtype = upstream.features[0].datatype if upstream.features else self._dtype(targets[0])
+            return Tensors(
+                tensors=(
+                    TensorSpec(name=targets[0].name, datatype=dtype, shape=(batch, len(upstream.features))),
+                )
+            )
         return Tensors(
-            tensors=(
+            tensors=tuple(
                 TensorSpec(
-                    name=target.name,
-                    datatype=self._dtype(target),
-                    shape=(upstream.rows or "batch", len(upstream.features)),
-                ),
+                    name=t.name, datatype=t.datatype, shape=(batch, 1) if len(t.shape) == 2 else (batch,)
+                )
+                for t in targets
             )
         )
 
     def run_args(self, upstream: Value, produced: Value, ctx: StepContext) -> TabularArgs:
         assert isinstance(upstream, Records) and isinstance(produced, Tensors)
         target = produced.tensors[0]
+        columns = None
+        if len(produced.tensors) > 1:
+            by_name = {t.name: t for t in produced.tensors}
+            columns = tuple(
+                TabularColumn(
+                    input=f.name, dtype=dtype_name(by_name[f.name].datatype), rank=len(by_name[f.name].shape)
+                )
+                for f in upstream.features
+            )
         return TabularArgs(
             features=tuple(f.name for f in upstream.features),
             input=target.name,
-            dtype="float32" if target.datatype == "FP32" else "float64",
+            dtype=dtype_name(target.datatype),
             categories=self.params.categories,
             rows=upstream.rows,
+            columns=columns,
         )

@@ -38,6 +38,76 @@ def _number(value: Any, where: str, problems: Problems) -> float:
     return number
 
 
+_KINDS = {"bool": "bool", "bytes": "string"}
+
+
+def _kind(dtype: str) -> str:
+    """How a request spells a value of numpy type ``dtype``: float, int, bool or string."""
+    if dtype in _KINDS:
+        return _KINDS[dtype]
+    return "float" if dtype.startswith("float") else "int"
+
+
+def _integer(value: Any, where: str, problems: Problems, dtype: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    else:
+        got = repr(value) if isinstance(value, float) else json_type(value)
+        problems.add(f"expected an integer ({dtype}), got {got}", pointer=where)
+        return 0
+    info = np.iinfo(dtype)
+    if not info.min <= number <= info.max:
+        problems.add(f"{number} does not fit {dtype} (from {info.min} to {info.max})", pointer=where)
+        return 0
+    return number
+
+
+def _typed(kind: str, dtype: str, value: Any, where: str, problems: Problems) -> Any:
+    """A JSON value of one feature of ``kind``; a wrong type is a problem at ``where``."""
+    if kind == "float":
+        return _number(value, where, problems)
+    if kind == "int":
+        return _integer(value, where, problems, dtype)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            problems.add(f"expected true or false, got {json_type(value)}", pointer=where)
+        return bool(value) if isinstance(value, bool) else False
+    if not isinstance(value, str):
+        problems.add(f"expected a string, got {json_type(value)}", pointer=where)
+        return ""
+    return value
+
+
+_CSV_BOOLS = {"true": True, "false": False, "1": True, "0": False}
+
+
+def _typed_cell(kind: str, dtype: str, cell: str, line: int, column: str, problems: Problems) -> Any:
+    """A CSV cell of one feature of ``kind`` (text as it is; numbers, integers and booleans parsed)."""
+    if kind == "string":
+        return cell
+    if kind == "bool":
+        if cell.lower() not in _CSV_BOOLS:
+            problems.add(f"{cell!r} is not true or false", row=line, column=column)
+            return False
+        return _CSV_BOOLS[cell.lower()]
+    try:
+        value: Any = int(cell) if kind == "int" else float(cell)
+    except ValueError:
+        what = "an integer" if kind == "int" else "a number"
+        problems.add(f"{cell!r} is not {what}" if cell else "empty value", row=line, column=column)
+        return 0
+    if kind == "int":
+        info = np.iinfo(dtype)
+        if not info.min <= value <= info.max:
+            problems.add(f"{value} does not fit {dtype}", row=line, column=column)
+            return 0
+    elif not math.isfinite(value):
+        problems.add("must be a finite number (no NaN or infinity)", row=line, column=column)
+    return value
+
+
 class TabularRun:
     """Records, rows or CSV -> one float matrix in the model's feature order. Categorical features
     take their names (``categories``) and become the numbers they map to."""
@@ -46,8 +116,8 @@ class TabularRun:
     def from_args(cls, args: Mapping[str, Any]) -> TabularRun:
         """Built from the arguments the config file records (``TabularArgs``)."""
         a = TabularArgs.model_validate(args)
-        dtype = np.float32 if a.dtype == "float32" else np.float64
-        return cls(a.features, a.input, dtype, a.categories, a.rows)
+        columns = None if a.columns is None else tuple((c.input, c.dtype, c.rank) for c in a.columns)
+        return cls(a.features, a.input, a.dtype, a.categories, a.rows, columns)
 
     def __init__(
         self,
@@ -56,12 +126,21 @@ class TabularRun:
         dtype: npt.DTypeLike,
         categories: Mapping[str, Mapping[str, float]] | None = None,
         rows: int | None = None,
+        columns: tuple[tuple[str, str, int], ...] | None = None,
     ) -> None:
+        """``columns``: (input, numpy dtype, rank) per feature, for a model taking one input per column."""
         self.rows = rows
         """The model takes exactly this many rows (a fixed batch), or any number."""
+        self.columns = columns
         self.features = features
         self.index = {name: j for j, name in enumerate(features)}
         self.input_name = input_name
+        dtypes = [c[1] for c in columns] if columns else [str(np.dtype(dtype).name)] * len(features)
+        self.dtypes = tuple("bytes" if d in ("bytes", "bytes_", "object") else d for d in dtypes)
+        self.kinds = tuple(_kind(d) for d in self.dtypes)
+        self.numeric = all(k == "float" for k in self.kinds)
+        """Every feature is a number: one float64 matrix, checked and cast at once (the fast path)."""
+        dtype = "float64" if not self.numeric else dtype
         self.dtype = np.dtype(dtype)
         self.categories = {self.index[n]: dict(m) for n, m in (categories or {}).items()}
         self.category_names = {name for m in self.categories.values() for name in m}
@@ -77,9 +156,17 @@ class TabularRun:
                 f"the model takes exactly {self.rows} rows at a time; got {len(matrix)}",
                 errors=[{"pointer": "", "message": f"{len(matrix)} rows, expected {self.rows}"}],
             )
-        if inv is not None:
-            inv.table = (self.features, matrix)
-        return {self.input_name: self._cast(matrix)}
+        if self.numeric:
+            if inv is not None:
+                inv.table = (self.features, matrix)
+            return {self.input_name: self._cast(matrix)}
+        if self.columns is None:  # one matrix of integers, booleans or text
+            return {self.input_name: _as(matrix, self.dtypes[0])}
+        inputs = {}
+        for j, (name, dtype, rank) in enumerate(self.columns):
+            column = _as(matrix[:, j], dtype)
+            inputs[name] = column.reshape(-1, 1) if rank == 2 else column
+        return inputs
 
     def _cast(self, matrix: npt.NDArray[Any]) -> npt.NDArray[Any]:
         """The matrix in the model's dtype; a value that does not fit it (1e39 for float32, which would
@@ -105,10 +192,15 @@ class TabularRun:
         problems.add(f"expected one of {allowed}, got {got}", **where)
         return 0.0
 
-    def _cell(self, j: int, value: Any, where: str, problems: Problems) -> float:
+    def _cell(self, j: int, value: Any, where: str, problems: Problems) -> Any:
         if j in self.categories:
             return self._category(j, value, problems, pointer=where)
-        return _number(value, where, problems)
+        if self.numeric:
+            return _number(value, where, problems)
+        return _typed(self.kinds[j], self.dtypes[j], value, where, problems)
+
+    def _empty(self, rows: int) -> npt.NDArray[Any]:
+        return np.zeros((rows, len(self.features)), dtype=np.float64 if self.numeric else object)
 
     def _from_json(self, doc: Any) -> npt.NDArray[Any]:
         key, items = object_with(doc, ("records", "rows"), "the request")
@@ -118,7 +210,7 @@ class TabularRun:
         if not items:
             raise invalid(f"send at least one {key[:-1]}", base)
         n = len(self.features)
-        matrix = np.zeros((len(items), n))
+        matrix = self._empty(len(items))
         problems = Problems()
         for i, item in enumerate(items):
             where = pointer(base, i)
@@ -150,7 +242,10 @@ class TabularRun:
         return matrix
 
     def _is_header(self, cells: list[str]) -> bool:
-        """Any cell that is neither a number nor a category name makes the first row a header."""
+        """Any cell that is neither a number nor a category name makes the first row a header; with
+        text features, a first row of exactly the feature names."""
+        if not self.numeric:
+            return sorted(cells) == sorted(self.features)
         return not all(_is_float(c) or c in self.category_names for c in cells)
 
     def _from_csv(self, text: str) -> npt.NDArray[Any]:
@@ -192,7 +287,7 @@ class TabularRun:
                     errors=[{"row": first_line, "message": "no data rows"}],
                 )
         width = len(names)
-        matrix = np.zeros((len(lines), len(self.features)))
+        matrix = self._empty(len(lines))
         for i, (line, cells) in enumerate(lines):
             if len(cells) != width:
                 problems.add(f"expected {width} values ({', '.join(names)}), got {len(cells)}", row=line)
@@ -201,6 +296,10 @@ class TabularRun:
                 cell = cells[col]
                 if j in self.categories:
                     matrix[i, j] = self._category(j, cell, problems, row=line, column=self.features[j])
+                    continue
+                if not self.numeric:
+                    kind, dtype = self.kinds[j], self.dtypes[j]
+                    matrix[i, j] = _typed_cell(kind, dtype, cell, line, self.features[j], problems)
                     continue
                 try:
                     value = float(cell)
@@ -218,6 +317,13 @@ class TabularRun:
                 matrix[i, j] = value
         problems.check()
         return matrix
+
+
+def _as(values: npt.NDArray[Any], dtype: str) -> npt.NDArray[Any]:
+    """Checked Python values as the model's element type (text as an object array of str)."""
+    if dtype == "bytes":
+        return np.asarray(values, dtype=object).astype(str).astype(object)
+    return np.asarray(values.tolist(), dtype=dtype)
 
 
 def _is_float(cell: str) -> bool:
