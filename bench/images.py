@@ -61,11 +61,14 @@ MARK_BEGIN, MARK_END = markers("images")
 EXAMPLES = ROOT / "examples"
 IRIS = {"rows": [[5.1, 3.5, 1.4, 0.2]]}
 DIGIT = EXAMPLES / "digits-onnx" / "samples" / "digit-7.png"
+TUMOURS = EXAMPLES / "breast-cancer-xgboost" / "samples" / "tumours.csv"
 
 
 def event_for(name: str) -> InvocationEvent:
     if name.startswith("digits"):
         return invocation_event(DIGIT.read_bytes(), "image/png", "*/*")
+    if name.startswith("breast-cancer"):
+        return invocation_event(TUMOURS.read_text(), "text/csv", JSON)
     return invocation_event(json.dumps(IRIS), JSON)
 
 
@@ -190,7 +193,9 @@ def main() -> None:
     )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument(
-        "--examples", nargs="*", default=["iris-onnx", "iris-onnx-labels", "iris-skops", "digits-onnx"]
+        "--examples",
+        nargs="*",
+        default=["iris-onnx", "iris-onnx-labels", "iris-skops", "digits-onnx", "breast-cancer-xgboost"],
     )
     parser.add_argument("--cold-wheels", action="store_true", help="also empty the wheel cache (downloads)")
     parser.add_argument("--no-write", action="store_true")

@@ -23,6 +23,7 @@ from chalicelib.core.protocol import (
     Tensors,
     Value,
     Wire,
+    dims_fit,
     oip_tensors,
     request_wire,
     response_wire,
@@ -188,9 +189,17 @@ def _mismatch(step: Step, produced: Value, expected: Value) -> str:
         and isinstance(expected, Tensors)
         and len(produced.tensors) == len(expected.tensors) == 1
     ):
-        want = expected.tensors[0]
+        want, got = expected.tensors[0], produced.tensors[0]
+        axis = next(
+            (i for i, (p, e) in enumerate(zip(got.shape, want.shape, strict=False)) if not dims_fit(p, e)),
+            None,
+        )
+        where = ""
+        if axis is not None and got.datatype == want.datatype and len(got.shape) == len(want.shape):
+            what = " (the batch)" if axis == 0 else ""
+            where = f": dimension {axis}{what} is {got.shape[axis]}, the model takes {want.shape[axis]}"
         return (
             f"pre step {name} produces {produced.describe()} but model input "
-            f"{want.name!r} expects {want.describe()}"
+            f"{want.name!r} expects {want.describe()}{where}"
         )
     return f"pre step {name} produces {produced.describe()} but the model expects {expected.describe()}"

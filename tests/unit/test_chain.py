@@ -347,3 +347,13 @@ def test_the_image_example_is_a_real_png() -> None:
 def test_response_examples_satisfy_their_schemas(value: Any) -> None:
     wire = response_wire(value)
     jsonschema.validate(wire.example, wire.json_schema)
+
+
+def test_a_pre_step_batch_the_model_cannot_take_is_refused_naming_the_dimension() -> None:
+    three = NativeContract(
+        framework="onnx",
+        inputs=tensors(("x", "FP32", (3, 3, 224, 224))),
+        outputs=tensors(("y", "FP32", (3, 10))),
+    )
+    with pytest.raises(ProtocolError, match=r"dimension 0 \(the batch\) is 1, the model takes 3"):
+        resolve(three, processing={"pre": [{"image": {"size": [224, 224]}}]})
