@@ -354,6 +354,16 @@ def inspect_lightgbm(path: Path, rel: str) -> NativeContract:
     metadata = {"objective": objective or "custom", "num_class": str(num_class)}
     if "version" in header:
         metadata["format"] = header["version"]
+    # feature_infos: "[min:max]" for a numeric feature, the category codes "-1:1:2:0" for a categorical one
+    infos = header.get("feature_infos", "").split()
+    if len(infos) == n_features:
+        categorical = [
+            (names[i] if names else f"Column_{i}")
+            for i, info in enumerate(infos)
+            if info != "none" and info[:1] != "["
+        ]
+        if categorical:
+            metadata["categorical_features"] = ",".join(categorical)
     return _contract(
         "lightgbm",
         task=task,

@@ -237,6 +237,24 @@ def _raw(name: str, framework: str = "onnx", artifact: str = "model.onnx") -> st
     return f"name: {name}\nframework: {framework}\nartifacts: [{artifact}]\n"
 
 
+def test_a_binary_zipmap_classifier_decides_by_threshold(tmp_path: Path) -> None:
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
+
+    x, y, _ = _iris()
+    model = LogisticRegression(max_iter=500).fit(x, (y == 0).astype(int))  # setosa or not
+    onx = to_onnx(model, x[:1], target_opset={"": 17, "ai.onnx.ml": 3})
+    yaml = (
+        _raw("setosa") + "labels: [other, setosa]\nprocessing:\n  post:\n    - threshold: {threshold: 0.5}\n"
+    )
+    src = model_dir(tmp_path, {"model.onnx": onx.SerializeToString()}, yaml)
+    manifest = check_contract(src)
+    flowers = {"inputs": {"X": [[5.1, 3.5, 1.4, 0.2], [7.7, 3.0, 6.1, 2.3]]}}
+    body = json.loads(answer(src, manifest, tmp_path, flowers)["body"])
+    assert [row[0]["label"] for row in body["predictions"]] == ["setosa", "other"]
+    assert all(row[0]["score"] >= 0.5 for row in body["predictions"])
+
+
 def test_a_column_transformer_takes_one_input_per_column_of_its_own_type(tmp_path: Path) -> None:
     from skl2onnx import to_onnx
     from skl2onnx.common.data_types import FloatTensorType, Int64TensorType, StringTensorType
@@ -356,4 +374,5 @@ def test_a_lightgbm_booster_trained_on_a_frame_with_a_categorical_column(tmp_pat
     src = model_dir(tmp_path, {}, _raw("churn-lgb", "lightgbm", "model.txt"))
     manifest = check_contract(src)
     assert manifest.native.feature_names == ("age", "plan", "spend")
+    assert manifest.native.metadata["categorical_features"] == "plan"
     answers_200(src, tmp_path)
