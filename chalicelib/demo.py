@@ -149,7 +149,7 @@ def run_demo(
         row.job = _job(client, manifest.name, version, first)
         progress(f"  {manifest.name}: an asynchronous job {row.job}")
         if data is not None:
-            for path in sorted((model_dir / "batch").glob("*")):
+            for path in sorted((model_dir / "batch").glob("[!.]*")):
                 row.batch.append(_batch(data, manifest.name, path, target))
                 progress(f"  {manifest.name}: event-driven batch {row.batch[-1]}")
     return rows
@@ -157,12 +157,14 @@ def run_demo(
 
 def _batch(data: tuple[Any, str], name: str, path: Path, target: Path) -> str:
     """``path`` put under inputs/NAME/, its JSONL saved in ``target``; "flowers.csv: 150/150 rows in 1 s"."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
     from chalicelib.cli_jobs import run_batch
     from chalicelib.core.errors import ModelportError
 
     try:
         run = run_batch(*data, name, path.name, path.read_bytes(), wait_s=300)
-    except ModelportError as exc:
+    except (ModelportError, ClientError, BotoCoreError) as exc:  # the summary says so; the demo goes on
         return f"{path.name}: failed: {exc}"
     (target / f"{path.stem}.jsonl").write_bytes(run.results)
     summary = run.summary

@@ -19,7 +19,7 @@ from chalicelib.api.http import (
     query_param,
     raw_body,
 )
-from chalicelib.core.errors import FunctionFailed, InvalidRequest
+from chalicelib.core.errors import Conflict, FunctionFailed, InvalidRequest
 from chalicelib.core.openapi import openapi_document
 from chalicelib.core.pipeline import API_DEADLINE_S, longest_call_s
 from chalicelib.services.invoke import InvokeResult
@@ -75,6 +75,8 @@ def _within_deadline(request: Request, name: str, version: int | None, began: fl
         return _response(answer)
     if job.status == "FAILED":
         raise FunctionFailed(job.error or "the model's function failed")
+    if job.status == "CANCELLED":
+        raise Conflict(f"job {job.job_id} was cancelled before it ran")
     return accepted(job, asked=False)
 
 

@@ -97,7 +97,9 @@ def _with_zipmap_keys(spec: TensorSpec, nodes: list[Any]) -> TensorSpec:
         for attr in node.attribute:
             if attr.name in ("classlabels_strings", "classlabels_int64s"):
                 values = onnx.helper.get_attribute_value(attr)
-                keys = tuple(v.decode() if isinstance(v, bytes) else str(int(v)) for v in values)
+                keys = tuple(
+                    v.decode(errors="replace") if isinstance(v, bytes) else str(int(v)) for v in values
+                )
                 if keys and len(set(keys)) == len(keys):
                     return spec.model_copy(update={"map_of": spec.map_of.model_copy(update={"keys": keys})})
     return spec
@@ -114,7 +116,9 @@ def _classes(nodes: list[Any], initializers: dict[str, Any]) -> tuple[Scalar, ..
             if attr.name in _LABEL_ATTRS:
                 values = onnx.helper.get_attribute_value(attr)
                 if values:
-                    return tuple(v.decode() if isinstance(v, bytes) else int(v) for v in values)
+                    return tuple(
+                        v.decode(errors="replace") if isinstance(v, bytes) else int(v) for v in values
+                    )
     # skl2onnx classifiers without an ML op (MLP, ...) pick labels from a constant class list.
     for node in nodes:
         if node.op_type == "ArrayFeatureExtractor" and node.input[0] in initializers:

@@ -31,7 +31,7 @@ from chalicelib.core.errors import (
 from chalicelib.core.jsontext import JsonTextError, loads, pointer, short
 from chalicelib.core.pipeline import stages_of
 from chalicelib.core.ports import FunctionInvoker, ObjectInfo
-from chalicelib.core.protocol import Records
+from chalicelib.core.protocol import FLOAT_TYPES, Records
 from chalicelib.core.records import Account, VersionRecord
 from chalicelib.core.wire import (
     BASE64,
@@ -368,7 +368,11 @@ class RequestValidator:
         elif media == "text/csv":
             value = self.manifest.protocol.request_value
             assert isinstance(value, Records)
-            _validate_csv(body, [f.name for f in value.features], value.rows)
+            numeric = all(f.datatype in FLOAT_TYPES or f.categories for f in value.features)
+            names = frozenset(n for f in value.features for n in f.categories or ())
+            _validate_csv(
+                body, [f.name for f in value.features], value.rows, numeric=numeric, categories=names
+            )
         elif media in IMAGE_MAGIC and not body.startswith(IMAGE_MAGIC[media]):
             raise InvalidRequest(f"the body is not a {media} image")
 
@@ -441,13 +445,23 @@ def event_size(event: InvocationEvent, *, exact: bool = False) -> int:
     return len(json.dumps(event, separators=(",", ":")))
 
 
-def _validate_csv(body: bytes, features: list[str], fixed_rows: int | None = None) -> None:
+def _validate_csv(
+    body: bytes,
+    features: list[str],
+    fixed_rows: int | None = None,
+    *,
+    numeric: bool = True,
+    categories: frozenset[str] = frozenset(),
+) -> None:
+    """Column and (for a fixed batch) row counts, reading lines as the tabular step does: a BOM and blank
+    lines ignored; the first line a header if it names the features (in any order) or, when every
+    feature is a number, if any of its cells is neither a number nor a category name."""
     try:
-        rows = list(csv.reader(io.StringIO(body.decode())))
+        rows = list(csv.reader(io.StringIO(body.decode().removeprefix("\ufeff"))))
     except (UnicodeDecodeError, csv.Error) as exc:
         raise InvalidRequest(f"unreadable CSV: {exc}") from None
-    rows = [r for r in rows if r]
-    if rows and [c.strip() for c in rows[0]] == features:
+    rows = [r for r in rows if any(c.strip() for c in r)]
+    if rows and _is_header([c.strip() for c in rows[0]], features, numeric, categories):
         rows = rows[1:]
     if not rows:
         raise InvalidRequest("CSV has no data rows", hint="columns: " + ", ".join(features))
@@ -459,6 +473,21 @@ def _validate_csv(body: bytes, features: list[str], fixed_rows: int | None = Non
             )
     if fixed_rows is not None and len(rows) != fixed_rows:
         raise InvalidRequest(f"the model takes exactly {fixed_rows} rows at a time; got {len(rows)}")
+
+
+def _is_header(cells: list[str], features: list[str], numeric: bool, categories: frozenset[str]) -> bool:
+    if sorted(cells) == sorted(features):
+        return True
+    if not numeric:
+        return False
+    for cell in cells:
+        if cell in categories:
+            continue
+        try:
+            float(cell)
+        except ValueError:
+            return True
+    return False
 
 
 _NOT_TOKEN = re.compile(r"[^A-Za-z0-9!#$%&'*+.^_`|~-]+")

@@ -221,11 +221,14 @@ class JobService:
         sleep: Callable[[float], None] = time.sleep,
     ) -> Job:
         """The job once it is done, or as it is at ``until`` (on the ``now`` clock)."""
-        while True:
-            job = self._visible(caller, job_id)
-            if job.status in JOB_DONE or now() >= until:
-                return job
-            sleep(min(poll_s, max(until - now(), 0.0)))
+        job = self._visible(caller, job_id)
+        wait_s = poll_s
+        while job.status not in JOB_DONE and now() < until:
+            sleep(min(wait_s, max(until - now(), 0.0)))
+            wait_s = min(wait_s * 1.5, 1.0)  # most calls end in the first few polls: back off after them
+            with contextlib.suppress(Unavailable):  # the store blinked: the job is still there to follow
+                job = self._visible(caller, job_id)
+        return job
 
     def answer(self, job: Job) -> InvokeResult | None:
         """A finished job's answer as a synchronous call gives it: inline up to what a response carries,
@@ -234,7 +237,8 @@ class JobService:
             return None
         content_type = job.result_type or "application/octet-stream"
         info = self.artifacts.head(job.result_key)
-        if info.size_bytes > MAX_SYNC_PAYLOAD:
+        textual = content_type.startswith((JSON, "text/"))
+        if info.size_bytes > (MAX_SYNC_PAYLOAD if textual else MAX_SYNC_PAYLOAD * 3 // 4):  # base64 grows 4/3
             url = self.artifacts.presign_download(job.result_key, expires_in=RESULT_URL_S)
             return InvokeResult(
                 job.result_status, content_type, b"", {}, job.result_key, url, info.size_bytes
@@ -340,6 +344,19 @@ class JobService:
                 self.jobs.save(job.model_copy(update={"status": "QUEUED", "started_at": None}))
             raise
         except ModelportError as exc:
+            # The refusal is the job's answer, with its status: a client's mistake found only now (an
+            # upload that is not what the protocol takes) stays a 4xx, a timeout a 504.
+            key = f"jobs/{job.job_id}/result"
+            with contextlib.suppress(ModelportError):
+                self.artifacts.put(key, json.dumps(exc.to_dict()).encode())
+                return self._end(
+                    job,
+                    "FAILED",
+                    error=str(exc),
+                    result_key=key,
+                    result_type=JSON,
+                    result_status=exc.http_status,
+                )
             return self._end(job, "FAILED", error=str(exc))
 
     def _run(self, job: Job) -> Job:

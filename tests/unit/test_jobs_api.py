@@ -177,3 +177,18 @@ def test_a_job_that_fails_in_time_answers_as_the_failed_call_would(
     world["fake"].fail = FunctionFailed("the model's function crashed")
     r = world["alice"].call("POST", "/v1/models/slow/invoke", {"records": [RECORD]})
     assert r.status_code == 502 and "crashed" in r.json_body["message"]
+
+
+def test_a_job_refused_at_run_time_keeps_its_status(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chalicelib.core.errors import FunctionTimedOut
+
+    slow_model(world)
+    instant_runner(world, monkeypatch)
+    world["fake"].fail = FunctionTimedOut("the model's function timed out after 40 s")
+    r = world["alice"].call("POST", "/v1/models/slow/invoke", {"records": [RECORD]})
+    assert r.status_code == 504 and "timed out" in r.json_body["message"]  # as the synchronous call says
+    (job,) = world["alice"].call("GET", "/v1/jobs").json_body["jobs"]
+    done = world["alice"].call("GET", f"/v1/jobs/{job['job_id']}").json_body
+    assert done["status"] == "FAILED" and done["result"]["status"] == 504

@@ -684,3 +684,15 @@ def test_tabular_makes_integer_and_boolean_matrices_and_refuses_wrong_types_prec
     assert got["name"].shape == (2, 1) and got["name"].tolist() == [["ada"], ["bob"]]
     with pytest.raises(RequestError, match="'maybe' is not true or false"):
         flags(Table(csv="on,name\nmaybe,ada\n"))
+
+
+def test_tabular_splits_float_columns_to_their_own_inputs() -> None:
+    from chalicelib.runtime.steps.base import Table
+    from chalicelib.runtime.steps.tabular import TabularRun
+
+    run = TabularRun(("a", "b"), "a", "float32", columns=(("a", "float32", 2), ("b", "float64", 1)))
+    got = run(Table(json={"records": [{"a": 1.5, "b": 2}, {"a": 3, "b": 4.25}]}))
+    assert set(got) == {"a", "b"} and got["a"].dtype == np.float32 and got["b"].dtype == np.float64
+    assert got["a"].tolist() == [[1.5], [3.0]] and got["b"].tolist() == [2.0, 4.25]
+    with pytest.raises(RequestError, match="does not fit float32"):
+        run(Table(csv="a,b\n1e39,1\n"))

@@ -159,12 +159,14 @@ class TabularRun:
         if self.numeric:
             if inv is not None:
                 inv.table = (self.features, matrix)
-            return {self.input_name: self._cast(matrix)}
-        if self.columns is None:  # one matrix of integers, booleans or text
-            return {self.input_name: _as(matrix, self.dtypes[0])}
+            if self.columns is None:
+                return {self.input_name: self._cast(matrix)}
+            matrix = self._cast(matrix)
+        elif self.columns is None:  # one matrix of integers, booleans or text
+            return {self.input_name: _as(matrix, self.dtypes[0], self.features)}
         inputs = {}
         for j, (name, dtype, rank) in enumerate(self.columns):
-            column = _as(matrix[:, j], dtype)
+            column = _as(matrix[:, j], dtype, self.features[j : j + 1])
             inputs[name] = column.reshape(-1, 1) if rank == 2 else column
         return inputs
 
@@ -319,11 +321,21 @@ class TabularRun:
         return matrix
 
 
-def _as(values: npt.NDArray[Any], dtype: str) -> npt.NDArray[Any]:
-    """Checked Python values as the model's element type (text as an object array of str)."""
+def _as(values: npt.NDArray[Any], dtype: str, features: tuple[str, ...]) -> npt.NDArray[Any]:
+    """Checked Python values as the model's element type (text as an object array of str); a number
+    past a float type's range (1e39 for float32) is the request's mistake, not an infinity."""
     if dtype == "bytes":
         return np.asarray(values, dtype=object).astype(str).astype(object)
-    return np.asarray(values.tolist(), dtype=dtype)
+    array = np.asarray(values.tolist(), dtype=np.float64 if dtype.startswith("float") else dtype)
+    if dtype.startswith("float") and array.size:
+        limit = float(np.finfo(dtype).max)
+        if np.abs(array).max() > limit:
+            name = features[0] if len(features) == 1 else "a feature"
+            raise RequestError(
+                f"{name}: a value does not fit {dtype}",
+                errors=[{"column": name, "message": f"does not fit {dtype}"}],
+            )
+    return array.astype(dtype, copy=False)
 
 
 def _is_float(cell: str) -> bool:
