@@ -2,7 +2,7 @@
 VENV := .venv/bin
 EXAMPLES := $(sort $(dir $(wildcard examples/*/modelport.yaml)))
 
-.PHONY: bootstrap demo test test-unit lint examples schemas bench base-image
+.PHONY: bootstrap demo test test-unit lint examples schemas bench bench-peers base-image
 
 bootstrap:
 	@scripts/bootstrap
@@ -41,6 +41,10 @@ examples: bootstrap
 schemas: bootstrap
 	$(VENV)/modelport schema model-config > schemas/model-config.schema.json
 	$(VENV)/modelport schema modelport-yaml > schemas/modelport.schema.json
+
+bench-peers: bootstrap  # Modelport beside BentoML and MLServer, driven by wrk (bench/peers.py)
+	@command -v wrk >/dev/null || apt-get install -y wrk || { echo "bench-peers needs wrk: apt-get install wrk"; exit 1; }
+	$(VENV)/python bench/peers.py
 
 bench: bootstrap
 	$(VENV)/python bench/manifest_cli.py
