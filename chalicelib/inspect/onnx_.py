@@ -17,6 +17,10 @@ _DATATYPES: dict[str, DataType] = {
 _CLASSIFIER_OPS = {"ZipMap", "LinearClassifier", "TreeEnsembleClassifier", "SVMClassifier"}
 _REGRESSOR_OPS = {"LinearRegressor", "TreeEnsembleRegressor", "SVMRegressor"}
 _LABEL_ATTRS = ("classlabels_strings", "classlabels_int64s", "classlabels_ints")
+MAX_MAP_KEYS = 4096
+"""A ZipMap's keys become one schema property each: past this many, its maps are objects of any keys
+(a hostile file's million labels must not become a million-property schema in the config file)."""
+MAX_KEY_CHARS = 256
 
 
 def _short(exc: BaseException) -> str:
@@ -100,7 +104,12 @@ def _with_zipmap_keys(spec: TensorSpec, nodes: list[Any]) -> TensorSpec:
                 keys = tuple(
                     v.decode(errors="replace") if isinstance(v, bytes) else str(int(v)) for v in values
                 )
-                if keys and len(set(keys)) == len(keys):
+                if (
+                    keys
+                    and len(keys) <= MAX_MAP_KEYS
+                    and max(map(len, keys)) <= MAX_KEY_CHARS
+                    and len(set(keys)) == len(keys)
+                ):
                     return spec.model_copy(update={"map_of": spec.map_of.model_copy(update={"keys": keys})})
     return spec
 

@@ -198,3 +198,32 @@ def test_repeated_default_opset_is_reported_once(tmp_path: Path) -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("", 17)])
     onnx.save(model, tmp_path / "model.onnx")
     assert inspect(tmp_path).metadata["opset"] == "ai.onnx=17"
+
+
+def _zipmap_model(directory: Path, n_classes: int) -> Path:
+    seq = helper.make_sequence_type_proto(
+        helper.make_map_type_proto(TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, []))
+    )
+    graph = helper.make_graph(
+        [
+            helper.make_node(
+                "ZipMap", ["X"], ["P"], domain="ai.onnx.ml", classlabels_int64s=list(range(n_classes))
+            )
+        ],
+        "zipmap",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", n_classes])],
+        [helper.make_value_info("P", seq)],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)]
+    )
+    directory.mkdir()
+    onnx.save(model, str(directory / "model.onnx"))
+    return directory
+
+
+def test_a_zipmap_of_very_many_classes_is_a_map_of_any_keys(tmp_path: Path) -> None:
+    few = inspect(_zipmap_model(tmp_path / "few", 3)).outputs
+    many = inspect(_zipmap_model(tmp_path / "many", 5000)).outputs
+    assert tensors(few)[0].map_of is not None and tensors(few)[0].map_of.keys == ("0", "1", "2")
+    assert tensors(many)[0].map_of is not None and tensors(many)[0].map_of.keys is None
