@@ -51,6 +51,9 @@ MODEL = ROOT / "examples" / "iris-onnx" / "model.onnx"
 ROW = [5.1, 3.5, 1.4, 0.2]
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "modelport" / "peers"
 MARK_BEGIN, MARK_END = markers("peers")
+WARM = 4
+"""Modelport's iris function keeps this many environments initialized (``provisioned_concurrency``), as a
+service expecting bursts of 8 callers would: scale-out then never lands on a request."""
 
 MLSERVER_RUNTIME = """
 import numpy as np
@@ -332,25 +335,38 @@ def modelport(work: Path) -> Iterator[Server]:
     from chalicelib.client import Client, Connection, deploy
     from chalicelib.local.stack import LocalStack
 
-    model = work / "iris-labels"
-    model.mkdir(parents=True, exist_ok=True)
-    shutil.copy(MODEL, model / "model.onnx")
-    (model / "modelport.yaml").write_text(
-        "name: iris-labels\nframework: onnx\nartifacts: [model.onnx]\n"
-        "labels: [setosa, versicolor, virginica]\nprocessing:\n  pre:\n"
-        "    - tabular: {features: [sepal_length, sepal_width, petal_length, petal_width]}\n"
-        "  post: [labels]\npipeline: fused\n"
-    )
+    def write(name: str, warm: int) -> Path:
+        model = work / name
+        model.mkdir(parents=True, exist_ok=True)
+        shutil.copy(MODEL, model / "model.onnx")
+        (model / "modelport.yaml").write_text(
+            f"name: {name}\nframework: onnx\nartifacts: [model.onnx]\n"
+            "labels: [setosa, versicolor, virginica]\nprocessing:\n  pre:\n"
+            "    - tabular: {features: [sepal_length, sepal_width, petal_length, petal_width]}\n"
+            "  post: [labels]\npipeline: fused\n"
+            f"environment:\n  provisioned_concurrency: {warm}\n"
+        )
+        return model
+
     stack = LocalStack(edge_port=0, api_port=0, launcher="container", registry=False).start()
     try:
         admin = Client(Connection(stack.api_url, stack.admin_key, stack.endpoint_url))
-        outcome = deploy(admin, model)
-        if outcome.status != "READY":
-            raise SystemExit(f"iris-labels did not deploy: {outcome.reason}")
+        for name, warm in (("iris-cold", 0), ("iris-labels", WARM)):
+            outcome = deploy(admin, write(name, warm))
+            if outcome.status != "READY":
+                raise SystemExit(f"{name} did not deploy: {outcome.reason}")
+        # The cold start: the first call of a model deployed without provisioned concurrency (a
+        # container starts on the request); the measured model's environments were initialized at deploy.
+        cold = Server("cold", stack.api_url.rstrip("/") + "/v1/models/iris-cold/invoke", {"rows": [ROW]},
+                      key=stack.admin_key)  # fmt: skip
+        wait_answering(cold, time.monotonic())
         url = stack.api_url.rstrip("/") + "/v1/models/iris-labels/invoke"
-        server = Server("Modelport (container environments)", url, {"rows": [ROW]}, key=stack.admin_key)
-        began = time.monotonic()
-        wait_answering(server, began)  # the model function's cold start through the stack
+        server = Server(
+            f"Modelport (container environments, {WARM} provisioned)", url, {"rows": [ROW]},
+            key=stack.admin_key, cold_s=cold.cold_s,
+        )  # fmt: skip
+        wait_answering(server, time.monotonic())
+        server.cold_s = cold.cold_s
         server.pids = [os.getpid()]
         yield server
     finally:
@@ -418,10 +434,12 @@ def render(rows: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> s
         f"{args.c8_s:.0f} s, "
         f"keep-alive; each server alone, the order alternating over rounds; medians over rounds. The iris "
         "ONNX model, one row a request. Modelport: the local stack with container environments, iris with "
-        "`tabular` + `labels`, fused, the API key in the header. Cold start: process start (for Modelport, "
-        "the first call after deploying) to the first answer. RSS: the server's processes and their "
-        "children (Modelport's: the stack's process and its API process; the model's container is not "
-        "counted). Errors: wrk's connect, read, write, timeout and non-2xx counts.",
+        f"`tabular` + `labels`, fused, `provisioned_concurrency: {WARM}`, the API key in the header. Cold "
+        "start: process start (for Modelport, the first call of the same model deployed without "
+        "provisioned concurrency: a container starts on the request) to the first answer. RSS: the "
+        "server's processes and their children (Modelport's: the stack's process and its API process; "
+        "the model's container is not counted). Errors: wrk's connect, read, write, timeout and non-2xx "
+        "counts.",
         "",
         *table(rows),
         "",

@@ -19,7 +19,7 @@ import boto3
 import pytest
 
 from chalicelib.aws.infra import create_infrastructure, destroy_infrastructure
-from chalicelib.local.edge.moto import serialized
+from chalicelib.local.edge.moto import patch_moto_dispatch, serialized
 from chalicelib.settings import Settings
 
 REGION = "us-east-1"
@@ -41,6 +41,7 @@ class SerializedMotoServer:
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
         from werkzeug.serving import make_server
 
+        patch_moto_dispatch()
         app = serialized(DomainDispatcherApplication(create_backend_app))
         self._server = make_server("127.0.0.1", 0, app, threaded=True)  # port 0: any free port
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)

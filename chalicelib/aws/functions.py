@@ -57,6 +57,8 @@ class FunctionSpec:
     architecture: str
     environment: dict[str, str]
     description: str
+    provisioned: int = 0
+    """Environments kept initialized for the published version (provisioned concurrency); 0: none."""
 
 
 def function_name(model_name: str, role: str = "fused") -> str:
@@ -127,6 +129,7 @@ def function_specs(manifest: ModelConfigFile) -> list[FunctionSpec]:
                 environment=base if role == "fused" else {**base, "MODELPORT_ROLE": role},
                 description=f"Modelport {manifest.name} v{manifest.version}"
                 + ("" if role == "fused" else f" ({role} stage)"),
+                provisioned=env.provisioned_concurrency if role in ("fused", "model") else 0,
             )
         )
     return specs
@@ -296,6 +299,8 @@ class LambdaFunctionManager:
                 progress(f"{spec.name} changed before its version was published; again")
                 continue
             version = str(published["Version"])
+            if spec.provisioned:
+                self._provision(spec.name, version, spec.provisioned, progress)
             progress(f"function {spec.name} version {version} is active")
             return DeployedFunction(
                 role=spec.role,
@@ -304,6 +309,37 @@ class LambdaFunctionManager:
                 version=version,
             )
         raise FunctionFailed(f"could not deploy {spec.name}: it kept changing under concurrent deploys")
+
+    def _provision(self, name: str, version: str, count: int, progress: Progress) -> None:
+        """Provisioned concurrency on the new version, before any alias points at it: the version goes
+        live with ``count`` environments initialized (Lambda allocates them in the background)."""
+        progress(f"initializing {count} environment(s) of {name} version {version} (provisioned concurrency)")
+        self._call(
+            self.client.put_provisioned_concurrency_config,
+            set(),
+            FunctionName=name,
+            Qualifier=version,
+            ProvisionedConcurrentExecutions=count,
+        )
+        deadline, pause = time.monotonic() + self.wait_s, 0.25
+        while True:
+            got = self._call(
+                self.client.get_provisioned_concurrency_config, set(), FunctionName=name, Qualifier=version
+            )
+            status = got.get("Status")
+            if status == "READY":
+                return
+            if status == "FAILED":
+                raise FunctionFailed(
+                    f"{name} version {version}: provisioned concurrency failed: {got.get('StatusReason', '')}"
+                )
+            if time.monotonic() > deadline:
+                raise FunctionFailed(
+                    f"{name} version {version}: {got.get('AvailableProvisionedConcurrentExecutions', 0)} of "
+                    f"{count} provisioned environments were ready after {self.wait_s:.0f} s"
+                )
+            self.sleep(pause)
+            pause = min(pause * 2, 5.0)
 
     def _create_args(self, spec: FunctionSpec) -> dict[str, Any]:
         return {

@@ -41,6 +41,25 @@ RETRYABLE_CODES = frozenset(
     }
 )
 _STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+ONE_WRITE_BYTES = 64 * 1024
+
+
+class _OneWrite(http.client.HTTPConnection):
+    """``http.client`` sends the headers and a body in two writes: two segments, and a second wake-up of
+    the server that reads them (~0.05 ms a call on loopback). A small body goes out with its headers."""
+
+    def _send_output(self, message_body: Any = None, encode_chunked: bool = False) -> None:
+        if isinstance(message_body, bytes) and len(message_body) <= ONE_WRITE_BYTES:
+            self._buffer.extend((b"", message_body))  # type: ignore[attr-defined]
+            data = b"\r\n".join(self._buffer)  # type: ignore[attr-defined]
+            del self._buffer[:]  # type: ignore[attr-defined]
+            self.send(data)
+            return
+        super()._send_output(message_body, encode_chunked)  # type: ignore[misc]
+
+
+class _OneWriteTls(_OneWrite, http.client.HTTPSConnection):
+    pass
 
 
 @translates_outages
@@ -243,11 +262,9 @@ class SignedHttp:
         if self.secure:
             if self._ssl is None:
                 self._ssl = _ssl_context(self._verify)
-            conn = http.client.HTTPSConnection(
-                self.host, self.port, timeout=self.connect_timeout, context=self._ssl
-            )
+            conn = _OneWriteTls(self.host, self.port, timeout=self.connect_timeout, context=self._ssl)
         else:
-            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.connect_timeout)
+            conn = _OneWrite(self.host, self.port, timeout=self.connect_timeout)
         conn.connect()  # http.client sets TCP_NODELAY on its socket
         assert conn.sock is not None
         conn.sock.settimeout(self.read_timeout)

@@ -212,6 +212,12 @@ class Environment(Strict):
         description="Lambda timeout, seconds; a synchronous call that may run longer than API Gateway's "
         "29 s is answered as a job (202 + Location) once that deadline nears",
     )  # fmt: skip
+    provisioned_concurrency: int = Field(
+        default=0, ge=0, le=100,
+        description="execution environments kept initialized for the model's function (Lambda provisioned "
+        "concurrency, billed while configured): a burst up to this many never waits for a cold start; 0: "
+        "on demand",
+    )  # fmt: skip
     packages: tuple[str, ...] = Field(default=(), description="extra pip requirements, e.g. 'scipy>=1.11'")
     base_image: str | None = Field(
         default=None, description="base image; default: the AWS Lambda Python image"

@@ -63,6 +63,9 @@ class ResolvedEnvironment(Frozen):
     architecture: str
     memory_mb: int
     timeout_s: int
+    provisioned_concurrency: int = Field(
+        default=0, description="environments kept initialized (Lambda provisioned concurrency); 0: on demand"
+    )
     base_image: str
     packages: tuple[str, ...] = Field(description="pip requirements, sorted by name")
     fingerprint: str = Field(description="sha256 of base image, python, architecture and packages")
@@ -106,6 +109,7 @@ def resolve_environment(config: ModelConfig, framework: Framework) -> ResolvedEn
         architecture=env.architecture,
         memory_mb=env.memory_mb,
         timeout_s=env.timeout_s,
+        provisioned_concurrency=env.provisioned_concurrency,
         base_image=base,
         packages=packages,
         fingerprint=fingerprint(

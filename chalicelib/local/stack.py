@@ -304,8 +304,12 @@ class LocalStack:
         lambda_log = logging.getLogger("modelport.local.lambda")
         lambda_log.setLevel(logging.DEBUG)
         lambda_log.addHandler(shipper)
+        # Function output belongs in CloudWatch Logs, as on Lambda: not also in the stack's own log (the
+        # app's "modelport" logger prints to stdout), one formatted line per invocation on the hot path.
+        lambda_log.propagate = False
         self._undo.append(shipper.close)
         self._undo.append(lambda: lambda_log.removeHandler(shipper))
+        self._undo.append(lambda: setattr(lambda_log, "propagate", True))
 
     def _start_pump(self, settings: Any, app: Any) -> None:
         from chalicelib import worker

@@ -241,6 +241,25 @@ def test_the_function_manager_deploys_publishes_and_promotes_through_the_edge(
     assert manager.deploy(_with_image(iris_manifest, "modelport/iris-onnx:v2", 2), lines.append) == second
 
 
+def test_the_function_manager_provisions_the_new_version_before_it_goes_live(
+    stack: Stack, iris_manifest: ModelConfigFile
+) -> None:
+    lam = stack.client("lambda")
+    manifest = _with_image(iris_manifest, IRIS).model_copy(update={"name": _name("warm")})
+    manifest = manifest.model_copy(
+        update={"environment": manifest.environment.model_copy(update={"provisioned_concurrency": 2})}
+    )
+    lines: list[str] = []
+    deployed = LambdaFunctionManager(lam, ROLE, wait_s=60).deploy(manifest, lines.append)
+    (fn,) = deployed.functions
+    assert any("initializing 2 environment(s)" in line for line in lines), lines
+    got = lam.get_provisioned_concurrency_config(FunctionName=fn.function_name, Qualifier=fn.version)
+    assert (got["Status"], got["AvailableProvisionedConcurrentExecutions"]) == ("READY", 2)
+    assert stack.emulator.started(fn.function_name) == 2  # before any invocation
+    answer = LambdaInvoker(lam, None).invoke(deployed, iris_event())
+    assert answer["status"] == 200 and stack.emulator.started(fn.function_name) == 2
+
+
 def test_the_function_manager_makes_the_same_calls_against_moto(
     stack: Stack, iris_manifest: ModelConfigFile
 ) -> None:

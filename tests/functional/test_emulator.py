@@ -188,6 +188,58 @@ def test_environments_scale_out_to_the_concurrency_then_are_reused_warm(stack: S
     assert len(environments) == 4 and sum(e.invocations for e in environments) == 4 + 8 + 8
 
 
+def test_provisioned_concurrency_initializes_environments_before_any_call(stack: Stack, lam: Any) -> None:
+    name = _name("echo")
+    create(lam, name, ECHO)
+    version = lam.publish_version(FunctionName=name)["Version"]
+    for qualifier, code in (("$LATEST", "InvalidParameterValueException"), (version, None)):
+        with pytest.raises(ClientError) as exc:
+            lam.get_provisioned_concurrency_config(FunctionName=name, Qualifier=qualifier)
+        assert exc.value.response["Error"]["Code"] in (
+            code or "ProvisionedConcurrencyConfigNotFoundException",
+            "ProvisionedConcurrencyConfigNotFoundException",
+        )
+    with pytest.raises(ClientError) as exc:
+        lam.put_provisioned_concurrency_config(
+            FunctionName=name, Qualifier="$LATEST", ProvisionedConcurrentExecutions=2
+        )
+    assert exc.value.response["Error"]["Code"] == "InvalidParameterValueException"
+    with pytest.raises(ClientError) as exc:  # over the emulator's environments per version
+        lam.put_provisioned_concurrency_config(
+            FunctionName=name, Qualifier=version, ProvisionedConcurrentExecutions=5
+        )
+    assert "over what this emulator runs" in exc.value.response["Error"]["Message"]
+
+    put = lam.put_provisioned_concurrency_config(
+        FunctionName=name, Qualifier=version, ProvisionedConcurrentExecutions=3
+    )
+    assert put["ResponseMetadata"]["HTTPStatusCode"] == 202
+    assert put["RequestedProvisionedConcurrentExecutions"] == 3
+    deadline = time.monotonic() + 60
+    while (got := lam.get_provisioned_concurrency_config(FunctionName=name, Qualifier=version))[
+        "Status"
+    ] != "READY":
+        assert got["Status"] == "IN_PROGRESS" and time.monotonic() < deadline
+        time.sleep(0.1)
+    assert got["AvailableProvisionedConcurrentExecutions"] == 3
+    assert stack.emulator.started(name) == 3 and len(stack.emulator.environments(name)) == 3
+
+    with ThreadPoolExecutor(3) as pool:  # a burst of three lands on initialized environments
+        calls = list(
+            pool.map(
+                lambda i: invoke(lam, name, echo_event([i], 0.3), Qualifier=version, LogType="Tail"), range(3)
+            )
+        )
+    reports = [list(iter_log(response["LogResult"]))[-1] for response, _ in calls]
+    assert all(r.startswith("REPORT ") and "Init Duration" not in r for r in reports)
+    assert stack.emulator.started(name) == 3
+
+    lam.delete_provisioned_concurrency_config(FunctionName=name, Qualifier=version)
+    with pytest.raises(ClientError) as exc:
+        lam.get_provisioned_concurrency_config(FunctionName=name, Qualifier=version)
+    assert exc.value.response["Error"]["Code"] == "ProvisionedConcurrencyConfigNotFoundException"
+
+
 def test_an_event_invocation_is_accepted_and_runs_in_the_background(stack: Stack, lam: Any) -> None:
     name = _name("echo")
     create(lam, name, ECHO)

@@ -77,6 +77,8 @@ class LambdaEmulator:
         self.account_id = account_id
         self._functions: dict[str, Function] = {}
         self._pools: dict[tuple[str, str], Pool] = {}
+        self._provisioned: dict[tuple[str, str], tuple[int, str, Pool]] = {}
+        """(name, qualifier) -> (requested environments, when, the pool that keeps them)."""
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._reaper = threading.Thread(target=self._reap, name="lambda-reaper", daemon=True)
@@ -230,6 +232,10 @@ class LambdaEmulator:
                     )
                 del fn.versions[qualifier]
                 pools = [p for p in [self._pools.pop((name, qualifier), None)] if p is not None]
+            for key in [
+                k for k in self._provisioned if k[0] == name and qualifier in (None, "", LATEST, k[1])
+            ]:
+                del self._provisioned[key]
         for pool in pools:
             pool.close(force=True)
 
@@ -305,6 +311,67 @@ class LambdaEmulator:
         with self._lock:
             fn = self._function(name)
             return {"Aliases": [fn.alias_document(a) for a in fn.aliases.values()]}
+
+    # ----------------------------------------------------------------------- provisioned concurrency
+
+    def put_provisioned_concurrency_config(
+        self, function_name: str, qualifier: str | None, request: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Keep ``ProvisionedConcurrentExecutions`` environments of a version (or an alias's) initialized:
+        they start now, in the background; ``Status`` is IN_PROGRESS until they have, then READY."""
+        name, qualifier = split_name(function_name, qualifier)
+        count = request.get("ProvisionedConcurrentExecutions")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise invalid("ProvisionedConcurrentExecutions must be an integer of at least 1.")
+        if qualifier in (None, "", LATEST):
+            raise invalid(
+                "Provisioned Concurrency Configs cannot be applied to unpublished function versions."
+            )
+        if count > self.max_concurrency:
+            raise invalid(
+                f"ProvisionedConcurrentExecutions ({count}) is over what this emulator runs per function "
+                f"version ({self.max_concurrency})."
+            )
+        with self._lock:
+            config = self._function(name).config(qualifier)
+        pool = self._pool(config)
+        with self._lock:
+            self._provisioned[(name, qualifier)] = (count, now_text(), pool)
+        pool.provision(count)
+        return self.get_provisioned_concurrency_config(name, qualifier)
+
+    def get_provisioned_concurrency_config(self, function_name: str, qualifier: str | None) -> dict[str, Any]:
+        name, qualifier = split_name(function_name, qualifier)
+        with self._lock:
+            self._function(name)
+            found = self._provisioned.get((name, qualifier or ""))
+        if found is None:
+            raise LambdaError(
+                "ProvisionedConcurrencyConfigNotFoundException",
+                f"No Provisioned Concurrency Config found for this function: {self.arn(name, qualifier)}",
+                404,
+            )
+        count, when, pool = found
+        available = pool.available()
+        status = "READY" if available >= count else "FAILED" if pool.reserve_error else "IN_PROGRESS"
+        doc = {
+            "RequestedProvisionedConcurrentExecutions": count,
+            "AvailableProvisionedConcurrentExecutions": available,
+            "AllocatedProvisionedConcurrentExecutions": available,
+            "Status": status,
+            "LastModified": when,
+        }
+        if status == "FAILED":
+            doc["StatusReason"] = pool.reserve_error or ""
+        return doc
+
+    def delete_provisioned_concurrency_config(self, function_name: str, qualifier: str | None) -> None:
+        name, qualifier = split_name(function_name, qualifier)
+        with self._lock:
+            self._function(name)
+            found = self._provisioned.pop((name, qualifier or ""), None)
+        if found is not None:
+            found[2].provision(0)
 
     # ----------------------------------------------------------------------- invoke
 
@@ -422,6 +489,7 @@ class LambdaEmulator:
             for pool in pools:
                 for env in pool.reap(self.idle_s):
                     env.stop()
+                pool.top_up()
 
     def shutdown(self) -> None:
         """Stop every environment (invocations still running fail at once) and the reaper."""

@@ -39,6 +39,7 @@ class PoolHost(Protocol):
     region: str
     account_id: str
     max_concurrency: int
+    init_timeout_s: float
 
     def count_start(self, name: str) -> None: ...
 
@@ -95,6 +96,8 @@ class Environment:
         self.config = config
         self.log = EnvironmentLog(config.name)
         self.invocations = 0
+        self.prewarmed = False
+        """Initialized before any invocation (provisioned concurrency): its first one is not a cold start."""
         self.busy = True
         self.last_used = time.monotonic()
         self.server = RuntimeApiServer(
@@ -144,7 +147,7 @@ class Environment:
     ) -> tuple[EmulatorInvocation, bool]:
         """One invocation; returns it and whether the environment may serve another."""
         config = self.config
-        cold = self.invocations == 0
+        cold = self.invocations == 0 and not self.prewarmed
         self.invocations += 1
         mark, init_ms, init_lines = self.log.mark(), None, []
         if cold:
@@ -277,6 +280,9 @@ class Pool:
         self.all: set[Environment] = set()
         self.starting = 0
         self.closed = False
+        self.reserved = 0
+        """Environments kept initialized (provisioned concurrency): started ahead, never reaped for idling."""
+        self.reserve_error: str | None = None
 
     def acquire(self, wait_s: float) -> Environment:
         deadline = time.monotonic() + wait_s
@@ -332,11 +338,64 @@ class Pool:
         if not keep:  # in the background: the caller has its answer, and a server stop takes ~0.5 s
             threading.Thread(target=env.stop, name=f"lambda-stop-{env.id}", daemon=True).start()
 
+    def provision(self, count: int) -> None:
+        """Keep ``count`` environments initialized: the missing ones start now, in the background (and
+        again whenever one is lost: ``top_up``, which the emulator's reaper calls)."""
+        with self.cond:
+            self.reserved, self.reserve_error = count, None
+        self.top_up()
+
+    def top_up(self) -> None:
+        with self.cond:
+            room = self.emulator.max_concurrency - len(self.all) - self.starting
+            missing = min(self.reserved - len(self.all) - self.starting, room)
+            if self.closed or missing <= 0:
+                return
+            self.starting += missing
+        for _ in range(missing):
+            threading.Thread(
+                target=self._prewarm, name=f"lambda-prewarm-{self.config.name}", daemon=True
+            ).start()
+
+    def _prewarm(self) -> None:
+        env: Environment | None = None
+        error: str | None = None
+        try:
+            env = Environment(self.emulator, self.config)
+        except Exception as exc:
+            error = f"could not start an execution environment: {exc}"
+        else:
+            if not (env.server.wait_ready(self.emulator.init_timeout_s) and env.alive):
+                why = env.server.init_error or env.server.exit_reason or "it did not finish in time"
+                error = f"the runtime's init failed: {why}"
+        with self.cond:
+            self.starting -= 1
+            keep = env is not None and error is None and not self.closed
+            if env is not None and keep:
+                env.busy, env.prewarmed, env.last_used = False, True, time.monotonic()
+                self.all.add(env)
+                self.idle.append(env)
+            self.reserve_error = error or self.reserve_error
+            self.cond.notify_all()
+        if keep:
+            self.emulator.count_start(self.config.name)
+        elif env is not None:
+            env.stop()
+
+    def available(self) -> int:
+        """Initialized environments, up to the reserved count (AvailableProvisionedConcurrentExecutions)."""
+        with self.cond:
+            ready = sum(1 for e in self.all if e.alive and e.server.ready_at is not None)
+            return min(ready, self.reserved)
+
     def reap(self, idle_s: float) -> list[Environment]:
-        """Take out the environments idle for longer than ``idle_s`` (or dead); the caller stops them."""
+        """Take out the environments idle for longer than ``idle_s`` (or dead), but none of the reserved
+        count; the caller stops them."""
         now = time.monotonic()
         with self.cond:
-            old = [e for e in self.idle if now - e.last_used > idle_s or not e.alive]
+            dead = [e for e in self.idle if not e.alive]
+            spare = max(0, len(self.all) - len(dead) - self.reserved)
+            old = dead + [e for e in self.idle if e.alive and now - e.last_used > idle_s][:spare]
             for env in old:
                 self.idle.remove(env)
                 self.all.discard(env)

@@ -32,6 +32,7 @@ from chalicelib.local.runtime_api import end_headers_with_body
 log = logging.getLogger("modelport.local.edge")
 
 _FN = r"/2015-03-31/functions/(?P<fn>[^/]+)"
+_PC = r"/2019-09-30/functions/(?P<fn>[^/]+)/provisioned-concurrency"
 Route = tuple[str, re.Pattern[str], str]
 ROUTES: list[Route] = [
     (method, re.compile(pattern), action)
@@ -51,9 +52,13 @@ ROUTES: list[Route] = [
         ("GET", _FN + "/aliases/(?P<alias>[^/]+)", "get_alias"),
         ("PUT", _FN + "/aliases/(?P<alias>[^/]+)", "update_alias"),
         ("DELETE", _FN + "/aliases/(?P<alias>[^/]+)", "delete_alias"),
+        ("PUT", _PC, "put_provisioned_concurrency_config"),
+        ("GET", _PC, "get_provisioned_concurrency_config"),
+        ("DELETE", _PC, "delete_provisioned_concurrency_config"),
     )
 ]
 CREATED = frozenset({"create_function", "publish_version", "create_alias"})
+ACCEPTED = frozenset({"put_provisioned_concurrency_config"})
 MotoCall = Callable[[str, Mapping[str, Any]], tuple[int, dict[str, Any]]]
 """One Step Functions JSON call to moto: (operation, document) -> (status, answer)."""
 
@@ -129,7 +134,8 @@ def lambda_reply(
         return _lambda_error(exc)
     if doc is None:
         return Reply(204, b"", {"x-amzn-RequestId": str(uuid.uuid4())})
-    return json_reply(201 if action in CREATED else 200, doc, {"x-amzn-RequestId": str(uuid.uuid4())})
+    status = 201 if action in CREATED else 202 if action in ACCEPTED else 200
+    return json_reply(status, doc, {"x-amzn-RequestId": str(uuid.uuid4())})
 
 
 def _handlers(
@@ -152,6 +158,15 @@ def _handlers(
         "get_alias": lambda: emulator.get_alias(args["fn"], args["alias"]),
         "update_alias": lambda: emulator.update_alias(args["fn"], args["alias"], json_doc(body)),
         "delete_alias": lambda: emulator.delete_alias(args["fn"], args["alias"]),
+        "put_provisioned_concurrency_config": lambda: emulator.put_provisioned_concurrency_config(
+            args["fn"], qualifier, json_doc(body)
+        ),
+        "get_provisioned_concurrency_config": lambda: emulator.get_provisioned_concurrency_config(
+            args["fn"], qualifier
+        ),
+        "delete_provisioned_concurrency_config": lambda: emulator.delete_provisioned_concurrency_config(
+            args["fn"], qualifier
+        ),
     }
 
 

@@ -143,7 +143,7 @@ class _EdgeHandler(BaseHTTPRequestHandler):
         match = _SERVICE.search(self.headers.get("Authorization", ""))
         if match is not None:
             return match[1] == "lambda"
-        return path.startswith("/2015-03-31/functions")
+        return path.startswith(("/2015-03-31/functions", "/2019-09-30/functions"))
 
     def _body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
