@@ -222,6 +222,18 @@ def process(
         log.close()
 
 
+@contextmanager
+def serving(
+    server: Server, name: str, argv: list[str], cwd: Path, env: dict[str, str] | None = None
+) -> Iterator[Server]:
+    """``server`` started as ``argv``, once it answers (its cold start: process start to first answer)."""
+    began = time.monotonic()
+    with process(name, argv, cwd, env) as proc:
+        wait_answering(server, began)
+        server.pids = [proc.pid]
+        yield server
+
+
 def rss_mb(pids: list[int]) -> float:
     """Resident memory of ``pids`` and all their descendants, MB (from /proc)."""
     children: dict[int, list[int]] = {}
@@ -270,10 +282,7 @@ def floor(work: Path) -> Iterator[Server]:
     port = free_port()
     (work / "floor.py").write_text(FLOOR_SERVER)
     server = Server("stdlib HTTP floor", f"http://127.0.0.1:{port}/", {"rows": [ROW]})
-    began = time.monotonic()
-    with process("floor", [sys.executable, "floor.py", str(port)], work) as proc:
-        wait_answering(server, began)
-        server.pids = [proc.pid]
+    with serving(server, "floor", [sys.executable, "floor.py", str(port)], work):
         yield server
 
 
@@ -297,10 +306,7 @@ def mlserver(work: Path) -> Iterator[Server]:
     (home / "settings.json").write_text(json.dumps(server_settings))
     body = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": ROW}]}
     server = Server("MLServer 1.7.1 (one process)", f"http://127.0.0.1:{port}/v2/models/iris/infer", body)
-    began = time.monotonic()
-    with process("mlserver", [str(python.parent / "mlserver"), "start", "."], home) as proc:
-        wait_answering(server, began)
-        server.pids = [proc.pid]
+    with serving(server, "mlserver", [str(python.parent / "mlserver"), "start", "."], home):
         yield server
 
 
@@ -322,10 +328,7 @@ def bentoml(work: Path) -> Iterator[Server]:
         "--host",
         "127.0.0.1",
     ]
-    began = time.monotonic()
-    with process("bentoml", argv, home, env) as proc:
-        wait_answering(server, began)
-        server.pids = [proc.pid]
+    with serving(server, "bentoml", argv, home, env):
         yield server
 
 
@@ -363,7 +366,7 @@ def modelport(work: Path) -> Iterator[Server]:
         url = stack.api_url.rstrip("/") + "/v1/models/iris-labels/invoke"
         server = Server(
             f"Modelport (container environments, {WARM} provisioned)", url, {"rows": [ROW]},
-            key=stack.admin_key, cold_s=cold.cold_s,
+            key=stack.admin_key,
         )  # fmt: skip
         wait_answering(server, time.monotonic())
         server.cold_s = cold.cold_s
