@@ -36,7 +36,7 @@ from chalice.local import (
     RouteMatcher,
 )
 
-from chalicelib.core.errors import Unauthorized
+from chalicelib.core.errors import InvalidRequest, ModelportError, TooLarge, Unauthorized
 from chalicelib.local.runtime_api import end_headers_with_body
 
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
@@ -65,7 +65,22 @@ class _NoDelayHandler(ChaliceRequestHandler):
             self._read_body()
             self._answer(403, {"x-amzn-ErrorType": "MissingAuthenticationTokenException"}, NO_ROUTE_BODY)
             return
+        refusal = self._framing_refusal()
+        if refusal is not None:  # chalice would int() the header and drop the connection unanswered
+            self.close_connection = True
+            self._answer(refusal.http_status, {}, json.dumps(refusal.to_dict()).encode())
+            return
         super()._generic_handle()
+
+    def _framing_refusal(self) -> ModelportError | None:
+        """A body this server will not read: a Content-Length that is not a number, or one over API
+        Gateway's 10 MB payload limit (its 413)."""
+        length = self.headers.get("content-length", "0").strip()
+        if not length.isdigit():
+            return InvalidRequest("invalid Content-Length header", hint="send the body's size in bytes")
+        if int(length) > MAX_PAYLOAD_BYTES:
+            return TooLarge(f"a request body is at most {MAX_PAYLOAD_BYTES} bytes")
+        return None
 
     # chalice's do_* are bound to its own _generic_handle: point them at this one
     do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = do_OPTIONS = _generic_handle  # noqa: N815

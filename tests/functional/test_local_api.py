@@ -160,3 +160,22 @@ def test_a_refused_request_with_an_oversized_body_is_answered_without_reading_it
     response = conn.getresponse()
     assert response.status == 403 and json.loads(response.read()) == NO_ROUTE
     assert response.getheader("connection", "").lower() == "close"
+
+
+@pytest.mark.parametrize(
+    ("length", "status", "code"),
+    [("JU-", 400, "InvalidRequest"), ("-1", 400, "InvalidRequest"), (str(1 << 40), 413, "TooLarge")],
+)
+def test_a_routed_request_with_a_body_it_cannot_frame_is_answered_and_the_connection_closed(
+    served: dict[str, Any], length: str, status: int, code: str
+) -> None:
+    """Found by the fuzzer: chalice int()s Content-Length and drops the connection without an answer."""
+    conn = served["conn"]
+    conn.putrequest("POST", "/v1/models/digits-onnx/invoke")
+    conn.putheader("Authorization", f"Bearer {served['key']}")
+    conn.putheader("Content-Length", length)
+    conn.endheaders()
+    response = conn.getresponse()
+    assert response.status == status and json.loads(response.read())["code"] == code
+    assert response.getheader("connection", "").lower() == "close"
+    assert not served["fake"].events
