@@ -86,6 +86,7 @@ from chalicelib.runtime.intermediate import (
 from chalicelib.runtime.layout import DEFAULT_MODEL_DIR, MODEL_CONFIG, MODEL_DIR_ENV
 from chalicelib.runtime.loaders import Model, ModelLoadError, load_model
 from chalicelib.runtime.steps import FigureValue, Geometry, RunStep, StepCall, Table, build_steps
+from chalicelib.runtime.steps.drawing import prepare_matplotlib
 
 log = logging.getLogger("modelport.runtime")
 
@@ -683,6 +684,9 @@ def model_dir_from_env() -> Path:
 def _preload(role: Role) -> None:
     """Import the step packages (and let matplotlib build its font list) during init, as a model's own
     function does when it binds its steps, rather than in the first request of the first model."""
+    if role == "post":
+        with contextlib.suppress(ImportError):
+            prepare_matplotlib()
     for module in ("PIL.Image", "PIL.ImageDraw", "matplotlib.figure", "matplotlib.backends.backend_agg"):
         if role == "post" or module.startswith("PIL"):
             with contextlib.suppress(ImportError):

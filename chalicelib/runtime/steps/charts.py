@@ -12,7 +12,7 @@ import numpy.typing as npt
 
 from chalicelib.core.steps.charts import BarChartArgs, FeatureChartArgs, HeatmapArgs
 from chalicelib.runtime.steps.base import FigureValue, LabelRows, StepCall
-from chalicelib.runtime.steps.drawing import RC, canvas_png, png_of, short
+from chalicelib.runtime.steps.drawing import RC, canvas_png, png_of, prepare_matplotlib, short
 from chalicelib.runtime.steps.regression import predictions_of
 from chalicelib.runtime.steps.scores import LabelsRun
 
@@ -55,6 +55,7 @@ class BarChartRun:
         return cls(a.title, a.names, a.bars, labels)
 
     def __init__(self, title: str, names: tuple[str, ...], bars: int, labels: LabelsRun | None) -> None:
+        prepare_matplotlib()
         import matplotlib
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -200,6 +201,7 @@ class FeatureChartRun:
         y_label: str,
         prediction: Any,
     ) -> None:
+        prepare_matplotlib()
         import matplotlib as mpl
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -301,6 +303,7 @@ class HeatmapRun:
         colormap: str,
         values: bool,
     ) -> None:
+        prepare_matplotlib()
         import matplotlib as mpl
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
