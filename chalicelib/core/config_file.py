@@ -11,7 +11,6 @@ import hashlib
 import json
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field
 
 from chalicelib.core.chain import Protocol, resolve_chain
@@ -110,7 +109,9 @@ class ModelConfigFile(Frozen):
         return json.dumps(self.to_data(), indent=2, ensure_ascii=False) + "\n"
 
     def to_yaml(self) -> str:
-        return yaml.dump(self.to_data(), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+        from chalicelib.core.yamltext import dump_readable  # PyYAML: only where YAML is written
+
+        return dump_readable(self.to_data())
 
     def to_data(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
@@ -119,20 +120,6 @@ class ModelConfigFile(Frozen):
     def digest(self) -> str:
         """Content address of this file, for image labels and change detection."""
         return "sha256:" + hashlib.sha256(self.to_json().encode()).hexdigest()
-
-
-class _Dumper(yaml.SafeDumper):
-    """Writes short lists of scalars (shapes, labels) on one line: ``shape: [N, 4]``."""
-
-
-def _represent_list(dumper: yaml.SafeDumper, data: list[Any]) -> yaml.Node:
-    flow = len(data) <= 16 and all(
-        isinstance(v, (int, float)) or (isinstance(v, str) and len(v) <= 40) for v in data
-    )
-    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
-
-
-_Dumper.add_representer(list, _represent_list)
 
 
 def artifact_digest(files: tuple[ArtifactFile, ...]) -> str:

@@ -69,8 +69,8 @@ from chalicelib.docker.wheelhouse import (
     resolved_fingerprint,
 )
 
-# The runtime imports chalicelib.core (pydantic models, YAML): the versions of requirements.txt.
-RUNTIME_PACKAGES: tuple[str, ...] = ("pydantic==2.13.4", "PyYAML==6.0.3")
+# The runtime imports chalicelib.core (pydantic models; not its YAML): the versions of requirements.txt.
+RUNTIME_PACKAGES: tuple[str, ...] = ("pydantic==2.13.4",)
 DEFAULT_PINS = frozenset({*RUNTIME_PACKAGES, *(f"{name}=={version}" for name, version in PINS.items())})
 """Modelport's own pins: where one has no wheel for the target (numpy 2.4 on Amazon Linux 2's glibc 2.26),
 the newest version that has one is taken (``resolve_wheels(relaxable=...)``). A user's pins never are."""
