@@ -26,9 +26,15 @@ to the nearest pico-dollar once.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
+from typing import Any
+
+from chalicelib.core.config_file import ModelConfigFile
+from chalicelib.core.pipeline import function_memory_mb
+from chalicelib.core.wire import runs_of
 
 PICO_PER_USD = 10**12
 LAMBDA_REQUEST_USD = Decimal("0.20") / 1_000_000
@@ -152,3 +158,56 @@ class Bill:
         if self.estimated:
             doc["estimated"] = True
         return doc
+
+
+def _main_role(manifest: ModelConfigFile) -> str:
+    chained = manifest.deployment is not None and manifest.deployment.mode == "chained"
+    return "model" if chained else "fused"
+
+
+def _execution(manifest: ModelConfigFile, reply: Mapping[str, Any], wall_ms: float) -> ExecutionBill | None:
+    if manifest.deployment is None or manifest.deployment.mode != "chained":
+        return None
+    reported = reply.get("execution")
+    if isinstance(reported, Mapping):
+        billed_ms, billed_mb = reported.get("billed_ms"), reported.get("billed_mb")
+        if type(billed_ms) is int and type(billed_mb) is int and billed_ms > 0 and billed_mb > 0:
+            return ExecutionBill(billed_ms, billed_mb)
+    return ExecutionBill(express_billed_ms(wall_ms))
+
+
+def bill_for(manifest: ModelConfigFile, reply: Mapping[str, Any], wall_ms: float) -> Bill:
+    """The bill of one answered invocation of ``manifest``: the runs its reply reports, each at the memory
+    of the function that ran it, and a chain's execution (as reported, else its wall time). A reply
+    without runs (a runtime older than them) is billed as one run of the call's wall time, ``estimated``."""
+    arch = manifest.environment.architecture
+    reported = runs_of(reply)
+    runs = tuple(
+        FunctionRun(
+            run["role"],
+            run["ms"],
+            run.get("init_ms", 0.0),
+            function_memory_mb(manifest, run["role"]),
+            arch,
+        )
+        for run in reported
+    )
+    if not runs:
+        role = _main_role(manifest)
+        runs = (FunctionRun(role, wall_ms, 0.0, function_memory_mb(manifest, role), arch),)
+    return Bill(runs, _execution(manifest, reply, wall_ms), estimated=not reported)
+
+
+def failed_bill(manifest: ModelConfigFile, wall_ms: float, *, timed_out: bool) -> Bill:
+    """An invocation that answered nothing: a timeout bills the function's whole timeout; a crash is
+    billed as its wall time (no run was reported). Both ``estimated``."""
+    role = _main_role(manifest)
+    ms = manifest.environment.timeout_s * 1000.0 if timed_out else wall_ms
+    run = FunctionRun(role, ms, 0.0, function_memory_mb(manifest, role), manifest.environment.architecture)
+    return Bill((run,), _execution(manifest, {}, max(wall_ms, ms)), estimated=True)
+
+
+def server_timing_entries(bill: Bill) -> str:
+    """The bill as Server-Timing metrics: ``billed;dur=<Lambda ms>, cost;desc="<USD>"`` (a quoted
+    ``desc`` holds the decimal point and digits as browsers parse it)."""
+    return f'billed;dur={bill.billed_ms}, cost;desc="{usd(bill.cost_pp)}"'

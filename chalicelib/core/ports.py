@@ -255,7 +255,9 @@ class FunctionInvoker(Protocol):
     def invoke(self, deployment: DeployedFunctions, event: InvocationEvent) -> dict[str, object]:
         """Run one invocation event through a deployed model (fused function or state machine).
 
-        Returns the runtime's response document; raises ``FunctionFailed`` when the function crashed
+        Returns the runtime's response document (a chained one with ``execution``, the state machine's
+        billed duration and memory, when the service reports them); raises ``FunctionFailed`` when the
+        function crashed
         or could not start and ``FunctionTimedOut`` when it ran out of time.
         """
 
