@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
-from decimal import Decimal
-from fractions import Fraction
+from dataclasses import dataclass, field
 from typing import Any
 
 from chalicelib.core.config_file import ModelConfigFile
@@ -37,10 +35,15 @@ from chalicelib.core.pipeline import function_memory_mb
 from chalicelib.core.wire import runs_of
 
 PICO_PER_USD = 10**12
-LAMBDA_REQUEST_USD = Decimal("0.20") / 1_000_000
-LAMBDA_GB_SECOND_USD = {"x86_64": Decimal("0.0000166667"), "arm64": Decimal("0.0000133334")}
-EXPRESS_REQUEST_USD = Decimal("1.00") / 1_000_000
-EXPRESS_GB_HOUR_USD = Decimal("0.06000")
+LAMBDA_REQUEST_PP = 200_000
+"""$0.20 per million requests, in pico-dollars per request (the rates are exact integers in pico-dollars,
+so a price is integer arithmetic: a few hundred nanoseconds on the hot path)."""
+LAMBDA_GB_SECOND_PP = {"x86_64": 16_666_700, "arm64": 13_333_400}
+"""$0.0000166667 and $0.0000133334 per GB-second."""
+EXPRESS_REQUEST_PP = 1_000_000
+"""$1.00 per million executions."""
+EXPRESS_GB_HOUR_PP = 60_000_000_000
+"""$0.06000 per GB-hour."""
 EXPRESS_BILLING_MS = 100
 """Express rounds an execution's duration up to this."""
 EXPRESS_MEMORY_CHUNK_MB = 64
@@ -48,29 +51,31 @@ EXPRESS_BASE_MB = 50
 """Step Functions' own estimate of an Express execution's memory: 50 MB + definition + data."""
 
 
-def _pico(usd: Fraction) -> int:
-    """``usd`` in pico-dollars, rounded half up (costs are never negative)."""
-    scaled = usd * PICO_PER_USD
-    return (2 * scaled.numerator + scaled.denominator) // (2 * scaled.denominator)
+FLOAT_SLACK_MS = 1e-6
+"""Sums of float milliseconds carry noise (``0.1 + 0.2``): a nanosecond over a whole ms is not another."""
+
+
+def _rounded(numerator: int, denominator: int) -> int:
+    """``numerator / denominator`` rounded half up (costs are never negative)."""
+    return (2 * numerator + denominator) // (2 * denominator)
 
 
 def lambda_billed_ms(duration_ms: float, init_ms: float = 0.0) -> int:
     """Lambda's billed duration: the handler (plus the init phase on a cold start), up to the next ms."""
-    return max(1, math.ceil(round(max(0.0, duration_ms) + max(0.0, init_ms), 6)))
+    return max(1, math.ceil(max(0.0, duration_ms) + max(0.0, init_ms) - FLOAT_SLACK_MS))
 
 
 def lambda_cost_pp(billed_ms: int, memory_mb: int, architecture: str) -> int:
     """One Lambda request of ``billed_ms`` at ``memory_mb``, in pico-dollars."""
-    rate = LAMBDA_GB_SECOND_USD.get(architecture)
+    rate = LAMBDA_GB_SECOND_PP.get(architecture)
     if rate is None:
         raise ValueError(f"no Lambda price for architecture {architecture!r}")
-    gb_seconds = Fraction(billed_ms * memory_mb, 1024 * 1000)
-    return _pico(Fraction(LAMBDA_REQUEST_USD) + gb_seconds * Fraction(rate))
+    return LAMBDA_REQUEST_PP + _rounded(billed_ms * memory_mb * rate, 1024 * 1000)  # GB = MB / 1024
 
 
 def express_billed_ms(duration_ms: float) -> int:
     """An Express execution's billed duration: up to the next 100 ms (an execution bills at least 100)."""
-    chunks = max(1, math.ceil(round(max(0.0, duration_ms), 6) / EXPRESS_BILLING_MS))
+    chunks = max(1, math.ceil((max(0.0, duration_ms) - FLOAT_SLACK_MS) / EXPRESS_BILLING_MS))
     return chunks * EXPRESS_BILLING_MS
 
 
@@ -83,8 +88,7 @@ def express_memory_mb(definition_bytes: int, data_bytes: int) -> int:
 
 def express_cost_pp(billed_ms: int, billed_mb: int = EXPRESS_MEMORY_CHUNK_MB) -> int:
     """One Express execution (its request and its duration), in pico-dollars."""
-    gb_hours = Fraction(billed_ms * billed_mb, 1024 * 3_600_000)
-    return _pico(Fraction(EXPRESS_REQUEST_USD) + gb_hours * Fraction(EXPRESS_GB_HOUR_USD))
+    return EXPRESS_REQUEST_PP + _rounded(billed_ms * billed_mb * EXPRESS_GB_HOUR_PP, 1024 * 3_600_000)
 
 
 def usd(pico: int) -> str:
@@ -104,14 +108,13 @@ class FunctionRun:
     init_ms: float = 0.0
     memory_mb: int = 1024
     architecture: str = "x86_64"
+    billed_ms: int = field(init=False)
+    cost_pp: int = field(init=False)
 
-    @property
-    def billed_ms(self) -> int:
-        return lambda_billed_ms(self.duration_ms, self.init_ms)
-
-    @property
-    def cost_pp(self) -> int:
-        return lambda_cost_pp(self.billed_ms, self.memory_mb, self.architecture)
+    def __post_init__(self) -> None:  # priced once: the hot path reads these several times
+        billed = lambda_billed_ms(self.duration_ms, self.init_ms)
+        object.__setattr__(self, "billed_ms", billed)
+        object.__setattr__(self, "cost_pp", lambda_cost_pp(billed, self.memory_mb, self.architecture))
 
 
 @dataclass(frozen=True)
@@ -120,10 +123,10 @@ class ExecutionBill:
 
     billed_ms: int
     billed_mb: int = EXPRESS_MEMORY_CHUNK_MB
+    cost_pp: int = field(init=False)
 
-    @property
-    def cost_pp(self) -> int:
-        return express_cost_pp(self.billed_ms, self.billed_mb)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cost_pp", express_cost_pp(self.billed_ms, self.billed_mb))
 
 
 @dataclass(frozen=True)
@@ -135,16 +138,14 @@ class Bill:
     estimated: bool = False
     """No run was reported (a runtime older than the report, a function that crashed): the durations
     are the control plane's wall time, an upper bound."""
+    billed_ms: int = field(init=False)
+    """Lambda's billed milliseconds, summed over the functions (the execution's are separate)."""
+    cost_pp: int = field(init=False)
 
-    @property
-    def billed_ms(self) -> int:
-        """Lambda's billed milliseconds, summed over the functions (the execution's are separate)."""
-        return sum(run.billed_ms for run in self.runs)
-
-    @property
-    def cost_pp(self) -> int:
+    def __post_init__(self) -> None:
         execution = self.execution.cost_pp if self.execution is not None else 0
-        return sum(run.cost_pp for run in self.runs) + execution
+        object.__setattr__(self, "billed_ms", sum(run.billed_ms for run in self.runs))
+        object.__setattr__(self, "cost_pp", sum(run.cost_pp for run in self.runs) + execution)
 
     def document(self) -> dict[str, object]:
         """The bill as a response or job document carries it."""
