@@ -98,6 +98,14 @@ Role = Literal["fused", "pre", "model", "post"]
 ROLES: tuple[Role, ...] = ("fused", "pre", "model", "post")
 ROLE_ENV = "MODELPORT_ROLE"
 """Which part of the pipeline this function runs (docs/pipelines.md); unset means ``fused``."""
+INIT_TYPE_ENV = "AWS_LAMBDA_INITIALIZATION_TYPE"
+"""Lambda's ``on-demand`` or ``provisioned-concurrency``: a provisioned environment's init is paid by the
+hour with its provisioned concurrency, not with its first request."""
+
+
+def bills_init() -> bool:
+    """Whether this environment's init phase is billed with its first invocation (on demand)."""
+    return os.environ.get(INIT_TYPE_ENV, "on-demand") == "on-demand"
 
 
 class ModelFailure(Exception):
@@ -221,6 +229,7 @@ class Runtime:
         self.init_ms = init_ms
         self.role: Role = role
         self._cold = True
+        self.bills_init = bills_init()
         chain = stages_of(manifest)
         if role != "fused" and role not in chain:
             raise ModelLoadError(f"{manifest.name} has no {role} stage (its chain: {', '.join(chain)})")
@@ -242,7 +251,8 @@ class Runtime:
         began = time.perf_counter() if started is None else started
         timings = dict.fromkeys(STAGES, 0.0)
         cold, self._cold = self._cold, False
-        billed_init = (self.init_ms if cold else 0.0) if init_ms is None else init_ms
+        if init_ms is None:
+            init_ms = self.init_ms if cold and self.bills_init else 0.0
         before = [] if self.first else runs_of(event)  # a stored document's stub carries them too
         clock = _Clock(timings)
         response: Mapping[str, Any]  # an InvocationReply, or the intermediate document of a chain's stage
@@ -319,7 +329,7 @@ class Runtime:
         if size > MAX_RESPONSE_BYTES:
             log.error("the response of %d bytes is over Lambda's limit", size)
             final = {**_reply(502, too_large(size)), "timings": final["timings"]}
-        final["runs"] = [*before, this_run(self.role, began, billed_init)]
+        final["runs"] = [*before, this_run(self.role, began, init_ms)]
         return final
 
     def _spill(self, response: dict[str, Any], spill: Spill) -> dict[str, Any]:
@@ -656,7 +666,7 @@ class SharedStage:
         self.cache: OrderedDict[str, Runtime] = OrderedDict()
         self._scratch = Path(tempfile.mkdtemp(prefix="modelport-shared-"))  # no files: built-ins only
         _preload(role)
-        self._init_ms: float = (time.perf_counter() - t0) * 1000
+        self._init_ms: float = (time.perf_counter() - t0) * 1000 if bills_init() else 0.0
         """Billed with this environment's first run, then 0 (a model's binding is in its own run)."""
 
     def handle(self, event: Any) -> dict[str, Any]:

@@ -297,3 +297,15 @@ def test_each_stage_reports_its_run_and_the_first_request_bills_the_init(
     config = shared_config_text(fused.manifest)
     runs = [shared.handle({"model": config, "input": event})["runs"] for _ in range(2)]
     assert runs[0][0]["init_ms"] >= 500 and "init_ms" not in runs[1][0]
+
+
+def test_a_provisioned_environment_bills_no_init_with_its_first_request(
+    model_dirs: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Provisioned concurrency pays its environments' init by the hour, not per request."""
+    monkeypatch.setenv("AWS_LAMBDA_INITIALIZATION_TYPE", "provisioned-concurrency")
+    runtime = load(model_dirs("iris-onnx"))
+    answer = runtime.handle(_events(runtime, EXAMPLES / "iris-onnx")[0])
+    (run,) = answer["runs"]
+    assert "init_ms" not in run
+    assert answer["timings"]["init_ms"] > 0  # still in Server-Timing: the time, not the bill

@@ -254,3 +254,23 @@ def test_the_cli_prints_a_line_per_model_and_the_total(world: dict[str, Any]) ->
     assert lines[0].startswith("usage of acct_") and "USD" in lines[1]
     assert lines[2].split()[:3] == ["iris", "1", "0"] and lines[-1].split()[:2] == ["total", "1"]
     assert lines[2].endswith(usd(lambda_cost_pp(1, 512, "x86_64")))
+
+
+def test_what_a_process_holds_is_written_when_its_container_is_replaced_or_it_ends(
+    world: dict[str, Any],
+) -> None:
+    from chalicelib.api import deps
+
+    container = world["container"]
+    store = container.usage
+    assert isinstance(store, MemoryUsageStore)
+    container.invoker.register("modelport-iris", answering([{"role": "fused", "ms": 1.0}]))
+    deps.services().recorder.max_age_s = 3600  # held, however slow this machine is today
+    assert world["alice"].call("POST", "/v1/models/iris/invoke", {"records": [RECORD]}).status_code == 200
+    writes = store.adds
+    wiring.override(replace(container))  # the same stores, a new container: services are rebuilt
+    deps.services()
+    assert store.adds == writes + 1  # the old process's counts, written on the way out
+    deps.services().recorder.record("acct", "iris", "rejected")
+    deps._flush_usage()  # what atexit runs
+    assert store.query("acct", "0000-01-01", "9999-12-31")[0].rejected == 1
