@@ -88,6 +88,30 @@ def _output_sources(native: Tensors, graph: list[str], model_type: str) -> dict[
     return sources
 
 
+def _skl2onnx(estimator: Any, name: str, input_name: str, width: int) -> Any:
+    """skl2onnx's graph; probabilities as a tensor where the classifier's converter has the option (one
+    without predict_proba, such as LinearSVC's, has none and answers labels and scores)."""
+    import skl2onnx
+    from skl2onnx.common.data_types import FloatTensorType
+
+    options = {id(c): {"zipmap": False} for c in _classifiers(estimator)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for attempt in (options, {}):
+            try:
+                return skl2onnx.convert_sklearn(
+                    estimator,
+                    name=name,  # the graph's name; skl2onnx picks a random one otherwise
+                    initial_types=[(input_name, FloatTensorType([None, width]))],
+                    options=attempt or None,
+                    target_opset=TARGET_OPSET,
+                )
+            except NameError as exc:
+                if not attempt or "Option 'zipmap'" not in str(exc):
+                    raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def to_onnx(estimator: Any, manifest: ModelConfigFile, rel: str) -> tuple[bytes, dict[str, str]]:
     """The serialized graph of ``estimator`` and where each native output is read from in it."""
     native = manifest.native
@@ -108,19 +132,9 @@ def to_onnx(estimator: Any, manifest: ModelConfigFile, rel: str) -> tuple[bytes,
             hint=NATIVE_HINT,
         )
     import skl2onnx
-    from skl2onnx.common.data_types import FloatTensorType
 
-    options = {id(c): {"zipmap": False} for c in _classifiers(estimator)}
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            graph = skl2onnx.convert_sklearn(
-                estimator,
-                name=manifest.name,  # the graph's name; skl2onnx picks a random one otherwise
-                initial_types=[(native.inputs.tensors[0].name, FloatTensorType([None, width]))],
-                options=options or None,
-                target_opset=TARGET_OPSET,
-            )
+        graph = _skl2onnx(estimator, manifest.name, native.inputs.tensors[0].name, width)
     except Exception as exc:  # skl2onnx raises what its converters raise: a refusal, whatever its type
         raise ConversionError(
             f"skl2onnx {skl2onnx.__version__} cannot convert {model_type} ({rel}): {_short(exc)}",

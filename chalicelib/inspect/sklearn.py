@@ -73,8 +73,9 @@ def _no_conversion(rel: str, why: str) -> ConfigError:
         "conversion loads the estimator in the deploy service",
         path="runtime",
         hint="runtime: onnx takes a .skops file (skops.io.dump) of the types skops trusts by default - "
-        "linear models, scalers, pipelines, SVMs, neural networks, naive Bayes; not yet tree models, whose "
-        "sklearn.tree._tree.Tree needs trusted_types - or remove runtime: onnx to serve the model natively",
+        "linear models, SVMs, naive Bayes, scalers and pipelines of them; not yet trees, k-nearest "
+        "neighbours or sgd/adam MLPs, whose fitted objects need trusted_types - or remove runtime: onnx to "
+        "serve the model natively",
     )
 
 

@@ -25,6 +25,7 @@ from sklearn.linear_model import LinearRegression
 from sklearn.naive_bayes import GaussianNB
 from sklearn.neighbors import NearestCentroid
 from sklearn.preprocessing import PowerTransformer
+from sklearn.svm import LinearSVC
 from sklearn.tree import DecisionTreeRegressor
 
 from chalicelib.core.config_file import CONVERTED_DIR, ContainerAssociation, ModelConfigFile, Tolerance
@@ -196,6 +197,13 @@ def test_an_estimator_skl2onnx_cannot_convert_is_refused_by_name(tmp_path: Path)
     assert not (src / CONVERTED_DIR / "model.onnx").exists()
 
 
+def test_a_classifier_without_probabilities_answers_its_labels(tmp_path: Path) -> None:
+    iris = load_iris()
+    native, got = _native_and_converted(tmp_path, LinearSVC().fit(iris.data, iris.target), "")
+    assert set(got) == set(native) == {"label"}  # the graph's scores are not an output of the estimator
+    assert np.array_equal(got["label"], native["label"])
+
+
 def test_an_estimator_failing_on_the_checking_rows_is_refused_not_crashed(tmp_path: Path) -> None:
     # No statistics to draw from: the rows span [-3, 3] (widened), where Box-Cox takes positives only.
     src = model_dir(tmp_path, PowerTransformer(method="box-cox").fit(load_iris().data), "")
@@ -244,7 +252,7 @@ def test_pickles_and_trusted_types_are_refused_before_any_probe(tmp_path: Path) 
             "runtime: onnx cannot convert model.skops: it holds types skops does not trust by default "
             "(sklearn.tree._tree.Tree), so it is only ever opened in the sandbox"
         )
-        assert "not yet tree models" in str(err.value)
+        assert "not yet trees" in str(err.value)
     assert sandbox.requests == []
 
 
