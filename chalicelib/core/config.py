@@ -284,12 +284,42 @@ def refused_trusted_type(name: str) -> str | None:
     return None
 
 
+Runtime = Literal["native", "onnx"]
+CONVERTIBLE: tuple[Framework, ...] = ("sklearn",)
+"""The frameworks ``runtime: onnx`` converts (skl2onnx); XGBoost and LightGBM would take onnxmltools."""
+
+
+def runtime_refusal(framework: Framework, runtime: Runtime) -> str | None:
+    """Why ``runtime`` cannot serve a model of ``framework``, or None when it can. Checked on the
+    configured framework when the config is read and on the detected one when the model is inspected."""
+    if runtime == "native" or framework in CONVERTIBLE:
+        return None
+    if framework == "onnx":
+        return (
+            "runtime: onnx converts a scikit-learn model to ONNX; this model is ONNX already: remove runtime:"
+        )
+    if framework in ("xgboost", "lightgbm"):
+        return (
+            f"runtime: onnx is not supported for {framework} models yet (scikit-learn only): remove "
+            "runtime: to serve the model with its own library"
+        )
+    return (
+        "runtime: onnx converts a scikit-learn model; a Python predictor runs its own code: remove runtime:"
+    )
+
+
 class ModelConfig(Strict):
     """The configuration parameters of one model (``modelport.yaml``)."""
 
     name: str = Field(description="lowercase slug: letters, digits and '-', at most 48 characters")
     description: Text = Field(default="", max_length=1000)
     framework: Framework | None = Field(default=None, description="default: detected")
+    runtime: Runtime = Field(
+        default="native",
+        description="native: the framework's own library serves the model; onnx (scikit-learn only): the "
+        "estimator is converted to ONNX at deploy time (skl2onnx), proven to answer the same on the samples "
+        "and on generated rows, and served by onnxruntime from an image without scikit-learn or scipy",
+    )
     artifacts: tuple[str, ...] | None = Field(
         default=None, description="model files relative to the directory; default: detected"
     )
@@ -308,6 +338,13 @@ class ModelConfig(Strict):
     pipeline: Literal["auto", "chained", "fused"] = Field(
         default="auto", description="run pre/model/post as one function or a state machine"
     )
+
+    @model_validator(mode="after")
+    def _runtime_fits(self) -> ModelConfig:
+        why = runtime_refusal(self.framework, self.runtime) if self.framework is not None else None
+        if why is not None:
+            raise PydanticCustomError("runtime", "{why}", {"why": why})
+        return self
 
     @field_validator("name")
     @classmethod
