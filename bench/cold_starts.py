@@ -202,6 +202,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
 
+    from chalicelib.cli_local import share_with_stack
     from chalicelib.client import Client, Connection
     from chalicelib.local.stack import LocalStack
 
@@ -216,7 +217,12 @@ def main() -> None:
         ).start()
         try:
             client = Client(Connection(stack.api_url, stack.admin_key, stack.endpoint_url))
-            for name, model_dir in variants(Path(tmp), args.examples):
+            chosen = variants(Path(tmp), args.examples)
+            # As `modelport demo` does: the worker function's container cannot reach the package index
+            # here, so this machine resolves the wheels and shares them (chalicelib/local/wheels.py).
+            state = stack.state(Path(tmp) / "stack.log", ready=True)
+            share_with_stack(state, [d for _, d in chosen], lambda line: print(line, file=sys.stderr))
+            for name, model_dir in chosen:
                 print(f"{name} ...", file=sys.stderr)
                 rows.append(measure(stack, client, name, model_dir, args.runs))
                 print(rows[-1], file=sys.stderr)
