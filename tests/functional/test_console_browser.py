@@ -286,6 +286,28 @@ def test_the_iris_form_gives_labels_the_chart_and_server_timing(
     shot(tab, "03-invoke-iris", docs="invoke")
 
 
+def test_the_raw_json_editor_and_an_api_error_with_its_pointers(
+    page: tuple[Any, Console], site: Site
+) -> None:
+    tab, console = page
+    console.expect_failure("/v1/models/iris-onnx/versions/1/invoke", 400)
+    open_console(tab, site, f"#key={site.alice}&model=iris-onnx")
+    tab.wait_for_selector("input[name=sepal_length]")
+    tab.fill("input[name=sepal_length]", "5.9")
+    tab.click("text=Edit as JSON")
+    editor = tab.wait_for_selector("textarea.code")
+    assert json.loads(editor.input_value())["records"][0]["sepal_length"] == 5.9  # seeded from the form
+    editor.fill(json.dumps({"records": [{"sepal_length": "wide", "sepal_width": 3.0}]}))
+    tab.click("button:text('Invoke')")
+    alert = tab.wait_for_selector(".error[role=alert]")
+    text = alert.inner_text()
+    assert "The invocation failed (400 InvalidRequest)" in text
+    assert "/records/0/sepal_length" in tab.inner_text(".error-list")  # the API's JSON pointers
+    shot(tab, "09-invoke-refused")
+    tab.click("text=Back to the form")
+    tab.wait_for_selector("input[name=petal_width]")
+
+
 def test_a_dropped_digit_gets_its_top_3(page: tuple[Any, Console], site: Site) -> None:
     tab, _ = page
     open_console(tab, site, f"#key={site.alice}&model=digits-onnx")
