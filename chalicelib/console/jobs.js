@@ -17,6 +17,8 @@ export async function showJobs(main) {
     h("div", { class: "actions" }, refresh),
     list,
     detail,
+    h("p", { class: "muted" }, "Event-driven batch runs write ", h("code", {}, "outputs/MODEL/NAME.jsonl"), " and ",
+      h("code", {}, ".summary.json"), " to the data bucket (", h("code", {}, "modelport batch"), "); the API has no route that lists them yet."),
   );
   document.title = "Jobs · Modelport console";
   await load(list, detail);
