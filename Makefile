@@ -2,7 +2,7 @@
 VENV := .venv/bin
 EXAMPLES := $(sort $(dir $(wildcard examples/*/modelport.yaml)))
 
-.PHONY: bootstrap demo test test-unit lint examples schemas bench bench-peers base-image
+.PHONY: bootstrap demo test test-unit lint examples schemas bench bench-peers bench-cost base-image
 
 bootstrap:
 	@scripts/bootstrap
@@ -45,6 +45,9 @@ schemas: bootstrap
 bench-peers: bootstrap  # Modelport beside BentoML and MLServer, driven by wrk (bench/peers.py)
 	@command -v wrk >/dev/null || apt-get install -y wrk || { echo "bench-peers needs wrk: apt-get install wrk"; exit 1; }
 	$(VENV)/python bench/peers.py
+
+bench-cost: bootstrap  # cost per million predictions per example, fused and chained (bench/cost.py)
+	$(VENV)/python bench/cost.py
 
 bench: bootstrap
 	$(VENV)/python bench/manifest_cli.py

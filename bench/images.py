@@ -1,6 +1,7 @@
 """Container images per example: size and what is in it, cold build, model-only rebuild, cold start.
 
-For each example (plus ``iris-onnx-labels``, iris-onnx without its bar chart: the plain ONNX tabular case):
+For each example (plus ``iris-onnx-labels``, iris-onnx without its bar chart: the plain ONNX tabular case;
+``iris-skops-onnx`` is iris-skops's model converted at deploy time, served as ONNX with labels only):
 
 - **image size**, split into the base, venv (environment), runtime-code and model layers (``docker history``);
 - **cold build**: the environment image removed first, so the venv is installed again (wheels come from the
@@ -78,7 +79,7 @@ def copy_example(name: str, work: Path) -> Path:
     """A private copy of the example (``iris-onnx-labels``: iris-onnx without the bar chart)."""
     source = EXAMPLES / ("iris-onnx" if name == "iris-onnx-labels" else name)
     dest = work / name
-    shutil.copytree(source, dest)
+    shutil.copytree(source, dest, ignore=shutil.ignore_patterns(".modelport"))  # intake makes it again
     if name == "iris-onnx-labels":
         config = dest / "modelport.yaml"
         text = config.read_text().replace("name: iris-onnx", f"name: {name}")
@@ -202,7 +203,14 @@ def main() -> None:
     parser.add_argument(
         "--examples",
         nargs="*",
-        default=["iris-onnx", "iris-onnx-labels", "iris-skops", "digits-onnx", "breast-cancer-xgboost"],
+        default=[
+            "iris-onnx",
+            "iris-onnx-labels",
+            "iris-skops",
+            "iris-skops-onnx",
+            "digits-onnx",
+            "breast-cancer-xgboost",
+        ],
     )
     parser.add_argument("--cold-wheels", action="store_true", help="also empty the wheel cache (downloads)")
     parser.add_argument("--no-write", action="store_true")

@@ -1,4 +1,5 @@
-"""``modelport jobs [ID]`` and the following of ``modelport invoke --async``: asynchronous invocations.
+"""``modelport jobs [ID]`` and the following of ``modelport invoke --async``: asynchronous invocations;
+``modelport usage``: what this account's invocations used and cost.
 
 ``chalicelib.cli`` adds the command and gives it the CLI's one-line errors (``_friendly``)."""
 
@@ -94,6 +95,46 @@ def jobs_command(job_id: str | None, out: Path | None, cancel: bool, wait: bool)
         follow_and_show(client, location, out)
     else:
         show(client.json("GET", location), out)
+
+
+def usage_lines(doc: dict[str, Any]) -> list[str]:
+    """``GET /v1/usage``'s document as a table: one line per model, then the total."""
+
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value:g}"
+
+    head = f"{'model':<24} {'calls':>8} {'errors':>6} {'4xx':>5} {'refused':>7} {'billed ms':>10}"
+    lines = [f"usage of {doc['account']} from {doc['from']} to {doc['to']} (UTC)", head + "  p50/p99 ms  USD"]
+    for name, row in [*((m["model"], m) for m in doc["models"]), ("total", doc["total"])]:
+        latency = row["latency_ms"]
+        lines.append(
+            f"{name:<24} {row['invocations']:>8} {row['errors']:>6} {row['client_errors']:>5} "
+            f"{row['rejected']:>7} {row['billed_ms']:>10}  {ms(latency['p50'])}/{ms(latency['p99'])}  "
+            f"{row['cost']['usd']}"
+        )
+    return lines
+
+
+@click.command("usage")
+@click.option("--model", default=None, help="one model only")
+@click.option("--from", "first", default=None, metavar="YYYY-MM-DD", help="first day (default: 30 days ago)")
+@click.option("--to", "last", default=None, metavar="YYYY-MM-DD", help="last day (default: today, UTC)")
+@click.option("--account", default=None, help="another account's (an admin key only)")
+@click.option("--json", "as_json", is_flag=True, help="the API's document, with each day")
+def usage_command(
+    model: str | None, first: str | None, last: str | None, account: str | None, as_json: bool
+) -> None:
+    """What this account's invocations used per model: calls, errors, billed ms, cost, p50/p99 latency."""
+    from urllib.parse import urlencode
+
+    client = click.get_current_context().find_root().obj["client"]()
+    query = {k: v for k, v in (("model", model), ("from", first), ("to", last), ("account", account)) if v}
+    doc = client.json("GET", "/v1/usage" + (f"?{urlencode(query)}" if query else ""))
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+        return
+    for line in usage_lines(doc):
+        click.echo(line)
 
 
 def data_bucket(bucket: str | None) -> tuple[Any, str]:

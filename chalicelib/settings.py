@@ -39,6 +39,8 @@ class Settings:
     deployments_table: str = "modelport-deployments"
     associations_table: str = "modelport-associations"
     jobs_table: str = "modelport-jobs"
+    usage_table: str = "modelport-usage"
+    """Invocations, errors, billed ms, cost and latency per account, model and day (``GET /v1/usage``)."""
     bundle_bucket: str = "modelport-bundles"
     data_bucket: str = "modelport-data"
     deploy_queue: str = "modelport-deploy"
@@ -150,6 +152,7 @@ class Settings:
             deployments_table=get("deployments_table", defaults.deployments_table),
             associations_table=get("associations_table", defaults.associations_table),
             jobs_table=get("jobs_table", defaults.jobs_table),
+            usage_table=get("usage_table", defaults.usage_table),
             bundle_bucket=get("bundle_bucket", defaults.bundle_bucket),
             data_bucket=get("data_bucket", defaults.data_bucket),
             deploy_queue=get("deploy_queue", defaults.deploy_queue),

@@ -30,6 +30,7 @@ from chalicelib.core.ports import (
     RetryQueue,
     Sandbox,
     SecretSource,
+    UsageStore,
 )
 from chalicelib.services.bundles import BundleLimits
 from chalicelib.services.deployments import DeploymentService
@@ -52,6 +53,8 @@ class Container:
     invoker: FunctionInvoker
     jobs: JobStore
     job_queue: JobQueue
+    usage: UsageStore
+    """Usage counters per account, model and day (``services/usage.py`` buffers what it adds)."""
     admin_key: SecretSource | None = None
     """Where the bootstrap admin key is read; only the API's authorizer reads it (``AccountService``)."""
     sandbox: Sandbox = field(default_factory=lambda: _no_sandbox())
@@ -172,6 +175,7 @@ def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
         DynamoDeploymentStore,
         DynamoJobStore,
         DynamoModelStore,
+        DynamoUsageStore,
     )
     from chalicelib.aws.invoke import LambdaInvoker
     from chalicelib.aws.jobs_queue import SqsJobQueue
@@ -240,6 +244,7 @@ def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
         invoker=LambdaInvoker(lambda_client, sfn),
         jobs=DynamoJobStore(settings.jobs_table, dynamodb),
         job_queue=SqsJobQueue(sqs_client, settings.jobs_queue),
+        usage=DynamoUsageStore(settings.usage_table, dynamodb),
         admin_key=admin_key,
         sandbox=_sandbox(settings, images, lambda_client, s3),
         retries=SqsRetryQueue(sqs_client),
@@ -267,6 +272,7 @@ def memory_container(settings: Settings | None = None, clock: Clock = utc_now) -
         MemoryModelStore,
         MemoryOutbox,
         MemoryRetryQueue,
+        MemoryUsageStore,
     )
 
     settings = settings or Settings()
@@ -285,6 +291,7 @@ def memory_container(settings: Settings | None = None, clock: Clock = utc_now) -
         invoker=MemoryInvoker(),
         jobs=MemoryJobStore(),
         job_queue=MemoryJobQueue(),
+        usage=MemoryUsageStore(),
         retries=MemoryRetryQueue(),
         outbox=MemoryOutbox(),
         admin_key=MemorySecret(settings.admin_key, "MODELPORT_ADMIN_KEY") if settings.admin_key else None,

@@ -111,6 +111,7 @@ def unique_settings(endpoint_url: str) -> Settings:
         deployments_table=f"{prefix}-deployments",
         associations_table=f"{prefix}-associations",
         jobs_table=f"{prefix}-jobs",
+        usage_table=f"{prefix}-usage",
         bundle_bucket=f"{prefix}-bundles",
         data_bucket=f"{prefix}-data",
         deploy_queue=f"{prefix}-deploy",

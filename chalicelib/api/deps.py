@@ -6,6 +6,7 @@ The accounts service reads it when it first verifies a key (the authorizer), see
 
 from __future__ import annotations
 
+import atexit
 import threading
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ from chalicelib.services.jobs import JobService
 from chalicelib.services.messages import InvocationMessages
 from chalicelib.services.models import ModelService
 from chalicelib.services.payloads import Payloads
+from chalicelib.services.usage import UsageRecorder, UsageService
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,9 @@ class Services:
     jobs: JobService
     messages: InvocationMessages | None
     """None: this container has no outbox (so no invocations queue)."""
+    usage: UsageService
+    recorder: UsageRecorder
+    """Counts every invocation of this process (buffered; ``flush`` writes what it holds)."""
 
 
 _lock = threading.Lock()
@@ -41,8 +46,18 @@ def services() -> Services:
     current = wiring.container()
     with _lock:
         if _built is None or _built.container is not current:
+            if _built is None:
+                atexit.register(_flush_usage)  # once: whatever the process still holds, when it ends
+            else:
+                _built.recorder.flush()  # the container is replaced (tests, the local stack)
             _built = _build(current)
         return _built
+
+
+def _flush_usage() -> None:
+    built = _built
+    if built is not None:
+        built.recorder.flush()
 
 
 def _build(c: wiring.Container) -> Services:
@@ -65,8 +80,9 @@ def _build(c: wiring.Container) -> Services:
         functions=c.functions,
     )
     payloads = Payloads(c.data, c.settings.data_bucket)
+    recorder = UsageRecorder(c.usage, c.clock)
     jobs = JobService(
-        InvokeService(models, c.invoker, cache_s=c.settings.cache_ttl_s, payloads=payloads),
+        InvokeService(models, c.invoker, cache_s=c.settings.cache_ttl_s, payloads=payloads, usage=recorder),
         c.jobs,
         c.accounts,
         c.data,
@@ -85,4 +101,6 @@ def _build(c: wiring.Container) -> Services:
         invoke=jobs.invoke,
         jobs=jobs,
         messages=InvocationMessages(jobs, accounts, c.outbox) if c.outbox is not None else None,
+        usage=UsageService(c.usage, c.clock, recorder),
+        recorder=recorder,
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from itertools import islice
 from typing import Any, TypeVar
 
@@ -32,6 +32,7 @@ from chalicelib.core.records import (
     ModelRecord,
     VersionRecord,
 )
+from chalicelib.core.usage import COUNTERS, UsageDay
 
 DynamoDBClient = Any
 """A low-level ``boto3.client("dynamodb")``; typed ``Any`` because boto3 ships no stubs (mypy-boto3 would)."""
@@ -571,3 +572,63 @@ class DynamoAssociationStore(_Table):
         return decode(
             ModelAssociation, _found(item, f"association of version {version} of model {model_name}")
         )
+
+
+# --------------------------------------------------------------------------- usage
+
+LATENCY_PREFIX = "lat"
+
+
+def usage_sk(day: str, model: str) -> str:
+    """Day first: a date range is one key range of the account's partition, every model in it."""
+    return f"DAY#{day}#MODEL#{model}"
+
+
+@translates_outages
+class DynamoUsageStore(_Table):
+    """``ACCOUNT#id`` / ``DAY#yyyy-mm-dd#MODEL#name``: counters and ``lat<bucket>`` latency counts, each
+    write one UpdateItem whose ``ADD`` DynamoDB applies atomically (no read, no condition, no lost count)."""
+
+    def add(self, deltas: Sequence[UsageDay]) -> None:
+        for delta in deltas:
+            numbers = {c: getattr(delta, c) for c in COUNTERS if getattr(delta, c)}
+            numbers.update({f"{LATENCY_PREFIX}{b}": n for b, n in delta.latency.items() if n})
+            if not numbers:
+                continue
+            names = {f"#n{i}": name for i, name in enumerate(numbers)}
+            names.update({"#account": "account_id", "#model": "model", "#day": "day"})
+            values = {f":n{i}": _n(value) for i, value in enumerate(numbers.values())}
+            values.update(
+                {":account": {"S": delta.account_id}, ":model": {"S": delta.model}, ":day": {"S": delta.day}}
+            )
+            adds = ", ".join(f"#n{i} :n{i}" for i in range(len(numbers)))
+            self.client.update_item(
+                TableName=self.table_name,
+                Key=_key(f"ACCOUNT#{delta.account_id}", usage_sk(delta.day, delta.model)),
+                UpdateExpression=f"SET #account = :account, #model = :model, #day = :day ADD {adds}",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+
+    def query(
+        self, account_id: str, first_day: str, last_day: str, *, model: str | None = None
+    ) -> list[UsageDay]:
+        values = {
+            ":pk": {"S": f"ACCOUNT#{account_id}"},
+            ":low": {"S": f"DAY#{first_day}#"},
+            ":high": {"S": f"DAY#{last_day}#~"},  # "~" sorts after every character of a model name
+        }
+        items = self._query("pk = :pk AND sk BETWEEN :low AND :high", values, ConsistentRead=True)
+        found = [self._day(item) for item in items]
+        return [d for d in found if model is None or d.model == model]
+
+    @staticmethod
+    def _day(item: Item) -> UsageDay:
+        data = {k: _py(v) for k, v in item.items()}
+        latency = {
+            int(k.removeprefix(LATENCY_PREFIX)): int(v)
+            for k, v in data.items()
+            if k.startswith(LATENCY_PREFIX) and k.removeprefix(LATENCY_PREFIX).isdigit()
+        }
+        fields = {k: data[k] for k in ("account_id", "model", "day", *COUNTERS) if k in data}
+        return UsageDay.model_validate({**fields, "latency": latency})

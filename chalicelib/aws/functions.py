@@ -30,7 +30,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 from chalicelib.aws.outage import translates_outages
 from chalicelib.core.config_file import DeployedFunction, DeployedFunctions, ModelConfigFile
 from chalicelib.core.errors import FunctionFailed
-from chalicelib.core.pipeline import Role, definition_text, recorded_plan, stages_of, state_machine_definition
+from chalicelib.core.pipeline import (
+    SHARED_STAGE_MEMORY_MB,
+    SHARED_STAGE_TIMEOUT_S,
+    Role,
+    definition_text,
+    recorded_plan,
+    stages_of,
+    state_machine_definition,
+)
 from chalicelib.core.ports import Progress
 
 LIVE_ALIAS = "live"
@@ -70,10 +78,6 @@ def state_machine_name(model_name: str, version: int) -> str:
 
 
 SHARED_PREFIX = "modelport-steps-"
-SHARED_STAGE_MEMORY_MB = 1024
-SHARED_STAGE_TIMEOUT_S = 60
-"""Shared stage functions serve many models, so they are not sized by one: 1 GB and a minute cover the
-built-in steps (a chart is ~6 ms; a 40-megapixel image decode is the largest pre step)."""
 
 
 def shared_function_name(steps_image: str, architecture: str, role: Role) -> str:

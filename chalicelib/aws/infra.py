@@ -1,4 +1,4 @@
-"""Creates the control plane's stateful resources, idempotently: four tables, the bundle bucket, the deploy
+"""Creates the control plane's stateful resources, idempotently: the tables, the bundle bucket, the deploy
 queue with its dead-letter queue, and the S3 -> SQS notification that starts a deployment on upload.
 
 The same calls run against AWS, moto and LocalStack (``settings.endpoint_url``), so the local stack and the
@@ -38,6 +38,7 @@ TABLES: tuple[tuple[str, str, bool], ...] = (
     ("DeploymentsTable", "deployments_table", True),
     ("AssociationsTable", "associations_table", False),
     ("JobsTable", "jobs_table", True),
+    ("UsageTable", "usage_table", False),
 )
 """Each table: its logical name in the stack template, the Settings field naming it, whether it has GSI1."""
 TTL_ATTRIBUTE = {"jobs_table": "expires_at"}

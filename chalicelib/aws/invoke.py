@@ -118,7 +118,13 @@ class LambdaInvoker:
             response = self.sfn_client.start_sync_execution(stateMachineArn=arn, input=payload)
         status = response.get("status")
         if status == "SUCCEEDED":
-            return _document(response.get("output", "{}").encode())
+            doc = _document(response.get("output", "{}").encode())
+            billing = response.get("billingDetails")
+            if isinstance(billing, dict):
+                ms, mb = billing.get("billedDurationInMilliseconds"), billing.get("billedMemoryUsedInMB")
+                if type(ms) is int and type(mb) is int:
+                    doc["execution"] = {"billed_ms": ms, "billed_mb": mb}  # what the bill prices
+            return doc
         cause = response.get("cause") or response.get("error") or status
         if status == "TIMED_OUT" or "Sandbox.Timedout" in str(cause) or "timed out" in str(cause):
             raise FunctionTimedOut(f"the model's pipeline timed out: {cause}")

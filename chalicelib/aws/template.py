@@ -34,7 +34,7 @@ from chalicelib.core.records import JOB_TTL_S
 from chalicelib.settings import REVOCATION_WINDOW_S, Settings, settings_env
 
 MODEL_PREFIX = "modelport-"
-WORKER_NEVER_READS = frozenset({"AccountsTable", "JobsTable"})  # keys and invocations are the API's
+WORKER_NEVER_READS = frozenset({"AccountsTable", "JobsTable", "UsageTable"})  # keys, invocations: the API's
 """Model functions, state machines and model repositories are named ``modelport-*``."""
 WORKER_REPOSITORY = "modelport-deploy-worker"
 WORKER_MEMORY_MB = 3008

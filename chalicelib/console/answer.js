@@ -123,9 +123,14 @@ export function parseServerTiming(header) {
   });
 }
 
-// The stages (decode, pre, model, post, encode, init) as one bar; each stage's steps listed under it.
+// The stages (decode, pre, model, post, encode, init) as one bar; each stage's steps listed under it;
+// what the call was billed (Lambda ms, and its price) beside them, not as a stage.
+const BILLING = new Set(["billed", "cost"]);
+
 function timingBar(metrics) {
-  const stages = metrics.filter((m) => !m.name.includes(".") && m.dur !== null);
+  const stages = metrics.filter((m) => !m.name.includes(".") && m.dur !== null && !BILLING.has(m.name));
+  const billed = metrics.find((m) => m.name === "billed" && m.dur !== null);
+  const cost = metrics.find((m) => m.name === "cost" && m.desc);
   const total = stages.reduce((a, m) => a + m.dur, 0);
   const init = stages.find((m) => m.name === "init");
   const serving = total - (init?.dur ?? 0);
@@ -140,6 +145,8 @@ function timingBar(metrics) {
     ...metrics.filter((s) => s.name.startsWith(`${m.name}.`) && s.dur !== null).map((s) => h("span", { class: "muted" }, ` · ${s.name.slice(m.name.length + 1)} ${duration(s.dur)}`)),
   )));
   return h("figure", { class: "timing", "aria-label": "Server-Timing of the model service" },
-    h("figcaption", {}, `Server-Timing: ${duration(serving)} in the model service`, init ? `, after a cold start (init ${duration(init.dur)})` : ""),
+    h("figcaption", {}, `Server-Timing: ${duration(serving)} in the model service`,
+      init ? `, after a cold start (init ${duration(init.dur)})` : "",
+      billed ? `; billed ${duration(billed.dur)}` : "", cost ? `, $${cost.desc}` : ""),
     bar, legend);
 }

@@ -82,54 +82,44 @@ export async function showModels(main) {
   say(`${summaries.length} models`);
 }
 
-// --------------------------------------------------------------------------- USAGE HOOK
-// Per-model usage comes from GET /v1/usage, which is being built separately (not in this page's code).
-// When it answers 200 the panel shows, per model: invocations, errors, p50_ms, p99_ms, cost_usd; on 404,
-// or API Gateway's 403 "Missing Authentication Token" for a route the API does not define (the endpoint is
-// not there yet), the panel stays hidden. Accepted shapes: [{model, ...}], {models: [{model, ...}]} or
-// {models: {NAME: {...}}}.
+// Per-model usage over the last 30 days (GET /v1/usage): invocations, errors, p50/p99, cost.
 async function usagePanel() {
-  const panel = h("section", { class: "card usage", "aria-labelledby": "usage-title", hidden: true });
+  const panel = h("section", { class: "card usage", "aria-labelledby": "usage-title" });
+  panel.append(h("h2", { id: "usage-title" }, "Usage, last 30 days"));
   let doc;
   try {
     doc = await json("/v1/usage");
   } catch (error) {
-    if (notThere(error)) return panel;
-    panel.hidden = false;
-    panel.append(h("h2", { id: "usage-title" }, "Usage"), errorBox(error, "Usage is not available"));
+    panel.append(errorBox(error, "Usage is not available"));
     return panel;
   }
   const rows = usageRows(doc);
-  panel.hidden = false;
   const num = (v) => (typeof v === "number" && Number.isFinite(v) ? v.toLocaleString() : "—");
-  const ms = (v) => (typeof v === "number" ? duration(v) : "—");
-  const usd = (v) => (typeof v === "number" && Number.isFinite(v) ? `$${v.toFixed(v < 1 ? 4 : 2)}` : "—");
+  const ms = (v) => (typeof v === "number" && Number.isFinite(v) ? duration(v) : "—");
   panel.append(
-    h("h2", { id: "usage-title" }, "Usage"),
     rows.length
-      ? table(null, ["Model", "Invocations", "Errors", "p50", "p99", "Cost"],
-        rows.map((r) => [String(r.model), num(r.invocations), num(r.errors), ms(r.p50_ms), ms(r.p99_ms), usd(r.cost_usd)]),
+      ? table(null, ["Model", "Invocations", "Errors", "p50", "p99", "Cost (USD)"],
+        rows.map((r) => [r.model, num(r.invocations), num(r.errors), ms(r.p50), ms(r.p99), r.usd]),
         { numeric: [1, 2, 3, 4, 5] })
       : h("p", { class: "empty" }, "No usage recorded yet."),
   );
   return panel;
 }
 
-function notThere(error) {
-  return error instanceof ApiError
-    && (error.status === 404 || (error.status === 403 && error.message === "Missing Authentication Token"));
-}
-
+/** The rows of GET /v1/usage's per-model summaries, as the table shows them. */
 export function usageRows(doc) {
-  const models = Array.isArray(doc) ? doc : doc?.models;
-  const list = Array.isArray(models)
-    ? models
-    : models && typeof models === "object"
-      ? Object.entries(models).map(([model, v]) => ({ model, ...v }))
-      : [];
-  return list.filter((r) => r && typeof r === "object").map((r) => ({ ...r, model: r.model ?? r.name ?? "?" }));
+  const models = Array.isArray(doc?.models) ? doc.models : [];
+  return models
+    .filter((r) => r && typeof r === "object")
+    .map((r) => ({
+      model: String(r.model ?? "?"),
+      invocations: r.invocations,
+      errors: r.errors,
+      p50: r.latency_ms?.p50,
+      p99: r.latency_ms?.p99,
+      usd: typeof r.cost?.usd === "string" ? r.cost.usd : "—",
+    }));
 }
-// --------------------------------------------------------------------------- end of the usage hook
 
 export async function showModel(main, name) {
   say(`loading ${name}`);

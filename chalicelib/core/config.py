@@ -8,7 +8,6 @@ import reprlib
 from collections import Counter
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -30,8 +29,6 @@ from chalicelib.core.steps import BUILTIN_STEPS, Stage, Step, UserStep
 CONFIG_FILE = "modelport.yaml"
 MAX_CONFIG_BYTES = 256 * 1024
 """``modelport.yaml`` (or the same document as an API body) is refused past this, before parsing."""
-MAX_YAML_NODES = 10_000
-MAX_YAML_DEPTH = 32
 MAX_REPR = 80
 """No message quotes more than this many characters of a user's value."""
 MAX_ERRORS = 10
@@ -287,12 +284,42 @@ def refused_trusted_type(name: str) -> str | None:
     return None
 
 
+Runtime = Literal["native", "onnx"]
+CONVERTIBLE: tuple[Framework, ...] = ("sklearn",)
+"""The frameworks ``runtime: onnx`` converts (skl2onnx); XGBoost and LightGBM would take onnxmltools."""
+
+
+def runtime_refusal(framework: Framework, runtime: Runtime) -> str | None:
+    """Why ``runtime`` cannot serve a model of ``framework``, or None when it can. Checked on the
+    configured framework when the config is read and on the detected one when the model is inspected."""
+    if runtime == "native" or framework in CONVERTIBLE:
+        return None
+    if framework == "onnx":
+        return (
+            "runtime: onnx converts a scikit-learn model to ONNX; this model is ONNX already: remove runtime:"
+        )
+    if framework in ("xgboost", "lightgbm"):
+        return (
+            f"runtime: onnx is not supported for {framework} models yet (scikit-learn only): remove "
+            "runtime: to serve the model with its own library"
+        )
+    return (
+        "runtime: onnx converts a scikit-learn model; a Python predictor runs its own code: remove runtime:"
+    )
+
+
 class ModelConfig(Strict):
     """The configuration parameters of one model (``modelport.yaml``)."""
 
     name: str = Field(description="lowercase slug: letters, digits and '-', at most 48 characters")
     description: Text = Field(default="", max_length=1000)
     framework: Framework | None = Field(default=None, description="default: detected")
+    runtime: Runtime = Field(
+        default="native",
+        description="native: the framework's own library serves the model; onnx (scikit-learn only): the "
+        "estimator is converted to ONNX at deploy time (skl2onnx), proven to answer the same on the samples "
+        "and on generated rows, and served by onnxruntime from an image without scikit-learn or scipy",
+    )
     artifacts: tuple[str, ...] | None = Field(
         default=None, description="model files relative to the directory; default: detected"
     )
@@ -311,6 +338,13 @@ class ModelConfig(Strict):
     pipeline: Literal["auto", "chained", "fused"] = Field(
         default="auto", description="run pre/model/post as one function or a state machine"
     )
+
+    @model_validator(mode="after")
+    def _runtime_fits(self) -> ModelConfig:
+        why = runtime_refusal(self.framework, self.runtime) if self.framework is not None else None
+        if why is not None:
+            raise PydanticCustomError("runtime", "{why}", {"why": why})
+        return self
 
     @field_validator("name")
     @classmethod
@@ -452,69 +486,16 @@ def parse_config(data: Any, *, source: str = CONFIG_FILE) -> ModelConfig:
         raise ConfigError(f"{source}: {describe_errors(exc, ModelConfig)}") from None
 
 
-class _Refused(yaml.YAMLError):
-    def __init__(self, problem: str, mark: yaml.Mark | None, hint: str) -> None:
-        super().__init__(problem)
-        self.problem = problem
-        self.problem_mark = mark
-        self.hint = hint
-
-
-class _ConfigLoader(yaml.SafeLoader):
-    """SafeLoader that refuses anchors and aliases and bounds node count and depth.
-
-    A config file has no use for aliases, and they are how a few hundred bytes expand into gigabytes
-    ("billion laughs"), so they are refused outright rather than counted after expansion.
-    """
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._nodes = 0
-        self._depth = 0
-
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
-        event = self.peek_event()  # type: ignore[no-untyped-call]
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
-            raise _Refused(
-                "YAML anchors (&) and aliases (*) are not allowed",
-                event.start_mark,
-                "write the value out in full; modelport.yaml refuses aliases so a small file cannot "
-                "expand into a huge one",
-            )
-        self._nodes += 1
-        if self._nodes > MAX_YAML_NODES:
-            raise _Refused(
-                f"more than {MAX_YAML_NODES} YAML values", event.start_mark, "a config file is small"
-            )
-        self._depth += 1
-        if self._depth > MAX_YAML_DEPTH:
-            raise _Refused(
-                f"YAML nested more than {MAX_YAML_DEPTH} levels deep", event.start_mark, "flatten it"
-            )
-        try:
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-
 def parse_config_yaml(text: str, *, source: str = CONFIG_FILE) -> ModelConfig:
     if len(text) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{source} is larger than {MAX_CONFIG_BYTES // 1024} KiB")
-    loader = _ConfigLoader(text)
-    try:
-        data = loader.get_single_data()
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "not valid YAML"
-        raise ConfigError(f"{source}: {_cut(problem, 200)}{where}", hint=getattr(exc, "hint", None)) from None
-    except (ValueError, OverflowError) as exc:  # e.g. an int past Python's digit limit, a bad date
-        raise ConfigError(f"{source}: a value cannot be read: {_cut(str(exc).split(';')[0], 120)}") from None
-    finally:
-        loader.dispose()
-    return parse_config(data, source=source)
+    from chalicelib.core.yamltext import load_bounded  # PyYAML: not imported where only JSON is read
+
+    return parse_config(load_bounded(text, source=source), source=source)
 
 
 def dump_config_yaml(config: ModelConfig) -> str:
+    import yaml
+
     data = config.model_dump(mode="json", exclude_defaults=True)
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

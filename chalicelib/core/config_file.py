@@ -11,7 +11,6 @@ import hashlib
 import json
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field
 
 from chalicelib.core.chain import Protocol, resolve_chain
@@ -34,6 +33,53 @@ class Artifact(Frozen):
     framework: Framework
     files: tuple[ArtifactFile, ...]
     digest: str = Field(description="sha256 over the sorted (path, sha256) of every file")
+
+
+CONVERTED_DIR = ".modelport/converted"
+"""Where intake writes a converted artifact in the model directory: a build output made again from the source
+artifact whenever it is missing (hidden, so neither detected as a model nor bundled by ``modelport deploy``);
+the image builder takes the files of a converted ``artifact`` from here, checked against their digests."""
+
+
+class Tolerance(Frozen):
+    """How far a converted model's numbers may be from the native model's: ``|converted - native| <=
+    atol + rtol * |native|`` per value. The graph computes in float32 (24-bit mantissa, ~6e-8 relative
+    rounding per value) where scikit-learn computes in float64; a graph compounds a few dozen roundings,
+    so 1e-4 keeps orders of magnitude of margin while a wrong conversion (a dropped step, a class order,
+    a changed weight) shows as differences of 1e-2 and more. Labels are compared exactly."""
+
+    atol: float = Field(default=1e-4, ge=0)
+    rtol: float = Field(default=1e-4, ge=0)
+
+
+class Equivalence(Frozen):
+    """What the deploy service checked before it let the converted graph serve the model."""
+
+    tolerance: Tolerance
+    sample_rows: int = Field(
+        ge=0, description="rows from the protocol's example and the bundle's samples/, through the pre steps"
+    )
+    generated_rows: int = Field(ge=0, description="rows drawn uniformly within the features' ranges")
+    seed: int = Field(description="of the generated rows: the same model gets the same rows")
+    ranges: str = Field(description="where the features' ranges came from")
+    max_abs_diff: float = Field(ge=0, description="the largest |converted - native| of any numeric output")
+    max_at: str = Field(default="", description="where it was: output[row, column] (the row's origin)")
+    skipped: tuple[str, ...] = Field(
+        default=(), description="requests not checked, and why", exclude_if=lambda value: not value
+    )
+
+
+class Conversion(Frozen):
+    """A scikit-learn model served as ONNX (``runtime: onnx``). ``artifact`` is then the converted graph (what
+    the image ships and the runtime opens); ``source`` is the uploaded artifact it was made from. The native
+    contract, and with it the protocol, stays the scikit-learn model's: the runtime gives the graph's outputs
+    the native names, types and shapes (``outputs``)."""
+
+    source: Artifact
+    converter: str = Field(description="e.g. skl2onnx 1.20.0")
+    target_opset: dict[str, int] = Field(description="the ONNX operator sets asked for, by domain")
+    outputs: dict[str, str] = Field(description="native output name -> the graph's output it is read from")
+    equivalence: Equivalence
 
 
 class ContainerAssociation(Frozen):
@@ -98,6 +144,11 @@ class ModelConfigFile(Frozen):
         description="the pipeline as decided for this deployment (absent until intake resolves it)",
         exclude_if=lambda value: value is None,
     )
+    conversion: Conversion | None = Field(
+        default=None,
+        description="how the model was converted to ONNX (runtime: onnx); absent when it runs natively",
+        exclude_if=lambda value: value is None,
+    )
     protocol: Protocol
     steps: tuple[BoundStep, ...] = Field(
         description="the processing steps in chain order with the arguments their runtime is built from, "
@@ -110,7 +161,9 @@ class ModelConfigFile(Frozen):
         return json.dumps(self.to_data(), indent=2, ensure_ascii=False) + "\n"
 
     def to_yaml(self) -> str:
-        return yaml.dump(self.to_data(), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+        from chalicelib.core.yamltext import dump_readable  # PyYAML: only where YAML is written
+
+        return dump_readable(self.to_data())
 
     def to_data(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
@@ -119,20 +172,6 @@ class ModelConfigFile(Frozen):
     def digest(self) -> str:
         """Content address of this file, for image labels and change detection."""
         return "sha256:" + hashlib.sha256(self.to_json().encode()).hexdigest()
-
-
-class _Dumper(yaml.SafeDumper):
-    """Writes short lists of scalars (shapes, labels) on one line: ``shape: [N, 4]``."""
-
-
-def _represent_list(dumper: yaml.SafeDumper, data: list[Any]) -> yaml.Node:
-    flow = len(data) <= 16 and all(
-        isinstance(v, (int, float)) or (isinstance(v, str) and len(v) <= 40) for v in data
-    )
-    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
-
-
-_Dumper.add_representer(list, _represent_list)
 
 
 def artifact_digest(files: tuple[ArtifactFile, ...]) -> str:
@@ -149,23 +188,27 @@ def build_config_file(
     *,
     version: int = 1,
     user_steps: tuple[UserSignature, ...] = (),
+    conversion: Conversion | None = None,
 ) -> ModelConfigFile:
     """Compose the model config file from its three inputs (and the user steps' types, read from their
-    source by ``chalicelib.inspect.inspect_user_steps``); pure and deterministic."""
+    source by ``chalicelib.inspect.inspect_user_steps``); pure and deterministic. With a ``conversion``,
+    ``files`` are the converted graph's and the environment is ONNX's; the protocol is the native one."""
     files = tuple(sorted(files, key=lambda f: f.path))
     protocol, steps = resolve_chain(config, native, version=version, user_steps=user_steps)
+    served: Framework = "onnx" if conversion is not None else native.framework
     return ModelConfigFile(
         name=config.name,
         version=version,
         description=config.description,
-        artifact=Artifact(framework=native.framework, files=files, digest=artifact_digest(files)),
+        artifact=Artifact(framework=served, files=files, digest=artifact_digest(files)),
         native=native,
-        environment=resolve_environment(config, native.framework),
+        environment=resolve_environment(config, served),
         processing=config.processing,
         labels=config.labels,
         allow_pickle=config.allow_pickle,
         trusted_types=config.trusted_types,
         pipeline=config.pipeline,
+        conversion=conversion,
         protocol=protocol,
         steps=steps,
     )

@@ -61,6 +61,13 @@ class SandboxUnavailable(UnsafeArtifact):
     """The artifact needs code to open and no sandbox runs here to open it in."""
 
 
+class ConversionError(ModelportError):
+    """The model cannot be served by the runtime its config asks for (``runtime: onnx``): the converter
+    refuses it, or the converted model does not answer like the original."""
+
+    code = "ConversionError"
+
+
 class ProtocolError(ModelportError):
     """The pre-processing -> model -> post-processing chain cannot fit together."""
 

@@ -114,6 +114,25 @@ def stage_environments(manifest: ModelConfigFile) -> tuple[ResolvedEnvironment, 
     return manifest.environment, None
 
 
+SHARED_STAGE_MEMORY_MB = 1024
+SHARED_STAGE_TIMEOUT_S = 60
+"""Shared stage functions serve many models, so they are not sized by one: 1 GB and a minute cover the
+built-in steps (a chart is ~6 ms; a 40-megapixel image decode is the largest pre step)."""
+
+
+def function_memory_mb(manifest: ModelConfigFile, role: str) -> int:
+    """The memory of the function that runs ``role`` of ``manifest``, as the function manager sizes it
+    (what its invocations bill): a shared stage function's own, else the model's."""
+    plan = manifest.pipeline_plan
+    shared = (
+        plan is not None
+        and plan.shared_steps
+        and manifest.container is not None
+        and manifest.container.steps_image is not None
+    )
+    return SHARED_STAGE_MEMORY_MB if shared and role in ("pre", "post") else manifest.environment.memory_mb
+
+
 SFN_STATE_LIMIT = 256 * 1024
 """Bytes Step Functions carries per state input or output (a fused function takes Lambda's 6 MB)."""
 

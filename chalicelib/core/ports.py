@@ -6,7 +6,7 @@ a failed condition (an item that exists already, a stale revision, a version tha
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,6 +25,7 @@ from chalicelib.core.records import (
     ModelRecord,
     VersionRecord,
 )
+from chalicelib.core.usage import UsageDay
 from chalicelib.core.wire import InvocationEvent
 
 Clock = Callable[[], str]
@@ -119,6 +120,20 @@ class JobStore(Protocol):
 
     def list_for_account(self, account_id: str, *, limit: int = 50) -> list[Job]:
         """The account's newest ``limit`` jobs, newest first."""
+
+
+class UsageStore(Protocol):
+    """Usage counters per (account, model, UTC day), only ever added to (``core/usage.py``)."""
+
+    def add(self, deltas: Sequence[UsageDay]) -> None:
+        """Add each delta's counters and latency buckets to the stored item of its key (created at zero),
+        each item atomically, so concurrent writers never lose a count."""
+
+    def query(
+        self, account_id: str, first_day: str, last_day: str, *, model: str | None = None
+    ) -> list[UsageDay]:
+        """The account's items from ``first_day`` to ``last_day`` (inclusive, YYYY-MM-DD), of ``model``
+        only when given; sorted by day, then model."""
 
 
 class AssociationStore(Protocol):
@@ -240,7 +255,9 @@ class FunctionInvoker(Protocol):
     def invoke(self, deployment: DeployedFunctions, event: InvocationEvent) -> dict[str, object]:
         """Run one invocation event through a deployed model (fused function or state machine).
 
-        Returns the runtime's response document; raises ``FunctionFailed`` when the function crashed
+        Returns the runtime's response document (a chained one with ``execution``, the state machine's
+        billed duration and memory, when the service reports them); raises ``FunctionFailed`` when the
+        function crashed
         or could not start and ``FunctionTimedOut`` when it ran out of time.
         """
 

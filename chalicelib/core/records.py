@@ -156,5 +156,7 @@ class Job(Frozen):
     webhook_status: Literal["PENDING", "DELIVERED", "FAILED"] | None = None
     webhook_attempts: int = 0
     webhook_error: str | None = None
+    billed_ms: int | None = Field(default=None, description="Lambda's billed ms of the run (core/cost.py)")
+    cost_pico_usd: int | None = Field(default=None, description="what the run cost, in 1e-12 USD")
     expires_at: int = Field(description="epoch seconds after which the table may drop the record (TTL)")
     revision: int = 0

@@ -65,6 +65,24 @@ class Spill(TypedDict):
     handoff: NotRequired[dict[str, Handoff]]
 
 
+class Run(TypedDict):
+    """One function's part of an invocation, as Lambda bills it: the handler's own milliseconds and, on
+    the environment's cold start, its init phase (``core/cost.py`` prices it)."""
+
+    role: str
+    """``fused``, ``pre``, ``model`` or ``post``: which function of the deployment ran."""
+    ms: float
+    init_ms: NotRequired[float]
+
+
+class ExecutionBilling(TypedDict):
+    """A chained invocation's Express execution as Step Functions billed it (``StartSyncExecution``'s
+    ``billingDetails``)."""
+
+    billed_ms: int
+    billed_mb: int
+
+
 class InvocationReply(TypedDict):
     """What a model's function answers (the last stage's answer, in a chained pipeline)."""
 
@@ -77,6 +95,10 @@ class InvocationReply(TypedDict):
     each step's own (``pre.tabular_ms``)."""
     body_stored: NotRequired[int]
     """The body (this many bytes, raw) went to the event's ``spill.reply``; ``body`` is empty."""
+    runs: NotRequired[list[Run]]
+    """Each function that ran, in order (a chain's stages add theirs to what the previous one handed on)."""
+    execution: NotRequired[ExecutionBilling]
+    """Added by the control plane's invoker for a chained pipeline, when the service reports it."""
 
 
 class ErrorDocument(TypedDict):
@@ -131,6 +153,34 @@ def reply_body(answer: Mapping[str, object]) -> bytes:
             raise TypeError(f"a base64 body is a string, not {type(raw).__name__}")
         return base64.b64decode(raw)
     return str(raw).encode()
+
+
+def runs_of(document: object) -> list[Run]:
+    """The well-formed ``runs`` of a reply or intermediate document, read leniently (others dropped)."""
+    runs = document.get("runs") if isinstance(document, Mapping) else None
+    if not isinstance(runs, list):
+        return []
+    found: list[Run] = []
+    for run in runs:
+        if not isinstance(run, Mapping) or not isinstance(run.get("role"), str):
+            continue
+        ms, init = run.get("ms"), run.get("init_ms", 0.0)
+        if not _finite(ms) or not _finite(init):
+            continue
+        entry: Run = {"role": str(run["role"]), "ms": float(ms)}  # type: ignore[arg-type]
+        if init:
+            entry["init_ms"] = float(init)
+        found.append(entry)
+    return found
+
+
+def _finite(value: object) -> bool:
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, int | float)
+        and value == value  # not NaN
+        and 0 <= value < float("inf")
+    )
 
 
 def media_type(header: str | None) -> str:

@@ -5,7 +5,7 @@ take a ``docker.DockerClient`` (or make one with ``docker.from_env()``) when cal
 
 The images:
 
-- **base** (``modelport/base:py3.11-bookworm-r2``): Debian minbase + python3 + libgomp1, made by
+- **base** (``modelport/base:py3.11-bookworm-r3``): Debian minbase + python3 + libgomp1, made by
   ``debootstrap`` and ``docker import`` when no registry can give the AWS Lambda base (``baseimage.py``).
 - **environment** (``modelport/env:<resolved fingerprint>``): base + ``/opt/env``, a venv installed offline
   from a wheelhouse resolved on the host (``wheelhouse.py``); one per environment, shared by every model.

@@ -57,6 +57,28 @@ TRIM = (
     "var/log",
 )
 
+# Removed outright (globs relative to the root): what only installs Debian packages or runs Perl (apt,
+# dpkg and its database, debconf's perl; ~18 MB), since a built image never installs packages, and
+# Python's own test suite, pydoc's topic index and IDLE, which no model imports.
+REMOVE = (
+    "usr/bin/perl*",
+    "usr/lib/*/perl-base",
+    "usr/lib/*/perl",
+    "usr/share/perl*",
+    "usr/bin/apt*",
+    "usr/lib/apt",
+    "usr/lib/*/libapt-*",
+    "etc/apt",
+    "var/lib/apt",
+    "usr/bin/dpkg*",
+    "usr/share/dpkg",
+    "var/lib/dpkg",
+    "usr/lib/python3*/test",
+    "usr/lib/python3*/pydoc_data",
+    "usr/lib/python3*/idlelib",
+    "usr/lib/python3*/turtledemo",
+)
+
 # Debian architecture names of the engines' (and Lambda's) architectures.
 DEBIAN_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
 
@@ -73,7 +95,7 @@ def debian_release(python: str) -> DebianRelease:
 
 BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates", "libgomp1")
 """libgomp1: the OpenMP runtime LightGBM's (and XGBoost's) wheels link against; the AWS base has it."""
-BASE_REVISION = 2
+BASE_REVISION = 3
 """Part of the tag: a machine holding a base made by an older recipe makes the new one."""
 
 
@@ -269,8 +291,12 @@ def _trim(rootfs: Path) -> None:
                     child.unlink()
     for gconv in rootfs.glob("usr/lib/*/gconv"):  # iconv modules: python has its own codecs
         shutil.rmtree(gconv)
-    for leftover in (rootfs / "var/lib/dpkg").glob("*-old"):
-        leftover.unlink()
+    for pattern in REMOVE:
+        for path in sorted(rootfs.glob(pattern), reverse=True):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
 
 
 def _du_mb(path: Path) -> float:

@@ -51,8 +51,6 @@ from chalicelib.docker.dockerfile import (
     DEFAULT_PATH,
     MODEL_CONTEXT,
     SEED_PACKAGES,
-    TRIM_ONNXRUNTIME_CAPI,
-    TRIM_TESTS,
     WHEELS_CONTEXT,
     Dockerfile,
     check_image,
@@ -60,6 +58,7 @@ from chalicelib.docker.dockerfile import (
     environment_labels,
     model_dockerfile,
     model_labels,
+    site_trims,
     steps_dockerfile,
 )
 from chalicelib.docker.wheelhouse import (
@@ -70,8 +69,8 @@ from chalicelib.docker.wheelhouse import (
     resolved_fingerprint,
 )
 
-# The runtime imports chalicelib.core (pydantic models, YAML): the versions of requirements.txt.
-RUNTIME_PACKAGES: tuple[str, ...] = ("pydantic==2.13.4", "PyYAML==6.0.3")
+# The runtime imports chalicelib.core (pydantic models; not its YAML): the versions of requirements.txt.
+RUNTIME_PACKAGES: tuple[str, ...] = ("pydantic==2.13.4",)
 DEFAULT_PINS = frozenset({*RUNTIME_PACKAGES, *(f"{name}=={version}" for name, version in PINS.items())})
 """Modelport's own pins: where one has no wheel for the target (numpy 2.4 on Amazon Linux 2's glibc 2.26),
 the newest version that has one is taken (``resolve_wheels(relaxable=...)``). A user's pins never are."""
@@ -440,7 +439,7 @@ class DockerImageBuilder:
                 labels=labels,
                 base_path=base.path,
                 remove=[p for p in SEED_PACKAGES if p not in installed],
-                trim=_trims(installed),
+                trim=site_trims(installed),
             )
 
         return recipe
@@ -682,13 +681,6 @@ def _add_runtime_code(tar: tarfile.TarFile, scratch: Path, python: str | None) -
                 invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH,
             )
             _add_file(tar, f"{CODE_CONTEXT}/{cached.as_posix()}", target)
-
-
-def _trims(installed: set[str]) -> list[str]:
-    trims = [TRIM_TESTS]
-    if "onnxruntime" in installed and not any(n.startswith("onnxruntime-") for n in installed):
-        trims.append(TRIM_ONNXRUNTIME_CAPI)
-    return trims
 
 
 def _prepare_model(bundle_dir: Path, manifest: ModelConfigFile, dest: Path) -> None:

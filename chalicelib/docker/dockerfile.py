@@ -217,10 +217,25 @@ SEED_PACKAGES = ("setuptools", "pip")
 # Files in site-packages no model imports, removed after the install (globs relative to site-packages):
 # test suites inside packages (~25 MB for numpy + matplotlib; a top-level package called ``tests`` is kept).
 TRIM_TESTS = "*/**/tests"
+# Type stubs: read by type checkers, never by an interpreter.
+TRIM_STUBS = "*/**/*.pyi"
 # onnxruntime's C-API library (35 MB) is for native programs: its Python binding does not link it (no
-# NEEDED entry) and no Python module of the package loads it. Kept when an ``onnxruntime-*`` add-on is
-# installed, since those may.
+# NEEDED entry) and no Python module of the package loads it. Its model-authoring tool packages (9 MB:
+# transformer graph optimizers, quantization, format converters) are for offline work, not inference.
+# Both are kept when an ``onnxruntime-*`` add-on is installed, since those may use them.
 TRIM_ONNXRUNTIME_CAPI = "onnxruntime/capi/libonnxruntime.so.*"
+TRIM_ONNXRUNTIME_TOOLS = ("onnxruntime/transformers", "onnxruntime/quantization", "onnxruntime/tools")
+
+
+def site_trims(installed: set[str]) -> list[str]:
+    """The globs both image builders remove from an environment's site-packages (``installed``:
+    canonical names of its wheels)."""
+    trims = [TRIM_TESTS, TRIM_STUBS]  # not numpy's f2py: scipy imports it
+    if "onnxruntime" in installed and not any(n.startswith("onnxruntime-") for n in installed):
+        trims += [TRIM_ONNXRUNTIME_CAPI, *TRIM_ONNXRUNTIME_TOOLS]
+    return trims
+
+
 _TRIM_SCRIPT = (
     "import pathlib, shutil, sys; "
     "site = next(pathlib.Path(sys.prefix, 'lib').glob('python3*/site-packages')); "

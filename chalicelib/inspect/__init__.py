@@ -17,10 +17,11 @@ from chalicelib.core.probe import NoSandbox
 
 if TYPE_CHECKING:
     from chalicelib.core.config import ModelConfig
+    from chalicelib.core.config_file import ArtifactFile, Conversion, ModelConfigFile, Tolerance
     from chalicelib.core.ports import Sandbox
     from chalicelib.core.steps import UserSignature
 
-__all__ = ["ACCEPTED", "detect", "inspect_model", "inspect_user_steps"]
+__all__ = ["ACCEPTED", "convert_model", "detect", "inspect_model", "inspect_user_steps", "restore_converted"]
 
 PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
 ACCEPTED = (
@@ -220,3 +221,20 @@ def inspect_user_steps(model_dir: Path, config: ModelConfig) -> tuple[UserSignat
     from chalicelib.inspect.steps import inspect_user_steps as inspect_steps
 
     return inspect_steps(model_dir, config)
+
+
+def convert_model(
+    model_dir: Path, manifest: ModelConfigFile, *, tolerance: Tolerance | None = None
+) -> tuple[Conversion, tuple[ArtifactFile, ...]]:
+    """``runtime: onnx``: the scikit-learn model of ``manifest`` converted to ONNX into the model directory
+    and proven to answer like the estimator (``ConversionError`` naming the largest difference if not)."""
+    from chalicelib.inspect.convert import convert_model as convert
+
+    return convert(model_dir, manifest, tolerance=tolerance)
+
+
+def restore_converted(model_dir: Path, manifest: ModelConfigFile) -> None:
+    """The converted graph of ``manifest`` written again where it is missing (a re-extracted bundle)."""
+    from chalicelib.inspect.convert import restore_converted as restore
+
+    restore(model_dir, manifest)

@@ -165,15 +165,15 @@ class ContainerLauncher:
     def code_sha256(self, image_uri: str) -> str:
         import docker  # type: ignore[import-untyped]
 
-        try:
-            image = self.client.images.get(image_uri)
-        except docker.errors.ImageNotFound:
-            try:
+        image = None
+        if _from_registry(image_uri):  # as Lambda does, the tag is resolved now, in the registry: a
+            with contextlib.suppress(docker.errors.DockerException):  # local copy may be an older push
                 image = self.client.images.pull(image_uri)
-            except docker.errors.DockerException as exc:
-                raise ImageUnavailable(
-                    f"no image {image_uri} in the engine and none to pull: {exc}"
-                ) from None
+        if image is None:
+            try:
+                image = self.client.images.get(image_uri)
+            except docker.errors.ImageNotFound:
+                raise ImageUnavailable(f"no image {image_uri} in the engine or its registry") from None
         digests = [d.split("@", 1)[1] for d in image.attrs.get("RepoDigests") or [] if "@" in d]
         return str(digests[0] if digests else image.id).removeprefix("sha256:")
 
@@ -193,6 +193,13 @@ class ContainerLauncher:
             user=RUNTIME_USER,
         )
         return _ContainerRuntime(container)
+
+
+def _from_registry(image_uri: str) -> bool:
+    """Whether the reference names a registry host (``127.0.0.1:5000/repo:v1``, ``x.dkr.ecr...``), not
+    an image only the engine holds (``modelport/iris:v1``)."""
+    first, sep, _ = image_uri.partition("/")
+    return bool(sep) and ("." in first or ":" in first or first == "localhost")
 
 
 class _ContainerRuntime:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,6 +34,7 @@ from chalicelib.core.records import (
     VersionRecord,
 )
 from chalicelib.core.replies import MAX_REASON, check_target
+from chalicelib.core.usage import UsageDay
 from chalicelib.core.wire import InvocationEvent
 
 T = TypeVar("T")
@@ -404,6 +405,34 @@ class MemoryFunctionManager:
     def retire(self, deployment: DeployedFunctions) -> None:
         with self._lock:
             self.retired.append(deployment)
+
+
+class MemoryUsageStore:
+    """Usage items by (account, model, day); ``adds`` counts the writes (one per delta), as DynamoDB's
+    UpdateItem calls would be counted."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._days: dict[tuple[str, str, str], UsageDay] = {}
+        self.adds = 0
+
+    def add(self, deltas: Sequence[UsageDay]) -> None:
+        with self._lock:
+            for delta in deltas:
+                stored = self._days.get(delta.key)
+                self._days[delta.key] = delta if stored is None else stored.plus(delta)
+                self.adds += 1
+
+    def query(
+        self, account_id: str, first_day: str, last_day: str, *, model: str | None = None
+    ) -> list[UsageDay]:
+        with self._lock:
+            found = [
+                d
+                for (account, name, day), d in self._days.items()
+                if account == account_id and first_day <= day <= last_day and model in (None, name)
+            ]
+        return sorted(found, key=lambda d: (d.day, d.model))
 
 
 Handler = Callable[[InvocationEvent], dict[str, object]]

@@ -56,7 +56,7 @@ from chalicelib.oci.layers import Entry, Layer, tree_entries, write_layer
 from chalicelib.oci.registry import RegistryClient, parse_reference
 from chalicelib.oci.venv import install_wheels
 
-RECIPE = "oci-env-1"
+RECIPE = "oci-env-3"
 """Part of every environment layer's identity: a change in how layers are made makes new ones."""
 ARCH = {"x86_64": "amd64", "arm64": "arm64"}
 AWS_GLIBC: dict[str, tuple[int, int]] = {"3.11": (2, 26), "3.12": (2, 34), "3.13": (2, 34)}

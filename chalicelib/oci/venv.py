@@ -4,10 +4,11 @@ wheelhouse into ``/opt/env`` gives, written as files.
 A wheel is a zip: its files go to ``site-packages``, its ``<name>.data/{purelib,platlib}`` there too,
 ``data`` to the prefix, ``scripts`` to ``bin`` (headers are dropped). ``pyvenv.cfg`` and ``bin/python``
 (a link to the base's interpreter) make it a venv. Console-script launchers are not written: the runtime
-starts with ``python -m awslambdaric``. Test suites inside packages and onnxruntime's C-API library are
-left out as the docker recipe does. Where this interpreter is the target's version, every module is compiled
-to an unchecked-hash ``.pyc`` (valid whatever the file times; the root is read-only at run time);
-otherwise modules compile at import into nowhere (the container's root is read-only): slower first imports.
+starts with ``python -m awslambdaric``. What no model imports (test suites, stubs, build and authoring
+tools) is left out as the docker recipe does (``site_trims``). Where this interpreter is the target's
+version, every module is compiled to an unchecked-hash ``.pyc`` (valid whatever the file times; the root
+is read-only at run time); otherwise modules compile at import into nowhere (the container's root is
+read-only): slower first imports.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from chalicelib.docker import WheelResolutionError
+from chalicelib.docker.dockerfile import site_trims
 
 VENV = "opt/env"
 MAX_WHEEL_MEMBERS = 200_000
@@ -40,8 +42,7 @@ def install_wheels(wheels: list[Path], root: Path, *, python: str, python_home: 
     for wheel in sorted(wheels, key=lambda p: p.name):
         installed.add(wheel.name.split("-", 1)[0].lower().replace("_", "-"))
         budget -= _unpack(wheel, venv, site, budget)
-    keep_capi = any(name.startswith("onnxruntime-") for name in installed)
-    _trim(site, keep_capi=keep_capi)
+    _trim(site, site_trims(installed))
     (venv / "pyvenv.cfg").write_text(
         f"home = {python_home}\ninclude-system-site-packages = false\nversion = {version}\n", encoding="utf-8"
     )
@@ -106,13 +107,13 @@ def _unpack(wheel: Path, venv: Path, site: Path, budget: int) -> int:
     return written
 
 
-def _trim(site: Path, *, keep_capi: bool) -> None:
-    """What the docker recipe trims too: ``*/**/tests`` and onnxruntime's C-API library."""
+def _trim(site: Path, globs: list[str]) -> None:
+    """What the docker recipe trims too (``docker.dockerfile.site_trims``), the same way."""
     import shutil
 
-    for path in sorted(site.glob("*/**/tests"), reverse=True):
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-    if not keep_capi:
-        for path in site.glob("onnxruntime/capi/libonnxruntime.so.*"):
-            path.unlink(missing_ok=True)
+    for pattern in globs:
+        for path in sorted(site.glob(pattern), reverse=True):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)

@@ -53,12 +53,14 @@ from chalicelib.core.wire import (
     UTF8,
     ErrorDocument,
     InvocationReply,
+    Run,
     Spill,
     error_document,
     invocation_event,
     media_type,
     negotiate,
     reply,
+    runs_of,
 )
 from chalicelib.runtime import transfer
 from chalicelib.runtime.codecs import (
@@ -97,6 +99,14 @@ Role = Literal["fused", "pre", "model", "post"]
 ROLES: tuple[Role, ...] = ("fused", "pre", "model", "post")
 ROLE_ENV = "MODELPORT_ROLE"
 """Which part of the pipeline this function runs (docs/pipelines.md); unset means ``fused``."""
+INIT_TYPE_ENV = "AWS_LAMBDA_INITIALIZATION_TYPE"
+"""Lambda's ``on-demand`` or ``provisioned-concurrency``: a provisioned environment's init is paid by the
+hour with its provisioned concurrency, not with its first request."""
+
+
+def bills_init() -> bool:
+    """Whether this environment's init phase is billed with its first invocation (on demand)."""
+    return os.environ.get(INIT_TYPE_ENV, "on-demand") == "on-demand"
 
 
 class ModelFailure(Exception):
@@ -220,6 +230,7 @@ class Runtime:
         self.init_ms = init_ms
         self.role: Role = role
         self._cold = True
+        self.bills_init = bills_init()
         chain = stages_of(manifest)
         if role != "fused" and role not in chain:
             raise ModelLoadError(f"{manifest.name} has no {role} stage (its chain: {', '.join(chain)})")
@@ -232,9 +243,18 @@ class Runtime:
         # Only an overlay draws on the request's image: carry it to the post stage only for one.
         self.carry_image = any(ref.step == "overlay" for ref in manifest.processing.post)
 
-    def handle(self, event: Any) -> dict[str, Any]:
+    def handle(
+        self, event: Any, *, started: float | None = None, init_ms: float | None = None
+    ) -> dict[str, Any]:
+        """Answer ``event``, adding this function's run (``runs``: what Lambda bills) to the ones the
+        previous stages handed on. ``started``: when the invocation began (default: now); ``init_ms``: the
+        environment's init phase to bill with it (default: this runtime's own, on its first request)."""
+        began = time.perf_counter() if started is None else started
         timings = dict.fromkeys(STAGES, 0.0)
         cold, self._cold = self._cold, False
+        if init_ms is None:
+            init_ms = self.init_ms if cold and self.bills_init else 0.0
+        before = [] if self.first else runs_of(event)  # a stored document's stub carries them too
         clock = _Clock(timings)
         response: Mapping[str, Any]  # an InvocationReply, or the intermediate document of a chain's stage
         spill: Spill | None = None
@@ -310,6 +330,7 @@ class Runtime:
         if size > MAX_RESPONSE_BYTES:
             log.error("the response of %d bytes is over Lambda's limit", size)
             final = {**_reply(502, too_large(size)), "timings": final["timings"]}
+        final["runs"] = [*before, this_run(self.role, began, init_ms)]
         return final
 
     def _spill(self, response: dict[str, Any], spill: Spill) -> dict[str, Any]:
@@ -503,6 +524,15 @@ class Runtime:
         return document("post", outputs, encode_invocation(inv, image=self.carry_image), accept, {})
 
 
+def this_run(role: str, began: float, init_ms: float) -> Run:
+    """This function's run, from ``began`` (``perf_counter``) until now: Lambda's ``Duration`` as near as
+    the handler can see it (the runtime client's own JSON work is outside), and the init it bills."""
+    run: Run = {"role": role, "ms": round((time.perf_counter() - began) * 1000, 3)}
+    if init_ms > 0:
+        run["init_ms"] = round(init_ms, 3)
+    return run
+
+
 def spill_of(event: Mapping[str, Any]) -> Spill | None:
     """The event's (or intermediate document's) ``spill``, checked; None when it has none."""
     spill = event.get("spill")
@@ -627,7 +657,9 @@ class SharedStage:
     used ``capacity`` of them. Only built-in steps run here: user code never leaves its model's image.
     """
 
-    def __init__(self, role: Role, *, capacity: int = 32) -> None:
+    def __init__(self, role: Role, *, capacity: int = 32, started: float | None = None) -> None:
+        """``started``: when the environment's init began (its init phase is billed with the first run)."""
+        t0 = time.perf_counter() if started is None else started
         if role not in ("pre", "post"):
             raise ModelLoadError(f"{SHARED_ENV}=1 is for pre and post functions, not {role}")
         self.role: Role = role
@@ -635,8 +667,12 @@ class SharedStage:
         self.cache: OrderedDict[str, Runtime] = OrderedDict()
         self._scratch = Path(tempfile.mkdtemp(prefix="modelport-shared-"))  # no files: built-ins only
         _preload(role)
+        self._init_ms: float = (time.perf_counter() - t0) * 1000 if bills_init() else 0.0
+        """Billed with this environment's first run, then 0 (a model's binding is in its own run)."""
 
     def handle(self, event: Any) -> dict[str, Any]:
+        began = time.perf_counter()
+        init_ms, self._init_ms = self._init_ms, 0.0
         try:
             if (
                 not isinstance(event, Mapping)
@@ -650,8 +686,13 @@ class SharedStage:
         except IntermediateError as exc:
             log.error("bad shared-stage event: %s", exc)
             body = error_document("PipelineError", str(exc), stage=self.role)
-            return {**_reply(500, body), "timings": _ordered(dict.fromkeys(STAGES, 0.0))}
-        return runtime.handle(event["input"])
+            before = runs_of(event.get("input")) if isinstance(event, Mapping) else []
+            return {
+                **_reply(500, body),
+                "timings": _ordered(dict.fromkeys(STAGES, 0.0)),
+                "runs": [*before, this_run(self.role, began, init_ms)],
+            }
+        return runtime.handle(event["input"], started=began, init_ms=init_ms)
 
     def _runtime(self, text: str) -> Runtime:
         key = hashlib.sha256(text.encode()).hexdigest()
@@ -699,7 +740,7 @@ def _preload(role: Role) -> None:
 def load_from_env(started: float) -> Runtime | SharedStage:
     """What this function runs, from its environment: a shared stage, or the model in its directory."""
     if os.environ.get(SHARED_ENV) == "1":
-        return SharedStage(role_from_env())
+        return SharedStage(role_from_env(), started=started)
     return load(model_dir_from_env(), started=started)
 
 

@@ -2,7 +2,9 @@
 
 The image builder calls ``prepare_model_dir`` to stage exactly what the runtime opens - the artifact files,
 checked against the digests the manifest recorded, and the user-step files - so a stale or swapped file is
-caught when the image is built, not at the first invocation.
+caught when the image is built, not at the first invocation. A converted model's artifact (``runtime: onnx``)
+is the graph intake wrote under ``CONVERTED_DIR`` of the model directory; the image has it at its own path,
+and not the source artifact it was made from.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from chalicelib.core.config_file import ModelConfigFile
+from chalicelib.core.config_file import CONVERTED_DIR, ModelConfigFile
 from chalicelib.core.files import is_safe_relative_path, sha256_file
 
 MODEL_CONFIG = "model-config.json"
@@ -47,12 +49,14 @@ def prepare_model_dir(model_src: Path, manifest: ModelConfigFile, dest: Path) ->
     ``dest/model-config.json``; returns ``dest``."""
     root = model_src.resolve()
     expected = {f.path: f.sha256 for f in manifest.artifact.files}
+    converted = manifest.conversion is not None
     for rel in sorted({*expected, *user_step_files(manifest)}):
-        src = (model_src / _safe(rel)).resolve()
+        where = f"{CONVERTED_DIR}/{_safe(rel)}" if converted and rel in expected else _safe(rel)
+        src = (model_src / where).resolve()
         if not src.is_relative_to(root):
-            raise LayoutError(f"{rel} leads outside {model_src}")
+            raise LayoutError(f"{where} leads outside {model_src}")
         if not src.is_file():
-            raise LayoutError(f"{rel} is not a file in {model_src}")
+            raise LayoutError(f"{where} is not a file in {model_src}")
         digest = _copy(src, dest / rel)
         if rel in expected and digest != expected[rel]:
             raise LayoutError(f"{rel} changed since the model config file was made (sha256 {digest[:12]}...)")

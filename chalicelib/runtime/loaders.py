@@ -124,6 +124,53 @@ class OnnxModel:
         return dict(zip(self.outputs, self.session.run(None, feed), strict=True))
 
 
+class ConvertedModel:
+    """A scikit-learn model converted to ONNX at deploy time (``runtime: onnx``), run by onnxruntime and
+    answering as the estimator does: each native output is read from the graph output the conversion
+    recorded and given the native element type and rank (probabilities float32 -> float64, a regressor's
+    ``[N, 1]`` -> ``[N]``, labels as text or integers), so post steps, schemas and clients see the native
+    model's answer. Extra graph outputs (a classifier's scores where the estimator has no predict_proba)
+    are dropped."""
+
+    def __init__(self, graph: OnnxModel, native: Tensors, sources: Mapping[str, str]) -> None:
+        self.graph = graph
+        self.outputs: list[tuple[str, str, Any, int]] = []
+        for spec in native.tensors:
+            source = sources.get(spec.name)
+            if source is None or source not in graph.outputs:
+                raise ModelLoadError(
+                    f"the converted graph has no output for {spec.name!r} (it has {', '.join(graph.outputs)})"
+                )
+            dtype = _NATIVE_DTYPES.get(spec.datatype) if spec.datatype is not None else None
+            self.outputs.append((spec.name, source, dtype, len(spec.shape)))
+
+    def predict(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        raw = self.graph.predict(inputs)
+        return {name: as_native(raw[source], dtype, rank) for name, source, dtype, rank in self.outputs}
+
+
+def as_native(value: Any, dtype: Any, rank: int) -> npt.NDArray[Any]:
+    """One graph output as the estimator answers it: ``dtype`` (``str`` for text) and ``rank`` dimensions."""
+    array = np.asarray(value)
+    if rank == 1 and array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]
+    if dtype is str:
+        return array.astype(str)
+    return array.astype(dtype, copy=False) if dtype is not None else array
+
+
+_NATIVE_DTYPES: dict[str, Any] = {
+    "FP64": np.float64, "FP32": np.float32, "INT64": np.int64, "INT32": np.int32, "BOOL": np.bool_,
+    "BYTES": str,
+}  # fmt: skip
+
+
+def _load_converted(path: Path, manifest: ModelConfigFile, memory_mb: int) -> ConvertedModel:
+    assert manifest.conversion is not None and isinstance(manifest.native.outputs, Tensors)
+    graph = OnnxModel(path, manifest, memory_mb)
+    return ConvertedModel(graph, manifest.native.outputs, manifest.conversion.outputs)
+
+
 _ORT_DTYPES: dict[str, Any] = {
     "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
     "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int16)": np.int16,
@@ -288,14 +335,17 @@ def load_model(manifest: ModelConfigFile, model_dir: Path) -> Model:
     framework = manifest.native.framework
     if framework == "python":
         return PredictorModel(model_dir, manifest)
+    served = manifest.artifact.framework  # onnx where a scikit-learn model was converted (runtime: onnx)
     suffixes = {"onnx": (".onnx",), "sklearn": (".skops", ".joblib", ".pkl", ".pickle"),
-                "xgboost": (".json", ".ubj"), "lightgbm": (".txt",)}[framework]  # fmt: skip
+                "xgboost": (".json", ".ubj"), "lightgbm": (".txt",), "python": ()}[served]  # fmt: skip
     files = [f.path for f in manifest.artifact.files if Path(f.path).suffix.lower() in suffixes]
     if len(files) != 1:
-        raise ModelLoadError(f"expected one {framework} model file in the artifact, found {files or 'none'}")
+        raise ModelLoadError(f"expected one {served} model file in the artifact, found {files or 'none'}")
     path = model_dir / files[0]
     memory_mb = function_memory_mb(manifest)
     try:
+        if manifest.conversion is not None:
+            return _load_converted(path, manifest, memory_mb)
         if framework == "onnx":
             return OnnxModel(path, manifest, memory_mb)
         if framework == "sklearn":
@@ -306,6 +356,4 @@ def load_model(manifest: ModelConfigFile, model_dir: Path) -> Model:
     except ModelLoadError:
         raise
     except Exception as exc:
-        raise ModelLoadError(
-            f"{files[0]}: the {framework} model could not be loaded: {_describe(exc)}"
-        ) from exc
+        raise ModelLoadError(f"{files[0]}: the {served} model could not be loaded: {_describe(exc)}") from exc

@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from chalicelib.core.config import SLUG
+from chalicelib.core.cost import usd
 from chalicelib.core.errors import ModelportError, NotFound, TooLarge, Unavailable
 from chalicelib.core.jsontext import JsonTextError, loads
 from chalicelib.core.ports import AccountStore, ArtifactStore, ModelStore
@@ -74,6 +75,7 @@ class BatchService:
             return None  # this very object was done already: a repeated event
         began = time.monotonic()
         ok = failed = 0
+        spent = [0, 0]  # Lambda's billed ms and pico-dollars of the rows' invocations
         with tempfile.TemporaryDirectory() as tmp:
             results = Path(tmp) / "results.jsonl"  # rows go to disk as they come, not into memory
             try:
@@ -84,7 +86,7 @@ class BatchService:
                             raise TooLarge(f"{key} has more than {MAX_ROWS} rows")
                         line: dict[str, Any] = {"row": i}
                         if problem is None:
-                            problem = self._infer(owner, model, body, content_type, line)
+                            problem = self._infer(owner, model, body, content_type, line, spent)
                         if problem is not None:
                             line["error"] = problem
                             failed += 1
@@ -102,12 +104,19 @@ class BatchService:
             "input": key, "etag": etag, "model": model, "output": results_key if error is None else None,
             "rows": ok + failed, "succeeded": ok, "failed": failed, "error": error,
             "seconds": round(time.monotonic() - began, 3),
+            "cost": {"billed_ms": spent[0], "usd": usd(spent[1]), "pico_usd": spent[1]},
         }  # fmt: skip
         self.data.put(summary_key, json.dumps(summary, indent=2).encode())
         return summary
 
     def _infer(
-        self, owner: Any, model: str, body: bytes, content_type: str, line: dict[str, Any]
+        self,
+        owner: Any,
+        model: str,
+        body: bytes,
+        content_type: str,
+        line: dict[str, Any],
+        spent: list[int],
     ) -> str | None:
         try:
             result = self.invoke.invoke(owner, model, None, body=body, content_type=content_type, accept=None)
@@ -115,6 +124,9 @@ class BatchService:
             raise
         except ModelportError as exc:
             return str(exc)
+        if result.bill is not None:
+            spent[0] += result.bill.billed_ms
+            spent[1] += result.bill.cost_pp
         if result.status >= 400:
             return _message(result.body)
         if result.content_type.startswith("application/json"):

@@ -42,7 +42,7 @@ from typing import Any
 
 from chalicelib.core.clock import parse_utc, utc_text
 from chalicelib.core.config import CONFIG_FILE
-from chalicelib.core.config_file import ModelConfigFile
+from chalicelib.core.config_file import ModelConfigFile, Tolerance
 from chalicelib.core.errors import ConfigError, Conflict, ModelportError, NotFound, TooLarge, Unavailable
 from chalicelib.core.pipeline import stage_environments, with_plan
 from chalicelib.core.ports import (
@@ -65,7 +65,7 @@ from chalicelib.core.records import (
 )
 from chalicelib.services.bundles import BundleLimits, extract_bundle
 from chalicelib.services.events import s3_records
-from chalicelib.services.intake import Inspected, config_file_for_dir, inspect_dir
+from chalicelib.services.intake import Inspected, config_file_for_dir, inspect_dir, restore_converted
 
 log = logging.getLogger(__name__)
 
@@ -240,10 +240,12 @@ class DeploymentService:
         max_attempts: int = 3,
         limits: BundleLimits | None = None,
         scratch: Path | None = None,
+        conversion_tolerance: Tolerance | None = None,
     ) -> None:
         """``outage`` names the errors a port let through untranslated that say a backend did not answer
         (the adapters raise ``Unavailable`` themselves; this is the net under them). ``lease_s`` must
-        outlast the longest stage (a build) so a live handler is never taken over."""
+        outlast the longest stage (a build) so a live handler is never taken over. ``conversion_tolerance``:
+        how close a ``runtime: onnx`` model must answer to its estimator (default ``Tolerance()``)."""
         self.models = models
         self.deployments = deployments
         self.artifacts = artifacts
@@ -261,6 +263,7 @@ class DeploymentService:
         self.max_attempts = max_attempts
         self.limits = limits or BundleLimits()
         self.scratch = scratch
+        self.conversion_tolerance = conversion_tolerance
         self._stages: dict[DeploymentStage, Callable[[_Attempt], None]] = {
             "INSPECTED": self._inspect,
             "CONFIG_GENERATED": self._generate_config,
@@ -476,6 +479,7 @@ class DeploymentService:
             version=attempt.dep.version,
             shared_stages=self.shared_stages,
             inspected=attempt.inspected(),
+            tolerance=self.conversion_tolerance,
         )
         attempt.store_manifest(manifest)
 
@@ -484,6 +488,7 @@ class DeploymentService:
         the model version's association."""
         # A resumed attempt may find the slots filled by the attempt it replaces; build from the plain file.
         manifest = attempt.manifest().model_copy(update={"container": None, "deployment": None})
+        restore_converted(attempt.bundle_root(), manifest)  # a resumed attempt has the bundle, not the graph
         built = self.images.build(manifest, attempt.bundle_root(), attempt.progress)
         self.associations.put_model_association(
             ModelAssociation(

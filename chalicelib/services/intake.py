@@ -7,8 +7,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from chalicelib import inspect as inspectors
-from chalicelib.core.config import CONFIG_FILE, MAX_CONFIG_BYTES, ModelConfig, parse_config_yaml
-from chalicelib.core.config_file import ArtifactFile, ModelConfigFile, build_config_file
+from chalicelib.core.config import (
+    CONFIG_FILE,
+    MAX_CONFIG_BYTES,
+    ModelConfig,
+    parse_config_yaml,
+    runtime_refusal,
+)
+from chalicelib.core.config_file import ArtifactFile, ModelConfigFile, Tolerance, build_config_file
 from chalicelib.core.errors import ArtifactError, ConfigError
 from chalicelib.core.files import sha256_file
 from chalicelib.core.native import Framework, NativeContract
@@ -60,6 +66,9 @@ def inspect_dir(model_dir: Path, sandbox: Sandbox | None = None) -> Inspected:
     """Load the config and inspect the model, detecting its artifacts once."""
     config = load_config(model_dir)
     detected = inspectors.detect(model_dir, config)
+    why = runtime_refusal(detected[0], config.runtime)
+    if why is not None:
+        raise ConfigError(f"{CONFIG_FILE}: {why} (the model is {detected[0]})", path="runtime")
     native = inspectors.inspect_model(model_dir, config, sandbox, detected=detected)
     return Inspected(config, *detected, native)
 
@@ -71,12 +80,29 @@ def config_file_for_dir(
     sandbox: Sandbox | None = None,
     shared_stages: bool = False,
     inspected: Inspected | None = None,
+    tolerance: Tolerance | None = None,
 ) -> ModelConfigFile:
     """Intake, for the CLI and the deployment alike: a model directory -> its model config file, with
     the pipeline plan decided (``shared_stages``: the platform has shared stage functions). ``inspected``
-    is the directory's inspection when the caller has it already (the deployment checks the name first)."""
+    is the directory's inspection when the caller has it already (the deployment checks the name first).
+
+    ``runtime: onnx`` converts the model here, into the directory's ``CONVERTED_DIR``, and proves it answers
+    like the estimator within ``tolerance`` (default ``Tolerance()``): the file then records the converted
+    graph as its artifact, ONNX's environment and the native protocol."""
     found = inspected if inspected is not None else inspect_dir(model_dir, sandbox)
-    user_steps = inspectors.inspect_user_steps(model_dir, found.config)
+    config = found.config
+    user_steps = inspectors.inspect_user_steps(model_dir, config)
     files = artifact_files(model_dir, found.paths)
-    manifest = build_config_file(found.config, found.native, files, version=version, user_steps=user_steps)
+    manifest = build_config_file(config, found.native, files, version=version, user_steps=user_steps)
+    if config.runtime == "onnx":
+        conversion, converted = inspectors.convert_model(model_dir, manifest, tolerance=tolerance)
+        manifest = build_config_file(
+            config, found.native, converted, version=version, user_steps=user_steps, conversion=conversion
+        )
     return with_plan(manifest, shared_stages=shared_stages)
+
+
+def restore_converted(model_dir: Path, manifest: ModelConfigFile) -> None:
+    """The files ``manifest``'s image ships that are not in the bundle (a converted graph), made again when a
+    resumed deployment extracted the bundle anew; nothing for a model served natively."""
+    inspectors.restore_converted(model_dir, manifest)

@@ -12,6 +12,7 @@ import json
 import math
 import re
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from itertools import islice
@@ -20,9 +21,13 @@ from typing import Any
 from jsonschema import Draft202012Validator, ValidationError, validators
 
 from chalicelib.core.config_file import ModelConfigFile
+from chalicelib.core.cost import Bill, bill_for, failed_bill, server_timing_entries
 from chalicelib.core.errors import (
     Conflict,
+    FunctionFailed,
+    FunctionTimedOut,
     InvalidRequest,
+    ModelportError,
     NotAcceptable,
     ResponseTooLarge,
     TooLarge,
@@ -47,6 +52,7 @@ from chalicelib.core.wire import (
 from chalicelib.services.cache import TtlCache
 from chalicelib.services.models import ModelService
 from chalicelib.services.payloads import Payloads
+from chalicelib.services.usage import Outcome, UsageRecorder
 
 SPILL_FROM_BYTES = 512 * 1024
 """A fused call with a request this large may get an answer past Lambda's 6 MB: it gets a place to
@@ -68,6 +74,8 @@ class InvokeResult:
     """The answer was past the function's limit: it is this object (``body`` is empty)."""
     stored_url: str | None = None
     size_bytes: int | None = None
+    bill: Bill | None = None
+    """What the invocation cost (``core/cost.py``); None for an answer read back (a job's)."""
 
 
 class InvokeService:
@@ -78,12 +86,15 @@ class InvokeService:
         *,
         cache_s: float = 0.0,
         payloads: Payloads | None = None,
+        usage: UsageRecorder | None = None,
     ) -> None:
         """``cache_s``: how long which version an account's request resolves to is kept; ``payloads``:
-        where payloads past an event's limits go (without it, they are refused)."""
+        where payloads past an event's limits go (without it, they are refused); ``usage``: where each
+        request is counted (per account and model: invocations, errors, cost, latency)."""
         self.models = models
         self.invoker = invoker
         self.payloads = payloads
+        self.usage = usage
         self._manifests: dict[tuple[str, int], tuple[ModelConfigFile, RequestValidator]] = {}
         self._resolved: TtlCache[tuple[int, str, bool, str, int | None], tuple[str, int]] = TtlCache(cache_s)
         self._lock = threading.Lock()
@@ -155,12 +166,46 @@ class InvokeService:
             event["spill"], reply_key = self.payloads.spill(
                 list(stages_of(manifest)), chained=manifest.deployment.mode == "chained", reply_key=answer_key
             )
-        result = _result(self.invoker.invoke(manifest.deployment, event))
+        result = self._run(caller, manifest, event)
         if result.stored_key is not None:
             if reply_key is None or self.payloads is None:
                 raise ResponseTooLarge("the model stored an answer nobody asked it to store")
             return replace(result, stored_key=reply_key, stored_url=self.payloads.stored_url(reply_key))
         return result
+
+    def _run(self, caller: Account, manifest: ModelConfigFile, event: InvocationEvent) -> InvokeResult:
+        """Invoke, price the answer (``Server-Timing``: ``billed``, ``cost``) and count it."""
+        assert manifest.deployment is not None
+        began = time.perf_counter()
+        try:
+            reply = self.invoker.invoke(manifest.deployment, event)
+        except (FunctionFailed, FunctionTimedOut, ResponseTooLarge) as exc:
+            wall_ms = (time.perf_counter() - began) * 1000
+            bill = failed_bill(manifest, wall_ms, timed_out=isinstance(exc, FunctionTimedOut))
+            self._count(caller, manifest, "error", bill=bill, latency_ms=wall_ms)
+            raise
+        wall_ms = (time.perf_counter() - began) * 1000
+        bill = bill_for(manifest, reply, wall_ms)
+        try:
+            result = _result(reply, bill)
+        except ResponseTooLarge:
+            self._count(caller, manifest, "error", bill=bill, latency_ms=wall_ms)
+            raise
+        outcome: Outcome = "ok" if result.status < 400 else "client_error" if result.status < 500 else "error"
+        self._count(caller, manifest, outcome, bill=bill, latency_ms=wall_ms)
+        return result
+
+    def _count(
+        self,
+        caller: Account,
+        manifest: ModelConfigFile,
+        outcome: Outcome,
+        *,
+        bill: Bill | None = None,
+        latency_ms: float | None = None,
+    ) -> None:
+        if self.usage is not None:
+            self.usage.record(caller.account_id, manifest.name, outcome, bill=bill, latency_ms=latency_ms)
 
     def prepare(
         self,
@@ -175,8 +220,27 @@ class InvokeService:
     ) -> tuple[ModelConfigFile, InvocationEvent]:
         """Everything an invocation checks before a function runs (grant, readiness, media types, sizes,
         the protocol's schema), and the event it sends; an asynchronous job is refused here too. A
-        request by ``reference`` is checked by the function (the control plane never reads it whole)."""
+        request by ``reference`` is checked by the function (the control plane never reads it whole).
+        A refusal (4xx) of a model the caller may see is counted as ``rejected``."""
         manifest, validator = self._ready(caller, name, version)
+        try:
+            event = self._event(manifest, validator, body, content_type, accept, reference)
+        except ModelportError as exc:
+            if exc.http_status < 500:
+                self._count(caller, manifest, "rejected")
+            raise
+        return manifest, event
+
+    def _event(
+        self,
+        manifest: ModelConfigFile,
+        validator: RequestValidator,
+        body: bytes,
+        content_type: str | None,
+        accept: str | None,
+        reference: ObjectInfo | None,
+    ) -> InvocationEvent:
+        name = manifest.name
         proto = manifest.protocol
         media = media_type(content_type) or JSON
         if media not in proto.request.content_types:
@@ -191,7 +255,7 @@ class InvokeService:
                 hint="this model answers " + ", ".join(proto.response.content_types),
             )
         if reference is not None:
-            return manifest, self._by_reference(reference, media, answer_as)
+            return self._by_reference(reference, media, answer_as)
         if len(body) > MAX_SYNC_PAYLOAD:  # before anything reads it
             raise TooLarge(
                 f"request body of {len(body)} bytes is over Lambda's 6 MB synchronous limit",
@@ -214,7 +278,7 @@ class InvokeService:
                     hint="send a smaller request",
                 )
             event = self._by_reference(self.payloads.keep(body), media, answer_as)
-        return manifest, event
+        return event
 
     def _by_reference(self, reference: ObjectInfo, media: str, answer_as: str) -> InvocationEvent:
         if self.payloads is None:
@@ -509,7 +573,7 @@ def server_timing(timings: Any) -> str:
     return ", ".join(metrics)
 
 
-def _result(reply: dict[str, Any]) -> InvokeResult:
+def _result(reply: dict[str, Any], bill: Bill | None = None) -> InvokeResult:
     raw = reply.get("body", "")
     if isinstance(raw, str) and len(raw) > MAX_SYNC_PAYLOAD - ENVELOPE_BYTES:  # what the API can answer
         raise ResponseTooLarge(
@@ -519,6 +583,8 @@ def _result(reply: dict[str, Any]) -> InvokeResult:
         )
     body = reply_body(reply)
     timing = server_timing(reply.get("timings") or {})
+    if bill is not None:
+        timing = f"{timing}, {server_timing_entries(bill)}" if timing else server_timing_entries(bill)
     headers = {"Server-Timing": timing} if timing else {}
     stored = reply.get("body_stored")
     return InvokeResult(
@@ -528,4 +594,5 @@ def _result(reply: dict[str, Any]) -> InvokeResult:
         headers=headers,
         stored_key="" if type(stored) is int else None,
         size_bytes=stored if type(stored) is int else len(body),
+        bill=bill,
     )

@@ -26,6 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from chalicelib.core.cost import usd
 from chalicelib.core.errors import Conflict, InvalidRequest, ModelportError, NotFound, Unavailable
 from chalicelib.core.jsontext import JsonTextError, loads
 from chalicelib.core.ports import AccountStore, ArtifactStore, Clock, JobQueue, JobStore, ObjectInfo, Outbox
@@ -68,6 +69,8 @@ class JobView:
         }
         if j.error:
             doc["error"] = j.error
+        if j.cost_pico_usd is not None:
+            doc["cost"] = {"billed_ms": j.billed_ms, "usd": usd(j.cost_pico_usd), "pico_usd": j.cost_pico_usd}
         if j.webhook_url:
             doc["webhook"] = {
                 "url": j.webhook_url,
@@ -237,16 +240,19 @@ class JobService:
             return None
         content_type = job.result_type or "application/octet-stream"
         info = self.artifacts.head(job.result_key)
+        headers: dict[str, str] = {}
+        if job.cost_pico_usd is not None:
+            headers["Server-Timing"] = f'billed;dur={job.billed_ms}, cost;desc="{usd(job.cost_pico_usd)}"'
         textual = content_type.startswith((JSON, "text/"))
         if info.size_bytes > (MAX_SYNC_PAYLOAD if textual else MAX_SYNC_PAYLOAD * 3 // 4):  # base64 grows 4/3
             url = self.artifacts.presign_download(job.result_key, expires_in=RESULT_URL_S)
             return InvokeResult(
-                job.result_status, content_type, b"", {}, job.result_key, url, info.size_bytes
+                job.result_status, content_type, b"", headers, job.result_key, url, info.size_bytes
             )
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "result"
             self.artifacts.download(job.result_key, path, max_bytes=MAX_SYNC_PAYLOAD)
-            return InvokeResult(job.result_status, content_type, path.read_bytes(), {})
+            return InvokeResult(job.result_status, content_type, path.read_bytes(), headers)
 
     def list(self, caller: Account, *, limit: int = 50) -> list[Job]:
         return self.jobs.list_for_account(caller.account_id, limit=limit)
@@ -382,7 +388,13 @@ class JobService:
         )
         if result.stored_key is None:
             self.artifacts.put(key, result.body)
-        update = {"result_key": key, "result_type": result.content_type, "result_status": result.status}
+        update: dict[str, Any] = {
+            "result_key": key,
+            "result_type": result.content_type,
+            "result_status": result.status,
+        }
+        if result.bill is not None:
+            update.update(billed_ms=result.bill.billed_ms, cost_pico_usd=result.bill.cost_pp)
         if result.status < 400:
             return self._end(job, "SUCCEEDED", **update)
         return self._end(job, "FAILED", error=_error_of(result.body), **update)

@@ -1,6 +1,7 @@
 """The deploy worker's container image, as data, and its build by Modelport's own daemonless builder.
 
-The worker runs the inspectors (numpy, onnx, scikit-learn, skops), talks to AWS (boto3, which an image
+The worker runs the inspectors (numpy, onnx, scikit-learn, skops) and the ``runtime: onnx`` conversion
+(skl2onnx, and onnxruntime to run the graph beside the estimator), talks to AWS (boto3, which an image
 function does not get from the runtime) and builds model images with ``chalicelib.oci`` (which runs
 ``pip download`` to resolve wheels, so pip is in the image). It runs under ``awslambdaric``. It never runs the
 CLI, the demo, the local stack or the API, so their files and their packages (Chalice, click, the docker

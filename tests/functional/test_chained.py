@@ -332,6 +332,9 @@ def test_the_function_manager_puts_models_that_plot_on_shared_stage_functions(st
         _, want = invoke(lam, fused, event)
         got = invoker.invoke(deployment, event)
         assert (got["status"], got["content_type"], got["body"]) == (200, want["content_type"], want["body"])
+        # what the bill prices: each stage's run, and the execution as StartSyncExecution billed it
+        assert [run["role"] for run in got["runs"]] == [f.role for f in deployment.functions]
+        assert got["execution"]["billed_mb"] == 64 and got["execution"]["billed_ms"] % 100 == 0
     assert stack.emulator.started(iris.functions[2].function_arn) == 1  # one post function, started once
 
     manager.promote(iris)

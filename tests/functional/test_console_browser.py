@@ -5,8 +5,7 @@ process (real ONNX predictions, the real bar chart PNG), and a version whose dep
 
 Every page is screenshotted into ``$MODELPORT_TEST_LOGS/console/`` (default: the temp dir); with
 ``MODELPORT_UPDATE_SCREENSHOTS=1`` the two README pictures under docs/ are made again. A console error or
-an uncaught page error fails the test, but for the failed requests a test expects (a bad key's 401, the
-usage endpoint that is not there yet).
+an uncaught page error fails the test, but for the failed requests a test expects (a bad key's 401).
 """
 
 from __future__ import annotations
@@ -203,16 +202,11 @@ def open_console(tab: Any, site: Site, fragment: str = "") -> None:
     tab.goto(f"{site.url}/console/{fragment}")
 
 
-USAGE = "/v1/usage"
-"""Not there yet (another change adds it): API Gateway's 403 for a route no one defines."""
-
-
 def test_sign_in_by_keyboard_then_the_models_with_status_mode_and_size(
     page: tuple[Any, Console], site: Site
 ) -> None:
     tab, console = page
     console.expect_failure("/v1/accounts/me", 401)
-    console.expect_failure(USAGE, 403)
     open_console(tab, site)
     tab.wait_for_selector("h1:text('Sign in')")
     assert tab.evaluate("document.activeElement.id") == "api-key"  # the key field has the focus
@@ -238,7 +232,7 @@ def test_sign_in_by_keyboard_then_the_models_with_status_mode_and_size(
     assert (default, mode, versions) == ("v1", "fused", "1") and status.startswith("READY")
     assert re.fullmatch(r"[\d.]+ (B|KB|MB)", size), size
     assert rows[BROKEN][2].startswith("FAILED") and site.reason[:40] in rows[BROKEN][2]
-    assert tab.query_selector("section.usage") is None or not tab.is_visible("section.usage")
+    assert tab.is_visible("section.usage")
     shot(tab, "02-models", docs="models")
 
     tab.focus("a[href='#model=digits-onnx']")  # keyboard again: the model link, Enter
@@ -281,9 +275,22 @@ def test_the_iris_form_gives_labels_the_chart_and_server_timing(
         "() => document.querySelector('table.labels tbody th')?.textContent === 'versicolor'"
         " && document.querySelector('img.figure')?.complete"
     )
-    assert "cold start" not in tab.inner_text(".timing figcaption")
+    caption = tab.inner_text(".timing figcaption")
+    assert "cold start" not in caption and re.search(r"billed [\d.]+ (µs|ms)", caption), caption
+    assert re.search(r"\$0\.\d+", caption), caption  # the call's price (Server-Timing's cost entry)
     tab.eval_on_selector("h1", "el => el.scrollIntoView()")
     shot(tab, "03-invoke-iris", docs="invoke")
+
+    open_console(tab, site, "#view=models")  # the two calls, counted and priced in the usage panel
+    tab.wait_for_selector("section.usage table tbody tr")
+    usage = {
+        r.query_selector("td, th").inner_text(): [c.inner_text() for c in r.query_selector_all("td")]
+        for r in tab.query_selector_all("section.usage table tbody tr")
+    }
+    assert "iris-onnx" in usage, usage
+    invocations, errors, *_, cost = usage["iris-onnx"][-5:]
+    assert int(invocations.replace(",", "")) >= 2 and errors == "0", usage
+    assert re.fullmatch(r"0\.\d+", cost), usage
 
 
 def test_the_raw_json_editor_and_an_api_error_with_its_pointers(
@@ -374,7 +381,6 @@ def test_another_account_sees_none_of_them_and_a_phone_width_fits(
     page: tuple[Any, Console], site: Site
 ) -> None:
     tab, console = page
-    console.expect_failure(USAGE, 403)
     console.expect_failure("/v1/models/iris-onnx", 404)
     tab.set_viewport_size(PHONE)
     open_console(tab, site, f"#key={site.bob}")

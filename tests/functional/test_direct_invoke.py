@@ -198,6 +198,10 @@ def test_chained_start_sync_execution_is_sent_as_boto3_sends_it(fake: FakeLambda
     assert json.loads(ours["body"]) == json.loads(boto3s["body"])
     assert "/eu-west-1/states/aws4_request" in ours["headers"]["Authorization"]
 
+    billed = {**answer, "billingDetails": {"billedMemoryUsedInMB": 64, "billedDurationInMilliseconds": 200}}
+    fake.script = [(200, {}, json.dumps(billed).encode())]
+    assert invoker.invoke(chained, {})["execution"] == {"billed_ms": 200, "billed_mb": 64}
+
     missing = {"__type": "com.amazonaws.swf.service.v2.model#StateMachineDoesNotExist", "message": "gone"}
     fake.script = [(400, {}, json.dumps(missing).encode())]
     with pytest.raises(FunctionFailed, match=r"\(StateMachineDoesNotExist\).*gone"):

@@ -151,8 +151,8 @@ def _stop(container: Any) -> str:
 
 
 def _comparable(response: dict[str, Any]) -> dict[str, Any]:
-    """A runtime response without its timings, the body parsed when it is JSON."""
-    response = {k: v for k, v in response.items() if k != "timings"}
+    """A runtime response without its timings and runs, the body parsed when it is JSON."""
+    response = {k: v for k, v in response.items() if k not in ("timings", "runs")}
     if response.get("content_type", "").startswith("application/json"):
         response["body"] = json.loads(response["body"])
     return response

@@ -45,12 +45,13 @@ def test_creating_twice_changes_nothing(infra: Infra) -> None:
         (infra.settings.deployments_table, ["gsi1"]),
         (infra.settings.associations_table, []),
         (infra.settings.jobs_table, ["gsi1"]),
+        (infra.settings.usage_table, []),
     ]:
         table = dynamodb.describe_table(TableName=name)["Table"]
         assert table["TableStatus"] == "ACTIVE"
         assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
         assert [i["IndexName"] for i in table.get("GlobalSecondaryIndexes", [])] == indexes
-    assert len(dynamodb.list_tables()["TableNames"]) >= 5
+    assert len(dynamodb.list_tables()["TableNames"]) >= 6
     ttl = dynamodb.describe_time_to_live(TableName=infra.settings.jobs_table)["TimeToLiveDescription"]
     assert ttl == {"TimeToLiveStatus": "ENABLED", "AttributeName": "expires_at"}
 
@@ -106,7 +107,7 @@ def test_the_iam_policy_covers_exactly_the_default_resources(stage: str) -> None
     resources = {r for s in policy["Statement"] for r in s["Resource"]}
     defaults = Settings()
     tables = [defaults.accounts_table, defaults.models_table, defaults.deployments_table]
-    for table in [*tables, defaults.associations_table]:
+    for table in [*tables, defaults.associations_table, defaults.usage_table]:
         assert f"arn:aws:dynamodb:*:*:table/{table}" in resources
     for table in tables:
         assert f"arn:aws:dynamodb:*:*:table/{table}/index/*" in resources

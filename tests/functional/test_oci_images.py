@@ -168,3 +168,21 @@ def test_modelport_build_push_needs_no_docker_engine(
     assert result.exit_code == 0, result.output
     expected = oci.build_image(config_file_for_dir(EXAMPLES / "iris-onnx"), EXAMPLES / "iris-onnx", print)
     assert result.stdout.strip() == expected.reference
+
+
+def test_a_function_runs_the_image_its_tag_names_in_the_registry_not_an_older_local_copy(
+    engine: Any, oci: OciImageBuilder, tmp_path: Path
+) -> None:
+    """A tag pushed again (a local stack started afresh reuses ``v1``) resolves as Lambda resolves it, in
+    the registry, when the function is created."""
+    from chalicelib.local.launchers import ContainerLauncher
+
+    original = EXAMPLES / "iris-onnx"
+    first = oci.build_image(config_file_for_dir(original), original, lambda _: None)
+    engine.images.pull(first.association.image_uri, auth_config=_Login().auth_config())
+    src = _retrained(tmp_path)
+    again = oci.build_image(config_file_for_dir(src), src, lambda _: None)  # v1 again, another image
+    assert again.association.image_uri == first.association.image_uri
+    assert again.association.image_digest != first.association.image_digest
+    sha = ContainerLauncher(engine).code_sha256(again.association.image_uri)
+    assert again.association.image_digest == f"sha256:{sha}"

@@ -64,6 +64,10 @@ def test_a_csv_is_inferred_row_by_row_in_order_and_a_bad_row_loses_nothing(
     assert "result" in lines[0] and lines[0]["result"]["predictions"][0][0]["label"] == "setosa"
     assert "columns" in lines[10]["error"] and "result" in lines[150]
     assert summary["rows"] == 151 and summary["failed"] == 1 and summary["succeeded"] == 150
+    assert summary["cost"]["billed_ms"] >= 150 and summary["cost"]["pico_usd"] > 150 * 200_000  # per row
+    owner = container.accounts.get_account(container.models.get_model("iris").owner)
+    used = services().usage.usage(owner)["total"]  # the owner's, as whom the rows ran
+    assert (used["invocations"], used["rejected"]) == (150, 1)
     stored = json.loads(read(container, "outputs/iris/day-1.summary.json", tmp_path))
     assert stored["etag"] == "e1" and stored["output"] == "outputs/iris/day-1.jsonl"
 

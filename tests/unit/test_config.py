@@ -126,6 +126,11 @@ def test_defaults_fill_the_environment() -> None:
         ('name: iris\nenvironment: {packages: ["numpy\\n"]}\n', "is not a package requirement"),
         ('name: "iris\\n"\n', "is not a slug"),
         ('name: iris\nlabels: ["a\\u2028b"]\n', "labels[0]: contains the control character U+2028"),
+        ("name: iris\nruntime: tflite\n", "runtime: Input should be 'native' or 'onnx'"),
+        ("name: iris\nframework: onnx\nruntime: onnx\n", "this model is ONNX already: remove runtime:"),
+        ("name: iris\nframework: xgboost\nruntime: onnx\n", "not supported for xgboost models yet"),
+        ("name: iris\nframework: lightgbm\nruntime: onnx\n", "not supported for lightgbm models yet"),
+        ("name: iris\nframework: python\nruntime: onnx\n", "a Python predictor runs its own code"),
     ],
 )
 def test_bad_config_is_one_clear_line(yaml_text: str, message: str) -> None:
@@ -135,6 +140,14 @@ def test_bad_config_is_one_clear_line(yaml_text: str, message: str) -> None:
     assert message in text
     assert "\n" not in text
     assert text.startswith("modelport.yaml: ")
+
+
+def test_runtime_is_native_unless_onnx_is_asked_for_a_scikit_learn_model() -> None:
+    assert parse_config({"name": "m"}).runtime == "native"
+    assert parse_config({"name": "m", "framework": "sklearn", "runtime": "onnx"}).runtime == "onnx"
+    # The framework is detected later: the check is repeated on the detected one (test_onnx_runtime.py).
+    assert parse_config({"name": "m", "runtime": "onnx"}).runtime == "onnx"
+    assert "runtime" not in dump_config_yaml(parse_config({"name": "m"}))  # the default is not written
 
 
 def test_every_problem_is_reported_at_once() -> None:

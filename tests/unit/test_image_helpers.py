@@ -166,12 +166,35 @@ def test_the_cache_root_follows_modelport_cache(monkeypatch: pytest.MonkeyPatch,
 
 
 def test_debian_releases_by_python() -> None:
-    assert base_image_tag("3.11") == "modelport/base:py3.11-bookworm-r2"
-    assert base_image_tag("3.13") == "modelport/base:py3.13-trixie-r2"
+    assert base_image_tag("3.11") == "modelport/base:py3.11-bookworm-r3"
+    assert base_image_tag("3.13") == "modelport/base:py3.13-trixie-r3"
     assert debian_release("3.11").glibc == "2.36"
     with pytest.raises(BaseImageError, match=r"no Debian release ships python 3\.12") as caught:
         debian_release("3.12")
     assert "3.11" in str(caught.value) and "3.13" in str(caught.value)
+
+
+def test_the_base_keeps_python_and_its_libraries_but_not_the_package_tools(tmp_path: Path) -> None:
+    from chalicelib.docker.baseimage import _trim
+
+    keep = [
+        "usr/bin/python3.11",
+        "usr/lib/python3.11/json/__init__.py",
+        "usr/lib/x86_64-linux-gnu/libssl.so.3",
+        "etc/ssl/certs/ca-certificates.crt",
+        "usr/share/zoneinfo/UTC",
+        "usr/share/python-wheels/pip.whl",
+    ]
+    gone = ["usr/bin/perl", "usr/bin/perl5.36.0", "usr/lib/x86_64-linux-gnu/perl-base/strict.pm",
+            "usr/bin/apt-get", "usr/lib/apt/methods/http", "usr/lib/x86_64-linux-gnu/libapt-pkg.so.6.0",
+            "var/lib/dpkg/status", "usr/bin/dpkg", "usr/lib/python3.11/test/regrtest.py",
+            "usr/lib/python3.11/pydoc_data/topics.py", "usr/share/doc/python3/README"]  # fmt: skip
+    for rel in keep + gone:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x")
+    _trim(tmp_path)
+    assert [rel for rel in keep if not (tmp_path / rel).exists()] == []
+    assert [rel for rel in gone if (tmp_path / rel).exists()] == []
 
 
 def test_the_mirror_comes_from_apts_sources(tmp_path: Path) -> None:
@@ -219,13 +242,19 @@ def test_the_resolved_fingerprint_covers_how_the_image_is_made() -> None:
     )
 
 
-def test_onnxruntimes_c_api_library_is_trimmed_unless_an_add_on_may_load_it() -> None:
-    from chalicelib.docker.builder import _trims
-    from chalicelib.docker.dockerfile import TRIM_ONNXRUNTIME_CAPI, TRIM_TESTS
+def test_onnxruntimes_c_api_library_and_tools_are_trimmed_unless_an_add_on_may_load_them() -> None:
+    from chalicelib.docker.dockerfile import (
+        TRIM_ONNXRUNTIME_CAPI,
+        TRIM_ONNXRUNTIME_TOOLS,
+        TRIM_STUBS,
+        TRIM_TESTS,
+        site_trims,
+    )
 
-    assert _trims({"numpy", "onnxruntime"}) == [TRIM_TESTS, TRIM_ONNXRUNTIME_CAPI]
-    assert _trims({"numpy", "onnxruntime", "onnxruntime-extensions"}) == [TRIM_TESTS]
-    assert _trims({"numpy", "scikit-learn"}) == [TRIM_TESTS]
+    always = [TRIM_TESTS, TRIM_STUBS]
+    assert site_trims({"numpy", "onnxruntime"}) == [*always, TRIM_ONNXRUNTIME_CAPI, *TRIM_ONNXRUNTIME_TOOLS]
+    assert site_trims({"numpy", "onnxruntime", "onnxruntime-extensions"}) == always
+    assert site_trims({"numpy", "scikit-learn"}) == always
 
 
 def test_the_aws_base_images_glibc_is_known_without_running_them(tmp_path: Path) -> None:

@@ -76,7 +76,7 @@ def call(
         body = json.dumps(body)
     encoding = BASE64 if isinstance(body, bytes) else encoding
     response = rt.handle(invocation_event(body, content_type, accept, encoding=encoding))
-    assert set(response) == {"status", "content_type", "body", "body_encoding", "timings"}
+    assert set(response) == {"status", "content_type", "body", "body_encoding", "timings", "runs"}
     assert {"decode_ms", "pre_ms", "model_ms", "post_ms", "encode_ms"} <= set(response["timings"])
     if response["status"] == 200 and response["content_type"] == "application/json":
         jsonschema.validate(json.loads(response["body"]), rt.protocol.response.json_schema)

@@ -22,6 +22,7 @@ FORBIDDEN = (
     "chalicelib.local",
     "chalicelib.inspect",
     "chalicelib.cli",
+    "yaml",  # not in a model's image (docker.builder.RUNTIME_PACKAGES): its config file is JSON
 )
 
 

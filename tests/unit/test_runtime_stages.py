@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -228,8 +229,8 @@ def test_a_detector_with_an_overlay_composes_like_fused(
             }
             want, got = fused.handle(event), _chained(stages, event)
             assert want["status"] == 200, want["body"]
-            assert {k: got[k] for k in want if k != "timings"} == {
-                k: v for k, v in want.items() if k != "timings"
+            assert {k: got[k] for k in want if k not in ("timings", "runs")} == {
+                k: v for k, v in want.items() if k not in ("timings", "runs")
             }
             assert list(got["timings"]) == list(want["timings"])
 
@@ -256,8 +257,8 @@ def test_shared_pre_and_post_functions_serve_every_example_like_fused(
                     doc = json.loads(json.dumps(stage.handle(given), allow_nan=False))
                     if doc["status"] >= 400:
                         break
-                assert {k: doc[k] for k in want if k != "timings"} == {
-                    k: v for k, v in want.items() if k != "timings"
+                assert {k: doc[k] for k in want if k not in ("timings", "runs")} == {
+                    k: v for k, v in want.items() if k not in ("timings", "runs")
                 }, (name, event)
                 assert set(doc["timings"]) - {"init_ms"} == set(want["timings"]) - {"init_ms"}
     assert len(shared["post"].cache) == 2
@@ -274,3 +275,37 @@ def test_a_shared_stage_refuses_what_it_cannot_run(model_dirs: Callable[[str], P
         assert answer["status"] == 500 and json.loads(answer["body"])["code"] == "PipelineError"
     with pytest.raises(ModelLoadError, match="pre and post"):
         SharedStage("model")
+
+
+def test_each_stage_reports_its_run_and_the_first_request_bills_the_init(
+    model_dirs: Callable[[str], Path],
+) -> None:
+    """What Lambda bills, per function: a chain's answer lists every stage's run, the cold ones with the
+    init of their environment (only the first request); a shared stage bills its own environment's init."""
+    directory = model_dirs("iris-onnx")
+    fused = load(directory)
+    event = _events(fused, EXAMPLES / "iris-onnx")[0]
+    (cold,) = fused.handle(event)["runs"]
+    (warm,) = fused.handle(event)["runs"]
+    assert cold["role"] == "fused" and cold["init_ms"] == fused.init_ms > 0 and cold["ms"] > 0
+    assert "init_ms" not in warm
+    stages = [load(directory, role=role) for role in stages_of(fused.manifest)]
+    first, second = _chained(stages, event), _chained(stages, event)
+    assert [r["role"] for r in first["runs"]] == ["pre", "model", "post"]
+    assert all(r["init_ms"] > 0 for r in first["runs"]) and all("init_ms" not in r for r in second["runs"])
+    shared = SharedStage("pre", started=time.perf_counter() - 0.5)  # its environment began 500 ms ago
+    config = shared_config_text(fused.manifest)
+    runs = [shared.handle({"model": config, "input": event})["runs"] for _ in range(2)]
+    assert runs[0][0]["init_ms"] >= 500 and "init_ms" not in runs[1][0]
+
+
+def test_a_provisioned_environment_bills_no_init_with_its_first_request(
+    model_dirs: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Provisioned concurrency pays its environments' init by the hour, not per request."""
+    monkeypatch.setenv("AWS_LAMBDA_INITIALIZATION_TYPE", "provisioned-concurrency")
+    runtime = load(model_dirs("iris-onnx"))
+    answer = runtime.handle(_events(runtime, EXAMPLES / "iris-onnx")[0])
+    (run,) = answer["runs"]
+    assert "init_ms" not in run
+    assert answer["timings"]["init_ms"] > 0  # still in Server-Timing: the time, not the bill

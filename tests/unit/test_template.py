@@ -136,11 +136,13 @@ def test_the_tables_have_the_keys_and_index_infra_creates() -> None:
         SETTINGS.deployments_table,
         SETTINGS.associations_table,
         SETTINGS.jobs_table,
+        SETTINGS.usage_table,
     }
     for name, props in tables.items():
         assert [k["AttributeName"] for k in props["KeySchema"]] == ["pk", "sk"]
         indexes = [i["IndexName"] for i in props.get("GlobalSecondaryIndexes", [])]
-        assert indexes == ([] if name == SETTINGS.associations_table else [infra.GSI1])
+        no_index = (SETTINGS.associations_table, SETTINGS.usage_table)
+        assert indexes == ([] if name in no_index else [infra.GSI1])
         ttl = props.get("TimeToLiveSpecification")
         assert ttl == (
             {"Enabled": True, "AttributeName": "expires_at"} if name == SETTINGS.jobs_table else None

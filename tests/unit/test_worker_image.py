@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from chalicelib.core.environment import PINS
 from chalicelib.worker.image import WorkerRecipe, build_worker_image, requirement_pins, worker_recipe
 
 pytestmark = pytest.mark.unit
@@ -32,6 +33,13 @@ def test_the_packages_are_the_api_and_worker_pins_plus_boto3_awslambdaric_and_pi
     assert {"boto3", "awslambdaric", "pip", "numpy", "onnx", "pydantic"} <= names(recipe.packages)
     assert all(p.count("==") == 1 for p in recipe.packages)  # pinned: the same image from the same inputs
     assert len(names(recipe.packages)) == len(recipe.packages)
+
+
+def test_the_worker_can_convert_scikit_learn_models_to_onnx() -> None:
+    """runtime: onnx converts at deploy time, in the worker: skl2onnx, and onnxruntime for the proof."""
+    pins = {p.split("==")[0].lower(): p for p in worker_recipe().packages}
+    assert {"skl2onnx", "onnx", "onnxruntime", "scikit-learn", "skops"} <= set(pins)
+    assert pins["onnxruntime"] == f"onnxruntime=={PINS['onnxruntime']}"  # the one the model images run
 
 
 def test_no_control_plane_or_engine_packages_go_into_the_worker() -> None:
