@@ -5,7 +5,7 @@ from __future__ import annotations
 from chalice import Chalice
 from chalice.app import Response, SQSEvent
 
-from chalicelib.api import accounts, auth, invoke, jobs, models, oip, usage
+from chalicelib.api import accounts, auth, console, invoke, jobs, models, oip, usage
 from chalicelib.api.deps import services
 from chalicelib.api.http import Api, control_plane_openapi, json_response
 from chalicelib.core.config_file import config_json_schema, manifest_json_schema
@@ -20,6 +20,7 @@ app.register_blueprint(invoke.blueprint)
 app.register_blueprint(oip.blueprint)
 app.register_blueprint(jobs.blueprint)
 app.register_blueprint(usage.blueprint)
+app.register_blueprint(console.blueprint)
 app.api.binary_types.append("image/webp")  # (application/octet-stream is one already)
 
 meta = Api(__name__, "meta")

@@ -61,3 +61,25 @@ def share_with_stack(state: Any, model_dirs: Sequence[Path], progress: Progress)
     outcome = resolve_for_dirs(model_dirs, registry=state.registry, cache=cache, progress=progress)
     share_host_wheelhouses(cache, progress)  # those found on disk here, which the stack may lack
     return outcome
+
+
+@click.command("console")
+@click.option("--model", "model", metavar="NAME", default=None, help="open this model's invoke form")
+@click.option("--no-browser", is_flag=True, help="only print the URL")
+def console_command(model: str | None, no_browser: bool) -> None:
+    """Print the web console's URL for the running local stack (or MODELPORT_API_URL with
+    MODELPORT_API_KEY) and open it in a browser. The key travels in the URL's fragment, which the browser
+    sends to no server; the page moves it into the tab's sessionStorage and out of the address bar."""
+    import webbrowser
+
+    from chalicelib.client import Connection, connection, console_url
+    from chalicelib.local.stack import StackState, home, pid_alive
+
+    state = StackState.read(home())
+    running = state is not None and state.ready and pid_alive(state.pid)
+    local = Connection(state.api_url, state.admin_key, state.endpoint_url) if state and running else None
+    conn = connection(local=local)
+    url = console_url(conn.api_url, conn.api_key, model=model)
+    click.echo(url)
+    if not no_browser and not webbrowser.open(url):
+        click.echo("no browser to open here: open the URL above", err=True)

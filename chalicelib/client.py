@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from chalicelib.core.config import CONFIG_FILE, parse_config_yaml
 from chalicelib.core.errors import ModelportError
@@ -63,6 +63,13 @@ def connection(env: Mapping[str, str] | None = None, *, local: Connection | None
             hint="run `modelport up` for the local stack, or set MODELPORT_API_URL and MODELPORT_API_KEY",
         )
     return Connection(local.api_url, key or local.api_key, local.endpoint_url)
+
+
+def console_url(api_url: str, api_key: str, *, model: str | None = None) -> str:
+    """The web console of the API at ``api_url``, signed in with ``api_key`` by the URL's fragment
+    (``#key=...``, never sent to a server); ``model``: its invoke form opens directly."""
+    fragment = {"key": api_key, **({"model": model} if model else {})}
+    return f"{api_url.rstrip('/')}/console/#{urlencode(fragment)}"
 
 
 @dataclass

@@ -154,7 +154,7 @@ def docker_sandbox(engine: Any) -> Any:
 # --------------------------------------------------------------------------- test tiers: the folder decides
 
 TIERS = ("unit", "functional", "integration")
-ENGINE_MARKERS = {"functional", "docker", "localstack"}
+ENGINE_MARKERS = {"functional", "docker", "localstack", "browser"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

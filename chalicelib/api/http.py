@@ -53,6 +53,8 @@ class Operation:
     status: int
     auth: bool
     errors: tuple[int, ...]
+    produces: tuple[str, ...] = ()
+    """Media types of a success answer that is not a JSON model (the console's files)."""
 
 
 OPERATIONS: list[Operation] = []
@@ -88,13 +90,15 @@ class Api:
         auth: bool = True,
         errors: tuple[int, ...] = (),
         content_types: list[str] | None = None,
+        produces: tuple[str, ...] = (),
     ) -> Callable[[F], F]:
         def register(view: F) -> F:
             OPERATIONS.append(
                 Operation(
-                    method, path, summary, self.tag, body, response, list_response, status, auth, errors
+                    method, path, summary, self.tag, body, response, list_response, status, auth, errors,
+                    produces,
                 )
-            )
+            )  # fmt: skip
             kwargs: dict[str, Any] = {"methods": [method]}
             if content_types:
                 kwargs["content_types"] = content_types
@@ -203,6 +207,7 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 
 _ERROR_REF = {"$ref": "#/components/schemas/Error"}
 _STATUS_TEXT = {
+    301: "moved: see Location",
     400: "invalid request",
     401: "missing or invalid API key",
     403: "not allowed for this account",
@@ -262,6 +267,8 @@ def control_plane_openapi(title: str, version: str) -> dict[str, Any]:
             if op.list_response:
                 schema = {"type": "array", "items": schema}
             ok["content"] = {"application/json": {"schema": schema}}
+        elif op.produces:
+            ok["content"] = {media: {"schema": {"type": "string"}} for media in op.produces}
         entry["responses"][str(op.status)] = ok
         bad_input = op.body is not None or "{version}" in op.path  # a version that is not a number: 400
         codes = set(op.errors) | ({400} if bad_input else set()) | ({401, 503} if op.auth else set())

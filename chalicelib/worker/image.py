@@ -33,7 +33,7 @@ BUILDER_RUNTIME = ("pip==26.2.2.post1",)
 # 3.12). The worker builds images for any target python: pip resolves for the target, nothing runs.
 AWS_WORKER_PYTHON = "3.12"
 # chalicelib's parts the worker never runs (entry points for people, and the local stack).
-NOT_IN_WORKER = frozenset({"local", "cli.py", "demo.py", "client.py", "api"})
+NOT_IN_WORKER = frozenset({"local", "cli.py", "demo.py", "client.py", "api", "console"})
 
 
 def requirement_pins(path: Path) -> list[str]:

@@ -51,7 +51,9 @@ def test_the_code_is_chalicelib_without_the_cli_the_api_and_the_local_stack() ->
     assert "chalicelib/worker/__init__.py" in paths and "chalicelib/oci/builder.py" in paths
     assert "chalicelib/runtime/__init__.py" in paths  # the model images' runtime code is copied from here
     assert not [
-        p for p in paths if p.startswith(("chalicelib/local/", "chalicelib/api/")) or "__pycache__" in p
+        p
+        for p in paths
+        if p.startswith(("chalicelib/local/", "chalicelib/api/", "chalicelib/console/")) or "__pycache__" in p
     ]
     assert not {"chalicelib/cli.py", "chalicelib/demo.py", "chalicelib/client.py"} & set(paths)
     assert all(src.is_file() for _, src in worker_recipe().code())
