@@ -315,6 +315,7 @@ def test_the_demo_deploys_and_answers_every_example(
         "breast-cancer-xgboost": "chained",
         "diabetes-lightgbm": "chained", "digits-onnx": "fused",  # image requests stay fused (6 MB)
         "iris-onnx": "chained", "iris-skops": "chained", "sentiment-predictor": "fused",
+        "iris-skops-onnx": "fused",  # runtime: onnx, labels only: no step draws
     }  # fmt: skip
     for row in demo:
         assert row.answers and all(a.status == 200 and a.path and a.path.is_file() for a in row.answers)
