@@ -50,6 +50,9 @@ DEFAULT_EDGE_PORT = 4566
 DEFAULT_API_PORT = 8000
 REGISTRY_PORT = 5000
 STATE_FILE = "stack.json"
+API_FUNCTION = "modelport_api"
+"""The log group the local API process's output goes to (``/aws/lambda/modelport_api``), as the API
+function's does on Lambda; the underscore keeps it apart from every model function (``modelport-<slug>``)."""
 LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 """What every client of the local endpoint signs with: moto takes any, and real ones never go there."""
 Launch = Literal["auto", "container", "process"]
@@ -396,10 +399,13 @@ class LocalStack:
         assert child.stdout is not None
         stdout = child.stdout
 
-        def read() -> None:  # the first line is the address; the rest is drained so the pipe never fills
+        api_log = logging.getLogger(f"modelport.local.lambda.{API_FUNCTION}")
+
+        def read() -> None:  # the first line is the address; the rest is its log, as Lambda ships it
             answer.put(stdout.readline())
-            for _ in stdout:
-                pass
+            for line in stdout:
+                if line.strip():
+                    api_log.info(line.rstrip("\n"))
 
         threading.Thread(target=read, name="api-stdout", daemon=True).start()
         try:
