@@ -188,3 +188,52 @@ def test_the_runtime_logs_one_line_per_invocation_with_the_trace_and_hands_it_on
     assert "trace_id" not in pre.handle(event)
     (line,) = _lines(capsys.readouterr().out)
     assert line["trace_id"] is None
+
+
+def test_modelport_logs_refuses_a_trace_that_is_not_an_id() -> None:
+    from click.testing import CliRunner
+
+    from chalicelib.cli import cli
+
+    result = CliRunner().invoke(cli, ["logs", "iris", "--trace", "Root=1-zz;<script>"])
+    assert result.exit_code == 2 and "X-Ray trace id" in result.output
+
+
+def test_the_worker_logs_a_deployment_and_its_stage_durations_in_emf(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from chalicelib.core.records import Deployment, StageRecord
+    from chalicelib.worker import observe
+
+    stages = (
+        StageRecord(
+            stage="RECEIVED", started_at="2026-12-03T10:00:00+00:00", finished_at="2026-12-03T10:00:00+00:00"
+        ),
+        StageRecord(
+            stage="READY", started_at="2026-12-03T10:00:00+00:00", finished_at="2026-12-03T10:00:02.5+00:00"
+        ),
+    )
+    dep = Deployment(
+        deployment_id="d1",
+        model_name="iris",
+        version=3,
+        source="s3://b/k",
+        state="READY",
+        stages=stages,
+        created_at="2026-12-03T10:00:00+00:00",
+        updated_at="2026-12-03T10:00:02.5+00:00",
+    )
+    trace_id = observe.begin_record(None, "m-1")
+    try:
+        observe.deployments_moved([dep])
+        observe.deployments_moved([object()])  # type: ignore[list-item]  # never raises
+    finally:
+        observe.end_record()
+    lines = _lines(capsys.readouterr().out)
+    line = next(d for d in lines if d.get("message") == "deployment")
+    assert line["trace_id"] == trace_id and line["model"] == "iris" and line["version"] == 3
+    assert line["duration_ms"] == 2500.0 and line["state"] == "READY" and line["message_id"] == "m-1"
+    total = next(d for d in lines if "DeploymentDuration" in d)
+    assert total["model"] == "iris" and total["DeploymentDuration"] in (2500.0, [2500.0])
+    per_stage = [d for d in lines if "DeploymentStageDuration" in d]
+    assert {d["deployment_stage"] for d in per_stage} == {"RECEIVED", "READY"}
