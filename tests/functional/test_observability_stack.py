@@ -1,7 +1,7 @@
 """One invocation's structured logs through the local stack (docs/observability.md): the API process's
-lines, the chain's stage functions' and the model function's, read back from the CloudWatch Logs
-emulation as ``modelport logs`` reads them, all carry the trace id the request came with, and the answer
-carries it in its headers."""
+lines, the state machine's execution log, the chain's stage functions' and the model function's, read
+back from the CloudWatch Logs emulation as ``modelport logs`` reads them, all carry the trace id the
+request came with, and the answer carries it in its headers."""
 
 from __future__ import annotations
 
@@ -86,6 +86,12 @@ def test_one_invocation_has_the_same_trace_id_in_the_api_the_pipeline_and_the_mo
     assert request["route"] == "/v1/models/{name}/invoke" and request["account"]
     emf = [d for d in lines[API_FUNCTION] if "_aws" in d and d.get("trace_id") == TRACE]
     assert emf and emf[0]["model"] == "iris-onnx" and "Invocations" in emf[0]
+    machine = outcome.config["deployment"]["state_machine_arn"].rsplit(":", 1)[-1]
+    executions = [
+        json.loads(e["message"])
+        for e in logs.filter_log_events(logGroupName=f"/aws/vendedlogs/states/{machine}")["events"]
+    ]
+    assert any(d["trace_id"] == TRACE and d["type"] == "ExecutionSucceeded" for d in executions), executions
     for role, function in roles.items():
         mine = [d for d in lines[function] if d.get("trace_id") == TRACE and d.get("message") == "invocation"]
         assert mine and mine[-1]["role"] == role and mine[-1]["model"] == "iris-onnx", (role, lines[function])
