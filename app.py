@@ -8,6 +8,7 @@ from chalice.app import Response, SQSEvent
 from chalicelib.api import accounts, auth, console, invoke, jobs, models, oip, usage
 from chalicelib.api.deps import services
 from chalicelib.api.http import Api, control_plane_openapi, json_response
+from chalicelib.api.observe import http_middleware
 from chalicelib.core.config_file import config_json_schema, manifest_json_schema
 from chalicelib.core.errors import ConfigError, NotFound
 from chalicelib.services.messages import received
@@ -22,6 +23,7 @@ app.register_blueprint(jobs.blueprint)
 app.register_blueprint(usage.blueprint)
 app.register_blueprint(console.blueprint)
 app.api.binary_types.append("image/webp")  # (application/octet-stream is one already)
+app.register_middleware(http_middleware, "http")  # trace id, structured request line, EMF metrics
 
 meta = Api(__name__, "meta")
 SCHEMAS = {"model-config": manifest_json_schema, "modelport-yaml": config_json_schema}

@@ -667,21 +667,28 @@ def invoke_cmd(
 @click.option("--since", "since_min", type=click.FloatRange(min=0), default=60, show_default=True,
               help="minutes back")  # fmt: skip
 @click.option("-f", "--follow", is_flag=True, help="keep printing new lines")
+@click.option("--api", "with_api", is_flag=True, help="the local API's lines too (/aws/lambda/modelport_api)")
+@click.option("--trace", "trace_id", default=None, help="only lines of this trace id (1-xxxxxxxx-24 hex)")
 @_friendly
-def logs_cmd(name: str, since_min: float, follow: bool) -> None:
+def logs_cmd(name: str, since_min: float, follow: bool, with_api: bool, trace_id: str | None) -> None:
     """Print the log lines of model NAME's functions (CloudWatch Logs, /aws/lambda/<function>).
 
-    Shared pre/post stage functions serve other models too: their lines are all shown."""
+    Shared pre/post stage functions serve other models too: their lines are all shown. ``--trace``: the
+    lines of one request (its ``X-Amzn-Trace-Id`` root, docs/observability.md)."""
     import time
     from datetime import UTC, datetime
 
     import boto3
 
     from chalicelib.client import Client, function_names, log_lines
-    from chalicelib.local.stack import LOCAL_CREDENTIALS
+    from chalicelib.core.trace import valid_trace_id
+    from chalicelib.local.stack import API_FUNCTION, LOCAL_CREDENTIALS
 
+    if trace_id is not None and valid_trace_id(trace_id.removeprefix("Root=")) is None:
+        raise click.BadParameter("expected an X-Ray trace id, 1-<8 hex>-<24 hex>", param_hint="--trace")
+    wanted = trace_id.removeprefix("Root=") if trace_id is not None else None
     conn = _connection()
-    functions = function_names(Client(conn), name)
+    functions = function_names(Client(conn), name) + ((API_FUNCTION,) if with_api else ())
     options: dict[str, Any] = {"endpoint_url": conn.endpoint_url}
     if conn.endpoint_url is not None:  # the local stack: send no real credentials there
         options.update(LOCAL_CREDENTIALS, region_name="us-east-1")
@@ -690,6 +697,8 @@ def logs_cmd(name: str, since_min: float, follow: bool) -> None:
     shown = False
     try:
         for function, at, line in log_lines(logs, functions, since_ms=since_ms, follow=follow):
+            if wanted is not None and wanted not in line:
+                continue
             stamp = datetime.fromtimestamp(at / 1000, UTC).strftime("%H:%M:%S.%f")[:-3]
             click.echo(f"{stamp} {function}  {line}")
             shown = True

@@ -27,6 +27,7 @@ from chalicelib.core.errors import (
 )
 from chalicelib.core.jsontext import JsonTextError, loads, pointer, short
 from chalicelib.core.records import Account
+from chalicelib.core.trace import current
 
 F = TypeVar("F", bound=Callable[..., Any])
 M = TypeVar("M", bound=BaseModel)
@@ -120,6 +121,9 @@ def domain_errors(view: F, respond: Callable[[ModelportError], Response] = error
         try:
             return view(*args, **kwargs)
         except ModelportError as exc:
+            observation = current()
+            if observation is not None:
+                observation.error_class = type(exc).__name__
             return respond(exc)
 
     return wrapper  # type: ignore[return-value]

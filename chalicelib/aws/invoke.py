@@ -28,6 +28,7 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 from chalicelib.aws.outage import translates_outages
 from chalicelib.core.config_file import DeployedFunctions
 from chalicelib.core.errors import FunctionFailed, FunctionTimedOut, ResponseTooLarge
+from chalicelib.core.trace import valid_trace_id
 from chalicelib.core.wire import MAX_SYNC_PAYLOAD, InvocationEvent
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -83,18 +84,22 @@ class LambdaInvoker:
 
     def invoke(self, deployment: DeployedFunctions, event: InvocationEvent) -> dict[str, object]:
         payload = json.dumps(event, separators=(",", ":"))
+        trace_id = valid_trace_id(event.get("trace_id"))
+        trace_header = f"Root={trace_id}" if trace_id is not None else None  # X-Ray's own propagation
         try:
             if deployment.mode == "chained" and deployment.state_machine_arn:
-                return self._execute(deployment.state_machine_arn, payload)
-            return self._invoke(deployment, payload)
+                return self._execute(deployment.state_machine_arn, payload, trace_header)
+            return self._invoke(deployment, payload, trace_header)
         except (ClientError, BotoCoreError) as exc:
             raise FunctionFailed(f"could not invoke the model: {exc}") from None
 
-    def _invoke(self, deployment: DeployedFunctions, payload: str) -> dict[str, object]:
+    def _invoke(
+        self, deployment: DeployedFunctions, payload: str, trace_header: str | None = None
+    ) -> dict[str, object]:
         fn = deployment.functions[0]
         if self._direct is not None:
             _, function_error, body = self._direct.invoke(
-                fn.function_arn, fn.version or None, payload.encode()
+                fn.function_arn, fn.version or None, payload.encode(), trace_header=trace_header
             )
         else:
             kwargs: dict[str, Any] = {"FunctionName": fn.function_arn, "Payload": payload}
@@ -111,11 +116,12 @@ class LambdaInvoker:
             )
         return _document(body)
 
-    def _execute(self, arn: str, payload: str) -> dict[str, object]:
+    def _execute(self, arn: str, payload: str, trace_header: str | None = None) -> dict[str, object]:
         if self._sync is not None:
-            response = self._sync.start_sync_execution(arn, payload)
+            response = self._sync.start_sync_execution(arn, payload, trace_header=trace_header)
         else:
-            response = self.sfn_client.start_sync_execution(stateMachineArn=arn, input=payload)
+            extra = {"traceHeader": trace_header} if trace_header else {}
+            response = self.sfn_client.start_sync_execution(stateMachineArn=arn, input=payload, **extra)
         status = response.get("status")
         if status == "SUCCEEDED":
             doc = _document(response.get("output", "{}").encode())
@@ -283,11 +289,14 @@ class DirectInvoke(SignedHttp):
 
     service = signing_name = "lambda"
 
-    def invoke(self, function: str, qualifier: str | None, payload: bytes) -> tuple[int, str | None, bytes]:
-        """(status, X-Amz-Function-Error, payload)."""
+    def invoke(
+        self, function: str, qualifier: str | None, payload: bytes, *, trace_header: str | None = None
+    ) -> tuple[int, str | None, bytes]:
+        """(status, X-Amz-Function-Error, payload); ``trace_header``: the call's ``X-Amzn-Trace-Id``."""
         target = f"/2015-03-31/functions/{quote(function, safe='')}/invocations"
         target += f"?Qualifier={quote(qualifier, safe='')}" if qualifier else ""
-        status, headers, body = self.post(target, payload, {}, "Invoke")
+        extra = {"X-Amzn-Trace-Id": trace_header} if trace_header else {}
+        status, headers, body = self.post(target, payload, extra, "Invoke")
         return status, headers.get("x-amz-function-error"), body
 
 
@@ -300,8 +309,13 @@ class DirectSyncExecution(SignedHttp):
     def host_prefix(config: Any) -> str:
         return "sync-" if getattr(config, "inject_host_prefix", True) else ""
 
-    def start_sync_execution(self, arn: str, payload: str) -> dict[str, Any]:
-        body = json.dumps({"stateMachineArn": arn, "input": payload}).encode()
+    def start_sync_execution(
+        self, arn: str, payload: str, *, trace_header: str | None = None
+    ) -> dict[str, Any]:
+        request = {"stateMachineArn": arn, "input": payload}
+        if trace_header:
+            request["traceHeader"] = trace_header  # X-Ray's trace through Step Functions
+        body = json.dumps(request).encode()
         headers = {
             "Content-Type": "application/x-amz-json-1.0",
             "X-Amz-Target": "AWSStepFunctions.StartSyncExecution",

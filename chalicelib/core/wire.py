@@ -44,6 +44,8 @@ class InvocationEvent(TypedDict):
     body_bytes: NotRequired[int]
     spill: NotRequired[Spill]
     """Where what would not fit goes: the answer, and in a chain the documents between stages."""
+    trace_id: NotRequired[str]
+    """The request's trace id (``core/trace.py``): in every log line of every stage that runs it."""
 
 
 class Handoff(TypedDict):

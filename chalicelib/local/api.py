@@ -224,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     import os
     import signal
 
+    from chalicelib.api.observe import json_logs_for_modelport
     from chalicelib.local.chalice_app import load_app
 
     parser = argparse.ArgumentParser(prog="python -m chalicelib.local.api")
@@ -234,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
+    json_logs_for_modelport()  # its stdout is the API function's log (/aws/lambda/modelport_api)
     server = ApiServer(load_app().app, args.host, args.port).start()
     print(f"listening {server.url}", flush=True)
     try:

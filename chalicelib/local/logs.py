@@ -10,11 +10,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 log = logging.getLogger("modelport.local.stack")
+LAMBDA_LOGGER = "modelport.local.lambda"
+"""``<this>.<function>``: a function's output, shipped to ``/aws/lambda/<function>``."""
+STATES_LOGGER = "modelport.local.states"
+"""``<this>.<state machine>``: an execution's log, shipped to ``/aws/vendedlogs/states/<state machine>``."""
 
 
 class LogShipper(logging.Handler):
     """The emulator's function output (logger ``modelport.local.lambda.<function>``) to CloudWatch Logs,
-    as Lambda ships it: group ``/aws/lambda/<function>``, a stream per day, flushed every ``every_s``."""
+    as Lambda ships it: group ``/aws/lambda/<function>``, a stream per day, flushed every ``every_s``; and
+    the local state machines' execution lines (``modelport.local.states.<name>``) to
+    ``/aws/vendedlogs/states/<name>``."""
 
     def __init__(self, logs_client: Any, every_s: float = 0.5) -> None:
         super().__init__(logging.DEBUG)
@@ -27,9 +33,14 @@ class LogShipper(logging.Handler):
         self._thread.start()
 
     def emit(self, record: logging.LogRecord) -> None:
-        function = record.name.removeprefix("modelport.local.lambda").lstrip(".")
-        if function:
-            self.pending.put((function, int(record.created * 1000), record.getMessage()))
+        if record.name.startswith(STATES_LOGGER + "."):
+            group = "/aws/vendedlogs/states/" + record.name.removeprefix(STATES_LOGGER + ".")
+        else:
+            function = record.name.removeprefix(LAMBDA_LOGGER).lstrip(".")
+            if not function:
+                return
+            group = f"/aws/lambda/{function}"
+        self.pending.put((group, int(record.created * 1000), record.getMessage()))
 
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
@@ -44,8 +55,7 @@ class LogShipper(logging.Handler):
             except queue.Empty:
                 break
             batches.setdefault(function, []).append({"timestamp": at, "message": message})
-        for function, events in batches.items():
-            group = f"/aws/lambda/{function}"
+        for group, events in batches.items():
             stream = datetime.now(UTC).strftime("%Y/%m/%d/[local]modelport")
             try:
                 self._ensure(group, stream)
@@ -55,7 +65,7 @@ class LogShipper(logging.Handler):
                         logGroupName=group, logStreamName=stream, logEvents=events[start : start + 1000]
                     )
             except Exception:  # logs are best effort: never take the stack down with them
-                log.debug("could not ship %d log lines of %s", len(events), function, exc_info=True)
+                log.debug("could not ship %d log lines to %s", len(events), group, exc_info=True)
 
     def _ensure(self, group: str, stream: str) -> None:
         from botocore.exceptions import ClientError

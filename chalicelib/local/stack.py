@@ -42,7 +42,7 @@ from chalicelib.local.chalice_app import PROJECT_ROOT, load_app
 from chalicelib.local.edge.moto import MotoServer, start_moto
 from chalicelib.local.edge.server import EdgeServer
 from chalicelib.local.launchers import ContainerLauncher, ProcessImages, ProcessLauncher
-from chalicelib.local.logs import LogShipper
+from chalicelib.local.logs import LAMBDA_LOGGER, STATES_LOGGER, LogShipper
 
 log = logging.getLogger("modelport.local.stack")
 
@@ -50,6 +50,9 @@ DEFAULT_EDGE_PORT = 4566
 DEFAULT_API_PORT = 8000
 REGISTRY_PORT = 5000
 STATE_FILE = "stack.json"
+API_FUNCTION = "modelport_api"
+"""The log group the local API process's output goes to (``/aws/lambda/modelport_api``), as the API
+function's does on Lambda; the underscore keeps it apart from every model function (``modelport-<slug>``)."""
 LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 """What every client of the local endpoint signs with: moto takes any, and real ones never go there."""
 Launch = Literal["auto", "container", "process"]
@@ -301,15 +304,16 @@ class LocalStack:
 
     def _ship_logs(self, settings: Any) -> None:
         shipper = LogShipper(container_client(settings, "logs"))
-        lambda_log = logging.getLogger("modelport.local.lambda")
-        lambda_log.setLevel(logging.DEBUG)
-        lambda_log.addHandler(shipper)
-        # Function output belongs in CloudWatch Logs, as on Lambda: not also in the stack's own log (the
-        # app's "modelport" logger prints to stdout), one formatted line per invocation on the hot path.
-        lambda_log.propagate = False
         self._undo.append(shipper.close)
-        self._undo.append(lambda: lambda_log.removeHandler(shipper))
-        self._undo.append(lambda: setattr(lambda_log, "propagate", True))
+        for name in (LAMBDA_LOGGER, STATES_LOGGER):
+            shipped = logging.getLogger(name)
+            shipped.setLevel(logging.DEBUG)
+            shipped.addHandler(shipper)
+            # Function output belongs in CloudWatch Logs, as on Lambda: not also in the stack's own log
+            # (the app's "modelport" logger prints to stdout), one formatted line per invocation.
+            shipped.propagate = False
+            self._undo.append(lambda shipped=shipped: shipped.removeHandler(shipper))  # type: ignore[misc]
+            self._undo.append(lambda shipped=shipped: setattr(shipped, "propagate", True))  # type: ignore[misc]
 
     def _start_pump(self, settings: Any, app: Any) -> None:
         from chalicelib import worker
@@ -396,10 +400,13 @@ class LocalStack:
         assert child.stdout is not None
         stdout = child.stdout
 
-        def read() -> None:  # the first line is the address; the rest is drained so the pipe never fills
+        api_log = logging.getLogger(f"modelport.local.lambda.{API_FUNCTION}")
+
+        def read() -> None:  # the first line is the address; the rest is its log, as Lambda ships it
             answer.put(stdout.readline())
-            for _ in stdout:
-                pass
+            for line in stdout:
+                if line.strip():
+                    api_log.info(line.rstrip("\n"))
 
         threading.Thread(target=read, name="api-stdout", daemon=True).start()
         try:

@@ -45,6 +45,7 @@ from chalicelib.core.protocol import (
     Value,
     dtype_name,
 )
+from chalicelib.core.trace import valid_trace_id
 from chalicelib.core.wire import (
     BASE64,
     JSON,
@@ -87,6 +88,7 @@ from chalicelib.runtime.intermediate import (
 )
 from chalicelib.runtime.layout import DEFAULT_MODEL_DIR, MODEL_CONFIG, MODEL_DIR_ENV
 from chalicelib.runtime.loaders import Model, ModelLoadError, load_model
+from chalicelib.runtime.observe import log_invocation
 from chalicelib.runtime.steps import FigureValue, Geometry, RunStep, StepCall, Table, build_steps
 from chalicelib.runtime.steps.drawing import prepare_matplotlib
 
@@ -230,6 +232,7 @@ class Runtime:
         self.init_ms = init_ms
         self.role: Role = role
         self._cold = True
+        self._warming = False
         self.bills_init = bills_init()
         chain = stages_of(manifest)
         if role != "fused" and role not in chain:
@@ -255,6 +258,7 @@ class Runtime:
         if init_ms is None:
             init_ms = self.init_ms if cold and self.bills_init else 0.0
         before = [] if self.first else runs_of(event)  # a stored document's stub carries them too
+        trace = valid_trace_id(event.get("trace_id")) if isinstance(event, Mapping) else None
         clock = _Clock(timings)
         response: Mapping[str, Any]  # an InvocationReply, or the intermediate document of a chain's stage
         spill: Spill | None = None
@@ -274,6 +278,7 @@ class Runtime:
             else:
                 with clock(f"{self.role}_ms"):
                     doc = read_document(_unstored(event, self.role), self.role)
+                    trace = valid_trace_id(doc.get("trace_id")) or trace
                     spill = spill_of(doc)
                     accept, passed = doc["accept"], doc["invocation"]
                     try:
@@ -324,13 +329,21 @@ class Runtime:
         if cold:  # a chain adds up the cold starts it waited for
             timings["init_ms"] = timings.get("init_ms", 0.0) + self.init_ms
         final: dict[str, Any] = {**response, "timings": _ordered(timings)}
-        if spill is not None:
-            final = self._spill(final, spill)
+        if trace is not None and not self.last and "kind" in final:
+            final["trace_id"] = trace  # the next stage logs the same trace
+        final = self._bounded(final if spill is None else self._spill(final, spill))
+        final["runs"] = [*before, this_run(self.role, began, init_ms)]
+        if not self._warming:
+            log_invocation(self.manifest, self.role, final, trace, cold=cold)
+        return final
+
+    @staticmethod
+    def _bounded(final: dict[str, Any]) -> dict[str, Any]:
+        """``final``, or a 502 when it is past what a synchronous Lambda answer carries."""
         size = response_size(final)
         if size > MAX_RESPONSE_BYTES:
             log.error("the response of %d bytes is over Lambda's limit", size)
-            final = {**_reply(502, too_large(size)), "timings": final["timings"]}
-        final["runs"] = [*before, this_run(self.role, began, init_ms)]
+            return {**_reply(502, too_large(size)), "timings": final["timings"]}
         return final
 
     def _spill(self, response: dict[str, Any], spill: Spill) -> dict[str, Any]:
@@ -486,6 +499,7 @@ class Runtime:
         A stage that is not first gets the example as the stages before it would hand it on: the model
         stage runs the pre steps it was given for this, the post stage gets zeros of the model's outputs."""
         example: Any = invocation_event(dumps(self.protocol.request.example), JSON)
+        self._warming = True
         try:
             if not self.first:
                 example = self._warm_up_document(example)
@@ -496,7 +510,7 @@ class Runtime:
             log.warning("the warm-up request failed", exc_info=True)
             return
         finally:
-            self._cold = True
+            self._cold, self._warming = True, False
         if response["status"] != 200:
             log.warning("the warm-up request answered %s: %s", response["status"], response["body"][:300])
 
@@ -505,6 +519,7 @@ class Runtime:
             return None  # its pre steps are not in this image (shared stages): nothing to warm up with
         if self.role == "model":
             pre = Runtime(self.manifest, None, self.pre, [], 0.0, role="pre")
+            pre._warming = True
             return pre.handle(example)
         outputs = _zeros(self.manifest.native.outputs)
         if outputs is None:

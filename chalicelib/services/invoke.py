@@ -38,6 +38,7 @@ from chalicelib.core.pipeline import stages_of
 from chalicelib.core.ports import FunctionInvoker, ObjectInfo
 from chalicelib.core.protocol import FLOAT_TYPES, Records
 from chalicelib.core.records import Account, VersionRecord
+from chalicelib.core.trace import current, current_trace_id
 from chalicelib.core.wire import (
     BASE64,
     JSON,
@@ -185,6 +186,7 @@ class InvokeService:
             self._count(caller, manifest, "error", bill=bill, latency_ms=wall_ms)
             raise
         wall_ms = (time.perf_counter() - began) * 1000
+        _note_cold_starts(reply)
         bill = bill_for(manifest, reply, wall_ms)
         try:
             result = _result(reply, bill)
@@ -206,6 +208,9 @@ class InvokeService:
     ) -> None:
         if self.usage is not None:
             self.usage.record(caller.account_id, manifest.name, outcome, bill=bill, latency_ms=latency_ms)
+        observation = current()
+        if observation is not None:
+            observation.outcome, observation.latency_ms = outcome, latency_ms
 
     def prepare(
         self,
@@ -223,12 +228,16 @@ class InvokeService:
         request by ``reference`` is checked by the function (the control plane never reads it whole).
         A refusal (4xx) of a model the caller may see is counted as ``rejected``."""
         manifest, validator = self._ready(caller, name, version)
+        observation = current()
+        if observation is not None:
+            observation.model, observation.version = manifest.name, manifest.version
         try:
             event = self._event(manifest, validator, body, content_type, accept, reference)
         except ModelportError as exc:
             if exc.http_status < 500:
                 self._count(caller, manifest, "rejected")
             raise
+        event["trace_id"] = current_trace_id()
         return manifest, event
 
     def _event(
@@ -287,6 +296,16 @@ class InvokeService:
         event["body_url"] = self.payloads.body_url(reference.key)
         event["body_bytes"] = reference.size_bytes
         return event
+
+
+def _note_cold_starts(reply: dict[str, Any]) -> None:
+    """How many of the answer's runs (its stages) paid an init phase, for the request's metrics."""
+    observation = current()
+    runs = reply.get("runs")
+    if observation is not None and isinstance(runs, list):
+        observation.cold_starts = sum(
+            1 for run in runs if isinstance(run, dict) and isinstance(run.get("init_ms"), int | float)
+        )
 
 
 MAX_PROBLEMS = 20

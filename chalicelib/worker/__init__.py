@@ -17,6 +17,7 @@ from typing import Any
 from chalicelib import wiring
 from chalicelib.core.errors import ModelportError
 from chalicelib.services.deployments import DeploymentBusy, DeploymentService
+from chalicelib.worker import observe
 
 log = logging.getLogger("modelport.worker")
 RETRY_BASE_S = 30
@@ -49,8 +50,9 @@ def handler(event: Any, context: Any) -> dict[str, list[dict[str, str]]]:
         if not isinstance(message_id, str) or not isinstance(body, str):
             log.warning("dropping a malformed SQS record: %.200r", record)
             continue
+        observe.begin_record(context, message_id)
         try:
-            _deployments().handle_message(body)
+            observe.deployments_moved(_deployments().handle_message(body))
         except DeploymentBusy as exc:  # another attempt holds the lease: back after the visibility timeout
             log.warning("message %s left for redelivery: %s", message_id, exc)
             failures.append({"itemIdentifier": message_id})
@@ -61,6 +63,8 @@ def handler(event: Any, context: Any) -> dict[str, list[dict[str, str]]]:
                 log.exception("message %s failed; left for redelivery", message_id)
             failures.append({"itemIdentifier": message_id})
             _retry_soon(record)
+        finally:
+            observe.end_record()
     return {"batchItemFailures": failures}
 
 

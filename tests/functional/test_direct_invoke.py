@@ -219,3 +219,28 @@ def test_the_sync_host_prefix_follows_the_clients_setting() -> None:
     local = DirectSyncExecution.of(_sfn("http://127.0.0.1:4566", inject_host_prefix=False))
     assert on_aws is not None and on_aws.base == "https://sync-states.eu-west-1.amazonaws.com"
     assert local is not None and local.base == "http://127.0.0.1:4566"
+
+
+def test_the_event_s_trace_id_goes_as_x_ray_s_trace_header(fake: FakeLambda) -> None:
+    """Lambda's ``X-Amzn-Trace-Id`` request header and StartSyncExecution's ``traceHeader`` (as boto3
+    sends it) carry the event's trace id; an event without a well-formed one sends neither."""
+    trace = "1-6b117790-0123456789abcdef01234567"
+    invoker, _ = _invoker(fake.url)
+    fake.script = [_ok({"status": 200}), _ok({"status": 200})]
+    invoker.invoke(DEPLOYMENT, {"body": "x", "trace_id": trace})
+    invoker.invoke(DEPLOYMENT, {"body": "x", "trace_id": "Root=1-bad\r\nX: y"})
+    traced, untraced = fake.requests
+    assert traced["headers"]["X-Amzn-Trace-Id"] == f"Root={trace}"
+    assert "X-Amzn-Trace-Id" not in untraced["headers"]
+
+    machine = "arn:aws:states:eu-west-1:123456789012:stateMachine:modelport-iris-v1"
+    chained = DeployedFunctions(mode="chained", functions=(), state_machine_arn=machine)
+    sfn = _sfn(fake.url, inject_host_prefix=False)
+    invoker = LambdaInvoker(invoker.lambda_client, sfn)
+    answer = json.dumps({"status": "SUCCEEDED", "output": "{}"}).encode()
+    fake.script = [(200, {}, answer), (200, {}, answer)]
+    fake.requests.clear()
+    invoker.invoke(chained, {"body": "x", "trace_id": trace})
+    sfn.start_sync_execution(stateMachineArn=machine, input='{"body":"x"}', traceHeader=f"Root={trace}")
+    ours, boto3s = fake.requests
+    assert json.loads(ours["body"])["traceHeader"] == json.loads(boto3s["body"])["traceHeader"]

@@ -86,7 +86,11 @@ def test_an_image_function_is_created_invoked_and_reports_like_lambda(stack: Sta
     predictions = json.loads(doc["body"])["predictions"]
     assert [row[0]["label"] for row in predictions] == ["setosa", "virginica"]
     lines = list(iter_log(cold["LogResult"]))
-    assert lines[-3].startswith("START RequestId: ") and lines[-2].startswith("END RequestId: ")
+    assert lines[-4].startswith("START RequestId: ") and lines[-2].startswith("END RequestId: ")
+    invocation = json.loads(lines[-3])  # the runtime's structured line (docs/observability.md)
+    assert invocation["message"] == "invocation" and invocation["cold_start"] is True
+    assert invocation["model"] == "iris-onnx" and invocation["role"] == "fused"
+    assert invocation["status"] == 200
     report = lines[-1]
     assert report.startswith(f"REPORT RequestId: {cold['ResponseMetadata']['RequestId']}\tDuration: ")
     for part in ("Billed Duration: ", "Memory Size: 512 MB", "Max Memory Used: ", "Init Duration: "):

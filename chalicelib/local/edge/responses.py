@@ -24,9 +24,11 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any, Protocol
 from urllib.parse import unquote
 
+from chalicelib.core.trace import parse_trace_header
 from chalicelib.local import asl
 from chalicelib.local.awslambda.emulator import LambdaEmulator
 from chalicelib.local.awslambda.models import EmulatorInvocation, LambdaError
+from chalicelib.local.logs import STATES_LOGGER
 from chalicelib.local.runtime_api import end_headers_with_body
 
 log = logging.getLogger("modelport.local.edge")
@@ -322,7 +324,24 @@ def _run_in_process(edge: SyncHost, machine: asl.Machine, request: Mapping[str, 
     if request.get("traceHeader"):
         answer["traceHeader"] = request["traceHeader"]
     answer["billingDetails"] = _billing(began)
+    _log_execution(context, answer, began)
     return json_reply(200, answer)
+
+
+def _log_execution(context: Mapping[str, Any], answer: Mapping[str, Any], began: float) -> None:
+    """The execution's end as an Express state machine's CloudWatch log (``/aws/vendedlogs/states/<name>``,
+    shipped by the stack's ``LogShipper``), with the X-Ray trace id of its ``traceHeader``."""
+    machine = str(context["StateMachine"]["Name"])
+    if not machine:
+        return
+    line = {
+        "type": f"Execution{str(answer['status']).title().replace('_', '')}",
+        "execution_arn": answer["executionArn"],
+        "status": answer["status"],
+        "duration_ms": round((time.monotonic() - began) * 1000, 3),
+        "trace_id": parse_trace_header(answer.get("traceHeader")),
+    }
+    logging.getLogger(f"{STATES_LOGGER}.{machine}").info(json.dumps(line, separators=(",", ":")))
 
 
 _DESCRIBED = (
