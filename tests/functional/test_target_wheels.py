@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from chalicelib.core.environment import canonical_name
 from chalicelib.docker.builder import AWS_GLIBC, DEFAULT_PINS
 from chalicelib.docker.wheelhouse import platform_tags, resolve_wheels
 from chalicelib.worker.image import AWS_WORKER_PYTHON, worker_recipe
@@ -42,8 +43,10 @@ def test_the_workers_pins_resolve_on_the_aws_base_it_is_built_on(tmp_path: Path)
     done = resolve(recipe.packages, recipe.python, tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads((tmp_path / "report.json").read_text())
-    chosen = {i["metadata"]["name"].lower() + "==" + i["metadata"]["version"] for i in report["install"]}
-    pinned = {p.lower() for p in recipe.packages}
+    chosen = {
+        canonical_name(i["metadata"]["name"]) + "==" + i["metadata"]["version"] for i in report["install"]
+    }
+    pinned = {canonical_name(p) + "==" + p.split("==", 1)[1] for p in recipe.packages}  # PEP 503 names
     assert pinned <= chosen, pinned - chosen  # the exact versions the tests run, not older ones
 
 
