@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -28,7 +27,7 @@ from chalice.app import Request, Response
 
 from chalicelib import wiring
 from chalicelib.core import trace
-from chalicelib.core.trace import TRACE_HEADER, TRACEPARENT_HEADER, Observation
+from chalicelib.core.trace import TRACE_HEADER, TRACEPARENT_HEADER, Observation, StdoutHandler
 
 NAMESPACE = "Modelport"
 SERVICE = "modelport-api"
@@ -36,20 +35,7 @@ MAX_KEY_CHARS = 100
 """Correlation values from the request (the route's model name) are cut to this; ids are ours."""
 
 
-class _Stdout(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever ``sys.stdout`` is now (a test's capture, a redirected stream), not the one at
-    import time."""
-
-    @property
-    def stream(self) -> Any:
-        return sys.stdout
-
-    @stream.setter
-    def stream(self, value: Any) -> None:
-        pass
-
-
-logger = Logger(service=SERVICE, logger_handler=_Stdout(), utc=True)
+logger = Logger(service=SERVICE, logger_handler=StdoutHandler(), utc=True)
 
 
 def json_logs_for_modelport() -> None:

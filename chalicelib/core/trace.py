@@ -15,11 +15,14 @@ runtime imports this module too.
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
+import sys
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import Any
 
 TRACE_HEADER = "X-Amzn-Trace-Id"
 TRACEPARENT_HEADER = "traceparent"
@@ -117,3 +120,16 @@ def current_trace_id() -> str:
     """The trace id of the request being handled, or a new one (a job, a message, a test)."""
     observation = _current.get()
     return observation.trace_id if observation is not None else mint_trace_id()
+
+
+class StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stdout`` is now (a test's capture, a redirected stream), not the one at
+    import time: the handler the API's and the worker's Powertools loggers write JSON lines with."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -23,24 +22,13 @@ from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from chalicelib import wiring
 from chalicelib.core import trace
 from chalicelib.core.records import Deployment
+from chalicelib.core.trace import StdoutHandler
 
 NAMESPACE = "Modelport"
 SERVICE = "modelport-worker"
 
 
-class _Stdout(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever ``sys.stdout`` is now, not the one at import time."""
-
-    @property
-    def stream(self) -> Any:
-        return sys.stdout
-
-    @stream.setter
-    def stream(self, value: Any) -> None:
-        pass
-
-
-logger = Logger(service=SERVICE, logger_handler=_Stdout(), utc=True)
+logger = Logger(service=SERVICE, logger_handler=StdoutHandler(), utc=True)
 if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):  # a Lambda of its own: Modelport's other lines in JSON too
     logging.getLogger("modelport")  # registered, so it gets the JSON handler its children propagate to
     copy_config_to_registered_loggers(source_logger=logger, include={"modelport"})
