@@ -283,6 +283,7 @@ class LambdaFunctionManager:
                 except ClientError:  # created meanwhile: update it instead
                     continue
             else:
+                _check_owner(spec, current)
                 self._update(spec, current, progress)
             got = self._wait_ready(spec.name, progress)
             if not _matches(got, spec):
@@ -357,7 +358,7 @@ class LambdaFunctionManager:
             "Architectures": [spec.architecture],
             "Environment": {"Variables": spec.environment},
             "Publish": False,
-            "Tags": {"modelport:model": spec.environment.get("MODELPORT_MODEL", "shared")},
+            "Tags": {"modelport:model": _owner_tag(spec)},
         }
 
     def _update(self, spec: FunctionSpec, current: dict[str, Any], progress: Progress) -> None:
@@ -492,6 +493,22 @@ def _config_matches(config: dict[str, Any], spec: FunctionSpec) -> bool:
         and (config.get("Environment") or {}).get("Variables", {}) == spec.environment
         and config.get("Description", "") == spec.description
     )
+
+
+def _owner_tag(spec: FunctionSpec) -> str:
+    return spec.environment.get("MODELPORT_MODEL", "shared")
+
+
+def _check_owner(spec: FunctionSpec, current: dict[str, Any]) -> None:
+    """A function of this name that was not made for this model (another platform function, or one made
+    by hand) is never taken over: its ``modelport:model`` tag must name the model (or ``shared``)."""
+    tag = (current.get("Tags") or {}).get("modelport:model")
+    if tag != _owner_tag(spec):
+        raise FunctionFailed(
+            f"function {spec.name} exists and is not {_owner_tag(spec)!r}'s (tagged {str(tag)[:60]!r}): "
+            "it is left as it is",
+            hint="choose another model name, or delete that function if it is a stale copy",
+        )
 
 
 def _matches(got: dict[str, Any], spec: FunctionSpec) -> bool:

@@ -34,6 +34,15 @@ MAX_REPR = 80
 MAX_ERRORS = 10
 
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,46}[a-z0-9])?$")
+RESERVED_PREFIXES = ("steps-", "probe-", "deploy-")
+"""Model names the platform's own functions are named after (``modelport-steps-<digest>-pre``,
+``modelport-probe-<fingerprint>``, ``modelport-deploy-worker``): no model is created under them."""
+
+
+def reserved_name(name: str) -> bool:
+    return name.startswith(RESERVED_PREFIXES)
+
+
 USER_STEP = re.compile(r"^(?P<path>[A-Za-z0-9_./-]+\.py):(?P<function>[A-Za-z_][A-Za-z0-9_]*)$")
 _VERSION = r"[A-Za-z0-9.*+!_-]+"
 _SPEC = rf"(?:==|>=|<=|~=|!=|<|>)\s*{_VERSION}"

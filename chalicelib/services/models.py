@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from chalicelib.core.config import SLUG
+from chalicelib.core.config import RESERVED_PREFIXES, SLUG, reserved_name
 from chalicelib.core.config_file import ModelConfigFile
 from chalicelib.core.errors import Conflict, Forbidden, InvalidRequest, NotFound, TooLarge
 from chalicelib.core.ports import (
@@ -113,6 +113,12 @@ class ModelService:
             raise InvalidRequest(
                 f"{name!r} is not a model name: use 1-48 lowercase letters, digits and '-'",
                 errors=[{"pointer": "/name", "message": "not a slug"}],
+            )
+        if reserved_name(name):
+            raise InvalidRequest(
+                f"{name!r} is reserved: model names may not start with " + ", ".join(RESERVED_PREFIXES),
+                errors=[{"pointer": "/name", "message": "reserved"}],
+                hint="choose another name",
             )
         model = ModelRecord(
             name=name, owner=caller.account_id, description=description, created_at=self.clock()

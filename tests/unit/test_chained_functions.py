@@ -163,3 +163,23 @@ def test_shared_stage_specs_are_the_same_for_every_model() -> None:
     assert [s.role for s in function_specs(_manifest("digits-onnx", "auto", steps_image=steps))] == ["fused"]
     other = function_specs(_manifest("iris-onnx", "chained", steps_image=steps + "-2"))
     assert other[0].name != iris[0].name  # another steps image, another shared pair
+
+
+def test_a_function_not_made_for_the_model_is_never_taken_over(lambda_client: tuple[Any, str]) -> None:
+    """A model named after another function of the account (the deploy worker, the API, a probe) must
+    not get that function's code replaced with its own image: the ``modelport:model`` tag decides."""
+    lam, role = lambda_client
+    lam.create_function(
+        FunctionName="modelport-victim", Role=role, PackageType="Image",
+        Code={"ImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/platform:worker"},
+    )  # fmt: skip
+    manifest = _manifest("iris-onnx", "fused").model_copy(update={"name": "victim"})
+    with pytest.raises(FunctionFailed, match="exists and is not 'victim''s"):
+        LambdaFunctionManager(lam, role, sleep=lambda s: None).deploy(manifest, lambda line: None)
+    got = lam.get_function(FunctionName="modelport-victim")
+    assert got["Code"]["ImageUri"].endswith("/platform:worker")
+    # its own function (tagged at creation) is updated in place on the next deploy
+    own = _manifest("iris-onnx", "fused").model_copy(update={"name": "mine"})
+    LambdaFunctionManager(lam, role, sleep=lambda s: None).deploy(own, lambda line: None)
+    LambdaFunctionManager(lam, role, sleep=lambda s: None).deploy(own, lambda line: None)
+    assert lam.get_function(FunctionName="modelport-mine")["Tags"] == {"modelport:model": "mine"}

@@ -215,3 +215,13 @@ def test_a_grantee_invoking_a_failed_version_learns_its_status_not_the_owners_re
     assert json.loads(grantee.body)["message"] == f"version {failed['version']} of 'iris' is FAILED"
     owner = world["alice"].call("POST", path, body)
     assert owner.status_code == 409 and "missing.onnx" in json.loads(owner.body)["message"]
+
+
+@pytest.mark.parametrize("name", ["steps-0123456789abcdef", "probe-0a1b2c3d4e5f", "deploy-worker"])
+def test_no_model_takes_the_name_of_a_platform_function(world: dict[str, Any], name: str) -> None:
+    """``modelport-<name>`` would be a shared stage, a probe or the deploy worker's function."""
+    r = world["bob"].call("POST", "/v1/models", {"name": name})
+    assert r.status_code == 400, r.body
+    assert r.json_body["errors"] == [{"pointer": "/name", "message": "reserved"}]
+    assert "is reserved" in r.json_body["message"]
+    assert world["bob"].call("GET", f"/v1/models/{name}").status_code == 404
