@@ -5,7 +5,7 @@ from __future__ import annotations
 from chalice import Chalice
 from chalice.app import Response, SQSEvent
 
-from chalicelib.api import accounts, auth, console, invoke, jobs, models, oip, usage
+from chalicelib.api import accounts, auth, console, invoke, jobs, logs, models, oip, usage
 from chalicelib.api.deps import services
 from chalicelib.api.http import Api, control_plane_openapi, json_response
 from chalicelib.api.observe import http_middleware
@@ -21,6 +21,7 @@ app.register_blueprint(invoke.blueprint)
 app.register_blueprint(oip.blueprint)
 app.register_blueprint(jobs.blueprint)
 app.register_blueprint(usage.blueprint)
+app.register_blueprint(logs.blueprint)
 app.register_blueprint(console.blueprint)
 app.api.binary_types.append("image/webp")  # (application/octet-stream is one already)
 app.register_middleware(http_middleware, "http")  # trace id, structured request line, EMF metrics

@@ -89,6 +89,9 @@ class Settings:
     wheel_cache_prefix: str = "wheels/"
     """Where in the bundle bucket the shared wheel cache lives (``MODELPORT_WHEEL_CACHE_PREFIX``; the deploy
     worker reads it first and fills it on a miss; the local stack pre-fills it from the host)."""
+    api_log_group: str | None = None
+    """The API function's own log group, whose lines of a model its owner may read (``GET
+    /v1/models/{name}/logs``): ``MODELPORT_API_LOG_GROUP``, else Lambda's ``AWS_LAMBDA_LOG_GROUP_NAME``."""
     worker_function: str = "modelport-deploy-worker"
     """The deploy worker's function name (``MODELPORT_WORKER_FUNCTION``): the container-image Lambda that the
     deploy queue feeds, which builds images daemonlessly."""
@@ -175,6 +178,7 @@ class Settings:
             probe_role=get("probe_role", defaults.probe_role),
             wheel_cache_prefix=get("wheel_cache_prefix", defaults.wheel_cache_prefix),
             worker_function=get("worker_function", defaults.worker_function),
+            api_log_group=get("api_log_group", None) or env.get("AWS_LAMBDA_LOG_GROUP_NAME") or None,
         )
 
 

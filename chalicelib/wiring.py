@@ -24,6 +24,7 @@ from chalicelib.core.ports import (
     ImageBuilder,
     JobQueue,
     JobStore,
+    LogReader,
     ModelStore,
     Outbox,
     RepositoryHost,
@@ -55,6 +56,8 @@ class Container:
     job_queue: JobQueue
     usage: UsageStore
     """Usage counters per account, model and day (``services/usage.py`` buffers what it adds)."""
+    logs: LogReader | None = None
+    """Where functions' log lines are read back (CloudWatch Logs); None: nowhere here."""
     admin_key: SecretSource | None = None
     """Where the bootstrap admin key is read; only the API's authorizer reads it (``AccountService``)."""
     sandbox: Sandbox = field(default_factory=lambda: _no_sandbox())
@@ -165,6 +168,25 @@ def _image_builder(
     return images
 
 
+def _admin_key(settings: Settings, session: Any, config: Any) -> SecretSource | None:
+    """Where the settings say the admin key is kept (one source at most: ``Settings`` checked it)."""
+    if settings.admin_key_secret:
+        from chalicelib.aws.secrets import SecretsManagerSecret
+
+        secrets = session.client("secretsmanager", endpoint_url=settings.endpoint_url, config=config)
+        return SecretsManagerSecret(secrets, settings.admin_key_secret)
+    if settings.admin_key_parameter:
+        from chalicelib.aws.secrets import SsmSecureString
+
+        ssm = session.client("ssm", endpoint_url=settings.endpoint_url, config=config)
+        return SsmSecureString(ssm, settings.admin_key_parameter)
+    if settings.admin_key:
+        from chalicelib.memory.secrets import MemorySecret
+
+        return MemorySecret(settings.admin_key, "MODELPORT_ADMIN_KEY")
+    return None
+
+
 def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
     import boto3
     from botocore.config import Config
@@ -179,10 +201,10 @@ def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
     )
     from chalicelib.aws.invoke import LambdaInvoker
     from chalicelib.aws.jobs_queue import SqsJobQueue
+    from chalicelib.aws.logs import CloudWatchLogReader
     from chalicelib.aws.outbox import AwsOutbox
     from chalicelib.aws.s3 import S3ArtifactStore
     from chalicelib.aws.sqs import SqsRetryQueue
-    from chalicelib.memory.secrets import MemorySecret
     from chalicelib.memory.stores import MemoryFunctionManager
 
     session = boto3.session.Session(region_name=settings.region)
@@ -217,19 +239,6 @@ def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
         functions = LambdaFunctionManager(
             lambda_client, settings.function_role, sfn_client=sfn, states_role_arn=settings.states_role
         )
-    admin_key: SecretSource | None = None
-    if settings.admin_key_secret:
-        from chalicelib.aws.secrets import SecretsManagerSecret
-
-        secrets = session.client("secretsmanager", endpoint_url=settings.endpoint_url, config=quick)
-        admin_key = SecretsManagerSecret(secrets, settings.admin_key_secret)
-    elif settings.admin_key_parameter:
-        from chalicelib.aws.secrets import SsmSecureString
-
-        ssm = session.client("ssm", endpoint_url=settings.endpoint_url, config=quick)
-        admin_key = SsmSecureString(ssm, settings.admin_key_parameter)
-    elif settings.admin_key:
-        admin_key = MemorySecret(settings.admin_key, "MODELPORT_ADMIN_KEY")
     return Container(
         settings=settings,
         clock=clock,
@@ -245,7 +254,8 @@ def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
         jobs=DynamoJobStore(settings.jobs_table, dynamodb),
         job_queue=SqsJobQueue(sqs_client, settings.jobs_queue),
         usage=DynamoUsageStore(settings.usage_table, dynamodb),
-        admin_key=admin_key,
+        logs=CloudWatchLogReader(session.client("logs", endpoint_url=settings.endpoint_url, config=quick)),
+        admin_key=_admin_key(settings, session, quick),
         sandbox=_sandbox(settings, images, lambda_client, s3),
         retries=SqsRetryQueue(sqs_client),
         outbox=AwsOutbox(
@@ -258,6 +268,7 @@ def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
 
 
 def memory_container(settings: Settings | None = None, clock: Clock = utc_now) -> Container:
+    from chalicelib.memory.logs import MemoryLogReader
     from chalicelib.memory.secrets import MemorySecret
     from chalicelib.memory.stores import (
         MemoryAccountStore,
@@ -292,6 +303,7 @@ def memory_container(settings: Settings | None = None, clock: Clock = utc_now) -
         jobs=MemoryJobStore(),
         job_queue=MemoryJobQueue(),
         usage=MemoryUsageStore(),
+        logs=MemoryLogReader(),
         retries=MemoryRetryQueue(),
         outbox=MemoryOutbox(),
         admin_key=MemorySecret(settings.admin_key, "MODELPORT_ADMIN_KEY") if settings.admin_key else None,

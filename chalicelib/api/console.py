@@ -35,6 +35,7 @@ ASSETS: dict[str, str] = {
     "invoke.js": "text/javascript; charset=utf-8",
     "answer.js": "text/javascript; charset=utf-8",
     "jobs.js": "text/javascript; charset=utf-8",
+    "logs.js": "text/javascript; charset=utf-8",
     "favicon.svg": "image/svg+xml",
 }
 """Every file the console is made of, and its media type: nothing else is served."""

@@ -16,6 +16,7 @@ from chalicelib.services.batch import BatchService
 from chalicelib.services.deployments import DeploymentService
 from chalicelib.services.invoke import InvokeService
 from chalicelib.services.jobs import JobService
+from chalicelib.services.logs import LogService
 from chalicelib.services.messages import InvocationMessages
 from chalicelib.services.models import ModelService
 from chalicelib.services.payloads import Payloads
@@ -35,6 +36,8 @@ class Services:
     usage: UsageService
     recorder: UsageRecorder
     """Counts every invocation of this process (buffered; ``flush`` writes what it holds)."""
+    logs: LogService | None = None
+    """None: this container reads no logs back."""
 
 
 _lock = threading.Lock()
@@ -103,4 +106,5 @@ def _build(c: wiring.Container) -> Services:
         messages=InvocationMessages(jobs, accounts, c.outbox) if c.outbox is not None else None,
         usage=UsageService(c.usage, c.clock, recorder),
         recorder=recorder,
+        logs=LogService(models, c.logs, c.clock, c.settings.api_log_group) if c.logs is not None else None,
     )

@@ -32,6 +32,7 @@ from chalicelib.core.config_file import DeployedFunction, DeployedFunctions, Mod
 from chalicelib.core.errors import FunctionFailed
 from chalicelib.core.pipeline import (
     SHARED_STAGE_MEMORY_MB,
+    SHARED_STAGE_PREFIX,
     SHARED_STAGE_TIMEOUT_S,
     Role,
     definition_text,
@@ -77,7 +78,7 @@ def state_machine_name(model_name: str, version: int) -> str:
     return f"modelport-{model_name}-v{version}"
 
 
-SHARED_PREFIX = "modelport-steps-"
+SHARED_PREFIX = SHARED_STAGE_PREFIX
 
 
 def shared_function_name(steps_image: str, architecture: str, role: Role) -> str:

@@ -5,6 +5,7 @@
 import { ApiError, call } from "./api.js";
 import { clear, errorBox, h, link, say } from "./dom.js";
 import { renderAnswer } from "./answer.js";
+import { requestLogs, traceIdOf } from "./logs.js";
 
 const enc = encodeURIComponent;
 const IMAGE_TYPES = { png: "image/png", jpg: "image/jpeg", jpeg: "image/jpeg", webp: "image/webp" };
@@ -23,7 +24,7 @@ export function invokePanel(model, versions, configs) {
   const answer = h("div", { class: "answer", "aria-live": "polite" });
   const show = (version) => {
     clear(answer);
-    clear(formHolder).append(invokeForm(model.name, version, configs.get(version), answer));
+    clear(formHolder).append(invokeForm(model.name, version, configs.get(version), answer, Boolean(model.owner)));
   };
   if (ready.length > 1) {
     const id = nextId("version");
@@ -59,7 +60,8 @@ function scalarObject(schema) {
   return Object.values(props).every((p) => ["string", "number", "integer", "boolean"].includes(p?.type) && !p.contentEncoding);
 }
 
-function invokeForm(name, version, cfg, answer) {
+// `owner`: the account may read the model's log lines (the API says so: owners see `owner`).
+function invokeForm(name, version, cfg, answer, owner) {
   const protocol = cfg.protocol;
   const kind = formKind(protocol);
   const example = protocol.request?.example;
@@ -126,6 +128,8 @@ function invokeForm(name, version, cfg, answer) {
         clear(answer).append(h("p", { class: "ok" }, `Job ${job.job_id} is ${job.status}. `, link("See the jobs", { view: "jobs" })));
       } else {
         await renderAnswer(clear(answer), response, elapsed);
+        const trace = traceIdOf(response);
+        if (owner && trace) answer.append(requestLogs(name, trace));
       }
       say(`${name} answered ${response.status}`);
     } catch (error) {

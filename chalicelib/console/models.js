@@ -5,6 +5,7 @@
 import { ApiError, json } from "./api.js";
 import { append, badge, bytes, duration, errorBox, h, link, say, table, when } from "./dom.js";
 import { invokePanel } from "./invoke.js";
+import { logsCard } from "./logs.js";
 
 const STAGES = ["RECEIVED", "INSPECTED", "CONFIG_GENERATED", "IMAGE_BUILT", "FUNCTIONS_READY", "READY"];
 const CONFIGS_PER_MODEL = 10;
@@ -145,6 +146,7 @@ export async function showModel(main, name) {
     invokePanel(model, versions, configs),
     versionsCard(versions, configs),
     await deploymentsCard(name),
+    model.owner ? logsCard(name) : null,
   ]);
   say(`${model.name}: ${versions.length} versions`);
 }

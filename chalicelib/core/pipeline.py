@@ -114,6 +114,9 @@ def stage_environments(manifest: ModelConfigFile) -> tuple[ResolvedEnvironment, 
     return manifest.environment, None
 
 
+SHARED_STAGE_PREFIX = "modelport-steps-"
+"""Every shared stage function's name starts so (``modelport-steps-<digest>-<role>``)."""
+
 SHARED_STAGE_MEMORY_MB = 1024
 SHARED_STAGE_TIMEOUT_S = 60
 """Shared stage functions serve many models, so they are not sized by one: 1 GB and a minute cover the

@@ -6,6 +6,7 @@ a failed condition (an item that exists already, a stale revision, a version tha
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -260,6 +261,27 @@ class FunctionInvoker(Protocol):
         function crashed
         or could not start and ``FunctionTimedOut`` when it ran out of time.
         """
+
+
+LOG_TERM = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+"""What a log search may look for: a trace id or a model name, never a caller's free text."""
+
+
+class LogEvent(Frozen):
+    """One CloudWatch Logs event: a line a function (or the API) wrote."""
+
+    group: str
+    timestamp_ms: int
+    message: str
+
+
+class LogReader(Protocol):
+    def read(
+        self, group: str, *, since_ms: int, until_ms: int, term: str | None, limit: int
+    ) -> list[LogEvent]:
+        """The newest ``limit`` events of ``group`` between the times, oldest first; only those holding
+        ``term`` (``LOG_TERM``, else ``InvalidRequest``) when given. A group that does not exist has
+        none; ``Unavailable`` when the service does not answer or throttles."""
 
 
 class SecretSource(Protocol):

@@ -293,7 +293,7 @@ class LocalStack:
             image_builder=self.image_builder or ("docker" if client is not None else "process"),
             registry=self.registry,
             functions="lambda",
-            **self.settings_overrides,
+            **{"api_log_group": f"/aws/lambda/{API_FUNCTION}", **self.settings_overrides},
         )
         self.outputs = create_infrastructure(settings)
         self.progress("tables, bucket, queues and notification created")

@@ -205,6 +205,19 @@ def test_the_iam_policy_allows_every_lambda_and_step_functions_call_of_the_adapt
     assert all(re.fullmatch(r"[a-z0-9]+:[A-Za-z]+", a) for a in allowed)
 
 
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_the_api_may_read_the_logs_it_shows_owners_and_no_other_groups(stage: str) -> None:
+    policy = json.loads((ROOT / ".chalice" / f"policy-{stage}.json").read_text())
+    called = _adapter_calls(("logs.py",), {"client": "logs"}) - {
+        "lambda:InvokeFunction",
+        "states:StartSyncExecution",
+    }
+    assert called == {"logs:FilterLogEvents"}
+    (reading,) = [s for s in policy["Statement"] if "logs:FilterLogEvents" in s["Action"]]
+    assert reading["Action"] == ["logs:FilterLogEvents"]
+    assert reading["Resource"] == ["arn:aws:logs:*:*:log-group:/aws/lambda/modelport-*"]
+
+
 def test_the_worker_role_allows_every_call_of_the_worker_and_the_builder() -> None:
     """The deploy worker (the template's WorkerRole) makes the model functions, the probe's calls, the
     state machines and the ECR pushes: each call in those adapters' source, and the registry client's."""

@@ -95,3 +95,15 @@ def test_one_invocation_has_the_same_trace_id_in_the_api_the_pipeline_and_the_mo
     for role, function in roles.items():
         mine = [d for d in lines[function] if d.get("trace_id") == TRACE and d.get("message") == "invocation"]
         assert mine and mine[-1]["role"] == role and mine[-1]["model"] == "iris-onnx", (role, lines[function])
+
+    # the owner reads the same request's lines through the API, as the console does
+    deadline = time.monotonic() + 15
+    while True:
+        doc = admin.json("GET", f"/v1/models/iris-onnx/logs?trace={TRACE}")
+        sources = {entry["source"] for entry in doc["lines"]}
+        if sources >= {"api", *roles} or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert sources >= {"api", *roles}, doc
+    assert all(TRACE in entry["message"] for entry in doc["lines"])
+    assert {entry["function"] for entry in doc["lines"] if entry["source"] != "api"} == set(roles.values())
