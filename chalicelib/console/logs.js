@@ -62,7 +62,27 @@ async function load(name, query, holder, button, waitForFunctions) {
     doc.lines.map((l) => [
       h("time", { datetime: l.at }, l.at.slice(11, 23)),
       h("span", { title: l.function || "the API" }, SOURCES[l.source] || l.source),
-      { cell: h("code", { class: "log-line" }, l.message, l.truncated ? " …" : ""), class: l.level === "ERROR" ? "reason" : null },
+      { cell: lineCell(l), class: l.level === "ERROR" ? "reason" : null },
     ])));
   say(`${doc.lines.length} log lines`);
+}
+
+// A structured line reads as its message and a few telling fields, the whole JSON one click away; any
+// other line (Lambda's START/REPORT, a model's print) as it was written.
+const TELLING = ["status", "duration_ms", "cold_start", "init_ms", "method", "route", "error_class", "deployment_id", "state", "reason"];
+
+function lineCell(l) {
+  let fields = null;
+  try {
+    fields = l.message.startsWith("{") ? JSON.parse(l.message) : null;
+  } catch {
+    fields = null;
+  }
+  if (!fields || typeof fields !== "object" || Array.isArray(fields)) {
+    return h("code", { class: "log-line" }, l.message, l.truncated ? " …" : "");
+  }
+  const facts = TELLING.filter((k) => k in fields).map((k) => h("span", { class: "log-fact" }, `${k.replace(/_/g, " ")} `, h("strong", {}, String(fields[k]))));
+  return h("div", {},
+    h("span", { class: "log-message" }, String(fields.message ?? "")), " ", facts,
+    h("details", { class: "log-json" }, h("summary", {}, "JSON"), h("code", { class: "log-line" }, l.message)));
 }

@@ -1,7 +1,8 @@
 """The web console in headless Chromium (Debian's ``/usr/bin/chromium``, driven by Playwright) against the
-Chalice app served over HTTP (``ApiServer``, the local stack's API front) on the in-memory wiring: iris-onnx,
-digits-onnx and sentiment-predictor deployed through the API and answered by the real runtime in this
-process (real ONNX predictions, the real bar chart PNG), and a version whose deployment failed.
+local stack (moto, the Lambda emulator, the API process, the event pump; process images): iris-onnx,
+digits-onnx and sentiment-predictor deployed through the API as a client deploys them and answered by
+their functions (real ONNX predictions, the real bar chart PNG, log lines read back from the CloudWatch
+Logs emulation), and a version whose deployment failed.
 
 Every page is screenshotted into ``$MODELPORT_TEST_LOGS/console/`` (default: the temp dir); with
 ``MODELPORT_UPDATE_SCREENSHOTS=1`` the two README pictures under docs/ are made again. A console error or
@@ -11,29 +12,20 @@ an uncaught page error fails the test, but for the failed requests a test expect
 from __future__ import annotations
 
 import base64
-import io
 import json
 import os
 import re
-import tarfile
 import tempfile
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from chalice.test import Client
 
-from app import app
-from chalicelib import wiring
-from chalicelib.api.deps import services
-from chalicelib.core.config_file import ModelConfigFile
-from chalicelib.local.api import ApiServer
-from chalicelib.memory.stores import MemoryInvoker, MemoryJobQueue
-from chalicelib.settings import Settings
-from tests.support import ADMIN_KEY, ROOT, Api, bundle, deploy, new_account
+from chalicelib.client import Client, Connection, deploy
+from chalicelib.local.stack import LocalStack
+from tests.support import ROOT
 
 try:
     from playwright import sync_api
@@ -63,17 +55,16 @@ def logs_dir() -> Path:
     return path
 
 
-def broken_bundle() -> bytes:
+def broken_model(root: Path) -> Path:
     """iris-onnx under another name, with a model file that is not ONNX: its deployment fails."""
     config = (ROOT / "examples/iris-onnx/modelport.yaml").read_text()
-    config = re.sub(r"^name: *\S+", f"name: {BROKEN}", config, count=1, flags=re.M)
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, data in (("modelport.yaml", config.encode()), ("model.onnx", b"\x08not a model")):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+    broken = root / BROKEN
+    broken.mkdir()
+    (broken / "modelport.yaml").write_text(
+        re.sub(r"^name: *\S+", f"name: {BROKEN}", config, count=1, flags=re.M)
+    )
+    (broken / "model.onnx").write_bytes(b"\x08not a model")
+    return broken
 
 
 @dataclass
@@ -83,49 +74,35 @@ class Site:
     bob: str
     reason: str
     """The failed deployment's reason, as the API gives it."""
+    modes: dict[str, str]
+    """Each example's pipeline mode, as its deployment decided it (``auto``: fused or chained)."""
 
 
-def _run_jobs(queue: MemoryJobQueue, stop: threading.Event) -> None:
-    """The jobs queue's consumer (the app's ``on_job``), for the jobs the console submits."""
-    done = 0
-    while not stop.wait(0.1):
-        while done < len(queue.messages):
-            doc, _ = queue.messages[done]
-            done += 1
-            services().jobs.handle_message(json.dumps(doc))
+def _account(admin: Client, name: str) -> str:
+    return str(admin.json("POST", "/v1/accounts", {"name": name})["api_key"])
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    from chalicelib.runtime.handler import load
-    from chalicelib.runtime.layout import prepare_model_dir
-
-    root = tmp_path_factory.mktemp("console")
-    container = wiring.memory_container(Settings(admin_key=ADMIN_KEY))
-    wiring.override(container)
-    assert isinstance(container.invoker, MemoryInvoker) and isinstance(container.job_queue, MemoryJobQueue)
-    stop = threading.Event()
-    runner = threading.Thread(target=_run_jobs, args=(container.job_queue, stop), daemon=True)
+    """The local stack (moto, the Lambda emulator running the examples' process images, the API process,
+    the event pump that runs jobs), the examples deployed through the API as a client deploys them."""
+    stack = LocalStack(edge_port=0, api_port=0, launcher="process", registry=False).start()
     try:
-        with Client(app) as client:
-            alice, _ = new_account(Api(client, ADMIN_KEY), "alice")
-            bob, _ = new_account(Api(client, ADMIN_KEY), "bob")
-            for example in EXAMPLES:
-                assert deploy(container, alice, example, bundle(example))["deployment"].state == "READY"
-                manifest = ModelConfigFile.model_validate_json(
-                    container.models.get_version(example, 1).manifest or ""
-                )
-                model_dir = prepare_model_dir(ROOT / "examples" / example, manifest, root / example)
-                container.invoker.register(f"modelport-{example}", load(model_dir).handle)
-            failed = deploy(container, alice, BROKEN, broken_bundle())["deployment"]
-            assert failed.state == "FAILED" and failed.reason
-        runner.start()
-        with ApiServer(app) as server:
-            assert alice.key is not None and bob.key is not None
-            yield Site(server.url, alice.key, bob.key, failed.reason)
+        assert stack.api_url is not None
+        admin = Client(Connection(stack.api_url, stack.admin_key, stack.endpoint_url))
+        alice, bob = _account(admin, "alice"), _account(admin, "bob")
+        owner = Client(Connection(stack.api_url, alice, stack.endpoint_url))
+        modes = {}
+        for example in EXAMPLES:
+            outcome = deploy(owner, ROOT / "examples" / example)
+            assert outcome.status == "READY", (example, outcome.reason)
+            assert outcome.config is not None
+            modes[example] = outcome.config["deployment"]["mode"]
+        failed = deploy(owner, broken_model(tmp_path_factory.mktemp("console")))
+        assert failed.status == "FAILED" and failed.reason
+        yield Site(stack.api_url, alice, bob, failed.reason, modes)
     finally:
-        stop.set()
-        wiring.override(None)
+        stack.stop()
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +206,7 @@ def test_sign_in_by_keyboard_then_the_models_with_status_mode_and_size(
     }
     assert set(rows) == {*EXAMPLES, BROKEN}
     _, default, status, mode, size, versions = rows["iris-onnx"]
-    assert (default, mode, versions) == ("v1", "fused", "1") and status.startswith("READY")
+    assert (default, mode, versions) == ("v1", site.modes["iris-onnx"], "1") and status.startswith("READY")
     assert re.fullmatch(r"[\d.]+ (B|KB|MB)", size), size
     assert rows[BROKEN][2].startswith("FAILED") and site.reason[:40] in rows[BROKEN][2]
     assert tab.is_visible("section.usage")
@@ -280,6 +257,21 @@ def test_the_iris_form_gives_labels_the_chart_and_server_timing(
     assert re.search(r"\$0\.\d+", caption), caption  # the call's price (Server-Timing's cost entry)
     tab.eval_on_selector("h1", "el => el.scrollIntoView()")
     shot(tab, "03-invoke-iris", docs="invoke")
+
+    trace = tab.inner_text(".request-logs .trace-id")  # the answer's X-Amzn-Trace-Id, and its lines
+    assert re.fullmatch(r"1-[0-9a-f]{8}-[0-9a-f]{24}", trace), trace
+    tab.click("button:text('Show its log lines')")
+    tab.wait_for_selector(".request-logs .log-lines table tbody tr")
+    rows = [  # textContent: the folded JSON of each structured line included
+        [c.text_content() for c in r.query_selector_all("th, td")]
+        for r in tab.query_selector_all(".request-logs .log-lines tbody tr")
+    ]
+    sources = {source for _, source, _ in rows}
+    stages = {"model", "function"} & sources
+    assert "API" in sources and stages, rows
+    assert all(trace in line for _, _, line in rows), rows
+    tab.eval_on_selector(".request-logs", "el => el.scrollIntoView()")
+    shot(tab, "03-invoke-iris-logs")
 
     open_console(tab, site, "#view=models")  # the two calls, counted and priced in the usage panel
     tab.wait_for_selector("section.usage table tbody tr")
