@@ -225,3 +225,38 @@ def test_the_route_is_in_the_openapi_document(world: dict[str, Any]) -> None:
     get = doc["paths"]["/v1/models/{name}/batches"]["get"]
     assert {"200", "400", "404"} <= set(get["responses"])
     assert "BatchRun" in doc["components"]["schemas"]
+
+
+def test_the_cli_prints_a_line_per_run_newest_first_and_the_error_under_its_run(
+    world: dict[str, Any],
+) -> None:
+    from click.testing import CliRunner
+
+    from chalicelib.cli_jobs import batch_lines, batches_command
+
+    assert "modelport batch" in batch_lines({"batches": []})[0]
+    run(world, put_input(world, "day-1.csv", (HEADER + ROW + "1,2\n").encode(), "2026-01-01T00:00:01.000Z"))
+    put_input(world, "day-2.csv", ROW.encode(), "2026-01-01T00:00:02.000Z")
+    put_summary(world, "day-0", b"not json", "2026-01-01T00:00:00.000Z")
+
+    answered = {"/v1/models/iris/batches?limit=3": batches(world, "?limit=3")}
+    answered["/v1/models/iris/batches?limit=50"] = batches(world)
+
+    class Client:  # the API's answers, fetched beforehand (its request log goes to stdout)
+        def json(self, method: str, path: str) -> Any:
+            assert method == "GET"
+            return {"batches": answered[path]}
+
+    result = CliRunner().invoke(batches_command, ["iris", "--limit", "3"], obj={"client": Client})
+    assert result.exit_code == 0, result.output
+    head, partial, pending, broken, error = result.output.splitlines()  # the run's summary is newest
+    assert head.split()[:3] == ["input", "status", "rows"]
+    assert partial.split()[:5] == ["inputs/iris/day-1.csv", "PARTIAL", "2", "1", "1"]
+    assert pending.split()[:3] == ["inputs/iris/day-2.csv", "PENDING", "-"]
+    assert broken.split()[:2] == ["outputs/iris/day-0.summary.json", "FAILED"]
+    assert error.startswith("  error: outputs/iris/day-0.summary.json is not JSON")
+    as_json = CliRunner().invoke(batches_command, ["iris", "--json"], obj={"client": Client})
+    assert json.loads(as_json.output)["batches"][0]["download_url"].startswith("memory://")
+    assert (
+        CliRunner().invoke(batches_command, ["iris", "--limit", "0"], obj={"client": Client}).exit_code == 2
+    )
