@@ -20,7 +20,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from chalicelib.core.errors import InvalidRequest, NotFound, TooLarge
+from chalicelib.core.errors import ConfigError, InvalidRequest, NotFound, TooLarge
 from chalicelib.core.jsontext import JsonTextError, loads, short
 from chalicelib.core.ports import ArtifactStore, ListedObject
 from chalicelib.core.records import Account
@@ -183,6 +183,8 @@ class BatchRuns:
                 self.data.download(listed.key, path, max_bytes=MAX_SUMMARY_BYTES)
             except TooLarge:  # it grew since the listing
                 raise _BadSummary(too_large) from None
+            except ConfigError:  # a key S3 took but the store refuses (a control character)
+                raise _BadSummary(f"{short(listed.key)} is a key this store does not read") from None
             raw = path.read_bytes()
         try:
             return Summary.model_validate(loads(raw))

@@ -124,6 +124,22 @@ def test_the_download_is_of_the_inputs_results_never_a_key_the_summary_names(wor
     assert "secret" not in shown["download_url"]
 
 
+def test_keys_the_store_refuses_are_failed_without_a_link_not_a_500(world: dict[str, Any]) -> None:
+    import hashlib
+
+    data_store: MemoryArtifactStore = world["container"].data
+    key = "inputs/iris/bad\x07name.csv"  # S3 takes it; check_key refuses it, so put() would too
+    summary = {**SUMMARY, "input": key, "etag": hashlib.md5(ROW.encode()).hexdigest()}
+    for k, data in (
+        (key, ROW.encode()),
+        ("outputs/iris/bad\x07name.summary.json", json.dumps(summary).encode()),
+    ):
+        data_store.objects[k], data_store.modified[k] = data, "2026-01-01T00:00:00.000Z"
+    (shown,) = batches(world)
+    assert shown["status"] == "FAILED" and shown["download_url"] is None
+    assert "is a key this store does not read" in shown["error"]
+
+
 def test_a_summary_whose_input_is_gone_still_shows_and_one_naming_another_input_is_failed(
     world: dict[str, Any],
 ) -> None:
