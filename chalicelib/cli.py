@@ -770,10 +770,10 @@ def demo(
 
 
 from chalicelib.cli_aws import aws_group  # noqa: E402 - below _friendly, which their commands get
-from chalicelib.cli_jobs import batch_command, jobs_command, usage_command  # noqa: E402
+from chalicelib.cli_jobs import batch_command, batches_command, jobs_command, usage_command  # noqa: E402
 from chalicelib.cli_local import console_command, wheels_command  # noqa: E402
 
-_added = (wheels_command, jobs_command, batch_command, usage_command, console_command)
+_added = (wheels_command, jobs_command, batch_command, batches_command, usage_command, console_command)
 for _command in (*aws_group.commands.values(), *_added):
     assert _command.callback is not None
     _command.callback = _friendly(_command.callback)

@@ -1,5 +1,6 @@
 """``modelport jobs [ID]`` and the following of ``modelport invoke --async``: asynchronous invocations;
-``modelport usage``: what this account's invocations used and cost.
+``modelport usage``: what this account's invocations used and cost; ``modelport batch NAME FILE``: an
+event-driven batch run, and ``modelport batches NAME``: what became of the model's batch inputs.
 
 ``chalicelib.cli`` adds the command and gives it the CLI's one-line errors (``_friendly``)."""
 
@@ -241,3 +242,44 @@ def batch_command(name: str, file: Path, bucket: str | None, out: Path | None, w
         click.echo(f"wrote {out} ({len(run.results)} bytes)", err=True)
     else:
         click.echo(run.results.decode(), nl=False)
+
+
+_COUNTS = ("rows", "succeeded", "failed", "seconds")
+
+
+def batch_lines(doc: dict[str, Any]) -> list[str]:
+    """``GET /v1/models/{name}/batches``'s document as a table, newest first; an error under its run."""
+    if not doc["batches"]:
+        return ["no batch runs: put a .csv or .jsonl under inputs/NAME/ of the data bucket (modelport batch)"]
+    head = (
+        f"{'input':<40} {'status':<9} {'rows':>7} {'ok':>7} {'failed':>6} {'seconds':>8} {'USD':>14}  updated"
+    )
+    lines = [head]
+    for run in doc["batches"]:
+        rows, ok, failed, seconds = ("-" if run.get(f) is None else str(run[f]) for f in _COUNTS)
+        cost = (run.get("cost") or {}).get("usd") or "-"
+        lines.append(
+            f"{run['input']:<40} {run['status']:<9} {rows:>7} {ok:>7} {failed:>6} {seconds:>8} {cost:>14}  "
+            f"{run['updated_at']}"
+        )
+        if run.get("error"):
+            lines.append(f"  error: {run['error']}")
+    return lines
+
+
+@click.command("batches")
+@click.argument("name")
+@click.option("--limit", type=click.IntRange(1, 100), default=50, show_default=True, help="newest N runs")
+@click.option("--json", "as_json", is_flag=True, help="the API's document, with the download URLs")
+def batches_command(name: str, limit: int, as_json: bool) -> None:
+    """Model NAME's event-driven batch runs, newest first: each input under inputs/NAME/ of the data bucket
+    with its status (PENDING, SUCCEEDED, PARTIAL, FAILED), rows, seconds and cost (owners only)."""
+    from urllib.parse import quote
+
+    client = click.get_current_context().find_root().obj["client"]()
+    doc = client.json("GET", f"/v1/models/{quote(name, safe='')}/batches?limit={limit}")
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+        return
+    for line in batch_lines(doc):
+        click.echo(line)

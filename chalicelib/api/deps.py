@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from chalicelib import wiring
 from chalicelib.services.accounts import AccountService
 from chalicelib.services.batch import BatchService
+from chalicelib.services.batch_runs import BatchRuns
 from chalicelib.services.deployments import DeploymentService
 from chalicelib.services.invoke import InvokeService
 from chalicelib.services.jobs import JobService
@@ -31,6 +32,8 @@ class Services:
     deployments: DeploymentService
     invoke: InvokeService
     jobs: JobService
+    batches: BatchRuns
+    """What became of each model's batch inputs (the data bucket's ``outputs/``)."""
     messages: InvocationMessages | None
     """None: this container has no outbox (so no invocations queue)."""
     usage: UsageService
@@ -103,6 +106,7 @@ def _build(c: wiring.Container) -> Services:
         deployments=wiring.deployment_service(c),
         invoke=jobs.invoke,
         jobs=jobs,
+        batches=BatchRuns(models, c.data),
         messages=InvocationMessages(jobs, accounts, c.outbox) if c.outbox is not None else None,
         usage=UsageService(c.usage, c.clock, recorder),
         recorder=recorder,

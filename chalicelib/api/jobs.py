@@ -1,7 +1,7 @@
 """Asynchronous jobs: submit (``POST /v1/models/{name}/jobs``, or ``Prefer: respond-async`` on an invoke
 route; ``?webhook=URL`` to be called when it ends; ``?input_url=s3://...`` for an upload made with
 ``POST /v1/uploads``, up to 1 GiB), follow (``GET /v1/jobs/{id}``), list, cancel a queued one
-(``DELETE``); the account's webhook secret."""
+(``DELETE``); the account's webhook secret; what became of a model's event-driven batch inputs."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from chalicelib.api.http import (
 )
 from chalicelib.core.errors import InvalidRequest
 from chalicelib.core.records import Job
+from chalicelib.services.batch_runs import BatchRunList, parse_limit
 from chalicelib.services.jobs import JobView
 
 api = Api(__name__, "jobs", api_key)
@@ -106,3 +107,15 @@ def cancel_job(job_id: str) -> Response:
 def webhook_secret() -> Response:
     secret = services().jobs.webhook_secret(caller(blueprint.current_request))
     return json_response({"secret": secret, "scheme": "https://www.standardwebhooks.com"})
+
+
+@api.route(
+    "/v1/models/{name}/batches",
+    summary="The model's event-driven batch runs (inputs/<model>/ of the data bucket), newest first, "
+    "?limit=1..100 (default 50), with a presigned download of each finished run's results (owners only)",
+    response=BatchRunList, errors=(400, 404),
+)  # fmt: skip
+def list_batches(name: str) -> Response:
+    request = blueprint.current_request
+    limit = parse_limit(query_param(request, "limit"))
+    return json_response(services().batches.for_model(caller(request), path_name(name), limit=limit))

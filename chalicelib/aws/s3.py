@@ -7,20 +7,24 @@ bounded again on our side, in case an object got in some other way.
 
 from __future__ import annotations
 
+from datetime import UTC
 from pathlib import Path
 from typing import Any, NoReturn
 
 from botocore.exceptions import ClientError
 
 from chalicelib.aws.outage import translates_outages
+from chalicelib.core.clock import utc_text
 from chalicelib.core.errors import NotFound, TooLarge
-from chalicelib.core.keys import check_key
-from chalicelib.core.ports import ObjectInfo, PresignedUpload
+from chalicelib.core.keys import check_key, check_prefix
+from chalicelib.core.ports import ListedObject, ObjectInfo, PresignedUpload
 
 S3Client = Any
 """A low-level ``boto3.client("s3")``; typed ``Any`` because boto3 ships no stubs."""
 
 CHUNK = 1024 * 1024
+PAGE = 1000
+"""The most keys ``list_objects_v2`` answers per call."""
 _MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
 
 
@@ -98,6 +102,30 @@ class S3ArtifactStore:
         finally:
             body.close()
         return ObjectInfo(key=key, size_bytes=received, etag=_etag(response))
+
+    def list_objects(self, prefix: str, *, limit: int) -> list[ListedObject]:
+        """``list_objects_v2`` page by page, each asking only for what is still missing, so ``limit`` keys
+        cost ``ceil(limit / 1000)`` calls at most."""
+        found: list[ListedObject] = []
+        request: dict[str, Any] = {"Bucket": self.bucket, "Prefix": check_prefix(prefix)}
+        while len(found) < limit:
+            try:
+                page = self.client.list_objects_v2(**request, MaxKeys=min(PAGE, limit - len(found)))
+            except ClientError as err:
+                self._raise(err, prefix)
+            for item in page.get("Contents", []):
+                found.append(
+                    ListedObject(
+                        key=str(item["Key"]),
+                        size_bytes=int(item["Size"]),
+                        etag=_etag(item),
+                        last_modified=utc_text(item["LastModified"].astimezone(UTC)),
+                    )
+                )
+            if not page.get("IsTruncated") or not page.get("NextContinuationToken"):
+                break
+            request["ContinuationToken"] = page["NextContinuationToken"]
+        return found[: max(limit, 0)]
 
     def _raise(self, err: Any, key: str) -> NoReturn:
         if str(err.response.get("Error", {}).get("Code", "")) in _MISSING:

@@ -1,8 +1,9 @@
 // This account's newest jobs (GET /v1/jobs) with their status; one job's answer on request; a queued job
-// can be cancelled.
+// can be cancelled. Below them the event-driven batch runs of the models the account owns
+// (GET /v1/models/{name}/batches), in one table, newest first.
 
 import { ApiError, call, json } from "./api.js";
-import { badge, clear, errorBox, h, link, say, table, when } from "./dom.js";
+import { badge, clear, duration, errorBox, h, link, say, table, when } from "./dom.js";
 import { renderDoc } from "./answer.js";
 
 const enc = encodeURIComponent;
@@ -10,18 +11,75 @@ const enc = encodeURIComponent;
 export async function showJobs(main) {
   const list = h("div", {});
   const detail = h("div", { class: "job-detail", "aria-live": "polite" });
-  const refresh = h("button", { type: "button", on: { click: () => load(list, detail) } }, "Refresh");
+  const runs = h("div", { class: "batch-runs", "aria-live": "polite" });
+  const refresh = h("button", { type: "button", on: { click: () => Promise.all([load(list, detail), loadBatches(runs)]) } }, "Refresh");
   main.append(
     h("h1", { tabindex: "-1" }, "Jobs"),
     h("p", { class: "muted" }, "Asynchronous invocations of this account (", h("code", {}, "Prefer: respond-async"), ", ", h("code", {}, "modelport invoke --async"), "), newest first; kept 7 days."),
     h("div", { class: "actions" }, refresh),
     list,
     detail,
-    h("p", { class: "muted" }, "Event-driven batch runs write ", h("code", {}, "outputs/MODEL/NAME.jsonl"), " and ",
-      h("code", {}, ".summary.json"), " to the data bucket (", h("code", {}, "modelport batch"), "); the API has no route that lists them yet."),
+    h("section", { class: "batches", "aria-labelledby": "batches-title" },
+      h("h2", { id: "batches-title" }, "Batch runs"),
+      h("p", { class: "muted" }, "Event-driven runs of the models you own: a file under ", h("code", {}, "inputs/MODEL/"),
+        " of the data bucket gives ", h("code", {}, "outputs/MODEL/NAME.jsonl"), " and its ", h("code", {}, ".summary.json"),
+        "; newest first (", h("code", {}, "modelport batches MODEL"), ")."),
+      runs),
   );
   document.title = "Jobs · Modelport console";
-  await load(list, detail);
+  await Promise.all([load(list, detail), loadBatches(runs)]);
+}
+
+const howToStart = (model = "MODEL") => ["No batch runs yet: put a CSV (or JSON Lines) file under ",
+  h("code", {}, `inputs/${model}/`), " of the data bucket, or run ", h("code", {}, `modelport batch ${model} FILE`), "."];
+
+// The batch runs of every model this account owns (GET /v1/models says whose each is), in one table.
+async function loadBatches(target) {
+  const [me, models] = await Promise.all([json("/v1/accounts/me"), json("/v1/models")]);
+  const owned = models.filter((m) => m.owner === me.account_id);
+  const answers = await Promise.allSettled(owned.map((m) => json(`/v1/models/${enc(m.name)}/batches`)));
+  const runs = [];
+  const problems = [];
+  answers.forEach((answer, i) => {
+    if (answer.status === "fulfilled") runs.push(...answer.value.batches.map((b) => ({ ...b, model: owned[i].name })));
+    else problems.push(errorBox(answer.reason, `Could not list the batch runs of ${owned[i].name}`));
+  });
+  runs.sort((a, b) => (a.updated_at < b.updated_at ? 1 : a.updated_at > b.updated_at ? -1 : 0));
+  clear(target).append(...problems);
+  target.append(runs.length ? batchTable(runs) : h("p", { class: "empty card" }, howToStart()));
+}
+
+// Runs as GET /v1/models/{name}/batches gives them (each with its `model` when `withModel`).
+export function batchTable(runs, { withModel = true } = {}) {
+  const columns = [...(withModel ? ["Model"] : []), "Input", "Status", "Rows (ok / failed)", "Time", "Cost (USD)", "Updated", "Results", "Error"];
+  return table(null, columns, runs.map((r) => [
+    ...(withModel ? [link(r.model, { model: r.model })] : []),
+    h("code", {}, r.input),
+    badge(r.status),
+    r.rows === null || r.rows === undefined ? "—" : h("span", {}, String(r.rows), h("span", { class: "muted" }, ` (${r.succeeded} / ${r.failed})`)),
+    typeof r.seconds === "number" ? duration(r.seconds * 1000) : "—",
+    typeof r.cost?.usd === "string" ? r.cost.usd : "—",
+    when(r.updated_at),
+    r.download_url
+      ? h("a", { href: r.download_url, rel: "noreferrer noopener", target: "_blank", "aria-label": `download the results of ${r.input}` }, "Download")
+      : "",
+    r.error ? { cell: r.error, class: "reason" } : "",
+  ]), { numeric: withModel ? [3, 4, 5] : [2, 3, 4] });
+}
+
+// A model page's card of its batch runs, for its owner (or an admin: the API gave the page `owner`).
+export async function batchesCard(name) {
+  const card = h("section", { class: "card", "aria-labelledby": "batches-title" }, h("h2", { id: "batches-title" }, "Batch runs"));
+  let doc;
+  try {
+    doc = await json(`/v1/models/${enc(name)}/batches`);
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 401) throw error;
+    card.append(errorBox(error, "Could not list the batch runs"));
+    return card;
+  }
+  card.append(doc.batches.length ? batchTable(doc.batches, { withModel: false }) : h("p", { class: "empty" }, howToStart(name)));
+  return card;
 }
 
 async function load(list, detail) {

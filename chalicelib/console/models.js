@@ -1,10 +1,11 @@
 // Models and versions the account can see: status, default version, mode, image size, and each version's
-// deployment timeline (stage by stage, with durations and the failure reason). What a grantee may not see
-// (deployments, image, functions) the API leaves out, and the page shows a dash.
+// deployment timeline (stage by stage, with durations and the failure reason); for its owner, its batch runs.
+// What a grantee may not see (deployments, image, functions) the API leaves out, and the page shows a dash.
 
 import { ApiError, json } from "./api.js";
 import { append, badge, bytes, duration, errorBox, h, link, say, table, when } from "./dom.js";
 import { invokePanel } from "./invoke.js";
+import { batchesCard } from "./jobs.js";
 import { logsCard } from "./logs.js";
 
 const STAGES = ["RECEIVED", "INSPECTED", "CONFIG_GENERATED", "IMAGE_BUILT", "FUNCTIONS_READY", "READY"];
@@ -146,6 +147,7 @@ export async function showModel(main, name) {
     invokePanel(model, versions, configs),
     versionsCard(versions, configs),
     await deploymentsCard(name),
+    model.owner ? await batchesCard(name) : null,  // `owner` is only given to the owner and admins
     model.owner ? logsCard(name) : null,
   ]);
   say(`${model.name}: ${versions.length} versions`);

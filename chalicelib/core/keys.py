@@ -19,3 +19,10 @@ def check_key(key: str) -> str:
     ):
         raise ConfigError(f"unsafe object key {key!r}", path="key")
     return key
+
+
+def check_prefix(prefix: str) -> str:
+    """A listing's prefix: a safe key, or one followed by ``/`` (``inputs/iris/``); the empty prefix, the
+    whole bucket, is refused too: no caller lists everything."""
+    check_key(prefix.removesuffix("/"))
+    return prefix

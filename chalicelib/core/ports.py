@@ -163,6 +163,14 @@ class ObjectInfo(Frozen):
     etag: str
 
 
+class ListedObject(ObjectInfo):
+    """An object as a listing gives it: with the time it was last written (what ``put`` and ``head`` answer
+    stays an ``ObjectInfo``, so theirs compare equal whatever the clock)."""
+
+    last_modified: str
+    """ISO-8601 UTC, as the records write it (``core/clock.utc_text``)."""
+
+
 class ArtifactStore(Protocol):
     def presign_upload(self, key: str, *, max_bytes: int, expires_in: int) -> PresignedUpload: ...
 
@@ -181,6 +189,10 @@ class ArtifactStore(Protocol):
 
     def download(self, key: str, dest: Path, *, max_bytes: int) -> ObjectInfo:
         """Stream to ``dest``; ``TooLarge`` past ``max_bytes``."""
+
+    def list_objects(self, prefix: str, *, limit: int) -> list[ListedObject]:
+        """The first ``limit`` objects whose keys start with ``prefix``, in S3's order (by the keys' UTF-8
+        bytes); never more, however many there are, so what a caller pays is bounded (``[]`` below 1)."""
 
 
 class RegistryLogin(Protocol):

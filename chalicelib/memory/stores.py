@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from chalicelib.core.clock import utc_now
 from chalicelib.core.config_file import (
     ContainerAssociation,
     DeployedFunction,
@@ -20,8 +21,15 @@ from chalicelib.core.config_file import (
     ModelConfigFile,
 )
 from chalicelib.core.errors import Conflict, FunctionFailed, NotFound, TooLarge
-from chalicelib.core.keys import check_key
-from chalicelib.core.ports import AssociationStore, Clock, ObjectInfo, PresignedUpload, Progress
+from chalicelib.core.keys import check_key, check_prefix
+from chalicelib.core.ports import (
+    AssociationStore,
+    Clock,
+    ListedObject,
+    ObjectInfo,
+    PresignedUpload,
+    Progress,
+)
 from chalicelib.core.records import (
     Account,
     ApiKey,
@@ -275,11 +283,14 @@ class MemoryAssociationStore:
 
 
 class MemoryArtifactStore:
-    """Objects as bytes; the etag is the hex MD5 of the bytes, as S3 gives for a single-part upload."""
+    """Objects as bytes; the etag is the hex MD5 of the bytes, as S3 gives for a single-part upload; each
+    object's last write is the ``clock``'s time then (a listing reports it, as S3's LastModified)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = utc_now) -> None:
         self._lock = threading.Lock()
+        self._clock = clock
         self.objects: dict[str, bytes] = {}
+        self.modified: dict[str, str] = {}
 
     def presign_upload(self, key: str, *, max_bytes: int, expires_in: int) -> PresignedUpload:
         check_key(key)
@@ -291,6 +302,7 @@ class MemoryArtifactStore:
         check_key(key)
         with self._lock:
             self.objects[key] = bytes(data)
+            self.modified[key] = self._clock()
         return _info(key, data)
 
     def upload(self, key: str, source: Path) -> ObjectInfo:
@@ -315,6 +327,15 @@ class MemoryArtifactStore:
             raise TooLarge(f"object {key} is larger than the limit of {max_bytes} bytes")
         dest.write_bytes(data)
         return _info(key, data)
+
+    def list_objects(self, prefix: str, *, limit: int) -> list[ListedObject]:
+        check_prefix(prefix)
+        with self._lock:
+            keys = sorted((k for k in self.objects if k.startswith(prefix)), key=lambda k: k.encode())
+            return [
+                ListedObject(**_info(k, self.objects[k]).model_dump(), last_modified=self.modified[k])
+                for k in keys[: max(limit, 0)]
+            ]
 
 
 class MemoryImageBuilder:

@@ -10,6 +10,7 @@ import base64
 import hashlib
 import json
 import random
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from chalicelib.core.ports import (
     DeploymentStore,
     JobStore,
     ModelStore,
+    ObjectInfo,
 )
 from chalicelib.core.records import (
     Account,
@@ -414,6 +416,52 @@ def test_a_download_over_the_limit_is_refused(backend: Stores, tmp_path: Path) -
     with pytest.raises(TooLarge):
         backend.artifacts.download("uploads/big", dest, max_bytes=2047)
     assert not dest.exists()
+
+
+def test_a_listing_gives_the_first_keys_of_a_prefix_in_byte_order_and_stops_at_the_limit(
+    backend: Stores,
+) -> None:
+    store = backend.artifacts
+    keys = ["inputs/iris/b.csv", "inputs/iris/a.csv", "inputs/iris/sub/c.jsonl", "inputs/iris/Z.csv"]
+    infos = {k: store.put(k, k.encode() * 3) for k in keys}
+    store.put("inputs/iris-onnx/a.csv", b"another model's")  # shares the text, not the folder
+    store.put("outputs/iris/a.jsonl", b"{}")
+    listed = store.list_objects("inputs/iris/", limit=10)
+    assert [o.key for o in listed] == sorted(keys)  # "Z" < "a" < "b" < "sub/": by UTF-8 bytes
+    for o in listed:
+        assert (o.size_bytes, o.etag) == (infos[o.key].size_bytes, infos[o.key].etag)
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", o.last_modified), o.last_modified
+        assert ObjectInfo(key=o.key, size_bytes=o.size_bytes, etag=o.etag) == store.head(o.key)
+    assert [o.key for o in store.list_objects("inputs/iris/", limit=2)] == sorted(keys)[:2]
+    assert store.list_objects("inputs/iris/", limit=0) == []
+    assert store.list_objects("inputs/nobody/", limit=10) == []
+    assert [o.key for o in store.list_objects("inputs/iris", limit=10)][:1] == ["inputs/iris-onnx/a.csv"]
+    for prefix in ("", "/abs/", "inputs/../", "inputs//"):
+        with pytest.raises(ConfigError):
+            store.list_objects(prefix, limit=10)
+
+
+def test_a_listing_past_one_page_follows_the_continuation(
+    backend: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """S3 answers at most 1,000 keys a call: the adapter pages on, asking each time only for what is still
+    missing (the page size is made small here, so moto pages too)."""
+    import chalicelib.aws.s3 as s3_adapter
+
+    monkeypatch.setattr(s3_adapter, "PAGE", 3)
+    keys = [f"outputs/m/{i:02d}.summary.json" for i in range(8)]
+    for k in keys:
+        backend.artifacts.put(k, b"{}")
+    assert [o.key for o in backend.artifacts.list_objects("outputs/m/", limit=7)] == keys[:7]
+    assert [o.key for o in backend.artifacts.list_objects("outputs/m/", limit=100)] == keys
+
+
+@pytest.mark.functional
+def test_listing_a_bucket_that_is_gone_is_not_found(infra: Infra) -> None:
+    """The SDK's error in the domain's words, as for the adapter's other calls."""
+    store = S3ArtifactStore(f"{infra.settings.bundle_bucket}-gone", infra.client("s3"))
+    with pytest.raises(NotFound, match="-gone"):
+        store.list_objects("inputs/iris/", limit=10)
 
 
 @pytest.mark.parametrize("key", ["/abs", "uploads/../etc", "uploads//x", "a/./b", "bad\nkey", "", "c\\d"])

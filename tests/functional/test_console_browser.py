@@ -21,10 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 
+from chalicelib.cli_jobs import run_batch
 from chalicelib.client import Client, Connection, deploy
-from chalicelib.local.stack import LocalStack
+from chalicelib.local.stack import LOCAL_CREDENTIALS, LocalStack
 from tests.support import ROOT
 
 try:
@@ -76,6 +78,8 @@ class Site:
     """The failed deployment's reason, as the API gives it."""
     modes: dict[str, str]
     """Each example's pipeline mode, as its deployment decided it (``auto``: fused or chained)."""
+    endpoint_url: str
+    data_bucket: str
 
 
 def _account(admin: Client, name: str) -> str:
@@ -100,7 +104,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             modes[example] = outcome.config["deployment"]["mode"]
         failed = deploy(owner, broken_model(tmp_path_factory.mktemp("console")))
         assert failed.status == "FAILED" and failed.reason
-        yield Site(stack.api_url, alice, bob, failed.reason, modes)
+        yield Site(
+            stack.api_url, alice, bob, failed.reason, modes, stack.endpoint_url, stack.outputs["data_bucket"]
+        )
     finally:
         stack.stop()
 
@@ -396,3 +402,36 @@ def test_alice_at_phone_width_reads_the_invoke_form(page: tuple[Any, Console], s
     tab.wait_for_selector("table.labels")
     assert tab.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     shot(tab, "08-phone-invoke")
+
+
+def test_a_batch_run_shows_on_the_jobs_page_and_the_model_page(page: tuple[Any, Console], site: Site) -> None:
+    """iris-onnx's 150 flowers put under inputs/ of the data bucket: its event runs them (the pump)."""
+    s3 = boto3.session.Session(region_name="us-east-1", **LOCAL_CREDENTIALS).client(
+        "s3", endpoint_url=site.endpoint_url
+    )
+    flowers = (ROOT / "examples/iris-onnx/batch/flowers.csv").read_bytes()
+    run = run_batch(s3, site.data_bucket, "iris-onnx", "flowers.csv", flowers, wait_s=120)
+    assert run.summary["succeeded"] == 150
+    tab, _ = page
+    open_console(tab, site, f"#key={site.alice}&view=jobs")
+    tab.wait_for_selector("h2:text('Batch runs')")
+    row = tab.wait_for_selector(".batch-runs table tbody tr")
+    cells = [c.inner_text() for c in row.query_selector_all("th, td")]
+    model, key, status, rows, seconds, cost, updated, results, error = cells
+    assert (model, key, status) == ("iris-onnx", "inputs/iris-onnx/flowers.csv", "SUCCEEDED"), cells
+    assert rows.startswith("150") and "(150 / 0)" in rows and error == "", cells
+    assert re.fullmatch(r"[\d.]+ (ms|s)", seconds) and re.fullmatch(r"0\.\d+", cost), cells
+    assert updated and results == "Download"
+    link = row.query_selector("a[aria-label='download the results of inputs/iris-onnx/flowers.csv']")
+    assert link is not None and "outputs/iris-onnx/flowers.jsonl" in (link.get_attribute("href") or "")
+    tab.focus(".batch-runs a[href='#model=iris-onnx']")  # by keyboard: the model's page, its own card
+    tab.keyboard.press("Enter")
+    tab.wait_for_selector("h1:text('iris-onnx')")
+    card = tab.wait_for_selector("section[aria-labelledby=batches-title] table tbody tr")
+    assert "SUCCEEDED" in card.inner_text() and "flowers.csv" in card.inner_text()
+    tab.eval_on_selector("#batches-title", "el => el.scrollIntoView()")
+    shot(tab, "10-model-batch-runs")
+    open_console(tab, site, "#view=jobs")
+    tab.wait_for_selector(".batch-runs table tbody tr")
+    tab.eval_on_selector("#batches-title", "el => el.scrollIntoView()")
+    shot(tab, "10-jobs-batch-runs")

@@ -244,3 +244,36 @@ def test_the_worker_role_allows_every_call_of_the_worker_and_the_builder() -> No
     assert {"sqs:ChangeMessageVisibility", "sqs:GetQueueUrl"} <= called
     assert called <= allowed, sorted(called - allowed)
     assert not any(a.endswith("*") for a in allowed)
+
+
+S3_ACTIONS = {
+    "put_object": "s3:PutObject",
+    "get_object": "s3:GetObject",
+    "head_object": "s3:GetObject",
+    "list_objects_v2": "s3:ListBucket",  # on the bucket itself, not its objects
+}
+"""The IAM action of each call the artifact store makes (presigned URLs are signed locally: no call)."""
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_the_api_policy_allows_every_s3_call_of_the_artifact_store_on_the_data_bucket(stage: str) -> None:
+    """The API lists and reads batch outputs (``GET /v1/models/{name}/batches``): each call in the S3
+    adapter's source, allowed on the data bucket's ``outputs/`` (its listing on the bucket)."""
+    import ast
+
+    tree = ast.parse((ROOT / "chalicelib" / "aws" / "s3.py").read_text())
+    called = {
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Attribute)
+        and node.value.attr == "client"
+        and not node.attr.startswith("generate_presigned")
+    }
+    assert "list_objects_v2" in called and called <= S3_ACTIONS.keys(), sorted(called - S3_ACTIONS.keys())
+    policy = json.loads((ROOT / ".chalice" / f"policy-{stage}.json").read_text())
+    bucket = f"arn:aws:s3:::{Settings().data_bucket}"
+    for op in sorted(called):
+        action = S3_ACTIONS[op]
+        resource = bucket if action == "s3:ListBucket" else f"{bucket}/outputs/*"
+        assert any(action in s["Action"] and resource in s["Resource"] for s in policy["Statement"]), op
