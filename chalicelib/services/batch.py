@@ -22,7 +22,8 @@ from typing import Any
 
 from chalicelib.core.config import SLUG
 from chalicelib.core.cost import usd
-from chalicelib.core.errors import ModelportError, NotFound, TooLarge, Unavailable
+from chalicelib.core.errors import ConfigError, ModelportError, NotFound, TooLarge, Unavailable
+from chalicelib.core.keys import check_key
 from chalicelib.core.jsontext import JsonTextError, loads
 from chalicelib.core.ports import AccountStore, ArtifactStore, ModelStore
 from chalicelib.services.events import s3_records
@@ -40,6 +41,10 @@ KINDS = {".csv": "text/csv", ".jsonl": "application/json", ".ndjson": "applicati
 
 def output_keys(key: str) -> tuple[str, str, str] | None:
     """(model, results key, summary key) of an input key; None for a key that is not a batch input."""
+    try:
+        check_key(key)
+    except ConfigError:
+        return None  # no summary could be written beside it either
     path = PurePosixPath(key)
     parts = path.parts
     if len(parts) < 3 or parts[0] != INPUTS.rstrip("/") or not SLUG.fullmatch(parts[1]):
