@@ -216,7 +216,7 @@ def test_sign_in_by_keyboard_then_the_models_with_status_mode_and_size(
     assert re.fullmatch(r"[\d.]+ (B|KB|MB)", size), size
     assert rows[BROKEN][2].startswith("FAILED") and site.reason[:40] in rows[BROKEN][2]
     assert tab.is_visible("section.usage")
-    shot(tab, "02-models", docs="models")
+    shot(tab, "02-models")
 
     tab.focus("a[href='#model=digits-onnx']")  # keyboard again: the model link, Enter
     tab.keyboard.press("Enter")
@@ -289,6 +289,7 @@ def test_the_iris_form_gives_labels_the_chart_and_server_timing(
     invocations, errors, *_, cost = usage["iris-onnx"][-5:]
     assert int(invocations.replace(",", "")) >= 2 and errors == "0", usage
     assert re.fullmatch(r"0\.\d+", cost), usage
+    shot(tab, "03-models-with-usage", docs="models")  # README's picture: the models and their usage
 
 
 def test_the_raw_json_editor_and_an_api_error_with_its_pointers(
