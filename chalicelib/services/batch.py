@@ -23,8 +23,8 @@ from typing import Any
 from chalicelib.core.config import SLUG
 from chalicelib.core.cost import usd
 from chalicelib.core.errors import ConfigError, ModelportError, NotFound, TooLarge, Unavailable
-from chalicelib.core.keys import check_key
 from chalicelib.core.jsontext import JsonTextError, loads
+from chalicelib.core.keys import check_key
 from chalicelib.core.ports import AccountStore, ArtifactStore, ModelStore
 from chalicelib.services.events import s3_records
 from chalicelib.services.invoke import InvokeService
