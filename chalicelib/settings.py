@@ -74,6 +74,10 @@ class Settings:
     states_role: str | None = None
     """The role chained pipelines' state machines run as (``MODELPORT_STATES_ROLE``; it may invoke the
     ``modelport-*`` functions); unset: ``function_role``, which must then trust states.amazonaws.com."""
+    states_log_group: str | None = None
+    """The CloudWatch Logs group ARN (``arn:...:log-group:NAME:*``) the state machines' execution logs go to
+    (``MODELPORT_STATES_LOG_GROUP``, the template's ``StatesLogGroup``); unset:
+    ``/aws/vendedlogs/states/modelport`` in the functions' account and region."""
     cache_ttl_s: float = REVOCATION_WINDOW_S / 2
     """How long a process keeps a verified key and the version a request resolves to (0: not at all);
     changes made through the same process are seen at once, others within twice this time (an expired
@@ -173,6 +177,7 @@ class Settings:
             functions=get("functions", defaults.functions),
             function_role=get("function_role", defaults.function_role),
             states_role=get("states_role", None),
+            states_log_group=get("states_log_group", None),
             cache_ttl_s=float(get("cache_ttl_s", defaults.cache_ttl_s)),
             sandbox=get("sandbox", None),
             probe_role=get("probe_role", defaults.probe_role),

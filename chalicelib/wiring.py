@@ -237,7 +237,11 @@ def aws_container(settings: Settings, clock: Clock = utc_now) -> Container:
         from chalicelib.aws.functions import LambdaFunctionManager
 
         functions = LambdaFunctionManager(
-            lambda_client, settings.function_role, sfn_client=sfn, states_role_arn=settings.states_role
+            lambda_client,
+            settings.function_role,
+            sfn_client=sfn,
+            states_role_arn=settings.states_role,
+            states_log_group_arn=settings.states_log_group,
         )
     return Container(
         settings=settings,

@@ -14,12 +14,18 @@ Chained mode (docs/pipelines.md) deploys one function per stage the same way, ea
 ``modelport-<name>-v<N>`` over the published (qualified) version ARNs. One state machine per version
 means a published machine never changes under running executions, and promoting a version needs
 nothing of Step Functions: the control plane invokes the default version's ``state_machine_arn``.
+
+Tracing (docs/observability.md): every function is made with X-Ray active tracing, every state machine
+with tracing enabled and its execution log (level ``ERROR``, no execution data) going to one shared
+CloudWatch Logs group (the template's ``StatesLogGroup``); a redeploy brings older functions and machines
+to this configuration.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +49,15 @@ from chalicelib.core.pipeline import (
 from chalicelib.core.ports import Progress
 
 LIVE_ALIAS = "live"
+TRACING_MODE = "Active"
+"""Lambda's X-Ray tracing mode for every function this manager makes."""
+STATES_LOG_GROUP = "/aws/vendedlogs/states/modelport"
+"""The shared execution log of the state machines when no log group ARN is given (the template's
+``StatesLogGroup``; the ``/aws/vendedlogs/`` prefix keeps CloudWatch Logs' resource policy small)."""
+STATES_LOG_LEVEL = "ERROR"
+"""Express machines log to CloudWatch Logs only: failed executions, without their data (the requests),
+which X-Ray's trace of every sampled execution complements."""
+_LOG_GROUP_ARN = re.compile(r"arn:[a-z-]+:logs:[a-z0-9-]+:[0-9]{12}:log-group:[A-Za-z0-9_./#-]{1,512}:\*")
 RETRYABLE = frozenset(
     {
         "ResourceConflictException",  # an update is in progress
@@ -147,10 +162,12 @@ class LambdaFunctionManager:
     ``sfn_client`` (a boto3 Step Functions client) is needed by chained deployments only;
     ``states_role_arn`` is the role their state machines run as (allowed ``lambda:InvokeFunction`` on the
     model functions); without it the functions' role is used, which must then trust
-    ``states.amazonaws.com`` too. What it deploys is what the config file's pipeline plan says (and, for
-    shared stages, the container's steps image): it decides nothing. ``wait_s`` bounds each wait (for
-    Active, for an update to finish, for a conflicting call to clear); ``sleep`` is injected so tests need
-    not wait.
+    ``states.amazonaws.com`` too. ``states_log_group_arn`` is the CloudWatch Logs group the machines'
+    execution logs go to (``arn:...:log-group:NAME:*``, as Step Functions takes it); without it,
+    ``STATES_LOG_GROUP`` in the functions' account and region. What it deploys is what the config file's
+    pipeline plan says (and, for shared stages, the container's steps image): it decides nothing.
+    ``wait_s`` bounds each wait (for Active, for an update to finish, for a conflicting call to clear);
+    ``sleep`` is injected so tests need not wait.
     """
 
     def __init__(
@@ -160,6 +177,7 @@ class LambdaFunctionManager:
         *,
         sfn_client: Any | None = None,
         states_role_arn: str | None = None,
+        states_log_group_arn: str | None = None,
         sleep: Callable[[float], None] = time.sleep,
         wait_s: float = 300.0,
         attempts: int = 5,
@@ -168,6 +186,11 @@ class LambdaFunctionManager:
         self.role_arn = role_arn
         self.sfn = sfn_client
         self.states_role_arn = states_role_arn or role_arn
+        if states_log_group_arn is not None and not _LOG_GROUP_ARN.fullmatch(states_log_group_arn):
+            raise FunctionFailed(
+                f"{states_log_group_arn[:200]!r} is not a CloudWatch Logs group ARN ending in ':*'"
+            )
+        self.states_log_group_arn = states_log_group_arn
         self.sleep = sleep
         self.wait_s = wait_s
         self.attempts = attempts
@@ -240,6 +263,12 @@ class LambdaFunctionManager:
         parts = functions[0].function_arn.split(":")  # arn:PARTITION:lambda:REGION:ACCOUNT:function:NAME
         partition, region, account = parts[1], parts[3], parts[4]
         arn = f"arn:{partition}:states:{region}:{account}:stateMachine:{name}"
+        wanted = {
+            "definition": definition,
+            "roleArn": self.states_role_arn,
+            "loggingConfiguration": self._logging(partition, region, account),
+            "tracingConfiguration": {"enabled": True},
+        }
         try:
             current = self._call(
                 sfn.describe_state_machine, {"StateMachineDoesNotExist"}, stateMachineArn=arn
@@ -251,24 +280,28 @@ class LambdaFunctionManager:
                     sfn.create_state_machine,
                     {"StateMachineAlreadyExists"},
                     name=name,
-                    definition=definition,
-                    roleArn=self.states_role_arn,
                     type="EXPRESS",
                     tags=[{"key": "modelport:model", "value": manifest.name}],
+                    **wanted,
                 )
                 return str(created["stateMachineArn"])
             except ClientError:  # created meanwhile (with another definition, maybe): update it
                 current = self._call(sfn.describe_state_machine, set(), stateMachineArn=arn)
-        if current.get("definition") != definition or current.get("roleArn") != self.states_role_arn:
+        if not _machine_matches(current, wanted):
             progress(f"updating state machine {name}")
-            self._call(
-                sfn.update_state_machine,
-                set(),
-                stateMachineArn=arn,
-                definition=definition,
-                roleArn=self.states_role_arn,
-            )
+            self._call(sfn.update_state_machine, set(), stateMachineArn=arn, **wanted)
         return arn
+
+    def _logging(self, partition: str, region: str, account: str) -> dict[str, Any]:
+        """The machines' ``loggingConfiguration``: the shared log group, failed executions, no data."""
+        group = self.states_log_group_arn or (
+            f"arn:{partition}:logs:{region}:{account}:log-group:{STATES_LOG_GROUP}:*"
+        )
+        return {
+            "level": STATES_LOG_LEVEL,
+            "includeExecutionData": False,
+            "destinations": [{"cloudWatchLogsLogGroup": {"logGroupArn": group}}],
+        }
 
     # ----------------------------------------------------------------------- one function
 
@@ -358,6 +391,7 @@ class LambdaFunctionManager:
             "Timeout": spec.timeout_s,
             "Architectures": [spec.architecture],
             "Environment": {"Variables": spec.environment},
+            "TracingConfig": {"Mode": TRACING_MODE},
             "Publish": False,
             "Tags": {"modelport:model": _owner_tag(spec)},
         }
@@ -376,7 +410,7 @@ class LambdaFunctionManager:
                 ImageUri=spec.image_uri,
                 Architectures=[spec.architecture],
             )
-        if not _config_matches(config, spec):
+        if not _config_matches(config, spec) or _tracing(config) != TRACING_MODE:
             self._wait_ready(spec.name, progress)
             progress(f"configuring {spec.name}: {spec.memory_mb} MB, {spec.timeout_s} s")
             self._call(
@@ -388,6 +422,7 @@ class LambdaFunctionManager:
                 MemorySize=spec.memory_mb,
                 Timeout=spec.timeout_s,
                 Environment={"Variables": spec.environment},
+                TracingConfig={"Mode": TRACING_MODE},
             )
 
     def _point_alias(self, name: str, version: str) -> None:
@@ -493,6 +528,33 @@ def _config_matches(config: dict[str, Any], spec: FunctionSpec) -> bool:
         and config.get("Timeout") == spec.timeout_s
         and (config.get("Environment") or {}).get("Variables", {}) == spec.environment
         and config.get("Description", "") == spec.description
+    )
+
+
+def _tracing(config: dict[str, Any]) -> str | None:
+    """The function's X-Ray mode (``Active``, ``PassThrough``); not part of ``_matches``: no deploy of another
+    version makes it other than ``Active``, and an emulator that ignores it on update must not loop."""
+    mode = (config.get("TracingConfig") or {}).get("Mode")
+    return mode if isinstance(mode, str) else None
+
+
+def _machine_matches(current: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """The described state machine has the definition, role, tracing and logging this deploy wants."""
+
+    def logging_of(doc: dict[str, Any]) -> tuple[Any, ...]:
+        config = doc.get("loggingConfiguration") or {}
+        groups = sorted(
+            str((d.get("cloudWatchLogsLogGroup") or {}).get("logGroupArn"))
+            for d in config.get("destinations") or []
+        )
+        return config.get("level"), bool(config.get("includeExecutionData")), tuple(groups)
+
+    return (
+        current.get("definition") == wanted["definition"]
+        and current.get("roleArn") == wanted["roleArn"]
+        and bool((current.get("tracingConfiguration") or {}).get("enabled"))
+        == wanted["tracingConfiguration"]["enabled"]
+        and logging_of(current) == logging_of(wanted)
     )
 
 

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from chalicelib.aws.ecr import REGISTRY_PUSH_ACTIONS, lifecycle_policy
+from chalicelib.aws.functions import STATES_LOG_GROUP
 from chalicelib.aws.infra import (
     BATCH_PREFIX,
     DLQ_RETENTION_S,
@@ -96,6 +97,37 @@ def _assume(service: str) -> dict[str, Any]:
 
 def _statement(sid: str, actions: list[str], resources: list[Any], **extra: Any) -> dict[str, Any]:
     return {"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources, **extra}
+
+
+TRACE_WRITE_ACTIONS = ("xray:PutTraceSegments", "xray:PutTelemetryRecords")
+"""What a function (or a state machine) with active tracing sends X-Ray (AWSXRayDaemonWriteAccess's writes;
+X-Ray has no resource-level permissions: ``*``)."""
+SAMPLING_ACTIONS = ("xray:GetSamplingRules", "xray:GetSamplingTargets")
+LOG_DELIVERY_ACTIONS = (
+    "logs:CreateLogDelivery",
+    "logs:GetLogDelivery",
+    "logs:UpdateLogDelivery",
+    "logs:DeleteLogDelivery",
+    "logs:ListLogDeliveries",
+    "logs:PutResourcePolicy",
+    "logs:DescribeResourcePolicies",
+    "logs:DescribeLogGroups",
+)
+"""What Step Functions needs to set up a machine's execution log (a vended log delivery): on the machines'
+role and on whoever creates or updates them (the deploy worker); these actions take no resource but ``*``."""
+
+
+def _tracing_statement(*, sampling: bool = False) -> dict[str, Any]:
+    return _statement("Tracing", [*TRACE_WRITE_ACTIONS, *(SAMPLING_ACTIONS if sampling else ())], ["*"])
+
+
+def _log_delivery_statement() -> dict[str, Any]:
+    return _statement("ExecutionLogDelivery", list(LOG_DELIVERY_ACTIONS), ["*"])
+
+
+def states_log_group(settings: Settings) -> str:
+    """The stage's shared execution log of its state machines (``StatesLogGroup``)."""
+    return f"{STATES_LOG_GROUP}-{stack_name(settings.stage).removeprefix('modelport-')}"
 
 
 def _logs_statement(group: Any) -> dict[str, Any]:
@@ -182,8 +214,30 @@ def resource_env() -> dict[str, Any]:
         MODELPORT_FUNCTION_ROLE={"Fn::GetAtt": ["FunctionRole", "Arn"]},
         MODELPORT_STATES_ROLE={"Fn::GetAtt": ["StatesRole", "Arn"]},
         MODELPORT_PROBE_ROLE={"Fn::GetAtt": ["ProbeRole", "Arn"]},
+        MODELPORT_STATES_LOG_GROUP={"Fn::GetAtt": ["StatesLogGroup", "Arn"]},  # arn:...:log-group:NAME:*
     )
     return env
+
+
+MODEL_FUNCTION_ACTIONS = (
+    "lambda:CreateFunction",
+    "lambda:GetFunction",
+    "lambda:GetFunctionConfiguration",
+    "lambda:UpdateFunctionCode",
+    "lambda:UpdateFunctionConfiguration",
+    "lambda:PublishVersion",
+    "lambda:DeleteFunction",
+    "lambda:CreateAlias",
+    "lambda:GetAlias",
+    "lambda:UpdateAlias",
+    "lambda:TagResource",
+    "lambda:InvokeFunction",
+    "lambda:ListVersionsByFunction",
+    "lambda:PutProvisionedConcurrencyConfig",
+    "lambda:GetProvisionedConcurrencyConfig",
+    "lambda:DeleteProvisionedConcurrencyConfig",
+)
+"""What the deploy worker does to ``modelport-*`` functions."""
 
 
 def _worker_policy(settings: Settings) -> dict[str, Any]:
@@ -225,28 +279,7 @@ def _worker_policy(settings: Settings) -> dict[str, Any]:
             ],
             [{"Fn::GetAtt": ["DeployQueue", "Arn"]}],
         ),
-        _statement(
-            "ManageModelFunctions",
-            [
-                "lambda:CreateFunction",
-                "lambda:GetFunction",
-                "lambda:GetFunctionConfiguration",
-                "lambda:UpdateFunctionCode",
-                "lambda:UpdateFunctionConfiguration",
-                "lambda:PublishVersion",
-                "lambda:DeleteFunction",
-                "lambda:CreateAlias",
-                "lambda:GetAlias",
-                "lambda:UpdateAlias",
-                "lambda:TagResource",
-                "lambda:InvokeFunction",
-                "lambda:ListVersionsByFunction",
-                "lambda:PutProvisionedConcurrencyConfig",
-                "lambda:GetProvisionedConcurrencyConfig",
-                "lambda:DeleteProvisionedConcurrencyConfig",
-            ],
-            [_arn("lambda", models)],
-        ),
+        _statement("ManageModelFunctions", list(MODEL_FUNCTION_ACTIONS), [_arn("lambda", models)]),
         _statement("RegistryLogin", ["ecr:GetAuthorizationToken"], ["*"]),  # account-wide by design
         _statement(
             "PushModelImages",
@@ -274,6 +307,8 @@ def _worker_policy(settings: Settings) -> dict[str, Any]:
             },
         ),
         _logs_statement({"Fn::GetAtt": ["WorkerLogGroup", "Arn"]}),
+        _log_delivery_statement(),  # creating or updating a machine with its execution log
+        _tracing_statement(),
     ]
     return {"Version": "2012-10-17", "Statement": statements}
 
@@ -310,7 +345,8 @@ def _roles(settings: Settings) -> dict[str, Any]:
                                     "Logs",
                                     ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
                                     [model_logs, _join(model_logs, ":log-stream:*")],
-                                )
+                                ),
+                                _tracing_statement(),
                             ],
                         },
                     }
@@ -335,7 +371,9 @@ def _roles(settings: Settings) -> dict[str, Any]:
                                         _arn("lambda", f"function:{MODEL_PREFIX}*"),
                                         _arn("lambda", f"function:{MODEL_PREFIX}*:*"),
                                     ],
-                                )
+                                ),
+                                _log_delivery_statement(),
+                                _tracing_statement(sampling=True),
                             ],
                         },
                     }
@@ -426,6 +464,11 @@ def _worker(settings: Settings) -> dict[str, Any]:
             "DeletionPolicy": "Delete",
             "Properties": {"LogGroupName": f"/aws/lambda/{name}", "RetentionInDays": LOG_RETENTION_DAYS},
         },
+        "StatesLogGroup": {  # every state machine's execution log (aws/functions.py: failed executions)
+            "Type": "AWS::Logs::LogGroup",
+            "DeletionPolicy": "Delete",
+            "Properties": {"LogGroupName": states_log_group(settings), "RetentionInDays": LOG_RETENTION_DAYS},
+        },
         "WorkerRepository": {
             "Type": "AWS::ECR::Repository",
             "Properties": {
@@ -459,6 +502,7 @@ def _worker(settings: Settings) -> dict[str, Any]:
                 "EphemeralStorage": {"Size": WORKER_EPHEMERAL_MB},
                 "Architectures": ["x86_64"],
                 "Environment": {"Variables": worker_env(settings)},
+                "TracingConfig": {"Mode": "Active"},
             },
         },
         "DeployWorkerQueueMapping": {
@@ -620,6 +664,7 @@ def merge(sam: Mapping[str, Any], settings: Settings, *, code_uri: Any | None = 
         if resource.get("Type") != "AWS::Serverless::Function":
             continue
         props = resource.setdefault("Properties", {})
+        props["Tracing"] = "Active"  # as Chalice's "xray": true writes it (.chalice/policy-*.json: xray)
         variables = props.setdefault("Environment", {}).setdefault("Variables", {})
         variables.update(env)
         if "MODELPORT_ADMIN_KEY_SECRET" in variables:
@@ -639,6 +684,8 @@ def merge(sam: Mapping[str, Any], settings: Settings, *, code_uri: Any | None = 
         }
     resources.update(ours["Resources"])
     for resource in resources.values():
+        if resource.get("Type") == "AWS::Serverless::Api":
+            resource.setdefault("Properties", {})["TracingEnabled"] = True  # API Gateway's X-Ray segments
         body = resource.get("Properties", {}).get("DefinitionBody", {})
         for scheme in body.get("securityDefinitions", {}).values():
             authorizer = scheme.get("x-amazon-apigateway-authorizer")

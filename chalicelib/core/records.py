@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from chalicelib.core.protocol import Frozen
+from chalicelib.core.trace import valid_trace_id
 
 VersionStatus = Literal["PENDING_UPLOAD", "DEPLOYING", "READY", "FAILED"]
 
@@ -159,4 +160,15 @@ class Job(Frozen):
     billed_ms: int | None = Field(default=None, description="Lambda's billed ms of the run (core/cost.py)")
     cost_pico_usd: int | None = Field(default=None, description="what the run cost, in 1e-12 USD")
     expires_at: int = Field(description="epoch seconds after which the table may drop the record (TTL)")
+    trace_id: str | None = Field(
+        default=None,
+        description="the accepting request's (or message's) trace id, which the run keeps (None: older jobs)",
+    )
     revision: int = 0
+
+    @field_validator("trace_id")
+    @classmethod
+    def _trace_id(cls, value: str | None) -> str | None:
+        if value is not None and valid_trace_id(value) is None:
+            raise ValueError("not a trace id (1-<8 hex>-<24 hex>)")
+        return value

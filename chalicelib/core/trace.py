@@ -20,6 +20,8 @@ import re
 import secrets
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -116,6 +118,17 @@ def current() -> Observation | None:
     return _current.get()
 
 
+@contextmanager
+def observing(trace_id: str) -> Iterator[Observation]:
+    """Observe work done outside a request (a job's run, a queue message) under ``trace_id``, then give
+    the context back as it was (a job run inside a request leaves the request's observation in place)."""
+    token = _current.set(Observation(trace_id))
+    try:
+        yield _current.get() or Observation(trace_id)
+    finally:
+        _current.reset(token)
+
+
 def current_trace_id() -> str:
     """The trace id of the request being handled, or a new one (a job, a message, a test)."""
     observation = _current.get()
@@ -124,7 +137,15 @@ def current_trace_id() -> str:
 
 class StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to whatever ``sys.stdout`` is now (a test's capture, a redirected stream), not the one at
-    import time: the handler the API's and the worker's Powertools loggers write JSON lines with."""
+    import time: the handler the API's and the worker's Powertools loggers write JSON lines with. A line
+    written while something is observed (a request, a job's run, a message) carries its ``trace_id``."""
+
+    def filter(self, record: logging.LogRecord) -> Any:
+        if not hasattr(record, "trace_id"):
+            observation = _current.get()
+            if observation is not None:
+                record.trace_id = observation.trace_id
+        return super().filter(record)
 
     @property
     def stream(self) -> Any:

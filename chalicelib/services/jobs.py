@@ -7,6 +7,10 @@ handler) takes the job RUNNING by a conditional write (a duplicate message or a 
 does nothing), invokes the model as its account, keeps the answer as ``jobs/<id>/result`` and ends the job
 SUCCEEDED (the model answered 2xx) or FAILED (with the answer's error). A backing service that does not
 answer is raised, so the queue redelivers. Jobs are per account: another account's job is a 404.
+
+A job keeps the trace id of the request (or message) that made it (``Job.trace_id``): its run (its log
+lines, its first webhook attempt) is observed under that id, and the model's invocation event carries it
+(docs/observability.md).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from chalicelib.core import trace
 from chalicelib.core.cost import usd
 from chalicelib.core.errors import Conflict, InvalidRequest, ModelportError, NotFound, Unavailable
 from chalicelib.core.jsontext import JsonTextError, loads
@@ -66,6 +71,7 @@ class JobView:
             "created_at": j.created_at,
             "started_at": j.started_at,
             "finished_at": j.finished_at,
+            "trace_id": j.trace_id,
         }
         if j.error:
             doc["error"] = j.error
@@ -128,10 +134,12 @@ class JobService:
         input_url: str | None = None,
         reply_to: str | None = None,
         message_id: str | None = None,
+        trace_id: str | None = None,
     ) -> Job:
         """``input_url``: the request is an upload of the caller's (``POST /v1/uploads``), not ``body``;
         ``message_id``: the queue message it comes from, whose job it is once (a duplicate is a Conflict);
-        ``reply_to``: where its completion goes."""
+        ``reply_to``: where its completion goes; ``trace_id``: the trace the job's run joins (a well-formed
+        id only), else the one being observed (the accepting request's), else a new one."""
         if webhook_url is not None:
             webhooks.check_url(webhook_url, allow_loopback=self.allow_loopback)
         if reply_to is not None:
@@ -175,6 +183,7 @@ class JobService:
             webhook_status="PENDING" if webhook_url else None,
             reply_to=reply_to,
             message_id=message_id,
+            trace_id=trace.valid_trace_id(trace_id) or trace.current_trace_id(),
         )
         if not self.jobs.create(job):  # 96 random bits, or a message's id seen twice
             raise Conflict(f"job {job_id} exists")
@@ -285,6 +294,10 @@ class JobService:
             return self.notify(doc["job_id"], attempt)
         return self.run(doc["job_id"])
 
+    def _traced(self, job: Job) -> contextlib.AbstractContextManager[trace.Observation]:
+        """Observe what is done for ``job`` under its trace id (a job from before trace ids: a new one)."""
+        return trace.observing(job.trace_id or trace.mint_trace_id())
+
     def webhook_secret(self, caller: Account) -> str:
         """The caller's signing secret for job webhooks (made on the first ask)."""
         return self.accounts.webhook_secret(caller.account_id, webhooks.new_secret())
@@ -338,6 +351,11 @@ class JobService:
         stale = job.status == "RUNNING" and _epoch(now) - _epoch(job.started_at or now) > STALE_RUN_S
         if job.status != "QUEUED" and not stale:
             return None  # a duplicate delivery, or cancelled, or done
+        with self._traced(job):
+            return self._take(job, now)
+
+    def _take(self, job: Job, now: str) -> Job | None:
+        """Take the job RUNNING and run it (observed under its trace id)."""
         try:
             job = self.jobs.save(job.model_copy(update={"status": "RUNNING", "started_at": now}))
         except Conflict:

@@ -6,7 +6,9 @@ account, as a request does. ``input`` is the request (a JSON value, or a string 
 ``input_url`` is an upload of the account's (``POST /v1/uploads``). Each message becomes the job
 ``JobService.submit`` makes for its id, once: a duplicate delivery (the same message id) finds the job
 and does nothing, so one message gives one result. The completion goes to ``reply_to`` (an SQS queue or
-an EventBridge bus) as the "Modelport Invocation Completed" event. A message that cannot become a job
+an EventBridge bus) as the "Modelport Invocation Completed" event. The job keeps the sender's trace:
+the ``AWSTraceHeader`` system attribute SQS sets when the sender traces (only a well-formed ``Root`` is
+taken, as from a request's header); without one, a new trace id. A message that cannot become a job
 (not JSON, a wrong shape, no valid key, an unknown model, a request the protocol refuses) is a poison
 message: it goes to the dead-letter queue with the reason, and the key is never copied there. An
 outage is raised, so SQS delivers the message again; after ``MAX_ATTEMPTS`` it is a dead letter too.
@@ -21,6 +23,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
+from chalicelib.core import trace
 from chalicelib.core.config import SLUG
 from chalicelib.core.errors import Conflict, ModelportError, Unauthorized, Unavailable
 from chalicelib.core.jsontext import JsonTextError, loads
@@ -55,6 +58,12 @@ class Received:
     body: str
     attributes: dict[str, str]
     receive_count: int = 1
+    trace_header: str | None = None
+    """SQS's ``AWSTraceHeader`` system attribute (``Root=1-...;Parent=...;Sampled=...``), unparsed."""
+
+    def trace_id(self) -> str:
+        """The sender's trace id when its header is well formed (``core/trace``), else a new one."""
+        return trace.parse_trace_header(self.trace_header) or trace.mint_trace_id()
 
 
 def received(record: dict[str, Any]) -> Received:
@@ -65,12 +74,15 @@ def received(record: dict[str, Any]) -> Received:
         for name, value in (record.get("messageAttributes") or {}).items()
         if isinstance(value, dict) and isinstance(value.get("stringValue"), str)
     }
-    count = str((record.get("attributes") or {}).get("ApproximateReceiveCount", "1"))
+    system = record.get("attributes") or {}
+    count = str(system.get("ApproximateReceiveCount", "1"))
+    header = system.get("AWSTraceHeader")
     return Received(
         message_id=str(record.get("messageId", "")),
         body=str(record.get("body", "")),
         attributes=attributes,
         receive_count=int(count) if count.isdigit() else 1,
+        trace_header=header if isinstance(header, str) and len(header) <= trace.MAX_HEADER_CHARS else None,
     )
 
 
@@ -81,7 +93,12 @@ class InvocationMessages:
         self.outbox = outbox
 
     def handle(self, record: Received) -> str | None:
-        """The job the message became (None: a duplicate, or a dead letter)."""
+        """The job the message became (None: a duplicate, or a dead letter), observed under the sender's
+        trace id (or a new one), which the job keeps."""
+        with trace.observing(record.trace_id()) as observation:
+            return self._handle(record, observation.trace_id)
+
+    def _handle(self, record: Received, trace_id: str) -> str | None:
         try:
             message = self._parse(record.body)
             key = record.attributes.get(AUTHORIZATION, "").removeprefix("Bearer ").strip()
@@ -99,6 +116,7 @@ class InvocationMessages:
                 input_url=message.input_url,
                 reply_to=message.reply_to,
                 message_id=record.message_id,
+                trace_id=trace_id,
             )
         except Conflict as exc:
             if "was taken already" in str(exc):

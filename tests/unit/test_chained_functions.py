@@ -183,3 +183,77 @@ def test_a_function_not_made_for_the_model_is_never_taken_over(lambda_client: tu
     LambdaFunctionManager(lam, role, sleep=lambda s: None).deploy(own, lambda line: None)
     LambdaFunctionManager(lam, role, sleep=lambda s: None).deploy(own, lambda line: None)
     assert lam.get_function(FunctionName="modelport-mine")["Tags"] == {"modelport:model": "mine"}
+
+
+class Recording:
+    """A boto3 client whose calls are recorded by name (the calls themselves go through)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client, self.calls = client, []  # type: ignore[var-annotated]
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.client, name)
+
+        def call(**kwargs: Any) -> Any:
+            self.calls.append(name)
+            return method(**kwargs)
+
+        return call
+
+
+def test_functions_and_machines_are_traced_and_log_their_failed_executions(
+    lambda_client: tuple[Any, str],
+) -> None:
+    """Active X-Ray tracing on every function, tracing and the shared execution log on the machine; a
+    redeploy of the same configuration changes nothing, and one of an older machine brings it up to it."""
+    lam, role = lambda_client
+    sfn = Recording(boto3.client("stepfunctions", region_name="us-east-1"))
+    group = "arn:aws:logs:us-east-1:123456789012:log-group:/aws/vendedlogs/states/modelport-dev:*"
+    manifest = _manifest("iris-onnx", "chained")
+    manager = LambdaFunctionManager(
+        lam, role, sfn_client=sfn, states_log_group_arn=group, sleep=lambda s: None
+    )
+    deployed = manager.deploy(manifest, lambda line: None)
+    assert deployed.state_machine_arn is not None
+    for function in deployed.functions:
+        config = lam.get_function(FunctionName=function.function_name)["Configuration"]
+        assert config["TracingConfig"] == {"Mode": "Active"}
+    machine = sfn.client.describe_state_machine(stateMachineArn=deployed.state_machine_arn)
+    assert machine["tracingConfiguration"] == {"enabled": True}
+    assert machine["loggingConfiguration"] == {
+        "level": "ERROR",
+        "includeExecutionData": False,
+        "destinations": [{"cloudWatchLogsLogGroup": {"logGroupArn": group}}],
+    }
+    sfn.calls.clear()
+    manager.deploy(manifest, lambda line: None)
+    assert sfn.calls == ["describe_state_machine"]  # nothing to update
+    # a machine from before tracing (same definition and role): the next deploy updates it
+    sfn.client.update_state_machine(
+        stateMachineArn=deployed.state_machine_arn,
+        loggingConfiguration={"level": "OFF"},
+        tracingConfiguration={"enabled": False},
+    )
+    sfn.calls.clear()
+    manager.deploy(manifest, lambda line: None)
+    assert sfn.calls == ["describe_state_machine", "update_state_machine"]
+    machine = sfn.client.describe_state_machine(stateMachineArn=deployed.state_machine_arn)
+    assert machine["tracingConfiguration"] == {"enabled": True}
+    assert machine["loggingConfiguration"]["level"] == "ERROR"
+
+
+def test_without_a_log_group_the_machines_log_to_the_default_one_in_their_account(
+    lambda_client: tuple[Any, str],
+) -> None:
+    lam, role = lambda_client
+    sfn = boto3.client("stepfunctions", region_name="us-east-1")
+    manager = LambdaFunctionManager(lam, role, sfn_client=sfn, sleep=lambda s: None)
+    deployed = manager.deploy(_manifest("iris-onnx", "chained"), lambda line: None)
+    assert deployed.state_machine_arn is not None
+    machine = sfn.describe_state_machine(stateMachineArn=deployed.state_machine_arn)
+    (destination,) = machine["loggingConfiguration"]["destinations"]
+    assert destination["cloudWatchLogsLogGroup"]["logGroupArn"] == (
+        "arn:aws:logs:us-east-1:123456789012:log-group:/aws/vendedlogs/states/modelport:*"
+    )
+    with pytest.raises(FunctionFailed, match="not a CloudWatch Logs group ARN"):
+        LambdaFunctionManager(lam, role, sfn_client=sfn, states_log_group_arn="arn:aws:logs:x:y:log-group:g")

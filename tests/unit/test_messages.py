@@ -4,6 +4,7 @@ delivery nothing more, a poison message a dead letter with its reason and withou
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -92,3 +93,36 @@ def test_an_outage_is_retried_then_a_dead_letter(
     last = {**record, "attributes": {"ApproximateReceiveCount": "4"}}
     assert services().messages.handle(received(last)) is None  # type: ignore[union-attr]
     assert "gave up after 4 attempts" in world["container"].outbox.dead[0][2]
+
+
+GOOD = "1-5759e988-bd862e3fe1be46a994272793"
+
+
+@pytest.mark.parametrize(
+    ("header", "kept"),
+    [
+        (f"Root={GOOD};Parent=53995c3f42cd8ad8;Sampled=1", True),  # what SQS sets when the sender traces
+        (f"Root={GOOD.upper()};Sampled=0", True),
+        ("Root=1-5759e988-bd862e3fe1be46a99427279Z;<script>", False),  # malformed: a new id
+        (f"Root={GOOD};" + "x" * 300, False),  # over the length cap: not read
+        (None, False),  # the sender does not trace
+    ],
+)
+def test_a_message_job_runs_under_the_senders_trace_id_or_a_new_one(
+    world: dict[str, Any], header: str | None, kept: bool
+) -> None:
+    message = {"model": "iris", "input": {"records": [RECORD]}}
+    record = _record(world, message)
+    if header is not None:
+        record["attributes"]["AWSTraceHeader"] = header
+    job_id = services().messages.handle(received(record))  # type: ignore[union-attr]
+    assert job_id is not None
+    run_queued(world)
+    event = world["fake"].events[-1]
+    doc = world["alice"].call("GET", f"/v1/jobs/{job_id}").json_body
+    assert doc["trace_id"] == event["trace_id"]
+    if kept:
+        assert event["trace_id"] == GOOD
+    else:
+        assert re.fullmatch(r"1-[0-9a-f]{8}-[0-9a-f]{24}", event["trace_id"]) and event["trace_id"] != GOOD
+        assert "script" not in json.dumps(doc)

@@ -12,6 +12,7 @@ from chalice.test import Client
 
 from app import app
 from chalicelib import wiring
+from chalicelib.api.deps import services
 from chalicelib.core import trace
 from chalicelib.core.wire import reply
 from chalicelib.memory.stores import MemoryInvoker
@@ -237,3 +238,57 @@ def test_the_worker_logs_a_deployment_and_its_stage_durations_in_emf(
     assert total["model"] == "iris" and total["DeploymentDuration"] in (2500.0, [2500.0])
     per_stage = [d for d in lines if "DeploymentStageDuration" in d]
     assert {d["deployment_stage"] for d in per_stage} == {"RECEIVED", "READY"}
+
+
+def test_an_async_job_runs_under_the_trace_id_of_the_request_that_accepted_it(
+    world: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    headers = {"X-Amzn-Trace-Id": f"Root={GOOD};Sampled=1", "Prefer": "respond-async"}
+    r = world["alice"].call("POST", "/v1/models/iris/invoke", {"records": [RECORD]}, headers)
+    assert r.status_code == 202, r.body
+    assert r.json_body["trace_id"] == GOOD and r.headers["X-Amzn-Trace-Id"] == f"Root={GOOD}"
+    container = wiring.container()
+    capsys.readouterr()
+    for job_id in container.job_queue.sent:  # the jobs queue's runner, outside any request
+        services().jobs.handle_message(json.dumps({"job_id": job_id}))
+    assert world["events"][-1]["trace_id"] == GOOD  # the model function's event, so its lines and X-Ray
+    assert trace.current() is None  # the run's observation ended with it
+    done = world["alice"].call("GET", f"/v1/jobs/{r.json_body['job_id']}").json_body
+    assert done["status"] == "SUCCEEDED" and done["trace_id"] == GOOD
+    # a job from before trace ids runs under a new one
+    old = container.jobs.get(done["job_id"]).model_copy(update={"status": "QUEUED", "trace_id": None})
+    container.jobs.save(old)
+    services().jobs.run(old.job_id)
+    minted = world["events"][-1]["trace_id"]
+    assert trace.TRACE_ID.fullmatch(minted) and minted != GOOD
+
+
+def test_lines_written_while_a_job_or_message_is_observed_carry_its_trace_id(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from chalicelib.api.observe import logger
+
+    capsys.readouterr()
+    with trace.observing(GOOD):
+        logger.info("a job's line")
+    logger.info("outside")
+    lines = {d["message"]: d for d in _lines(capsys.readouterr().out)}
+    assert lines["a job's line"]["trace_id"] == GOOD
+    assert "trace_id" not in lines["outside"]
+
+
+def test_a_job_record_takes_only_a_well_formed_trace_id_and_old_records_load() -> None:
+    from pydantic import ValidationError
+
+    from chalicelib.core.records import Job
+
+    doc = {
+        "job_id": "job-1", "account_id": "a", "model_name": "iris", "version": 1, "status": "QUEUED",
+        "input_key": "jobs/job-1/request", "content_type": "application/json", "accept": "*/*",
+        "created_at": "2025-01-01T00:00:00Z", "expires_at": 1,
+    }  # fmt: skip
+    assert Job.model_validate(doc).trace_id is None  # a record from before trace ids
+    assert Job.model_validate({**doc, "trace_id": GOOD}).trace_id == GOOD
+    for bad in ("Root=" + GOOD, GOOD.upper(), GOOD + "0", "1-xyz", "x" * 10_000):
+        with pytest.raises(ValidationError):
+            Job.model_validate({**doc, "trace_id": bad})

@@ -9,7 +9,15 @@ from typing import Any
 import pytest
 
 from chalicelib.aws import infra
-from chalicelib.aws.template import REGISTRY_PUSH_ACTIONS, merge, stack_template, worker_env
+from chalicelib.aws.template import (
+    LOG_DELIVERY_ACTIONS,
+    LOG_RETENTION_DAYS,
+    REGISTRY_PUSH_ACTIONS,
+    TRACE_WRITE_ACTIONS,
+    merge,
+    stack_template,
+    worker_env,
+)
 from chalicelib.core.errors import ConfigError
 from chalicelib.settings import REVOCATION_WINDOW_S, Settings
 
@@ -177,15 +185,77 @@ def test_roles_grant_least_privilege() -> None:
         "logs:CreateLogGroup",
         "logs:CreateLogStream",
         "logs:PutLogEvents",
+        *TRACE_WRITE_ACTIONS,
     }
-    assert _actions(resources["StatesRole"]) == {"lambda:InvokeFunction"}
+    assert _actions(resources["StatesRole"]) == {
+        "lambda:InvokeFunction",
+        *LOG_DELIVERY_ACTIONS,
+        *TRACE_WRITE_ACTIONS,
+        "xray:GetSamplingRules",
+        "xray:GetSamplingTargets",
+    }
     worker = _actions(resources["WorkerRole"])
     assert set(REGISTRY_PUSH_ACTIONS) <= worker
     assert not any(a.endswith("*") or a in ("dynamodb:Scan", "s3:DeleteObject") for a in worker)
     statements = [
         s for p in resources["WorkerRole"]["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]
     ]
-    assert [s["Sid"] for s in statements if "*" in s["Resource"]] == ["RegistryLogin"]
+    # only what takes no resource is granted on "*": the registry login, log delivery and X-Ray's writes
+    assert [s["Sid"] for s in statements if "*" in s["Resource"]] == [
+        "RegistryLogin",
+        "ExecutionLogDelivery",
+        "Tracing",
+    ]
+    for role in ("FunctionRole", "StatesRole", "WorkerRole"):
+        wildcard = {
+            a
+            for p in resources[role]["Properties"]["Policies"]
+            for s in p["PolicyDocument"]["Statement"]
+            if "*" in s["Resource"]
+            for a in s["Action"]
+        }
+        assert wildcard <= {"ecr:GetAuthorizationToken", *LOG_DELIVERY_ACTIONS} | {
+            a for a in wildcard if a.startswith("xray:")
+        }, role
+
+
+def test_functions_and_state_machines_are_traced_and_machines_log_to_one_group() -> None:
+    """X-Ray on the template's functions (the worker; Chalice's, merged) and API Gateway's stage; the
+    worker is told the shared execution-log group of the machines it makes, which the template creates."""
+    resources = stack_template(SETTINGS)["Resources"]
+    assert resources["DeployWorker"]["Properties"]["TracingConfig"] == {"Mode": "Active"}
+    group = resources["StatesLogGroup"]
+    assert group["Type"] == "AWS::Logs::LogGroup"
+    assert group["Properties"] == {
+        "LogGroupName": "/aws/vendedlogs/states/modelport-dev",
+        "RetentionInDays": LOG_RETENTION_DAYS,
+    }
+    env = resources["DeployWorker"]["Properties"]["Environment"]["Variables"]
+    assert env["MODELPORT_STATES_LOG_GROUP"] == {"Fn::GetAtt": ["StatesLogGroup", "Arn"]}
+    merged = merge(SAM, SETTINGS, code_uri={"Bucket": "b", "Key": "k.zip"})["Resources"]
+    for name in ("APIHandler", "Authorizer"):
+        assert merged[name]["Properties"]["Tracing"] == "Active"
+        variables = merged[name]["Properties"]["Environment"]["Variables"]
+        assert variables["MODELPORT_STATES_LOG_GROUP"] == {"Fn::GetAtt": ["StatesLogGroup", "Arn"]}
+    assert merged["RestAPI"]["Properties"]["TracingEnabled"] is True
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_the_chalice_functions_may_write_their_traces(stage: str) -> None:
+    """Chalice's roles are the policy files (autogen_policy is off): each may send X-Ray its segments, and
+    the stage asks Chalice for active tracing too (``xray``)."""
+    from pathlib import Path
+
+    root = Path(__file__).parents[2] / ".chalice"
+    config = json.loads((root / "config.json").read_text())
+    assert config["stages"][stage]["xray"] is True
+    for name in (f"policy-{stage}.json", f"policy-deploy-{stage}.json", f"policy-authorizer-{stage}.json"):
+        statements = json.loads((root / name).read_text())["Statement"]
+        (tracing,) = [s for s in statements if s.get("Sid") == "Tracing"]
+        assert (tracing["Action"], tracing["Resource"]) == (list(TRACE_WRITE_ACTIONS), ["*"]), name
+        delivery = [s for s in statements if s.get("Sid") == "ExecutionLogDelivery"]
+        creates = any("states:CreateStateMachine" in s["Action"] for s in statements)
+        assert [d["Action"] for d in delivery] == ([list(LOG_DELIVERY_ACTIONS)] if creates else []), name
 
 
 def test_merging_wires_the_api_to_our_resources_and_the_authorizer_ttl() -> None:

@@ -119,6 +119,7 @@ class LambdaEmulator:
             environment=dict((request.get("Environment") or {}).get("Variables") or {}),
             architectures=tuple(request.get("Architectures") or ("x86_64",)),
             description=str(request.get("Description", "")),
+            tracing_mode=str((request.get("TracingConfig") or {}).get("Mode", "PassThrough")),
         ).validated()
         with self._lock:
             if name in self._functions:
@@ -187,6 +188,8 @@ class LambdaEmulator:
             changes["ephemeral_mb"] = int((request["EphemeralStorage"] or {}).get("Size", 512))
         if "Environment" in request:
             changes["environment"] = dict((request["Environment"] or {}).get("Variables") or {})
+        if "TracingConfig" in request:
+            changes["tracing_mode"] = str((request["TracingConfig"] or {}).get("Mode", "PassThrough"))
         return self._update(function_name, request, changes, publish=False)
 
     def _update(

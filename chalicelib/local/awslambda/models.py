@@ -71,6 +71,8 @@ class FunctionConfig:
     environment: Mapping[str, str] = field(default_factory=dict)
     architectures: tuple[str, ...] = ("x86_64",)
     description: str = ""
+    tracing_mode: str = "PassThrough"
+    """X-Ray's ``TracingConfig.Mode`` as given (stored and answered; nothing is traced locally)."""
     version: str = LATEST
     revision_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     last_modified: str = field(default_factory=now_text)
@@ -86,6 +88,7 @@ class FunctionConfig:
             self.ephemeral_mb,
             tuple(sorted(self.environment.items())),
             self.architectures,
+            self.tracing_mode,
         )
 
     def validated(self) -> FunctionConfig:
@@ -98,6 +101,8 @@ class FunctionConfig:
             raise invalid(f"EphemeralStorage.Size {self.ephemeral_mb} is outside 512..10240 MB.")
         if len(self.architectures) != 1 or self.architectures[0] not in ("x86_64", "arm64"):
             raise invalid("Architectures must be one of [x86_64] or [arm64].")
+        if self.tracing_mode not in ("Active", "PassThrough"):
+            raise invalid("TracingConfig.Mode must be one of [Active, PassThrough].")
         reserved = sorted(
             k for k in self.environment if k in RESERVED_VARIABLES or k.startswith("AWS_LAMBDA_")
         )
@@ -224,7 +229,7 @@ class Function:
             "CodeSha256": config.code_sha256,
             "Version": config.version,
             "Environment": {"Variables": dict(config.environment)},
-            "TracingConfig": {"Mode": "PassThrough"},
+            "TracingConfig": {"Mode": config.tracing_mode},
             "RevisionId": config.revision_id,
             "State": state,
             "LastUpdateStatus": update,
