@@ -43,6 +43,38 @@ def raw_body(request: Request) -> bytes:
 
 
 @dataclass(frozen=True)
+class Query:
+    """A query parameter a route reads, as its OpenAPI entry says it."""
+
+    name: str
+    description: str
+    schema: tuple[tuple[str, Any], ...] = (("type", "string"),)
+
+
+def bounded(
+    kind: str, low: float, high: float | None = None, *, exclusive: bool = False
+) -> tuple[tuple[str, Any], ...]:
+    """The schema of a number query parameter between ``low`` and ``high``."""
+    return (("type", kind), ("exclusiveMinimum" if exclusive else "minimum", low)) + (
+        (("maximum", high),) if high is not None else ()
+    )
+
+
+DATE = (("type", "string"), ("format", "date"))
+
+INPUT_QUERY = (
+    Query(
+        "input_url",
+        "the input by reference: an https URL, or s3://<data bucket>/uploads/... of POST /v1/uploads",
+    ),
+    Query(
+        "webhook", "with Prefer: respond-async (or on /jobs): the https URL the job's outcome is posted to"
+    ),
+)
+"""What an invocation or a job reads from the query string."""
+
+
+@dataclass(frozen=True)
 class Operation:
     method: str
     path: str
@@ -56,6 +88,7 @@ class Operation:
     errors: tuple[int, ...]
     produces: tuple[str, ...] = ()
     """Media types of a success answer that is not a JSON model (the console's files)."""
+    query: tuple[Query, ...] = ()
 
 
 OPERATIONS: list[Operation] = []
@@ -92,12 +125,13 @@ class Api:
         errors: tuple[int, ...] = (),
         content_types: list[str] | None = None,
         produces: tuple[str, ...] = (),
+        query: tuple[Query, ...] = (),
     ) -> Callable[[F], F]:
         def register(view: F) -> F:
             OPERATIONS.append(
                 Operation(
                     method, path, summary, self.tag, body, response, list_response, status, auth, errors,
-                    produces,
+                    produces, query,
                 )
             )  # fmt: skip
             kwargs: dict[str, Any] = {"methods": [method]}
@@ -248,6 +282,15 @@ def control_plane_openapi(title: str, version: str) -> dict[str, Any]:
             {"name": seg[1:-1], "in": "path", "required": True, "schema": {"type": "string"}}
             for seg in op.path.split("/")
             if seg.startswith("{")
+        ] + [
+            {
+                "name": q.name,
+                "in": "query",
+                "required": False,
+                "description": q.description,
+                "schema": dict(q.schema),
+            }
+            for q in op.query
         ]
         entry: dict[str, Any] = {
             "summary": op.summary,

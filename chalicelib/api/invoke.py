@@ -11,6 +11,7 @@ from chalicelib.api.auth import api_key
 from chalicelib.api.deps import services
 from chalicelib.api.http import (
     BODY_TYPES,
+    INPUT_QUERY,
     Api,
     caller,
     json_response,
@@ -108,7 +109,7 @@ def stored_response(result: InvokeResult) -> Response:
 
 @api.route(
     "/v1/models/{name}/invoke", "POST", summary="Invoke the default version, per the model's protocol",
-    errors=ERRORS, content_types=BODY_TYPES,
+    errors=ERRORS, content_types=BODY_TYPES, query=INPUT_QUERY,
 )  # fmt: skip
 def invoke(name: str) -> Response:
     return _invoke(name, None)
@@ -116,7 +117,7 @@ def invoke(name: str) -> Response:
 
 @api.route(
     "/v1/models/{name}/versions/{version}/invoke", "POST", summary="Invoke one version", errors=ERRORS,
-    content_types=BODY_TYPES,
+    content_types=BODY_TYPES, query=INPUT_QUERY,
 )  # fmt: skip
 def invoke_version(name: str, version: str) -> Response:
     return _invoke(name, path_int(version, "version"))

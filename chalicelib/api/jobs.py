@@ -11,7 +11,10 @@ from chalicelib.api.auth import api_key
 from chalicelib.api.deps import services
 from chalicelib.api.http import (
     BODY_TYPES,
+    INPUT_QUERY,
     Api,
+    Query,
+    bounded,
     caller,
     json_response,
     path_int,
@@ -69,7 +72,7 @@ def new_upload() -> Response:
 
 @api.route(
     "/v1/models/{name}/jobs", "POST", summary="Run the default version asynchronously (202 + Location)",
-    status=202, errors=ERRORS, content_types=BODY_TYPES,
+    status=202, errors=ERRORS, content_types=BODY_TYPES, query=INPUT_QUERY,
 )  # fmt: skip
 def submit_job(name: str) -> Response:
     return submit(blueprint.current_request, name, None)
@@ -77,7 +80,7 @@ def submit_job(name: str) -> Response:
 
 @api.route(
     "/v1/models/{name}/versions/{version}/jobs", "POST", summary="Run one version asynchronously",
-    status=202, errors=ERRORS, content_types=BODY_TYPES,
+    status=202, errors=ERRORS, content_types=BODY_TYPES, query=INPUT_QUERY,
 )  # fmt: skip
 def submit_version_job(name: str, version: str) -> Response:
     return submit(blueprint.current_request, name, path_int(version, "version"))
@@ -114,6 +117,7 @@ def webhook_secret() -> Response:
     summary="The model's event-driven batch runs (inputs/<model>/ of the data bucket), newest first, "
     "?limit=1..100 (default 50), with a presigned download of each finished run's results (owners only)",
     response=BatchRunList, errors=(400, 404),
+    query=(Query("limit", "the newest runs (default 50)", bounded("integer", 1, 100)),),
 )  # fmt: skip
 def list_batches(name: str) -> Response:
     request = blueprint.current_request

@@ -12,7 +12,7 @@ from chalice.app import Response
 
 from chalicelib.api.auth import api_key
 from chalicelib.api.deps import services
-from chalicelib.api.http import Api, caller, json_response, path_int, path_name, query_param
+from chalicelib.api.http import Api, Query, bounded, caller, json_response, path_int, path_name, query_param
 from chalicelib.core.errors import InvalidRequest, Unavailable
 
 api = Api(__name__, "models", api_key)
@@ -23,7 +23,12 @@ MINUTES = re.compile(r"[0-9]{1,4}(?:\.[0-9]{1,3})?")
 
 @api.route(
     "/v1/models/{name}/logs", summary="The model's log lines (one request's, by trace id, or the newest)",
-    errors=(400, 404, 503),
+    errors=(400, 404, 503), query=(
+        Query("trace", "one request's lines: its X-Amzn-Trace-Id root, 1-<8 hex>-<24 hex>"),
+        Query("since", "minutes back (default 15)", bounded("number", 0, 1440, exclusive=True)),
+        Query("limit", "the newest lines (default 200)", bounded("integer", 1, 500)),
+        Query("version", "another version than the default", bounded("integer", 1)),
+    ),
 )  # fmt: skip
 def model_logs(name: str) -> Response:
     request = blueprint.current_request

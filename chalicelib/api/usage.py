@@ -9,7 +9,7 @@ from chalice.app import Response
 
 from chalicelib.api.auth import api_key
 from chalicelib.api.deps import services
-from chalicelib.api.http import Api, caller, json_response, query_param
+from chalicelib.api.http import DATE, Api, Query, caller, json_response, query_param
 
 api = Api(__name__, "usage", api_key)
 blueprint = api.blueprint
@@ -17,7 +17,12 @@ blueprint = api.blueprint
 
 @api.route(
     "/v1/usage", summary="Invocations, errors, billed ms, cost and p50/p99 latency per model and day",
-    errors=(400, 403),
+    errors=(400, 403), query=(
+        Query("model", "one model"),
+        Query("from", "the first UTC day, YYYY-MM-DD (default: 30 days back)", DATE),
+        Query("to", "the last UTC day, YYYY-MM-DD (default: today)", DATE),
+        Query("account", "another account's usage (admins only)"),
+    ),
 )  # fmt: skip
 def usage() -> Response:
     request = blueprint.current_request

@@ -171,3 +171,31 @@ def test_bad_parameters_are_400s_that_point_at_them(world: dict[str, Any], query
 
 def test_a_version_that_does_not_exist_is_a_404(world: dict[str, Any]) -> None:
     assert world["alice"].call("GET", "/v1/models/iris/logs?version=7").status_code == 404
+
+
+def test_the_api_document_names_every_query_parameter_a_route_reads(world: dict[str, Any]) -> None:
+    """The parameters a client may send are in /openapi.json, with their bounds."""
+    import ast
+
+    from chalicelib.api import http
+
+    paths = world["alice"].call("GET", "/openapi.json").json_body["paths"]
+    logs = {p["name"]: p for p in paths["/v1/models/{name}/logs"]["get"]["parameters"] if p["in"] == "query"}
+    assert set(logs) == {"trace", "since", "limit", "version"}
+    assert logs["limit"]["schema"] == {"type": "integer", "minimum": 1, "maximum": 500}
+    assert logs["since"]["schema"] == {"type": "number", "exclusiveMinimum": 0, "maximum": 1440}
+    documented = {
+        (path, q["name"])
+        for path, item in paths.items()
+        for op in item.values()
+        for q in op.get("parameters", [])
+        if q["in"] == "query"
+    }
+    read = set()
+    for module in ("invoke", "jobs", "logs", "usage"):
+        tree = ast.parse((ROOT / "chalicelib" / "api" / f"{module}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "query_param":
+                read.add(node.args[1].value)  # type: ignore[attr-defined]
+    assert read <= {name for _, name in documented}, read - {name for _, name in documented}
+    assert {q.name for q in http.INPUT_QUERY} == {"input_url", "webhook"}
