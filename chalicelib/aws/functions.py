@@ -93,13 +93,10 @@ def state_machine_name(model_name: str, version: int) -> str:
     return f"modelport-{model_name}-v{version}"
 
 
-SHARED_PREFIX = SHARED_STAGE_PREFIX
-
-
 def shared_function_name(steps_image: str, architecture: str, role: Role) -> str:
     """The shared stage function of a steps image: every model whose steps run in it uses this one."""
     digest = hashlib.sha256(f"{steps_image}\0{architecture}".encode()).hexdigest()[:16]
-    return f"{SHARED_PREFIX}{digest}-{role}"
+    return f"{SHARED_STAGE_PREFIX}{digest}-{role}"
 
 
 def function_specs(manifest: ModelConfigFile) -> list[FunctionSpec]:
@@ -214,7 +211,7 @@ class LambdaFunctionManager:
         """Point each function's ``live`` alias at this deployment's published version (shared stage
         functions have no alias: each machine names the version it was deployed with)."""
         for function in deployment.functions:
-            if function.function_name.startswith(SHARED_PREFIX):
+            if function.function_name.startswith(SHARED_STAGE_PREFIX):
                 continue  # it serves many models; their machines name its versions
             if not function.version:
                 raise FunctionFailed(f"{function.function_name} has no published version to promote")
@@ -232,7 +229,7 @@ class LambdaFunctionManager:
                     stateMachineArn=deployment.state_machine_arn,
                 )
         for function in deployment.functions:
-            if function.function_name.startswith(SHARED_PREFIX) or not function.version:
+            if function.function_name.startswith(SHARED_STAGE_PREFIX) or not function.version:
                 continue
             with contextlib.suppress(ClientError):
                 self._call(
@@ -256,7 +253,7 @@ class LambdaFunctionManager:
         sfn = self.sfn
         assert sfn is not None  # deploy checked
         shared = [
-            f.role for f in functions if f.function_name.startswith(SHARED_PREFIX) and f.role != "fused"
+            f.role for f in functions if f.function_name.startswith(SHARED_STAGE_PREFIX) and f.role != "fused"
         ]
         definition = definition_text(state_machine_definition(manifest, arns, shared=shared))
         name = state_machine_name(manifest.name, manifest.version)

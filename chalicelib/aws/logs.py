@@ -13,8 +13,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from chalicelib.aws.outage import translates_outages
-from chalicelib.core.errors import InvalidRequest, Unavailable
-from chalicelib.core.ports import LOG_TERM, LogEvent
+from chalicelib.core.errors import Unavailable
+from chalicelib.core.ports import LogEvent, check_log_term
 
 LogsClient = Any
 """A low-level ``boto3.client("logs")``; typed ``Any`` because boto3 ships no stubs."""
@@ -31,8 +31,7 @@ class CloudWatchLogReader:
     def read(
         self, group: str, *, since_ms: int, until_ms: int, term: str | None, limit: int
     ) -> list[LogEvent]:
-        if term is not None and not LOG_TERM.fullmatch(term):
-            raise InvalidRequest("a log search term is letters, digits, '-', '_' and '.' only")
+        check_log_term(term)
         found: list[LogEvent] = []
         end, span = until_ms, FIRST_WINDOW_MS
         while end >= since_ms and len(found) < limit:

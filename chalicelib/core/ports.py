@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from chalicelib.core.config_file import ContainerAssociation, DeployedFunctions, ModelConfigFile
+from chalicelib.core.errors import InvalidRequest
 from chalicelib.core.native import NativeContract
 from chalicelib.core.probe import ProbeRequest
 from chalicelib.core.protocol import Frozen
@@ -277,6 +278,13 @@ class FunctionInvoker(Protocol):
 
 LOG_TERM = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 """What a log search may look for: a trace id or a model name, never a caller's free text."""
+
+
+def check_log_term(term: str | None) -> str | None:
+    """``term`` when a log reader may search for it; ``InvalidRequest`` otherwise."""
+    if term is not None and not LOG_TERM.fullmatch(term):
+        raise InvalidRequest("a log search term is letters, digits, '-', '_' and '.' only")
+    return term
 
 
 class LogEvent(Frozen):

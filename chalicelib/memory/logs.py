@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from chalicelib.core.errors import InvalidRequest
-from chalicelib.core.ports import LOG_TERM, LogEvent
+from chalicelib.core.ports import LogEvent, check_log_term
 
 
 class MemoryLogReader:
@@ -22,8 +21,7 @@ class MemoryLogReader:
     def read(
         self, group: str, *, since_ms: int, until_ms: int, term: str | None, limit: int
     ) -> list[LogEvent]:
-        if term is not None and not LOG_TERM.fullmatch(term):
-            raise InvalidRequest("a log search term is letters, digits, '-', '_' and '.' only")
+        check_log_term(term)
         with self._lock:
             events = list(self.groups.get(group, ()))
         events = [
