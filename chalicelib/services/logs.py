@@ -12,13 +12,13 @@ name first, so a busy neighbour's lines do not crowd out this model's.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
 from chalicelib.core.clock import parse_utc, utc_text
 from chalicelib.core.config_file import ModelConfigFile
 from chalicelib.core.errors import InvalidRequest
+from chalicelib.core.jsontext import JsonTextError, loads
 from chalicelib.core.pipeline import SHARED_STAGE_PREFIX
 from chalicelib.core.ports import Clock, LogEvent, LogReader
 from chalicelib.core.records import Account
@@ -61,27 +61,24 @@ class LogService:
         deployed = manifest.deployment.functions if manifest and manifest.deployment else ()
         now_ms = int(parse_utc(self.clock()).timestamp() * 1000)
         window = {"since_ms": now_ms - int(since_min * 60_000), "until_ms": now_ms, "limit": limit}
-        found: list[tuple[LogEvent, str, str | None]] = []
+        found: list[dict[str, Any]] = []
         for function in deployed:
             group = f"/aws/lambda/{function.function_name}"
             shared = function.function_name.startswith(SHARED_STAGE_PREFIX)
             events = self.reader.read(group, term=trace_id or (name if shared else None), **window)
-            found += [
-                (e, function.role, function.function_name)
-                for e in events
-                if not shared or _fields_match(e, model=name)
-            ]
+            lines = (_line(e, function.role, function.function_name) for e in events)
+            found += [line for line in lines if not shared or _of(line, model=name)]
         if self.api_group:
             account = None if caller.is_admin else caller.account_id
             events = self.reader.read(self.api_group, term=trace_id or name, **window)
-            found += [(e, "api", None) for e in events if _fields_match(e, model=name, account=account)]
-        found.sort(key=lambda f: f[0].timestamp_ms)
+            found += [line for line in map(_api_line, events) if _of(line, model=name, account=account)]
+        found.sort(key=lambda line: line["at"])
         return {
             "model": name,
             "version": record.version,
             "trace_id": trace_id,
             "since_min": since_min,
-            "lines": [_line(e, source, function) for e, source, function in found[-limit:]],
+            "lines": [{k: v for k, v in line.items() if k != "fields"} for line in found[-limit:]],
         }
 
 
@@ -98,32 +95,42 @@ def _bad(parameter: str, message: str) -> InvalidRequest:
     return InvalidRequest(message, errors=[{"pointer": f"?{parameter}", "message": message}])
 
 
-def _fields(event: LogEvent) -> dict[str, Any] | None:
-    text = event.message.strip()
+def _fields(message: str) -> dict[str, Any] | None:
+    """A structured line's fields; None for any other line (a tenant's print may be hostile JSON: depth
+    and size are bounded before it is parsed)."""
+    text = message.strip()
     if not text.startswith("{") or len(text) > 64 * 1024:
         return None
     try:
-        fields = json.loads(text)
-    except ValueError:
+        fields = loads(text)
+    except JsonTextError:
         return None
     return fields if isinstance(fields, dict) else None
 
 
-def _fields_match(event: LogEvent, *, model: str, account: str | None = None) -> bool:
-    fields = _fields(event)
+def _of(line: dict[str, Any], *, model: str, account: str | None = None) -> bool:
+    """A structured line of ``model`` (and, given ``account``, made by it)."""
+    fields = line["fields"]
     if fields is None or fields.get("model") != model:
         return False
     return account is None or fields.get("account") == account
 
 
+def _api_line(event: LogEvent) -> dict[str, Any]:
+    return _line(event, "api", None)
+
+
 def _line(event: LogEvent, source: str, function: str | None) -> dict[str, Any]:
-    fields = _fields(event)
+    """The answer's line, and (under ``fields``, not answered) what it says, parsed once."""
+    fields = _fields(event.message)
+    message = event.message.rstrip("\n")
     return {
         "at": utc_text(datetime.fromtimestamp(event.timestamp_ms / 1000, UTC)),
         "source": source,
         "function": function,
-        "message": event.message.rstrip("\n")[:MAX_LINE_CHARS],
-        "truncated": len(event.message.rstrip("\n")) > MAX_LINE_CHARS,
+        "message": message[:MAX_LINE_CHARS],
+        "truncated": len(message) > MAX_LINE_CHARS,
         "level": fields.get("level") if fields else None,
         "trace_id": valid_trace_id(fields.get("trace_id")) if fields else None,
+        "fields": fields,
     }

@@ -199,3 +199,17 @@ def test_the_api_document_names_every_query_parameter_a_route_reads(world: dict[
                 read.add(node.args[1].value)  # type: ignore[attr-defined]
     assert read <= {name for _, name in documented}, read - {name for _, name in documented}
     assert {q.name for q in http.INPUT_QUERY} == {"input_url", "webhook"}
+
+
+def test_a_hostile_line_of_the_model_is_shown_as_text_not_parsed_into_a_500(world: dict[str, Any]) -> None:
+    """A tenant's print can be JSON nested past Python's recursion limit: it is a line like any other."""
+    logs = wiring.container().logs
+    assert isinstance(logs, MemoryLogReader)
+    deep = '{"model": "iris", "a": ' + "[" * 30_000 + "]" * 30_000 + "}"
+    logs.write("/aws/lambda/modelport-iris", NOW_MS - 10, deep[:60_000])
+    logs.write(f"/aws/lambda/{SHARED}", NOW_MS - 9, deep[:60_000])  # a shared stage: never this model's
+    r = world["alice"].call("GET", "/v1/models/iris/logs?since=1")
+    assert r.status_code == 200, r.body
+    (line,) = [e for e in r.json_body["lines"] if e["at"] == "2026-12-03T09:59:59.990Z"]
+    assert line["truncated"] is True and line["level"] is None and line["source"] == "fused"
+    assert "2026-12-03T09:59:59.991Z" not in {e["at"] for e in r.json_body["lines"]}
