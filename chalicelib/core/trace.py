@@ -122,9 +122,10 @@ def current() -> Observation | None:
 def observing(trace_id: str) -> Iterator[Observation]:
     """Observe work done outside a request (a job's run, a queue message) under ``trace_id``, then give
     the context back as it was (a job run inside a request leaves the request's observation in place)."""
-    token = _current.set(Observation(trace_id))
+    observation = Observation(trace_id)
+    token = _current.set(observation)
     try:
-        yield _current.get() or Observation(trace_id)
+        yield observation
     finally:
         _current.reset(token)
 
